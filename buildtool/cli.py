@@ -1,0 +1,214 @@
+"""The `buildtool` command: parses arguments, renders progress, maps errors to exit codes.
+
+Only this module prints or exits; everything it calls raises BuildtoolError subclasses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+from . import build as building, config as configuration, image_map, plan as planning, reference, staleness, verify
+from .errors import BuildtoolError, ImageMapError, StaleMapError, VerifyError
+
+log = logging.getLogger("buildtool")
+
+DESCRIPTION = """\
+Build the pipeline's step images, push them, pin them by digest in image_map.yaml,
+and compile the Kubeflow Pipelines (v1) pipeline against exactly those images.
+
+Configuration: [tool.buildtool] in pyproject.toml. Environment: BUILDTOOL_REGISTRY,
+BUILDTOOL_REPOSITORY and BUILDTOOL_BASE_IMAGE override the registry, the repository
+prefix and the external base image; registry credentials come from the engine's
+store (docker login), never from the configuration."""
+
+
+class Printer:
+    """Thread-safe progress lines on stderr, stamped with the time since start."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+
+    def __call__(self, image: str, message: str) -> None:
+        with self._lock:
+            print(f"[{time.monotonic() - self._start:6.1f}s] {image:<9} {message}", file=sys.stderr, flush=True)
+
+
+def _config(args: argparse.Namespace) -> configuration.Config:
+    return configuration.load(Path(args.config),
+                              registry=getattr(args, "registry", None) or os.environ.get("BUILDTOOL_REGISTRY"),
+                              repository=os.environ.get("BUILDTOOL_REPOSITORY"),
+                              base_image=getattr(args, "base_image", None) or os.environ.get("BUILDTOOL_BASE_IMAGE"))
+
+
+def _previous_map(config: configuration.Config) -> image_map.ImageMap | None:
+    try:
+        return image_map.load(config.image_map)
+    except ImageMapError as exc:
+        if config.image_map.exists():
+            log.warning("ignoring the current map: %s", exc)
+        return None
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .engine import Engine  # the docker SDK is needed only here
+    from .registry import Registry
+
+    full = _config(args)
+    selected = configuration.select(full, args.images)
+    previous = _previous_map(full)
+    registry = Registry()
+    try:
+        prepared = building.prepare(selected, registry, previous)
+        for line in planning.describe(prepared.plan):
+            print(line)
+        if args.dry_run:
+            return 0
+        # The engine is needed only when something is built: a no-op asks the registry alone.
+        engine = Engine() if prepared.plan.to_build else None
+        try:
+            results = building.execute(prepared, engine, registry, selected, push=args.push, jobs=args.jobs,
+                                       events=Printer())
+        finally:
+            if engine is not None:
+                engine.close()
+        if args.push:
+            new_map = building.record(full, prepared, results, previous)
+            changed = image_map.write_atomic(full.image_map, image_map.render(new_map))
+            print(f"{full.image_map} {'updated' if changed else 'unchanged'}")
+            for name, result in sorted(results.items()):
+                size = registry.size(reference.parse(result.reference), full.platform)
+                print(f"{name:<9} {result.action:<5} {result.reference}  {size.total / 1e6:.1f} MB compressed")
+        else:
+            print("built locally; pass --push to push and update the image map")
+    finally:
+        registry.close()
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from .compiler import compile_pipeline
+
+    config = _config(args)
+    output = Path(args.output) if args.output else config.output
+    for note in compile_pipeline(config, output, allow_stale=args.allow_stale):
+        print(f"warning: {note}", file=sys.stderr)
+    print(f"wrote {output}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    loaded = image_map.load(config.image_map)
+    image_map.require_steps(loaded, set(config.steps), config.image_map)
+    stale = staleness.stale_images(config, loaded)
+    if stale:
+        raise StaleMapError(f"{config.image_map} is stale: {staleness.describe(stale, config)}; "
+                            "run `buildtool build --push`")
+    print(f"{config.image_map} matches the working tree ({len(config.images)} images)")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    config = _config(args)
+    path = Path(args.pipeline) if args.pipeline else config.output
+    workflow = verify.load_workflow(path)
+    loaded = image_map.load(config.image_map)
+    problems = verify.pin_problems(workflow, loaded.steps)
+    if not args.offline:
+        from .registry import Registry
+
+        registry = Registry()
+        try:
+            problems += verify.registry_problems(workflow, registry)
+        finally:
+            registry.close()
+    if problems:
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise VerifyError(f"{path}: {len(problems)} problem(s) (listed above)")
+    print(f"{path}: every image is pinned, matches {config.image_map.name}"
+          + ("" if args.offline else " and exists in the registry"))
+    return 0
+
+
+def cmd_platform_serve(args: argparse.Namespace) -> int:
+    from . import platform_server
+
+    platform_server.main(args)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="buildtool", description=DESCRIPTION,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--config", default="pyproject.toml", help="pyproject.toml holding [tool.buildtool] (default: %(default)s)")
+    top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("build", help="build (and push) the images; with --push, rewrite image_map.yaml",
+                       description="Build each image whose inputs tag the registry does not hold yet, dependencies "
+                                   "first, independent images in parallel. With --push, push them and rewrite the "
+                                   "image map once all succeeded.")
+    b.add_argument("images", nargs="*", metavar="IMAGE", help="only these images (and what they build on)")
+    b.add_argument("--push", action="store_true", help="push to the registry and rewrite the image map")
+    b.add_argument("--dry-run", action="store_true", help="print the plan (build or reuse, and why); change nothing")
+    b.add_argument("--jobs", "-j", type=int, default=2, help="images built at once (default: %(default)s)")
+    b.add_argument("--registry", help="registry host[:port] (default: [tool.buildtool] registry, or BUILDTOOL_REGISTRY)")
+    b.add_argument("--base-image", help="external base image (default: [tool.buildtool] base_image, or BUILDTOOL_BASE_IMAGE)")
+    b.set_defaults(func=cmd_build)
+
+    c = sub.add_parser("compile", help="compile the pipeline against the image map",
+                       description="Compile the pipeline with every step's image pinned as image_map.yaml says. "
+                                   "Refuses a missing, incomplete, unpinned or stale map.")
+    c.add_argument("--output", "-o", help="where to write the workflow (default: [tool.buildtool] output)")
+    c.add_argument("--allow-stale", action="store_true", help="compile against a stale map anyway (prints a warning)")
+    c.add_argument("--base-image", help=argparse.SUPPRESS)
+    c.set_defaults(func=cmd_compile)
+
+    k = sub.add_parser("check", help="fail if image_map.yaml no longer matches the sources (offline)",
+                       description="Recompute every image's inputs digest from the working tree, with no engine "
+                                   "and no network, and compare with the image map.")
+    k.add_argument("--base-image", help=argparse.SUPPRESS)
+    k.set_defaults(func=cmd_check)
+
+    v = sub.add_parser("verify", help="check a compiled pipeline's images: pinned, as mapped, in the registry")
+    v.add_argument("pipeline", nargs="?", help="compiled workflow (default: [tool.buildtool] output)")
+    v.add_argument("--offline", action="store_true", help="skip the registry lookups")
+    v.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("platform", help="the local training platform server, for development and tests")
+    psub = p.add_subparsers(dest="platform_command", required=True, metavar="ACTION")
+    s = psub.add_parser("serve", help="serve the platform's HTTP API on loopback")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--data", default=".platform-data", help="folder for stored files (default: %(default)s)")
+    s.add_argument("--accounts", help="YAML/JSON file mapping access key to secret key")
+    s.add_argument("--seed-dataset", metavar="UID", help="store a generated training dataset under UID first")
+    s.set_defaults(func=cmd_platform_serve)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except BuildtoolError as exc:
+        print(f"buildtool: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("buildtool: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

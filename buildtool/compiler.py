@@ -1,0 +1,85 @@
+"""Compile the pipeline with kfp 1.8 against the digest-pinned images of the map.
+
+The output replaces the old file atomically, and only after every image in it
+was checked against the map.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from . import image_map, staleness, verify
+from .config import Config
+from .errors import CompileError, StaleMapError
+
+log = logging.getLogger(__name__)
+
+
+def load_factory(config: Config) -> Callable[..., Callable]:
+    """Import the configured `module:function` from the project folder."""
+    module_name, _, attribute = config.pipeline.partition(":")
+    root = str(config.root)
+    sys.path.insert(0, root)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CompileError(f"{config.path}: [tool.buildtool] pipeline: cannot import {module_name!r}: {exc}") from None
+    finally:
+        sys.path.remove(root)
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise CompileError(f"{config.path}: [tool.buildtool] pipeline: {module_name} has no function {attribute!r}")
+    return factory
+
+
+def check_fresh(config: Config, loaded: image_map.ImageMap, *, allow_stale: bool) -> list[str]:
+    """Raise StaleMapError when the map no longer matches the sources; with allow_stale, return warnings instead."""
+    stale = staleness.stale_images(config, loaded)
+    if not stale:
+        return []
+    message = (f"{config.image_map} is stale: {staleness.describe(stale, config)}; "
+               "run `buildtool build --push` to rebuild")
+    if not allow_stale:
+        raise StaleMapError(message + " (or pass --allow-stale to compile against it anyway)")
+    return [message]
+
+
+def compile_pipeline(config: Config, output: Path, *, allow_stale: bool = False) -> list[str]:
+    """Compile to `output`; return warnings (for a stale map with allow_stale)."""
+    loaded = image_map.load(config.image_map)
+    image_map.require_steps(loaded, set(config.steps), config.image_map)
+    notes = check_fresh(config, loaded, allow_stale=allow_stale)
+    factory = load_factory(config)
+    import kfp.compiler  # heavy: imported only when compiling
+
+    try:
+        pipeline_func = factory(dict(loaded.steps), image_pull_policy=config.image_pull_policy)
+    except Exception as exc:
+        raise CompileError(f"{config.pipeline}: building the pipeline failed: {exc.__class__.__name__}: {exc}") from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".yaml", dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                kfp.compiler.Compiler().compile(pipeline_func, str(tmp))
+            except Exception as exc:
+                raise CompileError(f"kfp could not compile {config.pipeline}: {exc.__class__.__name__}: {exc}") from None
+        for warning in caught:
+            log.debug("kfp: %s", warning.message)
+        problems = verify.pin_problems(verify.load_workflow(tmp), loaded.steps)
+        if problems:
+            raise CompileError(f"compiled pipeline is not pinned as {config.image_map} says: " + "; ".join(problems))
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return notes

@@ -1,0 +1,233 @@
+"""`[tool.buildtool]` in pyproject.toml, loaded into frozen dataclasses.
+
+Every problem is a ConfigError with one line naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import reference
+from .errors import ConfigError
+
+BASE_IMAGE_ARG = "BASE_IMAGE"
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+# Build args are recorded in the image's history: refuse names that look like secrets.
+_SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY)", re.I)
+_IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+_PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """One image: where its sources are, what it builds on, which pipeline step it serves."""
+
+    name: str
+    context: Path
+    dockerfile: str = "Dockerfile"
+    step: str | None = None
+    # Exactly one of these decides the BASE_IMAGE build argument:
+    base: str | None = None  # another image of the project
+    base_image: str | None = None  # an external reference (else the global one)
+    build_args: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def dockerfile_path(self) -> Path:
+        return self.context / self.dockerfile
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    root: Path
+    registry: str
+    repository: str
+    base_image: str
+    platform: str
+    image_map: Path
+    output: Path
+    pipeline: str
+    image_pull_policy: str
+    images: tuple[ImageConfig, ...] = field(default_factory=tuple)
+
+    def image(self, name: str) -> ImageConfig:
+        for image in self.images:
+            if image.name == name:
+                return image
+        raise KeyError(name)
+
+    @property
+    def steps(self) -> dict[str, str]:
+        """Pipeline step key -> name of the image that serves it."""
+        return {i.step: i.name for i in self.images if i.step}
+
+    def repository_for(self, image: ImageConfig) -> str:
+        return f"{self.registry}/{self.repository}/{image.name}"
+
+    def external_base(self, image: ImageConfig) -> str | None:
+        """The external base reference of `image`, or None if it builds on a project image."""
+        return None if image.base else (image.base_image or self.base_image)
+
+
+_TOP_KEYS = {
+    "registry": str, "repository": str, "base_image": str, "platform": str,
+    "image_map": str, "output": str, "pipeline": str, "image_pull_policy": str,
+    "images": dict,
+}
+_IMAGE_KEYS = {
+    "context": str, "dockerfile": str, "step": str, "base": str,
+    "base_image": str, "build_args": dict,
+}
+_DEFAULTS = {
+    "registry": "127.0.0.1:5000", "repository": "buildtool",
+    "base_image": "python:3.11-slim", "platform": "linux/amd64",
+    "image_map": "image_map.yaml", "output": "pipeline.yaml",
+    "pipeline": "pipeline.training_pipeline:make_pipeline",
+    "image_pull_policy": "IfNotPresent",
+}
+
+
+def _fail(path: Path, key: str, problem: str) -> ConfigError:
+    return ConfigError(f"{path}: [tool.buildtool] {key}: {problem}")
+
+
+def _check_keys(path: Path, prefix: str, table: Mapping[str, Any], schema: Mapping[str, type]) -> None:
+    for key, value in table.items():
+        if key not in schema:
+            close = difflib.get_close_matches(key, list(schema), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(schema))}"
+            raise _fail(path, f"{prefix}{key}", f"unknown key; {hint}")
+        if not isinstance(value, schema[key]):
+            raise _fail(path, f"{prefix}{key}", f"expected a {schema[key].__name__}, got {type(value).__name__} {value!r}")
+
+
+def _image(path: Path, root: Path, name: str, table: Mapping[str, Any]) -> ImageConfig:
+    prefix = f"images.{name}."
+    if not isinstance(table, dict):
+        raise _fail(path, f"images.{name}", "expected a table ([tool.buildtool.images.NAME])")
+    if not _IMAGE_NAME.match(name):
+        raise _fail(path, f"images.{name}", "image names are lowercase letters, digits and . _ - (they become repository names)")
+    _check_keys(path, prefix, table, _IMAGE_KEYS)
+    if "context" not in table:
+        raise _fail(path, f"{prefix}context", "missing; set the build context folder, e.g. context = \"images/{name}\"")
+    context = (root / table["context"]).resolve()
+    if not context.is_dir():
+        raise _fail(path, f"{prefix}context", f"folder {context} does not exist")
+    dockerfile = table.get("dockerfile", "Dockerfile")
+    if not (context / dockerfile).is_file():
+        raise _fail(path, f"{prefix}dockerfile", f"no Dockerfile at {context / dockerfile}; create it or set dockerfile = \"...\" relative to the context")
+    if "base" in table and "base_image" in table:
+        raise _fail(path, prefix + "base", "set either base (a project image) or base_image (an external reference), not both")
+    if "base_image" in table:
+        _check_reference(path, prefix + "base_image", table["base_image"])
+    args = table.get("build_args", {})
+    for arg, value in args.items():
+        if not isinstance(value, str):
+            raise _fail(path, f"{prefix}build_args.{arg}", f"expected a string, got {type(value).__name__} {value!r}")
+        if arg == BASE_IMAGE_ARG:
+            raise _fail(path, f"{prefix}build_args.{arg}", "BASE_IMAGE is set by buildtool from base/base_image; set those instead")
+        if _SECRET_NAME.search(arg):
+            raise _fail(path, f"{prefix}build_args.{arg}", "looks like a secret; build args are recorded in the image history, pass secrets at run time instead")
+    return ImageConfig(
+        name=name, context=context, dockerfile=dockerfile, step=table.get("step"),
+        base=table.get("base"), base_image=table.get("base_image"),
+        build_args=tuple(sorted(args.items())),
+    )
+
+
+def _check_reference(path: Path, key: str, value: str) -> None:
+    try:
+        reference.parse(value)
+    except ValueError:
+        raise _fail(path, key, f"{value!r} is not a valid image reference (e.g. python:3.11-slim)") from None
+
+
+def _check_graph(path: Path, images: tuple[ImageConfig, ...]) -> None:
+    names = {i.name for i in images}
+    steps: dict[str, str] = {}
+    for image in images:
+        if image.base and image.base not in names:
+            close = difflib.get_close_matches(image.base, sorted(names), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; images are: {', '.join(sorted(names))}"
+            raise _fail(path, f"images.{image.name}.base", f"no image named {image.base!r}{hint}")
+        if image.step:
+            if image.step in steps:
+                raise _fail(path, f"images.{image.name}.step", f"step {image.step!r} is already served by image {steps[image.step]!r}")
+            steps[image.step] = image.name
+    bases = {i.name: i.base for i in images}
+    for start in bases:
+        seen, current = [start], bases[start]
+        while current:
+            if current in seen:
+                raise _fail(path, f"images.{start}.base", f"images build on each other in a cycle: {' -> '.join(seen + [current])}")
+            seen.append(current)
+            current = bases[current]
+
+
+def load(path: Path, *, registry: str | None = None, repository: str | None = None,
+         base_image: str | None = None) -> Config:
+    """Load `[tool.buildtool]` from `path`; `registry`, `repository` and `base_image` override the file's values."""
+    path = path.resolve()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; run buildtool from the project folder or pass --config PATH") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    table = data.get("tool", {}).get("buildtool")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: no [tool.buildtool] table; add one (see README.md, 'Configuration')")
+    _check_keys(path, "", table, _TOP_KEYS)
+    values = {**_DEFAULTS, **{k: v for k, v in table.items() if k != "images"}}
+    if registry:
+        values["registry"] = registry
+    if repository:
+        values["repository"] = repository
+    if base_image:
+        values["base_image"] = base_image
+    _check_reference(path, "base_image", values["base_image"])
+    try:
+        reference.parse(f"{values['registry']}/{values['repository']}/x")
+    except ValueError:
+        raise _fail(path, "registry", f"{values['registry']}/{values['repository']} is not a valid registry host[:port]/repository prefix") from None
+    if not _PLATFORM.match(values["platform"]):
+        raise _fail(path, "platform", f"{values['platform']!r} is not os/arch[/variant], e.g. linux/amd64")
+    if values["image_pull_policy"] not in PULL_POLICIES:
+        raise _fail(path, "image_pull_policy", f"{values['image_pull_policy']!r} is not one of {', '.join(PULL_POLICIES)}")
+    if ":" not in values["pipeline"]:
+        raise _fail(path, "pipeline", f"{values['pipeline']!r} is not 'module:function'")
+    root = path.parent
+    images_table = table.get("images", {})
+    if not images_table:
+        raise _fail(path, "images", "no images configured; add [tool.buildtool.images.NAME] tables")
+    images = tuple(_image(path, root, name, sub) for name, sub in sorted(images_table.items()))
+    _check_graph(path, images)
+    return Config(
+        path=path, root=root, registry=values["registry"], repository=values["repository"],
+        base_image=values["base_image"], platform=values["platform"],
+        image_map=root / values["image_map"], output=root / values["output"],
+        pipeline=values["pipeline"], image_pull_policy=values["image_pull_policy"],
+        images=images,
+    )
+
+
+def select(config: Config, names: list[str]) -> Config:
+    """Keep only the named images and what they build on; ConfigError for unknown names."""
+    if not names:
+        return config
+    known = {i.name for i in config.images}
+    wanted: set[str] = set()
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"images are: {', '.join(sorted(known))}"
+            raise ConfigError(f"{config.path}: no image named {name!r}; {hint}")
+        while name:
+            wanted.add(name)
+            name = config.image(name).base or ""
+    return replace(config, images=tuple(i for i in config.images if i.name in wanted))

@@ -1,0 +1,144 @@
+"""The Docker engine, through the docker SDK: the only module that talks to it.
+
+The SDK reports build and push failures inside its streams (with HTTP 200), so
+every chunk is read and `error`/`errorDetail` turns into an exception here.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound
+
+from .context import BuildContext
+from .errors import BuildError, EngineError, PushError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+_STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")
+_TAIL_LINES = 25
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    output: str
+
+
+def _no_progress(_: str) -> None:
+    pass
+
+
+class Engine:
+    """A connection to the Docker engine (DOCKER_HOST or the default socket)."""
+
+    def __init__(self, timeout: int = 600) -> None:
+        try:
+            self._client = docker.from_env(version="auto", timeout=timeout)
+            self._client.ping()
+        except DockerException as exc:
+            raise EngineError(f"no Docker engine answers ({exc.__class__.__name__}: {exc}); "
+                              "start one with scripts/infra-up.sh or set DOCKER_HOST") from None
+
+    @property
+    def api(self) -> docker.APIClient:
+        return self._client.api
+
+    def close(self) -> None:
+        self._client.close()
+
+    def build(self, context: BuildContext, tag: str, build_args: Mapping[str, str], *, platform: str | None = None,
+              labels: Mapping[str, str] | None = None, progress: Progress = _no_progress) -> str:
+        """Build `context` as `tag`; return the image ID. BuildError names the failing step and shows the log's tail."""
+        tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        current_step, image_id, started = "(before the first step)", None, time.monotonic()
+        try:
+            stream = self.api.build(fileobj=context.tar(), custom_context=True, tag=tag, buildargs=dict(build_args),
+                                    platform=platform, labels=dict(labels or {}), rm=True, forcerm=True, decode=True)
+            for chunk in stream:
+                if "error" in chunk or "errorDetail" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
+                    log_tail = "\n".join(tail)
+                    raise BuildError(f"build of {tag} failed at {current_step}: {str(detail).strip()}\n"
+                                     f"--- last lines of the build log ---\n{log_tail}")
+                text = chunk.get("stream", "")
+                for line in text.splitlines():
+                    line = line.rstrip()
+                    if not line:
+                        continue
+                    tail.append(line)
+                    match = _STEP.match(line)
+                    if match:
+                        current_step = f"step {match[1]} ({match[2]})"
+                        progress(f"step {match[1]}: {match[2][:100]}  [{time.monotonic() - started:.0f}s]")
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and aux.get("ID"):
+                    image_id = aux["ID"]
+        except (APIError, DockerException) as exc:
+            raise BuildError(f"build of {tag} failed at {current_step}: {exc}") from None
+        if not image_id:
+            # Older engines announce the ID only in the stream: fall back to what the tag points at.
+            image_id = self.image_id(tag)
+        if not image_id:
+            raise BuildError(f"build of {tag} ended without an image; last lines:\n" + "\n".join(tail))
+        return image_id
+
+    def image_id(self, ref: str) -> str | None:
+        try:
+            return self.api.inspect_image(ref)["Id"]
+        except ImageNotFound:
+            return None
+
+    def push(self, repository: str, tag: str, *, progress: Progress = _no_progress) -> str:
+        """Push `repository:tag`; return the manifest digest the registry reported. PushError on any error chunk."""
+        digest, layers_done, started = None, 0, time.monotonic()
+        try:
+            for chunk in self.api.push(repository, tag=tag, stream=True, decode=True):
+                if "error" in chunk or "errorDetail" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
+                    raise PushError(f"push of {repository}:{tag} failed: {str(detail).strip()}; "
+                                    "is the registry running and are you logged in (docker login)?")
+                status = chunk.get("status", "")
+                if status in ("Pushed", "Layer already exists", "Mounted from"):
+                    layers_done += 1
+                    progress(f"push: {layers_done} layer(s) done ({status.lower()} {chunk.get('id', '')})"
+                             f"  [{time.monotonic() - started:.0f}s]")
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and aux.get("Digest"):
+                    digest = aux["Digest"]
+        except (APIError, DockerException) as exc:
+            raise PushError(f"push of {repository}:{tag} failed: {exc}") from None
+        if not digest:
+            raise PushError(f"push of {repository}:{tag} ended without a digest from the registry")
+        return digest
+
+    def run(self, image: str, command: list[str], *, network: bool = False, environment: Mapping[str, str] | None = None,
+            volumes: Mapping[str, Mapping[str, str]] | None = None, timeout: float | None = None) -> RunResult:
+        """Run `command` in a fresh container of `image` (no network unless asked); return its exit code and output."""
+        container = self._client.containers.create(
+            image, command, network_disabled=not network, environment=dict(environment or {}),
+            volumes=dict(volumes or {}), detach=True)
+        try:
+            container.start()
+            result = container.wait(timeout=timeout)
+            output = container.logs(stdout=True, stderr=True).decode(errors="replace")
+            return RunResult(int(result.get("StatusCode", -1)), output)
+        finally:
+            container.remove(force=True)
+
+    def remove_images(self, refs: Iterable[str]) -> None:
+        for ref in refs:
+            try:
+                self.api.remove_image(ref, force=True)
+            except ImageNotFound:
+                pass
+
+    def images_with_label(self, label: str) -> list[dict[str, Any]]:
+        return self.api.images(filters={"label": label})

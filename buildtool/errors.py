@@ -1,0 +1,67 @@
+"""Typed errors: one root, one subclass per kind of failure, each with its exit code.
+
+Only `buildtool.cli.main` turns them into an exit; library code raises them.
+Messages are one line that names the file, key, image or step, and the fix.
+"""
+
+from __future__ import annotations
+
+
+class BuildtoolError(Exception):
+    """Root of every failure buildtool reports to the user."""
+
+    exit_code = 1
+
+
+class ConfigError(BuildtoolError):
+    """`[tool.buildtool]` is missing, malformed or points at missing files."""
+
+    exit_code = 2
+
+
+class ImageMapError(BuildtoolError):
+    """`image_map.yaml` is missing, malformed, incomplete or not digest-pinned."""
+
+    exit_code = 3
+
+
+class StaleMapError(ImageMapError):
+    """`image_map.yaml` was built from other sources than the working tree's."""
+
+    exit_code = 4
+
+
+class EngineError(BuildtoolError):
+    """The Docker engine is unreachable or refused a request."""
+
+    exit_code = 5
+
+
+class BuildError(BuildtoolError):
+    """An image failed to build."""
+
+    exit_code = 6
+
+
+class PushError(BuildtoolError):
+    """An image failed to push, or the registry reported no digest for it."""
+
+    exit_code = 7
+
+
+class RegistryError(BuildtoolError):
+    """The registry's HTTP API could not be read."""
+
+    exit_code = 8
+
+
+class CompileError(BuildtoolError):
+    """The pipeline could not be compiled, or the result is not pinned as the map says."""
+
+    exit_code = 9
+
+
+class VerifyError(BuildtoolError):
+    """A compiled pipeline failed verification."""
+
+    exit_code = 10

@@ -1,0 +1,101 @@
+"""Image references: parsing, and the digest-pinned form the map and pipeline require.
+
+Follows the grammar of the distribution project's `reference` package
+(domain, path components, tag, digest), restricted to sha256 digests.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"sha256:[a-f0-9]{64}"
+
+_REFERENCE = re.compile(
+    rf"^(?:(?P<domain>{_DOMAIN})/)?"
+    rf"(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+    rf"(?::(?P<tag>{_TAG}))?"
+    rf"(?:@(?P<digest>{_DIGEST}))?$"
+)
+_PATH = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+DIGEST_RE = re.compile(rf"^{_DIGEST}$")
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A parsed image reference; `domain` is the registry host as written (or docker.io)."""
+
+    domain: str
+    path: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def repository(self) -> str:
+        """`domain/path`, the part a tag or digest is appended to."""
+        return f"{self.domain}/{self.path}"
+
+    @property
+    def api_host(self) -> str:
+        """Host that serves the registry HTTP API for this reference."""
+        return DOCKER_HUB_API if self.domain == DOCKER_HUB else self.domain
+
+    def with_digest(self, digest: str) -> "Reference":
+        return Reference(self.domain, self.path, self.tag, digest)
+
+    def __str__(self) -> str:
+        text = self.repository
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+
+def _looks_like_domain(first: str) -> bool:
+    return "." in first or ":" in first or first == "localhost"
+
+
+def parse(text: str) -> Reference:
+    """Parse `text` into a Reference, applying Docker Hub's defaults; ValueError if invalid."""
+    match = _REFERENCE.match(text)
+    if not match:
+        raise ValueError(f"not a valid image reference: {text!r}")
+    domain, path = match["domain"], match["path"]
+    if domain is not None and not _looks_like_domain(domain):
+        # "library/python" style: the first component is part of the path.
+        path, domain = f"{domain}/{path}", None
+        if not _PATH.match(path):
+            raise ValueError(f"not a valid image reference: {text!r}")
+    if domain is None:
+        domain = DOCKER_HUB
+        if "/" not in path:
+            path = f"library/{path}"
+    return Reference(domain, path, match["tag"], match["digest"])
+
+
+def pinned_problem(text: object) -> str | None:
+    """Why `text` is not a digest-pinned reference (`repo[:tag]@sha256:<64 hex>`), or None if it is."""
+    if not isinstance(text, str):
+        return f"expected a string, got {type(text).__name__}"
+    if text.count("@") != 1:
+        return "not pinned by digest (expected exactly one '@sha256:<64 hex>')" if "@" not in text else "more than one '@'"
+    name, digest = text.split("@")
+    if not DIGEST_RE.match(digest):
+        return f"digest {digest!r} is not 'sha256:' followed by 64 lowercase hex characters"
+    try:
+        parse(name)
+    except ValueError:
+        return f"name {name!r} is not a valid image name"
+    return None
+
+
+def is_pinned(text: object) -> bool:
+    return pinned_problem(text) is None

@@ -1,0 +1,166 @@
+"""The registry's HTTP API (distribution spec v2): the only module that calls it.
+
+Answers "which digest does this tag point at?" and "how big is this image?"
+without the engine, so a plan can be made, and a push checked, from the
+registry alone. Credentials come from the engine's normal store (docker login).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from docker import auth as docker_auth
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .errors import RegistryError
+from .reference import DOCKER_HUB, Reference
+
+log = logging.getLogger(__name__)
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+_INDEX_TYPES = MANIFEST_TYPES[:2]
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0].strip("[]") if not host.startswith("[") or "]:" in host else host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ImageSize:
+    """Bytes the registry stores for one image: config blob plus compressed layers."""
+
+    layers: int
+    config: int
+
+    @property
+    def total(self) -> int:
+        return self.layers + self.config
+
+
+class Registry:
+    """A client for one or more registries, sharing a connection pool and bearer tokens."""
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        self.timeout = timeout
+        self._session = requests.Session()
+        retry = Retry(total=3, backoff_factor=0.5, status_forcelist=(502, 503, 504),
+                      allowed_methods=("HEAD", "GET"), raise_on_status=False)
+        for scheme in ("http://", "https://"):
+            self._session.mount(scheme, HTTPAdapter(max_retries=retry, pool_maxsize=8))
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _base_url(self, ref: Reference) -> str:
+        scheme = "http" if _is_loopback(ref.api_host) else "https"
+        return f"{scheme}://{ref.api_host}/v2/{ref.path}"
+
+    def _credentials(self, ref: Reference) -> tuple[str, str] | None:
+        registry = None if ref.domain == DOCKER_HUB else ref.domain
+        try:
+            found = docker_auth.resolve_authconfig(docker_auth.load_config(), registry=registry)
+        except Exception as exc:  # a broken credential helper must not hide the real request
+            log.debug("no credentials for %s: %s", ref.domain, exc)
+            return None
+        if found and found.get("username") and found.get("password"):
+            return found["username"], found["password"]
+        return None
+
+    def _request(self, method: str, url: str, ref: Reference, headers: dict[str, str]) -> requests.Response:
+        key = (ref.api_host, ref.path)
+        with self._lock:
+            token = self._tokens.get(key)
+        auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            response = self._session.request(method, url, headers={**headers, **auth_headers}, timeout=self.timeout)
+            if response.status_code == 401:
+                response = self._answer_challenge(method, url, ref, headers, response)
+        except requests.RequestException as exc:
+            raise RegistryError(f"registry {ref.api_host} unreachable for {ref}: {exc.__class__.__name__}: {exc}; "
+                                "is it running (scripts/infra-up.sh) and is the name right?") from None
+        return response
+
+    def _answer_challenge(self, method: str, url: str, ref: Reference, headers: dict[str, str],
+                          response: requests.Response) -> requests.Response:
+        challenge = response.headers.get("WWW-Authenticate", "")
+        scheme = challenge.split(" ", 1)[0].lower()
+        creds = self._credentials(ref)
+        if scheme == "basic":
+            if not creds:
+                return response
+            return self._session.request(method, url, headers=headers, auth=creds, timeout=self.timeout)
+        if scheme != "bearer":
+            return response
+        params = dict(_CHALLENGE.findall(challenge))
+        realm = params.pop("realm", None)
+        if not realm:
+            return response
+        params.setdefault("scope", f"repository:{ref.path}:pull")
+        token_response = self._session.get(realm, params=params, auth=creds, timeout=self.timeout)
+        if token_response.status_code != 200:
+            return response
+        body = token_response.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            return response
+        with self._lock:
+            self._tokens[(ref.api_host, ref.path)] = token
+        return self._session.request(method, url, headers={**headers, "Authorization": f"Bearer {token}"},
+                                     timeout=self.timeout)
+
+    def digest(self, ref: Reference) -> str | None:
+        """Digest the registry serves for `ref` (tag or digest), or None if it holds no such manifest."""
+        target = ref.digest or ref.tag or "latest"
+        url = f"{self._base_url(ref)}/manifests/{target}"
+        response = self._request("HEAD", url, ref, {"Accept": ", ".join(MANIFEST_TYPES)})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise RegistryError(f"registry answered {response.status_code} for the manifest of {ref}"
+                                + ("; log in with `docker login " + ref.domain + "`" if response.status_code in (401, 403) else ""))
+        digest = response.headers.get("Docker-Content-Digest")
+        if not digest:
+            raise RegistryError(f"registry sent no Docker-Content-Digest header for {ref}")
+        return digest
+
+    def manifest(self, ref: Reference) -> dict[str, Any]:
+        target = ref.digest or ref.tag or "latest"
+        response = self._request("GET", f"{self._base_url(ref)}/manifests/{target}", ref,
+                                 {"Accept": ", ".join(MANIFEST_TYPES)})
+        if response.status_code != 200:
+            raise RegistryError(f"registry answered {response.status_code} for the manifest of {ref}")
+        return response.json()
+
+    def size(self, ref: Reference, platform: str = "linux/amd64") -> ImageSize:
+        """Compressed size of `ref` for `platform` (an index is resolved to that platform's manifest)."""
+        manifest = self.manifest(ref)
+        if manifest.get("mediaType") in _INDEX_TYPES or "manifests" in manifest:
+            os_name, arch = platform.split("/")[:2]
+            for entry in manifest.get("manifests", []):
+                p = entry.get("platform", {})
+                if p.get("os") == os_name and p.get("architecture") == arch:
+                    return self.size(ref.with_digest(entry["digest"]), platform)
+            raise RegistryError(f"{ref} has no manifest for {platform}")
+        layers = sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
+        return ImageSize(layers=layers, config=int(manifest.get("config", {}).get("size", 0)))

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create (or refresh) .venv with buildtool, its test tools and the platform client.
+# Reinstalls only when pyproject.toml or the client's pyproject changed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+VENV=${BUILDTOOL_VENV:-.venv}
+stamp="$VENV/.buildtool-installed"
+want=$(cat pyproject.toml images/base/platform-client/pyproject.toml | sha256sum | cut -d' ' -f1)
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "venv: creating $VENV" >&2
+  python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+  || { echo "venv: error: $VENV is not Python 3.11; remove it and install python3.11" >&2; exit 1; }
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "venv: installing buildtool[test] and the platform client into $VENV" >&2
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
+  "$VENV/bin/python" -m pip install --quiet -e '.[test]' -e images/base/platform-client >&2
+  echo "$want" > "$stamp"
+fi

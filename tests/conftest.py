@@ -1,0 +1,59 @@
+"""Shared fixtures: a throw-away project tree for unit tests."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+PYPROJECT = """\
+[tool.buildtool]
+registry = "127.0.0.1:5000"
+repository = "t"
+base_image = "127.0.0.1:5000/lib/python:3.11"
+pipeline = "pipeline.training_pipeline:make_pipeline"
+
+[tool.buildtool.images.base]
+context = "images/base"
+
+[tool.buildtool.images.download]
+context = "images/download"
+base = "base"
+step = "download_training_dataset"
+
+[tool.buildtool.images.training]
+context = "images/training"
+base = "base"
+step = "training"
+build_args = {{ EXTRA = "1" }}
+
+[tool.buildtool.images.upload]
+context = "images/upload"
+base = "base"
+step = "upload_model"
+{extra}
+"""
+
+
+def write_project(root: Path, extra: str = "") -> Path:
+    """A small project: four image contexts and a copy of the real pipeline package."""
+    for name in ("base", "download", "training", "upload"):
+        context = root / "images" / name
+        context.mkdir(parents=True, exist_ok=True)
+        (context / "Dockerfile").write_text(f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nLABEL image={name}\n")
+    (root / "images" / "training" / "requirements.txt").write_text("numpy==1\n")
+    (root / "images" / "training" / ".dockerignore").write_text("*.secret\ndata/\n")
+    shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    path = root / "pyproject.toml"
+    path.write_text(PYPROJECT.format(extra=textwrap.dedent(extra)))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """Path of the pyproject.toml of a fresh small project."""
+    return write_project(tmp_path)

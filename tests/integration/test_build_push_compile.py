@@ -1,0 +1,160 @@
+"""build --push -> image map -> compile, on the real engine, registry and kfp compiler."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import threading
+import urllib.request
+
+import pytest
+import yaml
+
+from buildtool import cli, image_map, verify
+
+from .conftest import served_digest
+
+STEPS = {"download_training_dataset", "training", "upload_model"}
+
+
+def run(project, *args):
+    return cli.main(["--config", str(project), *args])
+
+
+def test_build_push_pins_map_and_compiles(small_project, capsys):
+    assert run(small_project, "build", "--push") == 0
+    out = capsys.readouterr()
+    assert out.out.count("build ") >= 4 and "image_map.yaml updated" in out.out
+    assert "step 2/" in out.err and "pushed" in out.err  # progress: Dockerfile steps and pushes
+    mapping = image_map.load(small_project.parent / "image_map.yaml")
+    assert set(mapping.steps) == STEPS
+    for step, ref in mapping.steps.items():
+        name, digest = ref.split("@")
+        assert served_digest(name) == digest, step
+    assert run(small_project, "compile") == 0
+    workflow = yaml.safe_load((small_project.parent / "pipeline.yaml").read_text())
+    images = list(verify.images_in(workflow))
+    assert len(images) == 6  # a container image and an annotation copy per step
+    for template, _, image in images:
+        assert image == mapping.steps[template.replace("-", "_")]
+    assert run(small_project, "verify") == 0
+    assert run(small_project, "check") == 0
+
+
+def test_no_op_builds_nothing_and_leaves_map_untouched(small_project, engine_client, capsys):
+    assert run(small_project, "build", "--push") == 0
+    map_path = small_project.parent / "image_map.yaml"
+    before = (map_path.read_bytes(), os.stat(map_path).st_mtime_ns)
+    # The CI case: an engine with no cached layers of these images.
+    for image in engine_client.images.list():
+        for tag in image.tags:
+            if "/it-" in tag and small_project.read_text().split('repository = "')[1].split('"')[0] in tag:
+                engine_client.images.remove(tag, force=True)
+    capsys.readouterr()
+    assert run(small_project, "build", "--push") == 0
+    out = capsys.readouterr()
+    assert "build " not in out.out.replace("buildtool", "") or out.out.count("reuse") == 4
+    assert out.out.count("reuse") == 4 and "unchanged" in out.out
+    assert (map_path.read_bytes(), os.stat(map_path).st_mtime_ns) == before
+
+
+def test_one_change_rebuilds_only_that_image(small_project, capsys):
+    assert run(small_project, "build", "--push") == 0
+    old = image_map.load(small_project.parent / "image_map.yaml")
+    (small_project.parent / "images" / "download" / "extra.txt").write_text("new file\n")
+    capsys.readouterr()
+    assert run(small_project, "build", "--dry-run") == 0
+    plan_text = capsys.readouterr().out
+    assert "because file extra.txt added" in plan_text
+    assert run(small_project, "build", "--push") == 0
+    out = capsys.readouterr().out
+    new = image_map.load(small_project.parent / "image_map.yaml")
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("build ")] == ["download"]
+    assert new.steps["download_training_dataset"] != old.steps["download_training_dataset"]
+    assert new.steps["training"] == old.steps["training"] and new.steps["upload_model"] == old.steps["upload_model"]
+
+
+def test_dependents_build_on_the_pinned_base(small_project, registry):
+    assert run(small_project, "build", "--push") == 0
+    mapping = image_map.load(small_project.parent / "image_map.yaml")
+    from buildtool.reference import parse
+    from buildtool.registry import Registry
+
+    client = Registry()
+    base_layers = [layer["digest"] for layer in client.manifest(parse(mapping.images["base"].reference))["layers"]]
+    for name in ("download", "training", "upload"):
+        layers = [layer["digest"] for layer in client.manifest(parse(mapping.images[name].reference))["layers"]]
+        assert layers[:len(base_layers)] == base_layers, name
+        assert mapping.images[name].base == "image:base"
+    client.close()
+
+
+def test_failed_build_names_the_step_and_keeps_the_map(small_project, capsys):
+    assert run(small_project, "build", "--push") == 0
+    map_path = small_project.parent / "image_map.yaml"
+    before = map_path.read_bytes()
+    (small_project.parent / "images" / "training" / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo about to fail && exit 3\n")
+    capsys.readouterr()
+    assert run(small_project, "build", "--push") == 6
+    err = capsys.readouterr().err
+    assert "build of" in err and "failed at step 2/2 (RUN echo about to fail && exit 3)" in err
+    assert "about to fail" in err.split("last lines of the build log")[1]
+    assert "Traceback" not in err
+    assert map_path.read_bytes() == before
+
+
+class _RefusingProxy(http.server.ThreadingHTTPServer):
+    """Forwards reads to the real registry; refuses every upload, as a full or read-only registry would."""
+
+
+def _proxy_handler(upstream: str):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _forward(self):
+            if self.command in ("POST", "PUT", "PATCH"):
+                self.send_response(403)
+                body = b'{"errors":[{"code":"DENIED","message":"uploads refused by test proxy"}]}'
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            request = urllib.request.Request(f"http://{upstream}{self.path}", method=self.command,
+                                             headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+            try:
+                response = urllib.request.urlopen(request, timeout=30)
+                status, headers, body = response.status, response.headers, response.read()
+            except urllib.error.HTTPError as exc:
+                status, headers, body = exc.code, exc.headers, exc.read()
+            self.send_response(status)
+            for key, value in headers.items():
+                if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _forward
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
+def test_refused_push_fails_the_command_and_keeps_the_map(small_project, registry, capsys):
+    proxy = _RefusingProxy(("127.0.0.1", 0), _proxy_handler(registry))
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        map_path = small_project.parent / "image_map.yaml"
+        map_path.write_text("# the map before the failed push\nsteps: {}\n")
+        before = map_path.read_bytes()
+        address = f"127.0.0.1:{proxy.server_address[1]}"
+        code = run(small_project, "build", "--push", "--registry", address)
+        err = capsys.readouterr().err
+        assert code == 7, err
+        assert "push of" in err and "failed" in err and "Traceback" not in err
+        assert map_path.read_bytes() == before
+    finally:
+        proxy.shutdown()

@@ -1,0 +1,123 @@
+"""Compile, check and verify against a lock written for the working tree: kfp's real compiler, no engine."""
+
+import json
+
+import pytest
+import yaml
+
+from buildtool import cli, compiler, config, context, image_map, plan, staleness, verify
+from buildtool.errors import CompileError, ImageMapError, StaleMapError
+
+EXTERNAL = "127.0.0.1:5000/lib/python:3.11"
+PIN = EXTERNAL + "@sha256:" + "1" * 64
+
+
+def write_lock(project_path):
+    """A map exactly as `build --push` would write it for the current tree (digests invented)."""
+    loaded = config.load(project_path)
+    contexts = {i.name: context.scan(i.context) for i in loaded.images}
+    inputs = plan.compute_inputs(loaded, contexts, {EXTERNAL: "sha256:" + "1" * 64})
+    the_plan = plan.make_plan(loaded, inputs, {EXTERNAL: PIN}, {}, None)
+    images = {}
+    for n, image in enumerate(the_plan.images):
+        images[image.name] = image_map.LockedImage(f"{image.tagged}@sha256:{str(n) * 64}", image.inputs.digest,
+                                                   image.base_label, dict(image.inputs.items))
+    lock = image_map.ImageMap(steps={i.step: images[i.name].reference for i in the_plan.images if i.step},
+                              images=images)
+    image_map.write_atomic(loaded.image_map, image_map.render(lock))
+    return loaded, lock
+
+
+def test_compile_pins_every_image_as_the_map_says(project):
+    loaded, lock = write_lock(project)
+    assert compiler.compile_pipeline(loaded, loaded.output) == []
+    workflow = yaml.safe_load(loaded.output.read_text())
+    seen = {}
+    for template in workflow["spec"]["templates"]:
+        if "container" in template:
+            step = template["name"].replace("-", "_")
+            spec = json.loads(template["metadata"]["annotations"][verify.COMPONENT_SPEC])
+            assert template["container"]["image"] == lock.steps[step]
+            assert spec["implementation"]["container"]["image"] == lock.steps[step]
+            assert template["container"]["imagePullPolicy"] == "IfNotPresent"
+            assert template["container"]["resources"] == {"limits": {"cpu": "0.5", "memory": "4000Mi"},
+                                                          "requests": {"cpu": "0.5", "memory": "4000Mi"}}
+            assert template["metadata"]["labels"]["{{inputs.parameters.training_task_uid}}"] == step
+            assert template["metadata"]["labels"]["pipelines.kubeflow.org/enable_caching"] == "false"
+            seen[step] = True
+    assert set(seen) == set(lock.steps)
+    params = {p["name"]: p.get("value") for p in workflow["spec"]["arguments"]["parameters"]}
+    assert params["secret_key"] is None and params["access_key"] is None
+    assert params["batch_size"] == "4" and params["epochs"] == "1"
+    assert verify.pin_problems(workflow, lock.steps) == []
+
+
+def test_compile_refuses_missing_incomplete_and_unpinned_maps_and_keeps_old_output(project):
+    loaded, lock = write_lock(project)
+    loaded.output.write_text("previous output\n")
+    loaded.image_map.unlink()
+    with pytest.raises(ImageMapError, match="not found"):
+        compiler.compile_pipeline(loaded, loaded.output)
+    text = image_map.render(lock)
+    loaded.image_map.write_text(text.replace("  upload_model:", "  other_step:"))
+    with pytest.raises(ImageMapError, match="no image for step.s. upload_model"):
+        compiler.compile_pipeline(loaded, loaded.output)
+    loaded.image_map.write_text(text.replace("@sha256:" + "2" * 64, "", 1))
+    with pytest.raises(ImageMapError, match="not pinned by digest"):
+        compiler.compile_pipeline(loaded, loaded.output)
+    assert loaded.output.read_text() == "previous output\n"
+    assert sorted(p.name for p in loaded.output.parent.iterdir() if p.name.startswith(".pipeline")) == []
+
+
+def test_stale_map_is_refused_naming_image_and_input_unless_allowed(project):
+    loaded, _ = write_lock(project)
+    assert staleness.stale_images(loaded, image_map.load(loaded.image_map)) == {}
+    (project.parent / "images" / "training" / "requirements.txt").write_text("numpy==3\n")
+    with pytest.raises(StaleMapError, match=r"image training \(step training\): file requirements.txt changed"):
+        compiler.compile_pipeline(loaded, loaded.output)
+    assert not loaded.output.exists()
+    notes = compiler.compile_pipeline(loaded, loaded.output, allow_stale=True)
+    assert notes and "stale" in notes[0] and loaded.output.exists()
+
+
+def test_other_base_image_makes_the_map_stale(project):
+    write_lock(project)
+    other = config.load(project, base_image="python:3.11-slim")
+    stale = staleness.stale_images(other, image_map.load(other.image_map))
+    assert "base image is now python:3.11-slim" in stale["base"][0]
+
+
+def test_verify_reports_tampered_images(project):
+    loaded, lock = write_lock(project)
+    compiler.compile_pipeline(loaded, loaded.output)
+    text = loaded.output.read_text().replace(lock.steps["training"], "127.0.0.1:5000/t/training:latest")
+    problems = verify.pin_problems(yaml.safe_load(text), lock.steps)
+    assert any("template training: container.image" in p and "not pinned" in p for p in problems)
+    assert any("component_spec annotation" in p for p in problems)
+
+
+def run_cli(project, *args):
+    return cli.main(["--config", str(project), *args])
+
+
+def test_cli_errors_are_one_line_with_exit_codes(project, capsys):
+    assert run_cli(project, "compile") == ImageMapError.exit_code
+    err = capsys.readouterr().err
+    assert err.startswith("buildtool: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    write_lock(project)
+    assert run_cli(project, "check") == 0
+    (project.parent / "images" / "upload" / "Dockerfile").write_text("FROM scratch\n")
+    assert run_cli(project, "check") == StaleMapError.exit_code
+    assert "image upload (step upload_model): file Dockerfile changed" in capsys.readouterr().err
+    assert run_cli(project, "compile", "--allow-stale", "--output", str(project.parent / "out.yaml")) == 0
+    assert "warning:" in capsys.readouterr().err
+    assert run_cli(project, "verify", "--offline", str(project.parent / "out.yaml")) == 0
+    assert run_cli(project, "verify", "--offline", str(project.parent / "missing.yaml")) == 10
+
+
+def test_compile_error_for_a_bad_pipeline_setting(project):
+    loaded, _ = write_lock(project)
+    text = project.read_text().replace("pipeline.training_pipeline:make_pipeline", "pipeline.nowhere:make_pipeline")
+    project.write_text(text)
+    with pytest.raises(CompileError, match="cannot import 'pipeline.nowhere'"):
+        compiler.compile_pipeline(config.load(project), loaded.output)
