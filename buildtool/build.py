@@ -13,11 +13,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from . import context, image_map, plan as planning, reference
+from . import context, plan as planning, reference, step_imports
 from .config import BASE_IMAGE_ARG, Config
 from .context import BuildContext
 from .engine import Engine
-from .errors import BuildtoolError, ImageMapError, PushError, RegistryError
+from .errors import BuildError, BuildtoolError, ImageMapError, PushError, RegistryError
 from .image_map import ImageMap, LockedImage
 from .plan import BUILD, ImagePlan, Plan
 from .registry import Registry
@@ -33,6 +33,7 @@ LABEL_IMAGE = "buildtool.image"
 class Prepared:
     plan: Plan
     contexts: Mapping[str, BuildContext]
+    step_modules: Mapping[str, list[str]]  # step -> modules its function imports
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,22 @@ def prepare(config: Config, registry: Registry, previous: ImageMap | None) -> Pr
     inputs = planning.compute_inputs(config, contexts, digests)
     existing = {name: registry.digest(reference.parse(f"{config.repository_for(config.image(name))}:{i.tag}"))
                 for name, i in inputs.items()}
-    return Prepared(planning.make_plan(config, inputs, pins, existing, previous), contexts)
+    steps = sorted(i.step for i in config.images if i.step)
+    modules = step_imports.step_modules(config.steps_module, steps, config.root, config.path)
+    return Prepared(planning.make_plan(config, inputs, pins, existing, previous), contexts, modules)
+
+
+def check_image(engine: Engine, image: ImagePlan, modules: list[str], events: Events) -> None:
+    """Before anything is pushed: the step's imports load in its image (no network), and `pip check` passes."""
+    probe = engine.run(image.tagged, step_imports.probe_command(modules))
+    failures = step_imports.probe_failures(probe.output)
+    if failures:
+        raise BuildError(step_imports.describe_failures(str(image.step), image.name, failures)
+                         + "; add the package to the image's requirements")
+    pip = engine.run(image.tagged, ["python3", "-m", "pip", "check"])
+    if pip.exit_code != 0:
+        raise BuildError(f"image {image.name}: `pip check` found broken requirements: {pip.output.strip()[-800:]}")
+    events(image.name, f"imports of step {image.step} load ({', '.join(modules)}); pip check passed")
 
 
 def _run_one(image: ImagePlan, prepared: Prepared, results: Mapping[str, Result], engine: Engine | None, registry: Registry,
@@ -87,6 +103,8 @@ def _run_one(image: ImagePlan, prepared: Prepared, results: Mapping[str, Result]
     engine.build(prepared.contexts[image.name], image.tagged, args, platform=config.platform,
                  labels={LABEL_INPUTS: image.inputs.digest, LABEL_IMAGE: image.name},
                  progress=lambda message: events(image.name, message))
+    if image.step:
+        check_image(engine, image, prepared.step_modules.get(image.step, []), events)
     if not push:
         events(image.name, f"built {image.tagged} in {time.monotonic() - started:.0f}s (not pushed)")
         return Result(image.name, image.tagged, image.action, time.monotonic() - started)

@@ -139,10 +139,71 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import local_run
+
+    path = Path(args.pipeline) if args.pipeline else _config(args).output
+    workflow = verify.load_workflow(path)
+    steps = local_run.plan_run(workflow, local_run.run_arguments(workflow, args.param, os.environ))
+    for line in local_run.describe(steps):
+        print(line)
+    if args.dry_run:
+        return 0
+    import tempfile
+
+    from .engine import Engine
+
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="buildtool-run-"))
+    engine = Engine()
+    try:
+        local_run.execute_run(steps, engine, workdir, Printer())
+    finally:
+        engine.close()
+    print(f"{len(steps)} step(s) succeeded; their outputs are in {workdir}")
+    return 0
+
+
+def _accounts_file(data: Path, given: str | None) -> Path:
+    """The accounts file: the one given, else <data>/accounts.yaml, created with a random secret (mode 0600)."""
+    if given:
+        return Path(given)
+    path = data / "accounts.yaml"
+    if not path.exists():
+        import secrets
+
+        data.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"accounts:\n  dev: {secrets.token_urlsafe(24)}\n")
+        print(f"created {path} with account 'dev' (its secret key is in the file)", file=sys.stderr)
+    return path
+
+
+def _seed(data: Path, uid: str, samples: int, fmt: str) -> Path:
+    import tempfile
+
+    from . import dataset, platform_server
+
+    with tempfile.TemporaryDirectory() as tmp:
+        zipped = dataset.write_training_dataset(Path(tmp) / "training_dataset.zip", samples=samples, format=fmt)
+        return platform_server.seed_dataset(data, uid, zipped)
+
+
+def cmd_platform_seed(args: argparse.Namespace) -> int:
+    stored = _seed(Path(args.data), args.uid, args.samples, args.format)
+    print(f"seeded training dataset {args.uid!r} ({args.samples} samples, {args.format} format) at {stored}")
+    return 0
+
+
 def cmd_platform_serve(args: argparse.Namespace) -> int:
     from . import platform_server
 
-    platform_server.main(args)
+    data = Path(args.data)
+    accounts = platform_server.load_accounts(_accounts_file(data, args.accounts))
+    if args.seed_dataset:
+        _seed(data, args.seed_dataset, args.samples, args.format)
+    print(f"platform API on http://{args.host}:{args.port} (data in {data}); Ctrl-C stops it", file=sys.stderr)
+    platform_server.serve_forever(args.host, args.port, data, accounts)
     return 0
 
 
@@ -184,15 +245,41 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--offline", action="store_true", help="skip the registry lookups")
     v.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("platform", help="the local training platform server, for development and tests")
+    r = sub.add_parser("run", help="run a compiled pipeline's steps on the local engine, as the cluster would",
+                       description="Run each step of the compiled workflow in a container of its pinned image, in "
+                                   "dependency order, with host networking; artifacts are folders under --workdir. "
+                                   "access_key and secret_key may come from PLATFORM_ACCESS_KEY and "
+                                   "PLATFORM_SECRET_KEY instead of --param; their values are shown as ***.")
+    r.add_argument("pipeline", nargs="?", help="compiled workflow (default: [tool.buildtool] output)")
+    r.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
+                   help="a pipeline parameter (repeat for each); parameters with a default may be left out")
+    r.add_argument("--workdir", help="empty folder for the steps' artifacts (default: a new temporary folder)")
+    r.add_argument("--dry-run", action="store_true", help="print the resolved steps; run nothing")
+    r.add_argument("--base-image", help=argparse.SUPPRESS)
+    r.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("platform", help="the local training platform (its HTTP API), for development and tests")
     psub = p.add_subparsers(dest="platform_command", required=True, metavar="ACTION")
-    s = psub.add_parser("serve", help="serve the platform's HTTP API on loopback")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--data", default=".platform-data", help="folder for stored files (default: %(default)s)")
-    s.add_argument("--accounts", help="YAML/JSON file mapping access key to secret key")
+
+    def dataset_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--data", default=".platform-data", help="folder of stored files (default: %(default)s)")
+        command.add_argument("--samples", type=int, default=200, help="samples in a generated dataset (default: %(default)s)")
+        command.add_argument("--format", choices=("safe", "seed"), default="safe",
+                             help="dataset layout: safe loads without pickle; seed is the platform's object array "
+                                  "(default: %(default)s)")
+
+    s = psub.add_parser("serve", help="serve the platform's HTTP API until interrupted")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    s.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
+    s.add_argument("--accounts", help="YAML/JSON file 'accounts: {ACCESS_KEY: SECRET_KEY}' "
+                                      "(default: DATA/accounts.yaml, created with a random secret)")
     s.add_argument("--seed-dataset", metavar="UID", help="store a generated training dataset under UID first")
+    dataset_options(s)
     s.set_defaults(func=cmd_platform_serve)
+    d = psub.add_parser("seed", help="store a generated, learnable training dataset under a uid")
+    d.add_argument("uid", help="training dataset uid, e.g. demo-dataset")
+    dataset_options(d)
+    d.set_defaults(func=cmd_platform_seed)
     return top
 
 

@@ -52,6 +52,7 @@ class Config:
     image_map: Path
     output: Path
     pipeline: str
+    steps_module: str
     image_pull_policy: str
     images: tuple[ImageConfig, ...] = field(default_factory=tuple)
 
@@ -76,7 +77,7 @@ class Config:
 
 _TOP_KEYS = {
     "registry": str, "repository": str, "base_image": str, "platform": str,
-    "image_map": str, "output": str, "pipeline": str, "image_pull_policy": str,
+    "image_map": str, "output": str, "pipeline": str, "steps_module": str, "image_pull_policy": str,
     "images": dict,
 }
 _IMAGE_KEYS = {
@@ -88,6 +89,7 @@ _DEFAULTS = {
     "base_image": "python:3.11-slim", "platform": "linux/amd64",
     "image_map": "image_map.yaml", "output": "pipeline.yaml",
     "pipeline": "pipeline.training_pipeline:make_pipeline",
+    "steps_module": "pipeline.steps",
     "image_pull_policy": "IfNotPresent",
 }
 
@@ -211,7 +213,8 @@ def load(path: Path, *, registry: str | None = None, repository: str | None = No
         path=path, root=root, registry=values["registry"], repository=values["repository"],
         base_image=values["base_image"], platform=values["platform"],
         image_map=root / values["image_map"], output=root / values["output"],
-        pipeline=values["pipeline"], image_pull_policy=values["image_pull_policy"],
+        pipeline=values["pipeline"], steps_module=values["steps_module"],
+        image_pull_policy=values["image_pull_policy"],
         images=images,
     )
 

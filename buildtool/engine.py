@@ -119,12 +119,16 @@ class Engine:
             raise PushError(f"push of {repository}:{tag} ended without a digest from the registry")
         return digest
 
-    def run(self, image: str, command: list[str], *, network: bool = False, environment: Mapping[str, str] | None = None,
-            volumes: Mapping[str, Mapping[str, str]] | None = None, timeout: float | None = None) -> RunResult:
-        """Run `command` in a fresh container of `image` (no network unless asked); return its exit code and output."""
+    def run(self, image: str, command: list[str], *, network: bool = False, network_mode: str | None = None,
+            environment: Mapping[str, str] | None = None, volumes: Mapping[str, Mapping[str, str]] | None = None,
+            timeout: float | None = None) -> RunResult:
+        """Run `command` in a fresh container of `image` (no network unless asked); return its exit code and output.
+
+        `network_mode` ("host", "none", a network's name) wins over `network` when given.
+        """
+        networking: dict[str, Any] = {"network_mode": network_mode} if network_mode else {"network_disabled": not network}
         container = self._client.containers.create(
-            image, command, network_disabled=not network, environment=dict(environment or {}),
-            volumes=dict(volumes or {}), detach=True)
+            image, command, environment=dict(environment or {}), volumes=dict(volumes or {}), detach=True, **networking)
         try:
             container.start()
             result = container.wait(timeout=timeout)

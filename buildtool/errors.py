@@ -65,3 +65,9 @@ class VerifyError(BuildtoolError):
     """A compiled pipeline failed verification."""
 
     exit_code = 10
+
+
+class RunError(BuildtoolError):
+    """A compiled pipeline could not be planned, or one of its steps failed when run locally."""
+
+    exit_code = 11

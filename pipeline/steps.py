@@ -10,25 +10,31 @@ from kfp.components import InputPath, OutputPath
 
 
 def download_training_dataset(output: OutputPath(), training_dataset_uid: str, host: str, port: str,
-                              access_key: str, secret_key: str):
-    """Log in to the platform and stream the training dataset zip to `output`/training_dataset.zip."""
+                              access_key: str, secret_key: str, platform_timeout: float = 300.0):
+    """Log in to the platform and stream the training dataset zip to `output`/training_dataset.zip.
+
+    `platform_timeout` is the longest wait, in seconds, for the platform to connect or to send
+    the next bytes; a call that times out is tried again a few times, then the step fails.
+    """
     import os
 
     from platform_client import PlatformClient
 
     os.makedirs(output, exist_ok=True)
-    client = PlatformClient(host=host, port=port, access_key=access_key, secret_key=secret_key)
+    client = PlatformClient(host=host, port=port, access_key=access_key, secret_key=secret_key,
+                            timeout=(min(10.0, platform_timeout), platform_timeout))
     path = client.download("training_dataset", training_dataset_uid, os.path.join(output, "training_dataset.zip"))
     print(f"downloaded training dataset {training_dataset_uid} to {path} ({os.path.getsize(path)} bytes)")
 
 
 def training(input: InputPath(), output: OutputPath(), learning_rate: float, batch_size: int = 4, epochs: int = 1,
-             record_accuracy: bool = True, max_samples: int = 0, allow_pickle: bool = True):
+             record_accuracy: bool = True, max_samples: int = 0, allow_pickle_dataset: bool = False):
     """Unzip and split the dataset 80/10/10, train the LSTM, write model.zip (and model_accuracy.txt).
 
     `max_samples` > 0 keeps only the first N samples (the reference pipeline kept 100); 0 keeps all.
-    `allow_pickle` loads the reference object-array format, which runs code from the file:
-    only for datasets from the lab's own platform; False accepts only the plain-array format.
+    `allow_pickle_dataset` also accepts the platform's object-array layout, whose loading runs
+    code from the file: set it only for datasets from a source you trust. Off, only the
+    structured layout (fields x and y) loads.
     """
     import os
     import tempfile
@@ -45,7 +51,9 @@ def training(input: InputPath(), output: OutputPath(), learning_rate: float, bat
     work = tempfile.mkdtemp(prefix="training-")
     dataset_dir = os.path.join(work, "training_dataset")
     safe_extract(os.path.join(input, "training_dataset.zip"), dataset_dir)
-    x, y = load_training_dataset(os.path.join(dataset_dir, "training_dataset.npy"), allow_pickle=allow_pickle)
+    x, y = load_training_dataset(os.path.join(dataset_dir, "training_dataset.npy"), allow_pickle=allow_pickle_dataset)
+    if max_samples < 0:
+        raise ValueError(f"max_samples must be 0 (all samples) or more, got {max_samples}")
     if max_samples > 0:
         x, y = x[:max_samples], y[:max_samples]
     x, y = np.asarray(x, dtype="float32"), np.asarray(y, dtype="float32")
@@ -74,13 +82,18 @@ def training(input: InputPath(), output: OutputPath(), learning_rate: float, bat
         print(f"accuracy of the last epoch: {accuracy}")
 
 
-def upload_model(input: InputPath(), model_uid: str, host: str, port: str, access_key: str, secret_key: str):
-    """Upload `input`/model.zip as the model `model_uid`, and its accuracy when the training step recorded it."""
+def upload_model(input: InputPath(), model_uid: str, host: str, port: str, access_key: str, secret_key: str,
+                 platform_timeout: float = 300.0):
+    """Upload `input`/model.zip as the model `model_uid`, and its accuracy when the training step recorded it.
+
+    `platform_timeout`: as for `download_training_dataset`.
+    """
     import os
 
     from platform_client import PlatformClient
 
-    client = PlatformClient(host=host, port=port, access_key=access_key, secret_key=secret_key)
+    client = PlatformClient(host=host, port=port, access_key=access_key, secret_key=secret_key,
+                            timeout=(min(10.0, platform_timeout), platform_timeout))
     client.upload("model", model_uid, os.path.join(input, "model.zip"))
     print(f"uploaded model {model_uid}")
     accuracy_path = os.path.join(input, "model_accuracy.txt")

@@ -33,15 +33,18 @@ def make_pipeline(img_name_map: Mapping[str, str], image_pull_policy: str = "IfN
     @dsl.pipeline(name="pipeline", description="Download a training dataset, train an LSTM, upload the model.")
     def pipeline(training_task_uid: str, training_dataset_uid: str, model_uid: str, learning_rate: float,
                  host: str, port: str, access_key: str, secret_key: str, batch_size: int = 4, epochs: int = 1,
-                 record_accuracy: bool = True, max_samples: int = 0):
+                 record_accuracy: bool = True, max_samples: int = 0,
+                 allow_pickle_dataset: bool = False, platform_timeout: float = 300.0):
         task1 = download_training_dataset_op(training_dataset_uid=training_dataset_uid, host=host, port=port,
-                                             access_key=access_key, secret_key=secret_key)
+                                             access_key=access_key, secret_key=secret_key,
+                                             platform_timeout=platform_timeout)
         _settings(task1, "download_training_dataset", training_task_uid, image_pull_policy)
         task2 = training_op(input=task1.output, learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
-                            record_accuracy=record_accuracy, max_samples=max_samples)
+                            record_accuracy=record_accuracy, max_samples=max_samples,
+                            allow_pickle_dataset=allow_pickle_dataset)
         _settings(task2, "training", training_task_uid, image_pull_policy)
         task3 = upload_model_op(input=task2.output, model_uid=model_uid, host=host, port=port,
-                                access_key=access_key, secret_key=secret_key)
+                                access_key=access_key, secret_key=secret_key, platform_timeout=platform_timeout)
         _settings(task3, "upload_model", training_task_uid, image_pull_policy)
 
     return pipeline

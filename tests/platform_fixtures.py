@@ -194,7 +194,7 @@ class SilentServer:
 
 @pytest.fixture(scope="session")
 def platform_dataset_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small training dataset zip in the platform's format (shared by the session: do not modify)."""
+    """A small training dataset zip in the platform's format (shared by all tests: do not modify)."""
     return write_training_dataset(tmp_path_factory.mktemp("dataset") / "training_dataset.zip", samples=40, seed=7)
 
 

@@ -54,6 +54,20 @@ def served_digest(ref_without_digest: str) -> str | None:
     return response.headers.get("Docker-Content-Digest") if response.status_code == 200 else None
 
 
+SMALL_STEPS = """
+def download_training_dataset(output):
+    import json, os
+
+
+def training(input, output):
+    import json
+
+
+def upload_model(input):
+    import os.path
+"""
+
+
 @pytest.fixture
 def small_project(tmp_path: Path, registry: str, engine_client: docker.DockerClient) -> Iterator[Path]:
     """A four-image project of tiny images on the bootstrapped base, under a repository prefix of its own."""
@@ -62,7 +76,11 @@ def small_project(tmp_path: Path, registry: str, engine_client: docker.DockerCli
     text = path.read_text().replace('repository = "t"', f'repository = "{prefix}"')
     text = text.replace('base_image = "127.0.0.1:5000/lib/python:3.11"', f'base_image = "{BASE_IMAGE}"')
     text = text.replace('registry = "127.0.0.1:5000"', f'registry = "{registry}"')
+    text = text.replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
+                        'pipeline = "pipeline.training_pipeline:make_pipeline"\nsteps_module = "small_steps"')
     path.write_text(text)
+    # Step functions whose imports the tiny images do have (the import check runs them).
+    (tmp_path / "small_steps.py").write_text(SMALL_STEPS)
     for name in ("base", "download", "training", "upload"):
         (tmp_path / "images" / name / "Dockerfile").write_text(
             f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nCOPY . /opt/{name}/\nRUN python3 -c \"print('{name} ok')\"\n")

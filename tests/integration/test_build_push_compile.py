@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 import yaml
 
-from buildtool import cli, image_map, verify
+from buildtool import cli, config, image_map, verify
 
 from .conftest import served_digest
 
@@ -46,15 +46,17 @@ def test_no_op_builds_nothing_and_leaves_map_untouched(small_project, engine_cli
     map_path = small_project.parent / "image_map.yaml"
     before = (map_path.read_bytes(), os.stat(map_path).st_mtime_ns)
     # The CI case: an engine with no cached layers of these images.
+    prefix = config.load(small_project).repository
     for image in engine_client.images.list():
         for tag in image.tags:
-            if "/it-" in tag and small_project.read_text().split('repository = "')[1].split('"')[0] in tag:
+            if f"/{prefix}/" in tag:
                 engine_client.images.remove(tag, force=True)
     capsys.readouterr()
     assert run(small_project, "build", "--push") == 0
-    out = capsys.readouterr()
-    assert "build " not in out.out.replace("buildtool", "") or out.out.count("reuse") == 4
-    assert out.out.count("reuse") == 4 and "unchanged" in out.out
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines if line.startswith("reuse ")] == ["base", "download", "training", "upload"]
+    assert not [line for line in lines if line.startswith("build ")]
+    assert any(line.endswith("image_map.yaml unchanged") for line in lines)
     assert (map_path.read_bytes(), os.stat(map_path).st_mtime_ns) == before
 
 
@@ -98,7 +100,7 @@ def test_failed_build_names_the_step_and_keeps_the_map(small_project, capsys):
     capsys.readouterr()
     assert run(small_project, "build", "--push") == 6
     err = capsys.readouterr().err
-    assert "build of" in err and "failed at step 2/2 (RUN echo about to fail && exit 3)" in err
+    assert "build of" in err and "failed at step 3/" in err and "(RUN echo about to fail && exit 3)" in err
     assert "about to fail" in err.split("last lines of the build log")[1]
     assert "Traceback" not in err
     assert map_path.read_bytes() == before
@@ -158,3 +160,19 @@ def test_refused_push_fails_the_command_and_keeps_the_map(small_project, registr
         assert map_path.read_bytes() == before
     finally:
         proxy.shutdown()
+
+
+def test_a_step_importing_what_its_image_lacks_fails_before_push(small_project, capsys):
+    map_path = small_project.parent / "image_map.yaml"
+    map_path.write_text("# the map before the failed build\nsteps: {}\n")
+    before = map_path.read_bytes()
+    steps = small_project.parent / "small_steps.py"
+    steps.write_text(steps.read_text().replace("def training(input, output):\n    import json",
+                                               "def training(input, output):\n    import json\n    from sklearn.model_selection import train_test_split"))
+    code = run(small_project, "build", "--push")
+    err = capsys.readouterr().err
+    assert code == 6, err
+    assert "step training imports sklearn: not installed in image training" in err
+    assert map_path.read_bytes() == before
+    training = [line for line in err.splitlines() if " training " in line]
+    assert not any("pushed" in line for line in training)

@@ -67,7 +67,7 @@ _TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.Ch
 
 
 class PlatformClient:
-    """A session with the training platform.
+    """A logged-in client of the training platform.
 
     `host` may carry a scheme (``https://name``), which then wins over `scheme`.
     `timeout` is seconds, or a (connect, read) pair, applied to every request.
@@ -123,7 +123,7 @@ class PlatformClient:
         self._secret_key = secret_key
         self._token: str | None = None
         self._logged_in = False
-        self._session = requests.Session()
+        self._http = requests.Session()
 
     def __repr__(self) -> str:
         return f"PlatformClient({self.base_url!r}, access_key={self.access_key!r})"
@@ -136,7 +136,7 @@ class PlatformClient:
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self._session.close()
+        self._http.close()
 
     @property
     def logged_in(self) -> bool:
@@ -252,7 +252,7 @@ class PlatformClient:
                     headers = dict(kwargs.pop("headers", {}))
                     if authenticated and self._token:
                         headers["Authorization"] = f"Bearer {self._token}"
-                    response = self._session.post(url, headers=headers, timeout=self.timeout, stream=True, **kwargs)
+                    response = self._http.post(url, headers=headers, timeout=self.timeout, stream=True, **kwargs)
                     stack.callback(response.close)
                     if response.status_code == 200:
                         return handle(response)

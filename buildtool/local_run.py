@@ -1,0 +1,363 @@
+"""Run a compiled kfp v1 workflow's steps on the local Docker engine, as the cluster would run them.
+
+`plan_run` is pure: it walks the entrypoint's DAG in dependency order and resolves
+`{{inputs.parameters.X}}` as Argo does, from the workflow's arguments (their
+defaults overridden by the caller's) through each DAG task's arguments into the
+step template's container command and args. `execute_run` then runs each step in
+a fresh container of its (digest-pinned) image: one host folder per output
+artifact, mounted at the output path, and mounted read-only at the input path of
+the step that consumes it; host networking, so that a step reaches a platform
+server on 127.0.0.1. It stops at the first step that fails.
+
+The values of parameters named like credentials (`access_key`, `secret_key`)
+appear as `***` in everything this module reports.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
+from .errors import RunError
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["ENV_PARAMETERS", "SECRET_PARAMETERS", "InputArtifact", "OutputArtifact", "StepResult", "StepRun",
+           "describe", "execute_run", "parameter_names", "plan_run", "run_arguments"]
+
+#: Parameters whose values are never shown.
+SECRET_PARAMETERS = frozenset({"access_key", "secret_key"})
+#: Parameters that may come from the environment instead of the command line.
+ENV_PARAMETERS = {"access_key": "PLATFORM_ACCESS_KEY", "secret_key": "PLATFORM_SECRET_KEY"}
+MASK = "***"
+TAIL_LINES = 25
+
+Events = Callable[[str, str], None]
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+_ARTIFACT_FROM = re.compile(r"^\{\{\s*tasks\.([^.{}\s]+)\.outputs\.artifacts\.([^.{}\s]+)\s*\}\}$")
+_UNSUPPORTED_TASK_KEYS = ("when", "depends", "withItems", "withParam", "withSequence", "continueOn")
+
+
+@dataclass(frozen=True)
+class InputArtifact:
+    """An artifact a step reads at `path`, produced as `from_artifact` by the task `from_task`."""
+
+    name: str
+    path: str
+    from_task: str
+    from_artifact: str
+
+
+@dataclass(frozen=True)
+class OutputArtifact:
+    """An artifact a step writes at `path`."""
+
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """One DAG task, resolved: what to run, in which image, reading and writing which artifacts."""
+
+    task: str
+    template: str
+    image: str
+    command: tuple[str, ...] = field(repr=False)
+    args: tuple[str, ...] = field(repr=False)
+    #: The template's input parameters with their resolved values (secrets included: see `shown_parameters`).
+    parameters: tuple[tuple[str, str], ...] = field(repr=False)
+    inputs: tuple[InputArtifact, ...] = ()
+    outputs: tuple[OutputArtifact, ...] = ()
+    #: Values to mask wherever this step's arguments or output are shown.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def argv(self) -> list[str]:
+        return [*self.command, *self.args]
+
+    def mask(self, text: str) -> str:
+        """`text` with every secret value replaced by ***, longest first."""
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, MASK)
+        return text
+
+    def shown_parameters(self) -> str:
+        return ", ".join(f"{name}={MASK if name in SECRET_PARAMETERS else self.mask(value)}"
+                         for name, value in self.parameters)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A step that ran to exit code 0: how long it took, where its outputs are, its output (masked)."""
+
+    task: str
+    seconds: float
+    outputs: Mapping[str, Path]
+    output: str
+
+
+# -- planning (no I/O) ---------------------------------------------------------------------------------------------
+
+
+def parameter_names(workflow: Mapping[str, Any]) -> list[str]:
+    """The workflow's parameters, as declared (spec.arguments.parameters)."""
+    return [name for name, _ in _workflow_parameters(_spec(workflow))]
+
+
+def run_arguments(workflow: Mapping[str, Any], assignments: Iterable[str],
+                  environ: Mapping[str, str]) -> dict[str, str]:
+    """Parameters from ``NAME=VALUE`` strings; access_key/secret_key not given there come from `environ`
+    (PLATFORM_ACCESS_KEY, PLATFORM_SECRET_KEY) when the workflow takes them."""
+    arguments: dict[str, str] = {}
+    for number, item in enumerate(assignments, 1):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:  # the item is not echoed: it may be a secret typed without its name
+            raise RunError(f"parameter #{number} is not NAME=VALUE")
+        if name in arguments:
+            raise RunError(f"parameter {name} is given twice")
+        arguments[name] = value
+    declared = set(parameter_names(workflow))
+    for name, variable in ENV_PARAMETERS.items():
+        if name not in arguments and name in declared and environ.get(variable):
+            arguments[name] = environ[variable]
+    return arguments
+
+
+def plan_run(workflow: Mapping[str, Any], arguments: Mapping[str, str]) -> list[StepRun]:
+    """The entrypoint DAG's tasks in dependency order, every placeholder of their containers resolved."""
+    spec = _spec(workflow)
+    templates = {t.get("name"): t for t in _list(spec, "templates", "spec")}
+    entrypoint = spec.get("entrypoint")
+    dag_template = templates.get(entrypoint)
+    if dag_template is None or not isinstance(dag_template.get("dag"), Mapping):
+        raise RunError(f"the workflow's entrypoint {entrypoint!r} is not a DAG template; "
+                       "only kfp v1 pipelines compiled to an Argo DAG can be run")
+
+    declared = _workflow_parameters(spec)
+    names = [name for name, _ in declared]
+    unknown = sorted(set(arguments) - set(names))
+    if unknown:
+        raise RunError(f"unknown parameter(s) {', '.join(unknown)}; the pipeline takes: {', '.join(names)}")
+    values = {name: str(arguments[name]) if name in arguments else default for name, default in declared}
+    missing = [name for name, value in values.items() if value is None]
+    if missing:
+        raise RunError(f"missing required parameter(s): {', '.join(missing)}; the pipeline declares no default, "
+                       "give each a value (NAME=VALUE)")
+    workflow_values: dict[str, str] = {k: v for k, v in values.items() if v is not None}
+    secrets = tuple(sorted({v for k, v in workflow_values.items() if k in SECRET_PARAMETERS and v}))
+
+    dag_inputs = _template_inputs(dag_template, workflow_values, f"template {entrypoint}")
+    dag_context = _context(dag_inputs, workflow_values)
+    tasks = _list(dag_template["dag"], "tasks", f"template {entrypoint}: dag")
+    steps: list[StepRun] = []
+    planned: dict[str, StepRun] = {}
+    for task in _dependency_order(tasks):
+        name = task["name"]
+        template = templates.get(task.get("template"))
+        if template is None or not isinstance(template.get("container"), Mapping):
+            raise RunError(f"task {name}: template {task.get('template')!r} is not a container template; "
+                           "only DAGs of container steps can be run")
+        where = f"task {name}"
+        task_arguments = task.get("arguments") or {}
+        given = {}
+        for parameter in task_arguments.get("parameters") or []:
+            if "value" not in parameter:
+                raise RunError(f"{where}: parameter {parameter.get('name')!r} has no value (valueFrom is not supported)")
+            given[parameter["name"]] = _substitute(str(parameter["value"]), dag_context, where)
+        inputs = _template_inputs(template, given, where)
+        context = _context(inputs, workflow_values)
+        sources = {a.get("name"): a for a in task_arguments.get("artifacts") or []}
+        input_artifacts = []
+        for artifact in (template.get("inputs") or {}).get("artifacts") or []:
+            source = sources.get(artifact["name"])
+            match = _ARTIFACT_FROM.match(str((source or {}).get("from", "")))
+            if not match:
+                raise RunError(f"{where}: input artifact {artifact['name']} does not come from another task's "
+                               "output artifact ({{tasks.T.outputs.artifacts.A}}); nothing else is supported")
+            producer = planned.get(match[1])
+            if producer is None or match[2] not in {o.name for o in producer.outputs}:
+                raise RunError(f"{where}: input artifact {artifact['name']} comes from {match[1]}.{match[2]}, "
+                               "which no earlier task produces")
+            input_artifacts.append(InputArtifact(artifact["name"], artifact["path"], match[1], match[2]))
+            context[f"inputs.artifacts.{artifact['name']}.path"] = artifact["path"]
+        output_artifacts = [OutputArtifact(a["name"], a["path"])
+                            for a in (template.get("outputs") or {}).get("artifacts") or []]
+        for artifact in output_artifacts:
+            context[f"outputs.artifacts.{artifact.name}.path"] = artifact.path
+        container = template["container"]
+        step = StepRun(
+            task=name,
+            template=template["name"],
+            image=str(container.get("image") or ""),
+            command=tuple(_substitute(str(part), context, where) for part in container.get("command") or []),
+            args=tuple(_substitute(str(part), context, where) for part in container.get("args") or []),
+            parameters=tuple(sorted(inputs.items())),
+            inputs=tuple(input_artifacts),
+            outputs=tuple(output_artifacts),
+            secrets=secrets,
+        )
+        if not step.image:
+            raise RunError(f"{where}: template {step.template} has no image")
+        planned[name] = step
+        steps.append(step)
+    return steps
+
+
+def describe(steps: Sequence[StepRun]) -> list[str]:
+    """The plan as lines of text, secrets masked."""
+    lines = []
+    for number, step in enumerate(steps, 1):
+        lines.append(f"{number}. {step.task}: {step.image}")
+        lines.append(f"   parameters: {step.shown_parameters() or '(none)'}")
+        for artifact in step.inputs:
+            lines.append(f"   reads  {artifact.path} <- {artifact.from_task}.{artifact.from_artifact}")
+        for artifact in step.outputs:
+            lines.append(f"   writes {artifact.path} -> {artifact.name}")
+    return lines
+
+
+def _spec(workflow: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = workflow.get("spec") if isinstance(workflow, Mapping) else None
+    if not isinstance(spec, Mapping):
+        raise RunError("not an Argo workflow: no spec; compile the pipeline with `buildtool compile`")
+    return spec
+
+
+def _list(holder: Mapping[str, Any], key: str, where: str) -> list[Mapping[str, Any]]:
+    items = holder.get(key) or []
+    if not isinstance(items, list) or not all(isinstance(i, Mapping) and "name" in i for i in items):
+        raise RunError(f"{where}: {key} is not a list of named entries")
+    return items
+
+
+def _workflow_parameters(spec: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    parameters = _list(spec.get("arguments") or {}, "parameters", "spec.arguments")
+    return [(str(p["name"]), None if p.get("value") is None else str(p["value"])) for p in parameters]
+
+
+def _template_inputs(template: Mapping[str, Any], given: Mapping[str, str], where: str) -> dict[str, str]:
+    """A template's input parameters: from `given`, else their default; none may stay without a value."""
+    values = {}
+    for parameter in (template.get("inputs") or {}).get("parameters") or []:
+        name = parameter["name"]
+        value = given.get(name, parameter.get("value"))
+        if value is None:
+            raise RunError(f"{where}: input parameter {name} gets no value")
+        values[name] = str(value)
+    return values
+
+
+def _context(inputs: Mapping[str, str], workflow_values: Mapping[str, str]) -> dict[str, str]:
+    context = {f"inputs.parameters.{k}": v for k, v in inputs.items()}
+    context.update({f"workflow.parameters.{k}": v for k, v in workflow_values.items()})
+    return context
+
+
+def _substitute(text: str, context: Mapping[str, str], where: str) -> str:
+    """Replace Argo's {{inputs.*}}, {{outputs.*}} and {{workflow.parameters.*}}; leave other {{...}} alone."""
+
+    def replace(match: re.Match[str]) -> str:
+        key = match[1]
+        if key in context:
+            return context[key]
+        if key.startswith(("inputs.", "outputs.", "workflow.parameters.")):
+            raise RunError(f"{where}: cannot resolve {{{{{key}}}}}")
+        return match[0]
+
+    return _PLACEHOLDER.sub(replace, text)
+
+
+def _dependency_order(tasks: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Tasks with their dependencies (listed, or implied by artifacts) first; otherwise in the listed order."""
+    by_name = {task["name"]: task for task in tasks}
+    needs: dict[str, set[str]] = {}
+    for task in tasks:
+        for key in _UNSUPPORTED_TASK_KEYS:
+            if key in task:
+                raise RunError(f"task {task['name']}: '{key}' is not supported by local runs")
+        wanted = set(task.get("dependencies") or [])
+        for artifact in (task.get("arguments") or {}).get("artifacts") or []:
+            match = _ARTIFACT_FROM.match(str(artifact.get("from", "")))
+            if match:
+                wanted.add(match[1])
+        unknown = sorted(wanted - set(by_name))
+        if unknown:
+            raise RunError(f"task {task['name']} depends on unknown task(s) {', '.join(unknown)}")
+        needs[task["name"]] = wanted
+    ordered: list[Mapping[str, Any]] = []
+    done: set[str] = set()
+    while len(ordered) < len(tasks):
+        ready = [t for t in tasks if t["name"] not in done and needs[t["name"]] <= done]
+        if not ready:
+            raise RunError("the DAG's dependencies form a cycle among: "
+                           + ", ".join(sorted(set(by_name) - done)))
+        ordered.append(ready[0])
+        done.add(ready[0]["name"])
+    return ordered
+
+
+# -- execution -----------------------------------------------------------------------------------------------------
+
+
+def _no_events(_: str, __: str) -> None:
+    pass
+
+
+def execute_run(steps: Sequence[StepRun], engine: Engine, workdir: Path, events: Events = _no_events, *,
+                network_mode: str = "host") -> list[StepResult]:
+    """Run `steps` in order with `engine`, artifacts under `workdir`/<task>/<artifact>; RunError at the first failure.
+
+    Every output folder must be absent or empty, so that nothing left from an
+    earlier run passes for a step's output.
+    """
+    workdir = Path(workdir).resolve()
+    missing = sorted({s.image for s in steps if engine.image_id(s.image) is None})
+    if missing:
+        raise RunError(f"image(s) not in the local engine: {', '.join(missing)}; "
+                       "build and push them with `buildtool build --push`, or pull them")
+    folders: dict[tuple[str, str], Path] = {}
+    for step in steps:
+        for artifact in step.outputs:
+            folder = workdir / step.task / artifact.name
+            if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+                raise RunError(f"{folder} is not an empty folder; run in an empty work folder")
+    events("run", f"{len(steps)} step(s); artifacts under {workdir}")
+    results = []
+    for step in steps:
+        volumes: dict[str, dict[str, str]] = {}
+        for artifact in step.inputs:
+            source = folders.get((artifact.from_task, artifact.from_artifact))
+            if source is None:
+                raise RunError(f"step {step.task}: input {artifact.name} comes from "
+                               f"{artifact.from_task}.{artifact.from_artifact}, which has not run")
+            volumes[str(source)] = {"bind": artifact.path, "mode": "ro"}
+        outputs = {}
+        for artifact in step.outputs:
+            folder = workdir / step.task / artifact.name
+            folder.mkdir(parents=True, exist_ok=True)
+            volumes[str(folder)] = {"bind": artifact.path, "mode": "rw"}
+            outputs[artifact.name] = folder
+        events(step.task, f"start in {step.image}")
+        events(step.task, f"parameters: {step.shown_parameters()}")
+        started = time.monotonic()
+        result = engine.run(step.image, step.argv, network_mode=network_mode, volumes=volumes)
+        seconds = time.monotonic() - started
+        output = step.mask(result.output)
+        for line in output.splitlines():
+            events(step.task, f"| {line}")
+        if result.exit_code != 0:
+            tail = "\n".join(output.rstrip().splitlines()[-TAIL_LINES:])
+            raise RunError(f"step {step.task} failed with exit code {result.exit_code} after {seconds:.0f}s "
+                           f"(image {step.image}); the last lines of its output:\n{tail}")
+        for artifact in step.outputs:
+            folders[(step.task, artifact.name)] = outputs[artifact.name]
+        events(step.task, f"done in {seconds:.1f}s" + "".join(f"; {n} in {p}" for n, p in outputs.items()))
+        results.append(StepResult(step.task, seconds, outputs, output))
+    return results
