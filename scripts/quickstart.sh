@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole main job from a fresh Debian machine: local engine, registry and
 # base image, the venv, then build and push the step images, regenerate
-# image_map.yaml and compile pipeline.yaml against it.
+# image_map.yaml, compile pipeline.yaml against it, and seed a local platform
+# with a demo training dataset.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -12,4 +13,6 @@ scripts/venv.sh
 .venv/bin/buildtool build --push
 .venv/bin/buildtool compile
 .venv/bin/buildtool verify
+# A local platform with a dataset, so the steps can run right away (README: "The training platform").
+.venv/bin/buildtool platform seed demo-dataset --data .platform-data
 echo "quickstart: done in $(( $(date +%s) - started ))s: pipeline.yaml is pinned to the images in image_map.yaml" >&2
