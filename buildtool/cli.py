@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import build as building, config as configuration, image_map, plan as planning, reference, staleness, verify
-from .errors import BuildtoolError, ImageMapError, StaleMapError, VerifyError
+from .errors import BuildtoolError, ConfigError, ImageMapError, StaleMapError, VerifyError
 
 log = logging.getLogger("buildtool")
 
@@ -62,6 +62,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .registry import Registry
 
     full = _config(args)
+    for tag in args.tag:
+        if not args.push:
+            raise ConfigError("--tag needs --push: extra tags are added in the registry")
+        if not reference.TAG_RE.match(tag):
+            raise ConfigError(f"--tag {tag!r}: a tag is up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'")
     selected = configuration.select(full, args.images)
     previous = _previous_map(full)
     registry = Registry()
@@ -84,6 +89,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             changed = image_map.write_atomic(full.image_map, image_map.render(new_map))
             print(f"{full.image_map} {'updated' if changed else 'unchanged'}")
             for name, result in sorted(results.items()):
+                for tag in args.tag:
+                    registry.add_tag(reference.parse(result.reference), tag)
                 size = registry.size(reference.parse(result.reference), full.platform)
                 print(f"{name:<9} {result.action:<5} {result.reference}  {size.total / 1e6:.1f} MB compressed")
         else:
@@ -221,6 +228,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("images", nargs="*", metavar="IMAGE", help="only these images (and what they build on)")
     b.add_argument("--push", action="store_true", help="push to the registry and rewrite the image map")
     b.add_argument("--dry-run", action="store_true", help="print the plan (build or reuse, and why); change nothing")
+    b.add_argument("--tag", action="append", default=[], metavar="TAG",
+                   help="with --push, also tag every image TAG in the registry (e.g. the git commit); repeatable")
     b.add_argument("--jobs", "-j", type=int, default=2, help="images built at once (default: %(default)s)")
     b.add_argument("--registry", help="registry host[:port] (default: [tool.buildtool] registry, or BUILDTOOL_REGISTRY)")
     b.add_argument("--base-image", help="external base image (default: [tool.buildtool] base_image, or BUILDTOOL_BASE_IMAGE)")

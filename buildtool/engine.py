@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 _STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")
 _TAIL_LINES = 25
+_HEARTBEAT = 15.0  # seconds between progress lines during one long Dockerfile step
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Engine:
         """Build `context` as `tag`; return the image ID. BuildError names the failing step and shows the log's tail."""
         tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         current_step, image_id, started = "(before the first step)", None, time.monotonic()
+        last_report = started
         try:
             stream = self.api.build(fileobj=context.tar(), custom_context=True, tag=tag, buildargs=dict(build_args),
                                     platform=platform, labels=dict(labels or {}), rm=True, forcerm=True, decode=True)
@@ -75,9 +77,15 @@ class Engine:
                         continue
                     tail.append(line)
                     match = _STEP.match(line)
+                    now = time.monotonic()
                     if match:
                         current_step = f"step {match[1]} ({match[2]})"
-                        progress(f"step {match[1]}: {match[2][:100]}  [{time.monotonic() - started:.0f}s]")
+                        progress(f"step {match[1]}: {match[2][:100]}  [{now - started:.0f}s]")
+                        last_report = now
+                    elif now - last_report >= _HEARTBEAT:
+                        # A long RUN step: show that it moves, with its latest output line.
+                        progress(f"  ... {line[:100]}  [{now - started:.0f}s]")
+                        last_report = now
                 aux = chunk.get("aux")
                 if isinstance(aux, dict) and aux.get("ID"):
                     image_id = aux["ID"]

@@ -22,6 +22,7 @@ _REFERENCE = re.compile(
     rf"(?:@(?P<digest>{_DIGEST}))?$"
 )
 _PATH = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+TAG_RE = re.compile(rf"^{_TAG}$")
 DIGEST_RE = re.compile(rf"^{_DIGEST}$")
 
 DOCKER_HUB = "docker.io"

@@ -87,36 +87,38 @@ class Registry:
             return found["username"], found["password"]
         return None
 
-    def _request(self, method: str, url: str, ref: Reference, headers: dict[str, str]) -> requests.Response:
+    def _request(self, method: str, url: str, ref: Reference, headers: dict[str, str],
+                 body: bytes | None = None) -> requests.Response:
         key = (ref.api_host, ref.path)
         with self._lock:
             token = self._tokens.get(key)
         auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            response = self._session.request(method, url, headers={**headers, **auth_headers}, timeout=self.timeout)
+            response = self._session.request(method, url, headers={**headers, **auth_headers}, data=body,
+                                             timeout=self.timeout)
             if response.status_code == 401:
-                response = self._answer_challenge(method, url, ref, headers, response)
+                response = self._answer_challenge(method, url, ref, headers, response, body)
         except requests.RequestException as exc:
             raise RegistryError(f"registry {ref.api_host} unreachable for {ref}: {exc.__class__.__name__}: {exc}; "
                                 "is it running (scripts/infra-up.sh) and is the name right?") from None
         return response
 
     def _answer_challenge(self, method: str, url: str, ref: Reference, headers: dict[str, str],
-                          response: requests.Response) -> requests.Response:
+                          response: requests.Response, body: bytes | None) -> requests.Response:
         challenge = response.headers.get("WWW-Authenticate", "")
         scheme = challenge.split(" ", 1)[0].lower()
         creds = self._credentials(ref)
         if scheme == "basic":
             if not creds:
                 return response
-            return self._session.request(method, url, headers=headers, auth=creds, timeout=self.timeout)
+            return self._session.request(method, url, headers=headers, auth=creds, data=body, timeout=self.timeout)
         if scheme != "bearer":
             return response
         params = dict(_CHALLENGE.findall(challenge))
         realm = params.pop("realm", None)
         if not realm:
             return response
-        params.setdefault("scope", f"repository:{ref.path}:pull")
+        params.setdefault("scope", f"repository:{ref.path}:{'pull' if method in ('GET', 'HEAD') else 'pull,push'}")
         token_response = self._session.get(realm, params=params, auth=creds, timeout=self.timeout)
         if token_response.status_code != 200:
             return response
@@ -127,7 +129,7 @@ class Registry:
         with self._lock:
             self._tokens[(ref.api_host, ref.path)] = token
         return self._session.request(method, url, headers={**headers, "Authorization": f"Bearer {token}"},
-                                     timeout=self.timeout)
+                                     data=body, timeout=self.timeout)
 
     def digest(self, ref: Reference) -> str | None:
         """Digest the registry serves for `ref` (tag or digest), or None if it holds no such manifest."""
@@ -164,3 +166,18 @@ class Registry:
             raise RegistryError(f"{ref} has no manifest for {platform}")
         layers = sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
         return ImageSize(layers=layers, config=int(manifest.get("config", {}).get("size", 0)))
+
+    def add_tag(self, ref: Reference, tag: str) -> None:
+        """Point `tag` at the manifest `ref` (pinned by digest) too: the manifest is copied, no layer moves."""
+        if not ref.digest:
+            raise RegistryError(f"{ref}: a tag is added to a digest-pinned reference only")
+        base = self._base_url(ref)
+        got = self._request("GET", f"{base}/manifests/{ref.digest}", ref, {"Accept": ", ".join(MANIFEST_TYPES)})
+        if got.status_code != 200:
+            raise RegistryError(f"registry answered {got.status_code} for the manifest of {ref}")
+        media_type = got.headers.get("Content-Type", MANIFEST_TYPES[-1])
+        put = self._request("PUT", f"{base}/manifests/{tag}", ref, {"Content-Type": media_type}, body=got.content)
+        if put.status_code not in (200, 201):
+            raise RegistryError(f"registry answered {put.status_code} when tagging {ref} as {tag}: {put.text[:200]}")
+        if put.headers.get("Docker-Content-Digest", ref.digest) != ref.digest:
+            raise RegistryError(f"tagging {ref} as {tag} stored another digest: {put.headers['Docker-Content-Digest']}")

@@ -176,3 +176,15 @@ def test_a_step_importing_what_its_image_lacks_fails_before_push(small_project, 
     assert map_path.read_bytes() == before
     training = [line for line in err.splitlines() if " training " in line]
     assert not any("pushed" in line for line in training)
+
+
+def test_extra_tags_point_at_the_pinned_digest(small_project, capsys):
+    assert run(small_project, "build", "--push", "--tag", "commit-abc123", "--tag", "release") == 0
+    mapping = image_map.load(small_project.parent / "image_map.yaml")
+    for ref in mapping.steps.values():
+        name, digest = ref.split("@")
+        repository = name.rsplit(":", 1)[0]
+        assert served_digest(f"{repository}:commit-abc123") == digest
+        assert served_digest(f"{repository}:release") == digest
+    assert run(small_project, "build", "--tag", "x") == 2
+    assert "--tag needs --push" in capsys.readouterr().err

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The plain way to build and push the pipeline's images, as a team would write
+# it by hand: `docker build` the base, then the three step images on top of it
+# (BASE_IMAGE build argument), then `docker push` all four. No content hashing,
+# no registry lookups: every run builds (with the engine's cache) and pushes.
+#
+#   bench/plain_build.sh [TREE]     TREE holds images/ (default: the current folder)
+#
+# Environment:
+#   REGISTRY    registry host:port                 (127.0.0.1:5000)
+#   PREFIX      repository prefix under it         (plain)
+#   TAG         tag given to every image           (latest)
+#   BASE_IMAGE  external base of the base image    (required, e.g. 127.0.0.1:5000/buildtool/python:3.11-bookworm)
+#
+# The "== build NAME" / "== push NAME" lines let bench/build_speed.py time each part.
+set -euo pipefail
+
+tree=${1:-.}
+registry=${REGISTRY:-127.0.0.1:5000}
+prefix=${PREFIX:-plain}
+tag=${TAG:-latest}
+base_image=${BASE_IMAGE:?set BASE_IMAGE to the external python base image}
+repo=$registry/$prefix
+
+echo "== build base"
+docker build --build-arg BASE_IMAGE="$base_image" -t "$repo/base:$tag" "$tree/images/base"
+for name in download training upload; do
+  echo "== build $name"
+  docker build --build-arg BASE_IMAGE="$repo/base:$tag" -t "$repo/$name:$tag" "$tree/images/$name"
+done
+
+for name in base download training upload; do
+  echo "== push $name"
+  docker push "$repo/$name:$tag"
+done
+echo "== done"
