@@ -92,6 +92,7 @@ host_uri_for_suite() {
 
 first_uri() { host_uri_for_suite "$1" | head -n 1 | sed 's:/*$::'; }
 
+# shellcheck disable=SC1091  # a system file, read only for VERSION_CODENAME
 host_codename=$( . /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}" )
 MIRROR=${BUILDTOOL_DEBIAN_MIRROR:-}
 [ -n "$MIRROR" ] || MIRROR=$(first_uri "$SUITE")
@@ -229,15 +230,17 @@ trap - EXIT
 cleanup
 
 # ----------------------------------------------------------------- check --
-# Checked before the push, so the registry never holds a broken base.
+# Checked before the push, so the registry never holds a broken base; a
+# failing image is dropped locally too, so no build picks it up by tag.
+check_failed() { docker image rm -f "$new_id" >/dev/null 2>&1 || true; die "$1"; }
 log "checking the image"
 docker run --rm "$IMAGE" python3 -c 'import ssl, venv, sys; assert sys.version_info[:2] == (3, 11); print(1)' >/dev/null \
-  || die "python3 with ssl/venv does not work in $IMAGE; see the error above"
-docker run --rm "$IMAGE" sh -c 'python --version && pip --version' >&2 \
-  || die "python or pip does not resolve in $IMAGE; see the error above"
+  || check_failed "python3 with ssl/venv does not work in $IMAGE; see the error above"
+docker run --rm "$IMAGE" sh -c 'python --version && pip --version' 2>&1 | sed 's/^/infra:   /' >&2 \
+  || check_failed "python or pip does not resolve in $IMAGE; see the error above"
 log "checking pip reaches PyPI from a container"
-docker run --rm "$IMAGE" sh -c 'pip download -q --no-deps -d /tmp/dl six && pip install -q --no-deps six && python -c "import six"' >&2 \
-  || die "pip in $IMAGE cannot download/install from PyPI; check the container network and $HOST_CA"
+docker run --rm "$IMAGE" sh -c 'pip download -q --no-deps -d /tmp/dl six && pip install -q --no-deps six && python -c "import six"' 2>&1 | sed 's/^/infra:   /' >&2 \
+  || check_failed "pip in $IMAGE cannot download/install from PyPI; check the container network and $HOST_CA"
 
 log "pushing $IMAGE"
 docker push "$IMAGE" >>"$BLOG" 2>&1 || fail_with_log "docker push $IMAGE failed"

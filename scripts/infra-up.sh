@@ -136,7 +136,8 @@ start_docker() {
     log "starting docker engine (log: $logf)"
     printf '\n==== %s infra-up.sh starts dockerd\n' "$(date -Is)" >>"$logf"
     # setsid: own session, so the engine outlives this shell and its terminal.
-    setsid dockerd "${extra[@]}" >>"$logf" 2>&1 </dev/null &
+    # 9>&-: the daemon must not inherit (and so hold forever) our lock.
+    setsid dockerd "${extra[@]}" >>"$logf" 2>&1 </dev/null 9>&- &
     pid=$!
     printf '%s\n' "$pid" >"$pidfile"
   fi
@@ -209,6 +210,8 @@ start_registry() {
   command -v docker-registry >/dev/null || die "docker-registry not found; install it (apt-get install docker-registry)"
 
   if pid=$(live_pid "$pidfile" docker-registry); then
+    grep -qxF "  addr: $REGISTRY_ADDR" "$conf" 2>/dev/null \
+      || die "the registry infra-up started (pid $pid) serves another address than $REGISTRY_ADDR; run scripts/infra-down.sh first"
     log "registry (pid $pid) is starting, waiting"
   else
     mkdir -p "$STATE_DIR/registry"
@@ -217,7 +220,7 @@ start_registry() {
     while IFS= read -r v; do unset_env+=(-u "$v"); done < <(compgen -e | grep '^REGISTRY_' || true)
     log "starting registry on $REGISTRY_ADDR (config: $conf, log: $logf)"
     printf '\n==== %s infra-up.sh starts docker-registry\n' "$(date -Is)" >>"$logf"
-    setsid env "${unset_env[@]}" docker-registry serve "$conf" >>"$logf" 2>&1 </dev/null &
+    setsid env "${unset_env[@]}" docker-registry serve "$conf" >>"$logf" 2>&1 </dev/null 9>&- &
     pid=$!
     printf '%s\n' "$pid" >"$pidfile"
   fi
@@ -257,7 +260,7 @@ ensure_base_image() {
   # Its stdout goes to stderr: ours is reserved for the BUILDTOOL_BASE_IMAGE line.
   BUILDTOOL_REGISTRY_ADDR=$REGISTRY_ADDR BUILDTOOL_STATE_DIR=$STATE_DIR BUILDTOOL_RUN_DIR=$RUN_DIR \
     BUILDTOOL_BASE_REPO=$BASE_REPO BUILDTOOL_BASE_TAG=$BASE_TAG \
-    "$SCRIPT_DIR/bootstrap-base.sh" >&2
+    "$SCRIPT_DIR/bootstrap-base.sh" >&2 9>&-
   base_image_in_registry || die "base image still missing from the registry after bootstrap; run scripts/bootstrap-base.sh and read its errors"
 }
 
