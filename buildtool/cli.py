@@ -197,6 +197,7 @@ def _seed(data: Path, uid: str, samples: int, fmt: str) -> Path:
 
 
 def cmd_platform_seed(args: argparse.Namespace) -> int:
+    _accounts_file(Path(args.data), None)  # so `platform serve --data` finds an account ready
     stored = _seed(Path(args.data), args.uid, args.samples, args.format)
     print(f"seeded training dataset {args.uid!r} ({args.samples} samples, {args.format} format) at {stored}")
     return 0

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound
+import requests
+import urllib3
+from docker.errors import DockerException, ImageNotFound
 
 from .context import BuildContext
 from .errors import BuildError, EngineError, PushError
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 _STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")
+# What a call or a stream from the engine can raise besides an error chunk.
+_TRANSPORT_ERRORS = (DockerException, requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 _TAIL_LINES = 25
 _HEARTBEAT = 15.0  # seconds between progress lines during one long Dockerfile step
 
@@ -89,8 +93,8 @@ class Engine:
                 aux = chunk.get("aux")
                 if isinstance(aux, dict) and aux.get("ID"):
                     image_id = aux["ID"]
-        except (APIError, DockerException) as exc:
-            raise BuildError(f"build of {tag} failed at {current_step}: {exc}") from None
+        except _TRANSPORT_ERRORS as exc:
+            raise BuildError(f"build of {tag} failed at {current_step}: {exc.__class__.__name__}: {exc}") from None
         if not image_id:
             # Older engines announce the ID only in the stream: fall back to what the tag points at.
             image_id = self.image_id(tag)
@@ -121,8 +125,9 @@ class Engine:
                 aux = chunk.get("aux")
                 if isinstance(aux, dict) and aux.get("Digest"):
                     digest = aux["Digest"]
-        except (APIError, DockerException) as exc:
-            raise PushError(f"push of {repository}:{tag} failed: {exc}") from None
+        except _TRANSPORT_ERRORS as exc:
+            # Includes a stream the engine cut mid-way (urllib3's IncompleteRead/ProtocolError).
+            raise PushError(f"push of {repository}:{tag} failed: {exc.__class__.__name__}: {exc}") from None
         if not digest:
             raise PushError(f"push of {repository}:{tag} ended without a digest from the registry")
         return digest

@@ -199,6 +199,9 @@ rm -rf "$ROOT"/usr/share/doc/* "$ROOT"/usr/share/man/* "$ROOT"/usr/share/info/* 
 # Locales: only C (C.UTF-8 lives in /usr/lib/locale and stays).
 [ ! -d "$ROOT/usr/share/locale" ] || find "$ROOT/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
 find "$ROOT/var/log" -type f -delete
+# glibc's iconv modules (Python has codecs of its own; UTF-8/16/32 are built into
+# glibc) and the wheels that only `python3 -m venv` needs, now that the venv exists.
+rm -rf "$ROOT"/usr/lib/*-linux-gnu/gconv/*.so "$ROOT"/usr/share/python-wheels
 find "$ROOT" -xdev -depth -type d -name __pycache__ -exec rm -rf {} +
 find "$ROOT" -xdev -type f -name '*.py[co]' -delete
 # Host-specific identity; the engine supplies these at run time.

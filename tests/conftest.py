@@ -53,6 +53,13 @@ def write_project(root: Path, extra: str = "") -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _no_override_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests set what they need; the caller's BUILDTOOL_* overrides must not leak into them."""
+    for name in ("BUILDTOOL_REGISTRY", "BUILDTOOL_REPOSITORY", "BUILDTOOL_BASE_IMAGE"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """Path of the pyproject.toml of a fresh small project."""

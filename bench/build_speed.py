@@ -1,0 +1,623 @@
+#!/usr/bin/env python3
+"""Time the plain `docker build` + `docker push` script against `buildtool build --push`.
+
+Both sides run in this one process against the same Docker engine, the same
+registry, the same Dockerfiles (one copy of the working tree) and the same
+external base image, each under a repository prefix of its own so that neither
+side ever finds the other's tags. Cases:
+
+  1  warm no-op        everything built and pushed, engine cache warm
+  2  empty-cache no-op everything in the registry, engine cache empty (a fresh CI runner)
+  3  one-file change   images/download/Dockerfile gains a line
+  4  cold              engine cache empty and nothing in the registry (fresh prefixes)
+
+Cases 2 and 4 empty the engine's cache (every image not held by a container,
+and the builder cache); they wait for --go-file to exist first, because that
+also removes images other work on the engine may be using.
+
+Run from the repository root:  .venv/bin/python bench/build_speed.py
+The repository is never modified: everything runs on a copy in a temporary
+folder. Images the bench tagged are removed from the engine at the end; its
+repositories in the registry (under bench/<run id>/) are left there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from buildtool import image_map, reference  # noqa: E402
+from buildtool.registry import Registry  # noqa: E402
+
+IMAGES = ("base", "download", "training", "upload")
+STEP_IMAGES = IMAGES[1:]
+PLAIN_TAG = "bench"
+CHANGED_FILE = "images/download/Dockerfile"
+CASE_TITLES = {
+    1: "1 warm no-op",
+    2: "2 no-op, empty engine cache",
+    3: "3 one file of download changed",
+    4: "4 cold (empty cache, empty registry)",
+}
+# Ratio targets (buildtool seconds / plain seconds); case 3's target is about what is rebuilt.
+RATIO_TARGETS = {1: 1.0, 2: 0.02, 4: 0.9}
+SIZE_TARGETS_MB = {"download": 70.0, "upload": 70.0}
+GO_POLL_SECONDS = 30
+
+
+class BenchError(Exception):
+    pass
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class Line:
+    at: float  # seconds since the command started
+    text: str
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str
+    seconds: float
+    lines: tuple[Line, ...]
+    log: Path
+
+    def text(self) -> list[str]:
+        return [line.text for line in self.lines]
+
+
+class Commands:
+    """Runs every command of the bench; each command's merged output goes to its own log file, time-stamped."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self._count = 0
+
+    def run(self, label: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+            cwd: Path | None = None) -> Run:
+        self._count += 1
+        log = self.log_dir / f"{self._count:02d}-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}.log"
+        lines: list[Line] = []
+        started = time.monotonic()
+        with open(log, "w") as handle:
+            handle.write(f"$ {' '.join(argv)}\n")
+            process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       errors="replace", env={**os.environ, **(env or {})}, cwd=cwd)
+            assert process.stdout is not None
+            for raw in process.stdout:
+                at = time.monotonic() - started
+                text = raw.rstrip("\n")
+                lines.append(Line(at, text))
+                handle.write(f"[{at:7.2f}] {text}\n")
+            code = process.wait()
+            seconds = time.monotonic() - started
+            handle.write(f"exit {code} after {seconds:.2f}s\n")
+        if code != 0:
+            tail = "\n".join(f"  {line.text}" for line in lines[-25:])
+            raise BenchError(f"{label}: exit {code} (log: {log})\n{tail}")
+        return Run(label, seconds, tuple(lines), log)
+
+    def output(self, argv: Sequence[str]) -> str:
+        """Output of a short query command (docker image ls and the like); not logged."""
+        done = subprocess.run(list(argv), capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BenchError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()[-500:]}")
+        return done.stdout
+
+
+# --------------------------------------------------------------------------- the two sides
+
+
+@dataclass(frozen=True)
+class Side:
+    """One way of building: `plain` or `buildtool`, under a repository prefix of its own."""
+
+    kind: str
+    prefix: str  # e.g. bench/r20250101-120000/plain
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, run_id: str, tree: Path, commands: Commands) -> None:
+        self.args = args
+        self.run_id = run_id
+        self.tree = tree
+        self.commands = commands
+        self.registry = Registry()
+        self.emptied = False
+
+    # -- naming
+
+    @property
+    def namespace(self) -> str:
+        return f"bench/{self.run_id}"
+
+    def side(self, kind: str, variant: str = "") -> Side:
+        return Side(kind, f"{self.namespace}/{variant}{kind}")
+
+    def repository(self, side: Side, image: str) -> str:
+        return f"{self.args.registry}/{side.prefix}/{image}"
+
+    def registry_refs(self, side: Side) -> dict[str, str]:
+        """Where each image of `side` is in the registry now (plain: its fixed tag; buildtool: its image map)."""
+        if side.kind == "plain":
+            return {name: f"{self.repository(side, name)}:{PLAIN_TAG}" for name in IMAGES}
+        loaded = image_map.load(self.tree / "image_map.yaml")
+        refs = {name: entry.reference for name, entry in loaded.images.items()}
+        for name, ref in refs.items():
+            if not ref.startswith(self.repository(side, name) + ":"):
+                raise BenchError(f"image map holds {ref} for {name}, not an image of {side.prefix}")
+        return refs
+
+    def digests(self, side: Side) -> dict[str, str | None]:
+        return {name: self.registry.digest(reference.parse(ref.split("@")[0]))
+                for name, ref in self.registry_refs(side).items()}
+
+    # -- running a side
+
+    def build(self, side: Side, label: str) -> Run:
+        if side.kind == "plain":
+            env = {"REGISTRY": self.args.registry, "PREFIX": side.prefix, "TAG": PLAIN_TAG,
+                   "BASE_IMAGE": self.args.base_image}
+            argv = ["bash", str(REPO / "bench" / "plain_build.sh"), str(self.tree)]
+        else:
+            env = {"BUILDTOOL_REGISTRY": self.args.registry, "BUILDTOOL_REPOSITORY": side.prefix,
+                   "BUILDTOOL_BASE_IMAGE": self.args.base_image, "PYTHONUNBUFFERED": "1"}
+            argv = [str(self.args.buildtool), "--config", str(self.tree / "pyproject.toml"), "build", "--push",
+                    "--jobs", str(self.args.jobs)]
+        say(f"  {label}: {side.kind} ...")
+        run = self.commands.run(f"{label} {side.kind}", argv, env=env, cwd=self.tree)
+        say(f"  {label}: {side.kind} {run.seconds:.1f}s  (log {run.log.name})")
+        return run
+
+    # -- the engine
+
+    def bench_images(self) -> list[str]:
+        """This run's images in the engine: by tag, or by repository digest once a newer build took the tag away."""
+        prefix = f"{self.args.registry}/{self.namespace}/"
+        listed = self.commands.output(["docker", "image", "ls", "--digests", "--format",
+                                       "{{.Repository}} {{.Tag}} {{.Digest}}"])
+        found = set()
+        for line in listed.splitlines():
+            repository, tag, digest = line.split()
+            if repository.startswith(prefix) and not (tag == "<none>" and digest == "<none>"):
+                found.add(f"{repository}:{tag}" if tag != "<none>" else f"{repository}@{digest}")
+        return sorted(found)
+
+    def remove_bench_images(self) -> list[str]:
+        refs = self.bench_images()
+        if refs:
+            self.commands.output(["docker", "image", "rm", "--force", *refs])
+        return refs
+
+    def wait_for_go(self) -> bool:
+        go = Path(self.args.go_file)
+        deadline = time.monotonic() + self.args.go_wait
+        announced = False
+        while not go.exists():
+            if time.monotonic() >= deadline:
+                say(f"  {go} did not appear within {self.args.go_wait:.0f}s: skipping the cases that empty the engine")
+                return False
+            if not announced:
+                say(f"  waiting for {go} before emptying the engine cache (polling every {GO_POLL_SECONDS}s, "
+                    f"up to {self.args.go_wait / 60:.0f} min)")
+                announced = True
+            time.sleep(GO_POLL_SECONDS)
+        return True
+
+    def empty_engine(self) -> None:
+        """Remove this run's images, then every image no container holds, and the builder cache."""
+        self.remove_bench_images()
+        self.commands.output(["docker", "image", "prune", "--all", "--force"])
+        self.commands.output(["docker", "builder", "prune", "--all", "--force"])
+        self.emptied = True
+        left = self.commands.output(["docker", "image", "ls", "--all", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"])
+        if left.strip():
+            say("  engine cache emptied; images still held by containers: " + ", ".join(left.split("\n")).strip(", "))
+
+    def restore_base_image(self) -> None:
+        """After emptying, leave the external base image pulled, as the engine had it."""
+        if self.emptied and not self.commands.output(["docker", "image", "ls", "--quiet", self.args.base_image]).strip():
+            self.commands.output(["docker", "pull", "--quiet", self.args.base_image])
+
+    def close(self) -> None:
+        self.registry.close()
+
+
+# --------------------------------------------------------------------------- reading the output
+
+
+_PLAN = re.compile(r"^(build|reuse)\s+(\S+)")
+_SECTION = re.compile(r"^== (build|push|done)\s*(\S*)")
+
+
+def buildtool_plan(run: Run) -> dict[str, str]:
+    """Image -> build/reuse, from the plan lines buildtool prints on stdout."""
+    plan = {}
+    for text in run.text():
+        match = _PLAN.match(text)
+        if match and match[2] in IMAGES:
+            plan[match[2]] = match[1]
+    if set(plan) != set(IMAGES):
+        raise BenchError(f"{run.label}: no plan line for {sorted(set(IMAGES) - set(plan))} (log {run.log})")
+    return plan
+
+
+def buildtool_pushed(run: Run) -> list[str]:
+    return sorted({name for name in IMAGES for text in run.text() if re.search(rf"\] {name}\s+pushed ", text)})
+
+
+@dataclass
+class Span:
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class PlainSections:
+    builds: dict[str, Span] = field(default_factory=dict)
+    pushes: dict[str, Span] = field(default_factory=dict)
+    steps_run: dict[str, int] = field(default_factory=dict)  # Dockerfile steps executed (not from cache)
+    steps_cached: dict[str, int] = field(default_factory=dict)
+
+
+def plain_sections(run: Run) -> PlainSections:
+    """Split the plain script's output at its '== build/push NAME' markers."""
+    out = PlainSections()
+    current: tuple[str, str] | None = None
+    started = 0.0
+    for line in (*run.lines, Line(run.seconds, "== done")):
+        match = _SECTION.match(line.text)
+        if match:
+            if current:
+                kind, name = current
+                (out.builds if kind == "build" else out.pushes)[name] = Span(started, line.at)
+            current = (match[1], match[2]) if match[1] != "done" else None
+            started = line.at
+            if current and current[0] == "build":
+                out.steps_run[current[1]] = out.steps_cached[current[1]] = 0
+            continue
+        if current and current[0] == "build":
+            if "---> Running in" in line.text:
+                out.steps_run[current[1]] += 1
+            elif "---> Using cache" in line.text:
+                out.steps_cached[current[1]] += 1
+    return out
+
+
+def buildtool_spans(run: Run) -> dict[str, tuple[Span, float | None]]:
+    """Per built image: (first to last progress line, when its build and check ended, i.e. its push began)."""
+    spans: dict[str, tuple[Span, float | None]] = {}
+    progress = re.compile(r"^\[\s*[\d.]+s\] (\S+)\s+(.*)$")
+    for line in run.lines:
+        match = progress.match(line.text)
+        if not match or match[1] not in IMAGES:
+            continue
+        name, message = match[1], match[2]
+        span, push_start = spans.get(name, (Span(line.at, line.at), None))
+        span.end = line.at
+        if push_start is None and (message.startswith("imports of step") or
+                                   (name == "base" and message.startswith("push:"))):
+            push_start = line.at
+        spans[name] = (span, push_start)
+    return spans
+
+
+# --------------------------------------------------------------------------- the cases
+
+
+@dataclass
+class CaseResult:
+    case: int
+    plain: list[float] = field(default_factory=list)
+    tool: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    met: bool | None = None
+    skipped: str = ""
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def prime(bench: Bench, plain: Side, tool: Side) -> None:
+    say("priming: build and push both sides once (engine cache as found; not reported)")
+    bench.build(plain, "prime")
+    bench.build(tool, "prime")
+
+
+def case_warm(bench: Bench, plain: Side, tool: Side) -> CaseResult:
+    say("case 1: warm no-op")
+    result = CaseResult(1)
+    for rep in range(bench.args.repeat):
+        order = (plain, tool) if rep % 2 == 0 else (tool, plain)
+        for side in order:
+            run = bench.build(side, f"case 1 #{rep + 1}")
+            (result.plain if side is plain else result.tool).append(run.seconds)
+            if side is tool and set(buildtool_plan(run).values()) != {"reuse"}:
+                raise BenchError(f"case 1: buildtool planned a build on a warm no-op (log {run.log})")
+    result.met = median(result.tool) / median(result.plain) <= RATIO_TARGETS[1]
+    return result
+
+
+def case_one_file(bench: Bench, plain: Side, tool: Side) -> CaseResult:
+    say(f"case 3: one file of the download image changed ({CHANGED_FILE} gains a RUN line)")
+    result = CaseResult(3)
+    path = bench.tree / CHANGED_FILE
+    original = path.read_text()
+    alone = True
+    try:
+        for rep in range(bench.args.repeat):
+            path.write_text(original + f'RUN echo "bench change {bench.run_id} #{rep + 1}" > /etc/bench-change\n')
+            before = {side.kind: bench.digests(side) for side in (plain, tool)}
+            runs = {}
+            for side in ((plain, tool) if rep % 2 == 0 else (tool, plain)):
+                runs[side.kind] = bench.build(side, f"case 3 #{rep + 1}")
+            after = {side.kind: bench.digests(side) for side in (plain, tool)}
+            result.plain.append(runs["plain"].seconds)
+            result.tool.append(runs["buildtool"].seconds)
+
+            sections = plain_sections(runs["plain"])
+            ran = [f"{n} ({sections.steps_run[n]} step(s) run, {sections.steps_cached[n]} from cache)" for n in IMAGES]
+            plain_changed = sorted(n for n in IMAGES if before["plain"][n] != after["plain"][n])
+            plan = buildtool_plan(runs["buildtool"])
+            built = sorted(n for n, action in plan.items() if action == "build")
+            pushed = buildtool_pushed(runs["buildtool"])
+            # buildtool's map now points at new tags: compare the image it says it built with what it reused.
+            tool_changed = sorted(n for n in IMAGES if before["buildtool"][n] != after["buildtool"][n])
+            result.notes.append(f"#{rep + 1} plain:     built {', '.join(ran)}; pushed {', '.join(sorted(sections.pushes))}; "
+                                f"digest changed in the registry: {', '.join(plain_changed) or 'none'}")
+            result.notes.append(f"#{rep + 1} buildtool: build {', '.join(built) or 'nothing'}; "
+                                f"reuse {', '.join(n for n in IMAGES if plan[n] == 'reuse') or 'nothing'}; "
+                                f"pushed {', '.join(pushed) or 'nothing'}; image map entry changed: "
+                                f"{', '.join(tool_changed) or 'none'}")
+            alone = alone and built == ["download"] and pushed == ["download"] and tool_changed == ["download"]
+    finally:
+        path.write_text(original)
+    result.met = alone
+    return result
+
+
+def case_empty_cache(bench: Bench, plain: Side, tool: Side) -> CaseResult:
+    say("case 2: no-op on an empty engine cache, images already in the registry")
+    result = CaseResult(2)
+    if not bench.wait_for_go():
+        result.skipped = f"skipped: {bench.args.go_file} never appeared"
+        return result
+    for side in (plain, tool):
+        bench.empty_engine()
+        run = bench.build(side, "case 2")
+        (result.plain if side is plain else result.tool).append(run.seconds)
+        if side is tool and set(buildtool_plan(run).values()) != {"reuse"}:
+            raise BenchError(f"case 2: buildtool planned a build although the registry holds every image (log {run.log})")
+    result.met = result.tool[0] / result.plain[0] <= RATIO_TARGETS[2]
+    return result
+
+
+def case_cold(bench: Bench, plain: Side, tool: Side) -> tuple[CaseResult, dict[str, Run]]:
+    say(f"case 4: cold build (empty engine cache, fresh prefixes {plain.prefix} and {tool.prefix})")
+    result = CaseResult(4)
+    runs: dict[str, Run] = {}
+    if not bench.wait_for_go():
+        result.skipped = f"skipped: {bench.args.go_file} never appeared"
+        return result, runs
+    for side in (plain, tool):
+        bench.empty_engine()
+        runs[side.kind] = bench.build(side, "case 4")
+    result.plain.append(runs["plain"].seconds)
+    result.tool.append(runs["buildtool"].seconds)
+    if set(buildtool_plan(runs["buildtool"]).values()) != {"build"}:
+        raise BenchError(f"case 4: buildtool reused an image on a fresh prefix (log {runs['buildtool'].log})")
+    result.met = result.tool[0] / result.plain[0] <= RATIO_TARGETS[4]
+    return result, runs
+
+
+# --------------------------------------------------------------------------- report
+
+
+def seconds_cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{median(values):.1f} [{min(values):.1f}-{max(values):.1f}]"
+
+
+def print_table(results: Iterable[CaseResult], repeat: int) -> None:
+    rows = [("case", "plain s", "buildtool s", "b/a", "target", "met")]
+    for r in sorted(results, key=lambda r: r.case):
+        if r.skipped:
+            rows.append((CASE_TITLES[r.case], "-", "-", "-", "", r.skipped))
+            continue
+        ratio = median(r.tool) / median(r.plain)
+        target = f"<= {RATIO_TARGETS[r.case]}" if r.case in RATIO_TARGETS else "download alone"
+        rows.append((CASE_TITLES[r.case], seconds_cell(r.plain), seconds_cell(r.tool), f"{ratio:.3f}", target,
+                     "yes" if r.met else "NO"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    say("")
+    for i, row in enumerate(rows):
+        say("  ".join(cell.ljust(width) if j == 0 else cell.rjust(width) for j, (cell, width) in
+                      enumerate(zip(row, widths))).rstrip())
+        if i == 0:
+            say("  ".join("-" * w for w in widths))
+    if repeat > 1:
+        say(f"(cases 1 and 3: median of {repeat} runs [min-max], sides alternating which goes first; "
+            "cases 2 and 4: one run each)")
+
+
+def print_sizes(bench: Bench, plain: Side, tool: Side, where: str) -> None:
+    say("")
+    say(f"compressed size in the registry (sum of the manifest's layer sizes; images of {where}):")
+    rows = [("image", "plain MB", "buildtool MB", "target", "met")]
+    for name in IMAGES:
+        sizes = []
+        for side in (plain, tool):
+            ref = reference.parse(bench.registry_refs(side)[name].split("@")[0])
+            sizes.append(bench.registry.size(ref).layers / 1e6)
+        target = SIZE_TARGETS_MB.get(name)
+        rows.append((name, f"{sizes[0]:.1f}", f"{sizes[1]:.1f}", f"<= {target:.0f}" if target else "",
+                     ("yes" if sizes[1] <= target else "NO") if target else ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        say("  ".join(cell.ljust(width) if j == 0 else cell.rjust(width) for j, (cell, width) in
+                      enumerate(zip(row, widths))).rstrip())
+        if i == 0:
+            say("  ".join("-" * w for w in widths))
+
+
+def print_cold_breakdown(runs: Mapping[str, Run]) -> None:
+    """Where the cold case's time goes, per image, in seconds since each command started."""
+    plain = plain_sections(runs["plain"])
+    tool = buildtool_spans(runs["buildtool"])
+    say("")
+    say("case 4, where the time goes (start-end, seconds since the command started):")
+    say(f"  {'image':<9} {'plain build':>17} {'plain push':>17} {'buildtool build+check':>22} {'buildtool push':>17}")
+
+    def cell(start: float, end: float) -> str:
+        return f"{start:6.1f}-{end:6.1f} ({end - start:5.1f})"
+
+    for name in IMAGES:
+        b, p = plain.builds[name], plain.pushes[name]
+        span, push_start = tool.get(name, (Span(0, 0), None))
+        split = push_start if push_start is not None else span.end
+        say(f"  {name:<9} {cell(b.start, b.end):>17} {cell(p.start, p.end):>17} "
+            f"{cell(span.start, split):>22} {cell(split, span.end):>17}")
+    first = min((span.start for span, _ in tool.values()), default=0.0)
+    say(f"  buildtool before its first image starts (startup, context scan, registry lookups): {first:.1f}s")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def copy_tree(destination: Path) -> None:
+    """The working tree's files (tracked and untracked, not ignored), as they are now."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        source = REPO / rel
+        if rel.startswith("bench/") or not source.is_file():
+            continue
+        target = destination / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", default="1,3,2,4", help="cases to run, in this order (default: %(default)s)")
+    p.add_argument("--repeat", type=int, default=3, help="runs of cases 1 and 3 per side; the median is reported "
+                                                         "(default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=2, help="buildtool --jobs (default: %(default)s)")
+    p.add_argument("--registry", default=os.environ.get("BUILDTOOL_REGISTRY", "127.0.0.1:5000"))
+    p.add_argument("--base-image", default=os.environ.get("BUILDTOOL_BASE_IMAGE",
+                                                          "127.0.0.1:5000/buildtool/python:3.11-bookworm"))
+    p.add_argument("--buildtool", type=Path, default=REPO / ".venv" / "bin" / "buildtool")
+    p.add_argument("--go-file", default="/tmp/bench-go",
+                   help="cases 2 and 4 empty the engine cache only once this file exists (default: %(default)s)")
+    p.add_argument("--go-wait", type=float, default=3600, help="longest wait for --go-file, seconds (default: %(default)s)")
+    p.add_argument("--log-dir", type=Path, help="where the commands' logs go (default: a new temporary folder)")
+    args = p.parse_args(argv)
+    try:
+        args.case_list = [int(c) for c in args.cases.split(",") if c.strip()]
+    except ValueError:
+        p.error(f"--cases: expected numbers 1-4 separated by commas, got {args.cases!r}")
+    if not args.case_list or any(c not in CASE_TITLES for c in args.case_list):
+        p.error(f"--cases: expected numbers 1-4 separated by commas, got {args.cases!r}")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    run_id = time.strftime("r%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix=f"build-speed-{run_id}-logs-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    tree = Path(tempfile.mkdtemp(prefix=f"build-speed-{run_id}-tree-"))
+    copy_tree(tree)
+    bench = Bench(args, run_id, tree, Commands(log_dir))
+    say(f"run {run_id}: engine {bench.commands.output(['docker', 'version', '--format', '{{.Server.Version}}']).strip()}, "
+        f"registry {args.registry}, base {args.base_image}")
+    say(f"tree copy {tree}; logs {log_dir}")
+
+    plain, tool = bench.side("plain"), bench.side("buildtool")
+    results: list[CaseResult] = []
+    cold_runs: dict[str, Run] = {}
+    try:
+        if any(c in (1, 2, 3) for c in args.case_list):
+            prime(bench, plain, tool)
+        for case in args.case_list:
+            if case == 1:
+                results.append(case_warm(bench, plain, tool))
+            elif case == 2:
+                results.append(case_empty_cache(bench, plain, tool))
+            elif case == 3:
+                results.append(case_one_file(bench, plain, tool))
+            else:
+                cold, cold_runs = case_cold(bench, bench.side("plain", "cold-"), bench.side("buildtool", "cold-"))
+                results.append(cold)
+
+        print_table(results, args.repeat)
+        for r in results:
+            if r.case == 3 and not r.skipped:
+                say("")
+                say(f"case 3, what each side built and pushed ({CHANGED_FILE} changed):")
+                for note in r.notes:
+                    say(f"  {note}")
+        if cold_runs:
+            print_sizes(bench, bench.side("plain", "cold-"), bench.side("buildtool", "cold-"), "case 4")
+            print_cold_breakdown(cold_runs)
+        else:
+            print_sizes(bench, plain, tool, "the warm cases")
+    except BenchError as exc:
+        say(f"build_speed: error: {exc}")
+        return 1
+    finally:
+        cleanup(bench, log_dir)
+    return 0
+
+
+def cleanup(bench: Bench, log_dir: Path) -> None:
+    """Remove what the bench tagged in the engine; say what is left where."""
+    say("")
+    where = f"{bench.args.registry}/{bench.namespace}/"
+    try:
+        removed = bench.remove_bench_images()
+        say(f"cleanup: removed {len(removed)} image tag(s) under {where} from the engine")
+        if bench.emptied:
+            bench.restore_base_image()
+            say(f"cleanup: {bench.args.base_image} is pulled again")
+    except BenchError as exc:
+        say(f"cleanup failed, remove the images under {where} by hand (docker image ls | grep {bench.namespace}/): {exc}")
+    finally:
+        bench.close()
+        shutil.rmtree(bench.tree, ignore_errors=True)
+    say(f"left in the registry: the repositories under {where} (the registry's garbage collector can reclaim "
+        f"their blobs); logs in {log_dir}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""The three steps, run from the compiled pipeline inside their real images against a real platform server.
+
+`buildtool build --push` builds (or reuses) the repository's images, in a copy
+of the project so the repository's image_map.yaml stays as it is; the pipeline is compiled against them to a temporary
+file and its steps run with `buildtool.local_run`, on host networking, as the
+cluster would run them. Faults the real server cannot produce come from a real
+proxy in front of it (tests/platform_fixtures.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import time
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import pytest
+import yaml
+from platform_client.dataset import pack_training_dataset
+
+from buildtool import cli, local_run
+from buildtool.dataset import write_training_dataset
+from buildtool.engine import Engine
+from buildtool.errors import RunError
+from buildtool.platform_server import PlatformServer, seed_dataset
+
+from .. import platform_fixtures
+from ..conftest import REPO
+from ..platform_fixtures import ACCESS_KEY, DATASET_UID, SECRET_KEY, Fault
+from .conftest import BASE_IMAGE
+
+# The platform fixtures used here: a seeded server, a fault proxy in front of it, a server that never answers.
+platform_dataset_zip = platform_fixtures.platform_dataset_zip
+platform_server = platform_fixtures.platform_server
+make_fault_proxy = platform_fixtures.make_fault_proxy
+silent_server = platform_fixtures.silent_server
+
+pytestmark = pytest.mark.slow
+
+DOWNLOAD, TRAINING, UPLOAD = "download-training-dataset", "training", "upload-model"
+#: Enough to learn the generated dataset clearly (validation MSE ~3% of the mean's) in ~15 s on 2 cores.
+TRAINING_ARGUMENTS = {"epochs": "8", "batch_size": "16", "learning_rate": "0.005"}
+TRAINED_DATASET_UID = "ds-200"
+MODEL_UID = "model-it"
+
+# Runs in the training image with the run's artifacts mounted at /run: loads the model, compares
+# its validation MSE, on the step's 80/10/10 split, with that of predicting the training mean.
+MODEL_CHECK = r"""
+import json, tempfile
+import numpy as np
+import keras
+from sklearn.model_selection import train_test_split
+from platform_client.archive import safe_extract
+from platform_client.dataset import load_training_dataset
+
+work = tempfile.mkdtemp()
+safe_extract("/run/dataset/training_dataset.zip", work + "/dataset")
+safe_extract("/run/model/model.zip", work + "/model")
+x, y = load_training_dataset(work + "/dataset/training_dataset.npy")
+x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=42)
+x_test, x_validate, y_test, y_validate = train_test_split(x_test, y_test, test_size=0.5, random_state=42)
+model = keras.models.load_model(work + "/model/model.h5")
+predicted = model.predict(x_validate, verbose=0)
+print("RESULT " + json.dumps({
+    "class": type(model).__name__,
+    "layers": [type(layer).__name__ for layer in model.layers],
+    "input_shape": list(model.input_shape), "output_shape": list(model.output_shape),
+    "validate": len(x_validate),
+    "val_mse": float(np.mean((predicted - y_validate) ** 2)),
+    "mean_mse": float(np.mean((y_train.mean(axis=0) - y_validate) ** 2)),
+}))
+"""
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    path: Path
+    workflow: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Trained:
+    dataset_zip: Path
+    data_dir: Path
+    training_image: str
+    results: Mapping[str, local_run.StepResult]
+    events: list[tuple[str, str]]
+
+
+@pytest.fixture(scope="session")
+def pipeline(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    """The repository's real images built and pushed (what changed only), and the pipeline compiled against them."""
+    # A copy of the project, so the repository's own image_map.yaml is left alone.
+    project = tmp_path_factory.mktemp("project")
+    for name in ("images", "pipeline"):
+        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
+    output = project / "pipeline.yaml"
+    config = str(project / "pyproject.toml")
+    with mock.patch.dict(os.environ, {"BUILDTOOL_BASE_IMAGE": BASE_IMAGE}):
+        assert cli.main(["--config", config, "build", "--push"]) == 0
+        assert cli.main(["--config", config, "compile", "--output", str(output)]) == 0
+    return Pipeline(output, yaml.safe_load(output.read_text()))
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    engine = Engine()
+    yield engine
+    engine.close()
+
+
+def plan(pipeline: Pipeline, port: int, **overrides: str) -> list[local_run.StepRun]:
+    arguments = {"training_task_uid": "task-it", "training_dataset_uid": DATASET_UID, "model_uid": MODEL_UID,
+                 "learning_rate": "0.001", "host": "127.0.0.1", "port": str(port),
+                 "access_key": ACCESS_KEY, "secret_key": SECRET_KEY, **overrides}
+    return local_run.plan_run(pipeline.workflow, arguments)
+
+
+def run_failing(pipeline: Pipeline, engine: Engine, workdir: Path, port: int, failing: str,
+                **overrides: str) -> tuple[str, list[tuple[str, str]], float]:
+    """Run the whole pipeline, which must stop at step `failing`; return the error, the events, the seconds."""
+    events: list[tuple[str, str]] = []
+    started = time.monotonic()
+    with pytest.raises(RunError) as caught:
+        local_run.execute_run(plan(pipeline, port, **overrides), engine, workdir,
+                              lambda who, what: events.append((who, what)))
+    message = str(caught.value)
+    assert message.startswith(f"step {failing} failed with exit code 1 after "), message
+    assert (failing, "done") not in {(who, what[:4]) for who, what in events}
+    assert SECRET_KEY not in message and not any(SECRET_KEY in what for _, what in events)
+    return message, events, time.monotonic() - started
+
+
+def model_check(engine: Engine, image: str, dataset_dir: Path, model_dir: Path) -> dict[str, Any]:
+    result = engine.run(image, ["python3", "-c", MODEL_CHECK], network_mode="none",
+                        volumes={str(dataset_dir): {"bind": "/run/dataset", "mode": "ro"},
+                                 str(model_dir): {"bind": "/run/model", "mode": "ro"}})
+    lines = [line for line in result.output.splitlines() if line.startswith("RESULT ")]
+    assert result.exit_code == 0 and lines, result.output[-3000:]
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+# -- the pipeline, start to end ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(pipeline: Pipeline, engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """The three steps run once against a platform holding a 200-sample dataset (safe layout)."""
+    root = tmp_path_factory.mktemp("trained")
+    dataset = write_training_dataset(root / "training_dataset.zip", samples=200, format="safe")
+    events: list[tuple[str, str]] = []
+    with PlatformServer(root / "platform", {ACCESS_KEY: SECRET_KEY}) as server:
+        seed_dataset(server.data_dir, TRAINED_DATASET_UID, dataset)
+        steps = plan(pipeline, server.port, training_dataset_uid=TRAINED_DATASET_UID, **TRAINING_ARGUMENTS)
+        results = local_run.execute_run(steps, engine, root / "work", lambda who, what: events.append((who, what)))
+    return Trained(dataset, server.data_dir, steps[1].image, {r.task: r for r in results}, events)
+
+
+@pytest.fixture(scope="module")
+def checked(trained: Trained, engine: Engine) -> dict[str, Any]:
+    return model_check(engine, trained.training_image, trained.results[DOWNLOAD].outputs[f"{DOWNLOAD}-output"],
+                       trained.results[TRAINING].outputs["training-output"])
+
+
+def test_download_step_fetches_the_dataset_from_the_platform(trained: Trained) -> None:
+    downloaded = trained.results[DOWNLOAD].outputs[f"{DOWNLOAD}-output"] / "training_dataset.zip"
+    assert downloaded.read_bytes() == trained.dataset_zip.read_bytes()
+    assert f"downloaded training dataset {TRAINED_DATASET_UID}" in trained.results[DOWNLOAD].output
+
+
+def test_training_step_trains_with_tensorflow_and_writes_model_zip(trained: Trained) -> None:
+    result = trained.results[TRAINING]
+    assert "samples: 160 train, 20 validate, 20 test" in result.output  # all 200, split 80/10/10
+    assert "Epoch 8/8" in result.output
+    folder = result.outputs["training-output"]
+    assert sorted(p.name for p in folder.iterdir()) == ["model.zip", "model_accuracy.txt"]
+    with zipfile.ZipFile(folder / "model.zip") as archive:
+        assert archive.namelist() == ["model.h5"]
+    assert 0.0 <= float((folder / "model_accuracy.txt").read_text()) <= 1.0
+
+
+def test_model_loads_back_as_a_keras_lstm_in_the_training_image(checked: dict[str, Any]) -> None:
+    assert checked["class"] == "Sequential"
+    assert checked["layers"] == ["LSTM", "Dropout", "Dense", "Dense"]
+    assert checked["input_shape"] == [None, 100, 3] and checked["output_shape"] == [None, 3]
+
+
+def test_training_learns_far_better_than_predicting_the_mean(checked: dict[str, Any]) -> None:
+    print(f"validation MSE {checked['val_mse']:.4f} vs {checked['mean_mse']:.4f} predicting the training mean "
+          f"({checked['validate']} samples)")
+    assert checked["validate"] == 20
+    assert checked["val_mse"] < 0.25 * checked["mean_mse"], checked
+
+
+def test_upload_step_stores_model_and_accuracy_on_the_platform(trained: Trained) -> None:
+    folder = trained.results[TRAINING].outputs["training-output"]
+    assert (trained.data_dir / "model" / MODEL_UID).read_bytes() == (folder / "model.zip").read_bytes()
+    recorded = json.loads((trained.data_dir / "model_metadata" / f"{MODEL_UID}.json").read_text())
+    assert recorded["model_accuracy"] == float((folder / "model_accuracy.txt").read_text())
+    assert f"recorded accuracy {recorded['model_accuracy']} for model {MODEL_UID}" in trained.results[UPLOAD].output
+
+
+def test_credentials_never_show_in_events(trained: Trained) -> None:
+    shown = "\n".join(what for _, what in trained.events)
+    assert SECRET_KEY not in shown and ACCESS_KEY not in shown
+    assert "secret_key=***" in shown and "access_key=***" in shown
+
+
+# -- failures: each a clear error, a non-zero exit, and no later step -------------------------------------------
+
+
+def test_wrong_credentials_fail_the_download_step(pipeline, engine, platform_server, tmp_path) -> None:
+    message, _, _ = run_failing(pipeline, engine, tmp_path, platform_server.port, DOWNLOAD,
+                                secret_key="not-the-secret")
+    assert "PlatformError: login as '***'" in message and "HTTP 401" in message
+    assert "not-the-secret" not in message
+    assert not (tmp_path / TRAINING).exists() and not (platform_server.data_dir / "model").exists()
+
+
+def test_unknown_dataset_uid_fails_the_download_step(pipeline, engine, platform_server, tmp_path) -> None:
+    message, _, _ = run_failing(pipeline, engine, tmp_path, platform_server.port, DOWNLOAD,
+                                training_dataset_uid="ds-missing")
+    assert "download of training_dataset 'ds-missing'" in message and "HTTP 404" in message
+    assert list((tmp_path / DOWNLOAD / f"{DOWNLOAD}-output").iterdir()) == []  # no partial file left
+
+
+def test_download_step_survives_server_errors_then_succeeds(pipeline, engine, make_fault_proxy, tmp_path) -> None:
+    proxy = make_fault_proxy([Fault("status", 500), Fault("pass"), Fault("status", 503)])  # login, login, download
+    [result] = local_run.execute_run(plan(pipeline, proxy.port)[:1], engine, tmp_path)
+    assert proxy.faults_left == 0 and proxy.requests_seen == 4
+    assert "HTTP 500" in result.output and "HTTP 503" in result.output and "trying again" in result.output
+    with zipfile.ZipFile(result.outputs[f"{DOWNLOAD}-output"] / "training_dataset.zip") as archive:
+        assert archive.testzip() is None
+
+
+def test_silent_server_fails_the_download_step_in_bounded_time(pipeline, engine, silent_server, tmp_path) -> None:
+    message, _, seconds = run_failing(pipeline, engine, tmp_path, silent_server.port, DOWNLOAD,
+                                      platform_timeout="2")
+    assert "failed after 5 attempt(s): timed out: no answer within 2s" in message
+    assert seconds < 60, f"took {seconds:.0f}s"  # 5 waits of 2 s and back-offs of 7.5 s in all, plus start-up
+
+
+def _seed_zip(server: PlatformServer, uid: str, members: Mapping[str, bytes], path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    seed_dataset(server.data_dir, uid, path)
+
+
+def _safe_npy() -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, pack_training_dataset(np.zeros((10, 100, 3)), np.zeros((10, 3)), format="safe"))
+    return buffer.getvalue()
+
+
+def test_dataset_zip_with_parent_member_fails_the_training_step(pipeline, engine, platform_server, tmp_path) -> None:
+    _seed_zip(platform_server, "ds-escape", {"training_dataset.npy": _safe_npy(), "../escape.txt": b"x"},
+              tmp_path / "escape.zip")
+    message, _, _ = run_failing(pipeline, engine, tmp_path / "work", platform_server.port, TRAINING,
+                                training_dataset_uid="ds-escape")
+    assert "ArchiveError:" in message and "member '../escape.txt' has a '..' component" in message
+    assert list((tmp_path / "work" / TRAINING / "training-output").iterdir()) == []
+    assert not (platform_server.data_dir / "model").exists()
+
+
+def test_corrupt_dataset_zip_fails_the_training_step(pipeline, engine, platform_server, tmp_path) -> None:
+    data = bytearray(write_training_dataset(tmp_path / "good.zip", samples=50, format="safe").read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    (tmp_path / "corrupt.zip").write_bytes(data)
+    seed_dataset(platform_server.data_dir, "ds-corrupt", tmp_path / "corrupt.zip")
+    message, _, _ = run_failing(pipeline, engine, tmp_path / "work", platform_server.port, TRAINING,
+                                training_dataset_uid="ds-corrupt")
+    assert "ArchiveError:" in message and "member 'training_dataset.npy' is corrupt: Bad CRC-32" in message
+    assert not (platform_server.data_dir / "model").exists()
+
+
+def test_cli_run_exits_11_naming_the_failing_step(pipeline, platform_server, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("PLATFORM_ACCESS_KEY", ACCESS_KEY)
+    monkeypatch.setenv("PLATFORM_SECRET_KEY", SECRET_KEY)
+    code = cli.main(["run", str(pipeline.path), "--workdir", str(tmp_path / "work"),
+                     "-p", "training_task_uid=task-cli", "-p", "training_dataset_uid=ds-unknown",
+                     "-p", "model_uid=model-cli", "-p", "learning_rate=0.01",
+                     "-p", "host=127.0.0.1", "-p", f"port={platform_server.port}"])
+    captured = capsys.readouterr()
+    assert code == 11
+    assert "buildtool: error: step download-training-dataset failed with exit code 1" in captured.err
+    assert "HTTP 404" in captured.err and "secret_key=***" in captured.out
+    assert SECRET_KEY not in captured.out + captured.err

@@ -1,0 +1,173 @@
+"""plan_run on the real pipeline compiled by kfp against a map of invented digests: no engine.
+
+One test drives execute_run with a recording stand-in for the engine, to check
+the mounts, the network mode and the stop at the first failing step; the real
+engine and images are in tests/integration/test_steps_in_images.py.
+"""
+
+import copy
+
+import pytest
+import yaml
+
+from buildtool import cli, compiler, local_run
+from buildtool.engine import RunResult
+from buildtool.errors import RunError
+
+from .test_compile_and_check import write_lock
+
+SECRET = "sk-unit-7d1e-do-not-show"
+ARGUMENTS = {
+    "training_task_uid": "task-1", "training_dataset_uid": "ds-1", "model_uid": "model-1",
+    "learning_rate": "0.01", "host": "127.0.0.1", "port": "8080", "access_key": "tester", "secret_key": SECRET,
+}
+DOWNLOAD, TRAINING, UPLOAD = "download-training-dataset", "training", "upload-model"
+
+
+@pytest.fixture
+def compiled(project):
+    """(workflow, step -> pinned image) of the real pipeline."""
+    loaded, lock = write_lock(project)
+    compiler.compile_pipeline(loaded, loaded.output)
+    return yaml.safe_load(loaded.output.read_text()), dict(lock.steps), loaded.output
+
+
+def option(step, flag):
+    """The value that follows `flag` in the step's args."""
+    return step.args[step.args.index(flag) + 1]
+
+
+def test_plan_has_the_three_steps_in_order_with_placeholders_resolved(compiled):
+    workflow, images, _ = compiled
+    steps = local_run.plan_run(workflow, {**ARGUMENTS, "epochs": "5"})
+    assert [s.task for s in steps] == [DOWNLOAD, TRAINING, UPLOAD]
+    assert [s.template for s in steps] == [DOWNLOAD, TRAINING, UPLOAD]
+    assert [s.image for s in steps] == [images["download_training_dataset"], images["training"], images["upload_model"]]
+    for step in steps:
+        assert step.command[:2] == ("sh", "-ec")
+        assert not any("{{" in part for part in step.args), step.task
+        assert "def " in step.command[3]  # kfp's serialized step function
+    download, training, upload = steps
+    assert option(download, "--training-dataset-uid") == "ds-1"
+    assert option(download, "--secret-key") == SECRET and option(download, "--access-key") == "tester"
+    assert option(download, "--platform-timeout") == "300.0"  # the pipeline's default
+    assert option(training, "--learning-rate") == "0.01"
+    assert option(training, "--epochs") == "5"  # given
+    assert option(training, "--batch-size") == "4" and option(training, "--max-samples") == "0"  # defaults
+    assert option(upload, "--model-uid") == "model-1" and option(upload, "--port") == "8080"
+    assert dict(training.parameters)["training_task_uid"] == "task-1"
+
+
+def test_plan_wires_each_output_artifact_to_the_step_that_reads_it(compiled):
+    download, training, upload = local_run.plan_run(compiled[0], ARGUMENTS)
+    assert download.inputs == ()
+    assert download.outputs == (local_run.OutputArtifact(f"{DOWNLOAD}-output", "/tmp/outputs/output/data"),)
+    assert option(download, "--output") == "/tmp/outputs/output/data"
+    assert training.inputs == (local_run.InputArtifact(f"{DOWNLOAD}-output", "/tmp/inputs/input/data",
+                                                       DOWNLOAD, f"{DOWNLOAD}-output"),)
+    assert option(training, "--input") == "/tmp/inputs/input/data"
+    assert training.outputs == (local_run.OutputArtifact("training-output", "/tmp/outputs/output/data"),)
+    assert upload.inputs == (local_run.InputArtifact("training-output", "/tmp/inputs/input/data",
+                                                     TRAINING, "training-output"),)
+    assert upload.outputs == ()
+
+
+def test_plan_follows_dependencies_not_the_listed_order(compiled):
+    workflow = copy.deepcopy(compiled[0])
+    dag = next(t for t in workflow["spec"]["templates"] if t["name"] == workflow["spec"]["entrypoint"])["dag"]
+    dag["tasks"].reverse()
+    assert [s.task for s in local_run.plan_run(workflow, ARGUMENTS)] == [DOWNLOAD, TRAINING, UPLOAD]
+    dag["tasks"][-1]["dependencies"] = [UPLOAD]  # download now waits for upload, which waits for it
+    with pytest.raises(RunError, match="cycle"):
+        local_run.plan_run(workflow, ARGUMENTS)
+
+
+def test_missing_required_parameters_are_named(compiled):
+    arguments = {k: v for k, v in ARGUMENTS.items() if k not in ("model_uid", "learning_rate")}
+    with pytest.raises(RunError, match=r"missing required parameter\(s\): model_uid, learning_rate") as caught:
+        local_run.plan_run(compiled[0], arguments)
+    assert SECRET not in str(caught.value)
+
+
+def test_unknown_parameter_is_refused_with_the_valid_names(compiled):
+    with pytest.raises(RunError, match=r"unknown parameter\(s\) epoch; the pipeline takes: .*epochs"):
+        local_run.plan_run(compiled[0], {**ARGUMENTS, "epoch": "3"})
+
+
+def test_describe_and_repr_mask_the_credentials(compiled):
+    steps = local_run.plan_run(compiled[0], ARGUMENTS)
+    text = "\n".join(local_run.describe(steps)) + repr(steps)
+    assert SECRET not in text and "tester" not in text
+    assert "secret_key=***" in text and "access_key=***" in text and "training_dataset_uid=ds-1" in text
+    assert steps[0].mask(f"login as 'tester' with {SECRET}") == "login as '***' with ***"
+
+
+def test_run_arguments_take_credentials_from_the_environment(compiled):
+    workflow = compiled[0]
+    env = {"PLATFORM_ACCESS_KEY": "env-key", "PLATFORM_SECRET_KEY": "env-secret"}
+    assert local_run.run_arguments(workflow, ["host=h", "port=1"], env) == {
+        "host": "h", "port": "1", "access_key": "env-key", "secret_key": "env-secret"}
+    assert local_run.run_arguments(workflow, ["access_key=given", "x=a=b"], env)["access_key"] == "given"
+    assert local_run.run_arguments(workflow, ["x=a=b"], {})["x"] == "a=b"
+    with pytest.raises(RunError, match=r"parameter #2 is not NAME=VALUE") as caught:
+        local_run.run_arguments(workflow, ["host=h", SECRET], {})
+    assert SECRET not in str(caught.value)
+    with pytest.raises(RunError, match="given twice"):
+        local_run.run_arguments(workflow, ["host=h", "host=i"], {})
+
+
+class RecordingEngine:
+    """Answers `run` with scripted results and records what it was asked."""
+
+    def __init__(self, results):
+        self.results = list(results)
+        self.calls = []
+
+    def image_id(self, ref):
+        return "sha256:" + "0" * 64
+
+    def run(self, image, command, **options):
+        self.calls.append((image, command, options))
+        return self.results.pop(0)
+
+
+def test_execute_mounts_artifacts_and_stops_at_the_first_failing_step(compiled, tmp_path):
+    steps = local_run.plan_run(compiled[0], ARGUMENTS)
+    engine = RecordingEngine([RunResult(0, "downloaded\n"),
+                              RunResult(3, "".join(f"line {n}\n" for n in range(40)) + f"bad key {SECRET}\n")])
+    events = []
+    with pytest.raises(RunError, match=r"step training failed with exit code 3") as caught:
+        local_run.execute_run(steps, engine, tmp_path / "work", lambda who, what: events.append((who, what)))
+    assert len(engine.calls) == 2  # upload never ran
+    message = str(caught.value)
+    assert "line 39" in message and "line 10\n" not in message and SECRET not in message and "bad key ***" in message
+    (_, argv, first), (_, _, second) = engine.calls
+    out = str((tmp_path / "work" / DOWNLOAD / f"{DOWNLOAD}-output").resolve())
+    assert argv == steps[0].argv and first["network_mode"] == "host"
+    assert first["volumes"] == {out: {"bind": "/tmp/outputs/output/data", "mode": "rw"}}
+    assert second["volumes"][out] == {"bind": "/tmp/inputs/input/data", "mode": "ro"}
+    assert not any(SECRET in what for _, what in events)
+    assert (DOWNLOAD, "| downloaded") in events
+
+
+def test_execute_refuses_a_work_folder_holding_an_earlier_output(compiled, tmp_path):
+    steps = local_run.plan_run(compiled[0], ARGUMENTS)
+    stale = tmp_path / TRAINING / "training-output" / "model.zip"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    engine = RecordingEngine([])
+    with pytest.raises(RunError, match="is not an empty folder"):
+        local_run.execute_run(steps, engine, tmp_path)
+    assert engine.calls == []
+
+
+def test_cli_run_dry_run_prints_the_plan_masked(compiled, capsys, monkeypatch):
+    _, _, path = compiled
+    monkeypatch.setenv("PLATFORM_ACCESS_KEY", "tester")
+    monkeypatch.setenv("PLATFORM_SECRET_KEY", SECRET)
+    params = [p for k, v in ARGUMENTS.items() if k not in ("access_key", "secret_key") for p in ("-p", f"{k}={v}")]
+    assert cli.main(["run", str(path), "--dry-run", *params]) == 0
+    out = capsys.readouterr().out
+    assert "1. download-training-dataset: " in out and "secret_key=***" in out and SECRET not in out
+    assert cli.main(["run", str(path), "--dry-run", "-p", "host=h"]) == RunError.exit_code == 11
+    assert "missing required parameter(s): training_task_uid, training_dataset_uid" in capsys.readouterr().err
