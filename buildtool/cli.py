@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import build as building, config as configuration, image_map, plan as planning, reference, staleness, verify
-from .errors import BuildtoolError, ConfigError, ImageMapError, StaleMapError, VerifyError
+from .errors import BuildtoolError, ConfigError, ImageMapError, VerifyError
 
 log = logging.getLogger("buildtool")
 
@@ -85,12 +85,14 @@ def cmd_build(args: argparse.Namespace) -> int:
             if engine is not None:
                 engine.close()
         if args.push:
+            for result in results.values():
+                for tag in args.tag:
+                    registry.add_tag(reference.parse(result.reference), tag)
+            # Only now, with every image built, checked, pushed and tagged, does the map change.
             new_map = building.record(full, prepared, results, previous)
             changed = image_map.write_atomic(full.image_map, image_map.render(new_map))
             print(f"{full.image_map} {'updated' if changed else 'unchanged'}")
             for name, result in sorted(results.items()):
-                for tag in args.tag:
-                    registry.add_tag(reference.parse(result.reference), tag)
                 size = registry.size(reference.parse(result.reference), full.platform)
                 print(f"{name:<9} {result.action:<5} {result.reference}  {size.total / 1e6:.1f} MB compressed")
         else:
@@ -115,10 +117,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     loaded = image_map.load(config.image_map)
     image_map.require_steps(loaded, set(config.steps), config.image_map)
-    stale = staleness.stale_images(config, loaded)
-    if stale:
-        raise StaleMapError(f"{config.image_map} is stale: {staleness.describe(stale, config)}; "
-                            "run `buildtool build --push`")
+    staleness.require_fresh(config, loaded)
     print(f"{config.image_map} matches the working tree ({len(config.images)} images)")
     return 0
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 from . import image_map, staleness, verify
 from .config import Config
-from .errors import CompileError, StaleMapError
+from .errors import CompileError
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +39,11 @@ def load_factory(config: Config) -> Callable[..., Callable]:
     return factory
 
 
-def check_fresh(config: Config, loaded: image_map.ImageMap, *, allow_stale: bool) -> list[str]:
-    """Raise StaleMapError when the map no longer matches the sources; with allow_stale, return warnings instead."""
-    stale = staleness.stale_images(config, loaded)
-    if not stale:
-        return []
-    message = (f"{config.image_map} is stale: {staleness.describe(stale, config)}; "
-               "run `buildtool build --push` to rebuild")
-    if not allow_stale:
-        raise StaleMapError(message + " (or pass --allow-stale to compile against it anyway)")
-    return [message]
-
-
 def compile_pipeline(config: Config, output: Path, *, allow_stale: bool = False) -> list[str]:
     """Compile to `output`; return warnings (for a stale map with allow_stale)."""
     loaded = image_map.load(config.image_map)
     image_map.require_steps(loaded, set(config.steps), config.image_map)
-    notes = check_fresh(config, loaded, allow_stale=allow_stale)
+    notes = staleness.require_fresh(config, loaded, allow_stale=allow_stale)
     factory = load_factory(config)
     import kfp.compiler  # heavy: imported only when compiling
 

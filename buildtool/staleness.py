@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import context, digest, plan as planning, reference
 from .config import Config
+from .errors import StaleMapError
 from .image_map import ImageMap
 
 
@@ -59,3 +60,14 @@ def describe(stale: dict[str, list[str]], config: Config) -> str:
         serves = f" (step {steps[name]})" if steps.get(name) else ""
         parts.append(f"image {name}{serves}: {'; '.join(reasons)}")
     return " | ".join(parts)
+
+
+def require_fresh(config: Config, image_map: ImageMap, *, allow_stale: bool = False) -> list[str]:
+    """StaleMapError when the map no longer matches the sources; with allow_stale, the warning instead."""
+    stale = stale_images(config, image_map)
+    if not stale:
+        return []
+    message = f"{config.image_map} is stale: {describe(stale, config)}; run `buildtool build --push` to rebuild"
+    if not allow_stale:
+        raise StaleMapError(message + " (or pass --allow-stale to compile against it anyway)")
+    return [message]
