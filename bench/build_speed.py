@@ -388,9 +388,9 @@ def case_one_file(bench: Bench, plain: Side, tool: Side) -> CaseResult:
             pushed = buildtool_pushed(runs["buildtool"])
             # buildtool's map now points at new tags: compare the image it says it built with what it reused.
             tool_changed = sorted(n for n in IMAGES if before["buildtool"][n] != after["buildtool"][n])
-            result.notes.append(f"#{rep + 1} plain:     built {', '.join(ran)}; pushed {', '.join(sorted(sections.pushes))}; "
+            result.notes.append(f"plain:     built {', '.join(ran)}; pushed {', '.join(sorted(sections.pushes))}; "
                                 f"digest changed in the registry: {', '.join(plain_changed) or 'none'}")
-            result.notes.append(f"#{rep + 1} buildtool: build {', '.join(built) or 'nothing'}; "
+            result.notes.append(f"buildtool: build {', '.join(built) or 'nothing'}; "
                                 f"reuse {', '.join(n for n in IMAGES if plan[n] == 'reuse') or 'nothing'}; "
                                 f"pushed {', '.join(pushed) or 'nothing'}; image map entry changed: "
                                 f"{', '.join(tool_changed) or 'none'}")
@@ -585,8 +585,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if r.case == 3 and not r.skipped:
                 say("")
                 say(f"case 3, what each side built and pushed ({CHANGED_FILE} changed):")
-                for note in r.notes:
-                    say(f"  {note}")
+                for note in dict.fromkeys(r.notes):  # identical runs are shown once
+                    runs = [i // 2 + 1 for i, n in enumerate(r.notes) if n == note]
+                    say(f"  run{'s' if len(runs) > 1 else ''} {','.join(map(str, runs))}: {note}")
         if cold_runs:
             print_sizes(bench, bench.side("plain", "cold-"), bench.side("buildtool", "cold-"), "case 4")
             print_cold_breakdown(cold_runs)

@@ -16,3 +16,5 @@ scripts/venv.sh
 # A local platform with a dataset, so the steps can run right away (README: "The training platform").
 .venv/bin/buildtool platform seed demo-dataset --data .platform-data
 echo "quickstart: done in $(( $(date +%s) - started ))s: pipeline.yaml is pinned to the images in image_map.yaml" >&2
+echo "quickstart: this machine builds on its own base image; before running buildtool yourself:" >&2
+echo "  export BUILDTOOL_BASE_IMAGE=$BUILDTOOL_BASE_IMAGE" >&2
