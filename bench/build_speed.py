@@ -119,7 +119,7 @@ class Commands:
 
     def output(self, argv: Sequence[str]) -> str:
         """Output of a short query command (docker image ls and the like); not logged."""
-        done = subprocess.run(list(argv), capture_output=True, text=True)
+        done = subprocess.run(list(argv), capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise BenchError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()[-500:]}")
         return done.stdout
@@ -230,9 +230,9 @@ class Bench:
         self.commands.output(["docker", "image", "prune", "--all", "--force"])
         self.commands.output(["docker", "builder", "prune", "--all", "--force"])
         self.emptied = True
-        left = self.commands.output(["docker", "image", "ls", "--all", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"])
-        if left.strip():
-            say("  engine cache emptied; images still held by containers: " + ", ".join(left.split("\n")).strip(", "))
+        left = self.commands.output(["docker", "image", "ls", "--all", "--quiet"]).split()
+        say("  engine cache emptied" + (f"; {len(left)} image(s) stay, held by existing containers "
+                                        f"({', '.join(left)})" if left else ""))
 
     def restore_base_image(self) -> None:
         """After emptying, leave the external base image pulled, as the engine had it."""
@@ -308,22 +308,39 @@ def plain_sections(run: Run) -> PlainSections:
     return out
 
 
-def buildtool_spans(run: Run) -> dict[str, tuple[Span, float | None]]:
-    """Per built image: (first to last progress line, when its build and check ended, i.e. its push began)."""
-    spans: dict[str, tuple[Span, float | None]] = {}
-    progress = re.compile(r"^\[\s*[\d.]+s\] (\S+)\s+(.*)$")
+@dataclass
+class ToolPhases:
+    """When buildtool started an image, ran its last Dockerfile step, finished its check, finished its push."""
+
+    start: float
+    built: float
+    checked: float | None = None
+    end: float | None = None
+
+
+_PROGRESS = re.compile(r"^\[\s*[\d.]+s\] (\S+)\s+(.*)$")
+_LAST_STEP = re.compile(r"^step (\d+)/\1: ")
+
+
+def buildtool_phases(run: Run) -> dict[str, ToolPhases]:
+    """Per built image, from buildtool's progress lines (stamped when this script read them)."""
+    phases: dict[str, ToolPhases] = {}
     for line in run.lines:
-        match = progress.match(line.text)
+        match = _PROGRESS.match(line.text)
         if not match or match[1] not in IMAGES:
             continue
         name, message = match[1], match[2]
-        span, push_start = spans.get(name, (Span(line.at, line.at), None))
-        span.end = line.at
-        if push_start is None and (message.startswith("imports of step") or
-                                   (name == "base" and message.startswith("push:"))):
-            push_start = line.at
-        spans[name] = (span, push_start)
-    return spans
+        if message.startswith("build "):
+            phases[name] = ToolPhases(start=line.at, built=line.at)
+        elif name not in phases:
+            continue
+        elif _LAST_STEP.match(message):
+            phases[name].built = line.at
+        elif message.startswith("imports of step"):
+            phases[name].checked = line.at
+        elif message.startswith("pushed "):
+            phases[name].end = line.at
+    return phases
 
 
 # --------------------------------------------------------------------------- the cases
@@ -491,22 +508,29 @@ def print_sizes(bench: Bench, plain: Side, tool: Side, where: str) -> None:
 def print_cold_breakdown(runs: Mapping[str, Run]) -> None:
     """Where the cold case's time goes, per image, in seconds since each command started."""
     plain = plain_sections(runs["plain"])
-    tool = buildtool_spans(runs["buildtool"])
+    tool = buildtool_phases(runs["buildtool"])
     say("")
-    say("case 4, where the time goes (start-end, seconds since the command started):")
-    say(f"  {'image':<9} {'plain build':>17} {'plain push':>17} {'buildtool build+check':>22} {'buildtool push':>17}")
+    say("case 4, where the time goes: start-end (seconds) since each command started")
+    rows = [("image", "plain build", "plain push", "buildtool build", "buildtool check", "buildtool push")]
 
-    def cell(start: float, end: float) -> str:
-        return f"{start:6.1f}-{end:6.1f} ({end - start:5.1f})"
+    def cell(start: float | None, end: float | None) -> str:
+        return "-" if start is None or end is None else f"{start:.1f}-{end:.1f} ({end - start:.1f})"
 
     for name in IMAGES:
-        b, p = plain.builds[name], plain.pushes[name]
-        span, push_start = tool.get(name, (Span(0, 0), None))
-        split = push_start if push_start is not None else span.end
-        say(f"  {name:<9} {cell(b.start, b.end):>17} {cell(p.start, p.end):>17} "
-            f"{cell(span.start, split):>22} {cell(split, span.end):>17}")
-    first = min((span.start for span, _ in tool.values()), default=0.0)
-    say(f"  buildtool before its first image starts (startup, context scan, registry lookups): {first:.1f}s")
+        b, p, t = plain.builds[name], plain.pushes[name], tool.get(name)
+        if t is None:
+            rows.append((name, cell(b.start, b.end), cell(p.start, p.end), "-", "-", "-"))
+            continue
+        push_start = t.checked if t.checked is not None else t.built
+        rows.append((name, cell(b.start, b.end), cell(p.start, p.end), cell(t.start, t.built),
+                     cell(t.built, t.checked), cell(push_start, t.end)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        say("  " + "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
+    first = min((t.start for t in tool.values()), default=0.0)
+    say(f"  buildtool before its first image starts (startup, context scan, registry lookups): {first:.1f}s; "
+        "its build column ends when the last Dockerfile step starts, its check column is the import check "
+        "and pip check")
 
 
 # --------------------------------------------------------------------------- main

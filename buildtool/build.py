@@ -79,14 +79,13 @@ def prepare(config: Config, registry: Registry, previous: ImageMap | None) -> Pr
 
 def check_image(engine: Engine, image: ImagePlan, modules: list[str], events: Events) -> None:
     """Before anything is pushed: the step's imports load in its image (no network), and `pip check` passes."""
-    probe = engine.run(image.tagged, step_imports.probe_command(modules))
-    failures = step_imports.probe_failures(probe.output)
-    if failures:
-        raise BuildError(step_imports.describe_failures(str(image.step), image.name, failures)
+    probe = step_imports.parse_probe(engine.run(image.tagged, step_imports.probe_command(modules)).output)
+    if probe.failed_imports:
+        raise BuildError(step_imports.describe_failures(str(image.step), image.name, probe.failed_imports)
                          + "; add the package to the image's requirements")
-    pip = engine.run(image.tagged, ["python3", "-m", "pip", "check"])
-    if pip.exit_code != 0:
-        raise BuildError(f"image {image.name}: `pip check` found broken requirements: {pip.output.strip()[-800:]}")
+    if probe.pip_check_code != 0:
+        raise BuildError(f"image {image.name}: `pip check` found broken requirements: "
+                         f"{probe.pip_check_output.strip()[-800:]}")
     events(image.name, f"imports of step {image.step} load ({', '.join(modules)}); pip check passed")
 
 

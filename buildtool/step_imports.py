@@ -11,22 +11,33 @@ import ast
 import importlib.util
 import json
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 from .errors import BuildError, ConfigError
 
-# Runs inside the image: imports each module named on the command line, prints failures as JSON.
+# Runs inside the image, in one container: `pip check` in a subprocess while the
+# modules named on the command line are imported; prints both results as JSON.
 PROBE = """\
-import importlib, json, sys
+import importlib, json, subprocess, sys
+pip = subprocess.Popen([sys.executable, "-m", "pip", "check"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 failed = {}
 for name in sys.argv[1:]:
     try:
         importlib.import_module(name)
     except BaseException as exc:
         failed[name] = f"{type(exc).__name__}: {exc}"
-print("IMPORT-PROBE " + json.dumps(failed, sort_keys=True))
+pip_output = pip.communicate()[0].decode(errors="replace")
+print("IMPORT-PROBE " + json.dumps({"imports": failed, "pip_check": [pip.returncode, pip_output[-2000:]]}))
 """
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    failed_imports: Mapping[str, str]  # module -> error
+    pip_check_code: int
+    pip_check_output: str
 
 
 def imported_modules(source: str) -> set[str]:
@@ -72,11 +83,13 @@ def probe_command(modules: list[str]) -> list[str]:
     return ["python3", "-c", PROBE, *modules]
 
 
-def probe_failures(output: str) -> dict[str, str]:
+def parse_probe(output: str) -> ProbeResult:
     """Parse the probe's output; BuildError if it printed nothing usable (no python3 in the image, say)."""
     for line in output.splitlines():
         if line.startswith("IMPORT-PROBE "):
-            return json.loads(line.removeprefix("IMPORT-PROBE "))
+            data = json.loads(line.removeprefix("IMPORT-PROBE "))
+            code, pip_output = data["pip_check"]
+            return ProbeResult(data["imports"], int(code), pip_output)
     raise BuildError(f"the import check printed no result; output was: {output.strip()[-500:]}")
 
 

@@ -28,8 +28,23 @@ def test_the_real_steps_import_what_their_images_install():
 
 
 def test_probe_output_is_parsed_and_described():
-    failures = step_imports.probe_failures('noise\nIMPORT-PROBE {"sklearn": "ModuleNotFoundError: No module named \'sklearn\'"}\n')
-    assert step_imports.describe_failures("training", "training", failures) == \
+    output = ('noise\nIMPORT-PROBE {"imports": {"sklearn": "ModuleNotFoundError: No module named \'sklearn\'"}, '
+              '"pip_check": [1, "foo 1.0 has requirement bar>=2"]}\n')
+    probe = step_imports.parse_probe(output)
+    assert step_imports.describe_failures("training", "training", probe.failed_imports) == \
         "step training imports sklearn: not installed in image training"
+    assert probe.pip_check_code == 1 and "bar>=2" in probe.pip_check_output
     with pytest.raises(BuildError, match="printed no result"):
-        step_imports.probe_failures("python3: not found")
+        step_imports.parse_probe("python3: not found")
+
+
+def test_the_probe_runs_here_too():
+    """The probe is plain Python: run it with this interpreter, as the image's python3 would."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, *step_imports.probe_command(["json", "no_such_module_here"])[1:]],
+                            capture_output=True, text=True, timeout=120)
+    probe = step_imports.parse_probe(result.stdout)
+    assert list(probe.failed_imports) == ["no_such_module_here"]
+    assert probe.failed_imports["no_such_module_here"].startswith("ModuleNotFoundError")
