@@ -12,8 +12,8 @@ side ever finds the other's tags. Cases:
   4  cold              engine cache empty and nothing in the registry (fresh prefixes)
 
 Cases 2 and 4 empty the engine's cache (every image not held by a container,
-and the builder cache); they wait for --go-file to exist first, because that
-also removes images other work on the engine may be using.
+and the builder cache); they run only with --empty-engine, because that also
+removes images other work on the engine may be using.
 
 Run from the repository root:  .venv/bin/python bench/build_speed.py
 The repository is never modified: everything runs on a copy in a temporary
@@ -55,7 +55,6 @@ CASE_TITLES = {
 # Ratio targets (buildtool seconds / plain seconds); case 3's target is about what is rebuilt.
 RATIO_TARGETS = {1: 1.0, 2: 0.02, 4: 0.9}
 SIZE_TARGETS_MB = {"download": 70.0, "upload": 70.0}
-GO_POLL_SECONDS = 30
 
 
 class BenchError(Exception):
@@ -210,19 +209,10 @@ class Bench:
         return refs
 
     def wait_for_go(self) -> bool:
-        go = Path(self.args.go_file)
-        deadline = time.monotonic() + self.args.go_wait
-        announced = False
-        while not go.exists():
-            if time.monotonic() >= deadline:
-                say(f"  {go} did not appear within {self.args.go_wait:.0f}s: skipping the cases that empty the engine")
-                return False
-            if not announced:
-                say(f"  waiting for {go} before emptying the engine cache (polling every {GO_POLL_SECONDS}s, "
-                    f"up to {self.args.go_wait / 60:.0f} min)")
-                announced = True
-            time.sleep(GO_POLL_SECONDS)
-        return True
+        """Cases 2 and 4 empty the whole engine cache: only when the caller said so."""
+        if not self.args.empty_engine:
+            say("  skipping: this case empties the engine cache (every unused image); pass --empty-engine to allow it")
+        return self.args.empty_engine
 
     def empty_engine(self) -> None:
         """Remove this run's images, then every image no container holds, and the builder cache."""
@@ -422,7 +412,7 @@ def case_empty_cache(bench: Bench, plain: Side, tool: Side) -> CaseResult:
     say("case 2: no-op on an empty engine cache, images already in the registry")
     result = CaseResult(2)
     if not bench.wait_for_go():
-        result.skipped = f"skipped: {bench.args.go_file} never appeared"
+        result.skipped = "skipped: needs --empty-engine"
         return result
     for side in (plain, tool):
         bench.empty_engine()
@@ -439,7 +429,7 @@ def case_cold(bench: Bench, plain: Side, tool: Side) -> tuple[CaseResult, dict[s
     result = CaseResult(4)
     runs: dict[str, Run] = {}
     if not bench.wait_for_go():
-        result.skipped = f"skipped: {bench.args.go_file} never appeared"
+        result.skipped = "skipped: needs --empty-engine"
         return result, runs
     for side in (plain, tool):
         bench.empty_engine()
@@ -559,9 +549,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--base-image", default=os.environ.get("BUILDTOOL_BASE_IMAGE",
                                                           "127.0.0.1:5000/buildtool/python:3.11-bookworm"))
     p.add_argument("--buildtool", type=Path, default=REPO / ".venv" / "bin" / "buildtool")
-    p.add_argument("--go-file", default="/tmp/bench-go",
-                   help="cases 2 and 4 empty the engine cache only once this file exists (default: %(default)s)")
-    p.add_argument("--go-wait", type=float, default=3600, help="longest wait for --go-file, seconds (default: %(default)s)")
+    p.add_argument("--empty-engine", action="store_true",
+                   help="allow cases 2 and 4, which remove every image no container uses and the builder cache")
     p.add_argument("--log-dir", type=Path, help="where the commands' logs go (default: a new temporary folder)")
     args = p.parse_args(argv)
     try:
