@@ -304,6 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("buildtool: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a failure no module anticipated: one line, the traceback only with -v
+        if args.verbose:
+            raise
+        print(f"buildtool: error: unexpected {exc.__class__.__name__}: {exc} (run with -v for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import docker
 import requests
@@ -140,22 +140,16 @@ class Engine:
         `network_mode` ("host", "none", a network's name) wins over `network` when given.
         """
         networking: dict[str, Any] = {"network_mode": network_mode} if network_mode else {"network_disabled": not network}
-        container = self._client.containers.create(
-            image, command, environment=dict(environment or {}), volumes=dict(volumes or {}), detach=True, **networking)
         try:
-            container.start()
-            result = container.wait(timeout=timeout)
-            output = container.logs(stdout=True, stderr=True).decode(errors="replace")
-            return RunResult(int(result.get("StatusCode", -1)), output)
-        finally:
-            container.remove(force=True)
-
-    def remove_images(self, refs: Iterable[str]) -> None:
-        for ref in refs:
+            container = self._client.containers.create(
+                image, command, environment=dict(environment or {}), volumes=dict(volumes or {}), detach=True,
+                **networking)
             try:
-                self.api.remove_image(ref, force=True)
-            except ImageNotFound:
-                pass
-
-    def images_with_label(self, label: str) -> list[dict[str, Any]]:
-        return self.api.images(filters={"label": label})
+                container.start()
+                result = container.wait(timeout=timeout)
+                output = container.logs(stdout=True, stderr=True).decode(errors="replace")
+                return RunResult(int(result.get("StatusCode", -1)), output)
+            finally:
+                container.remove(force=True)
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineError(f"running a container of {image} failed: {exc.__class__.__name__}: {exc}") from None

@@ -7,7 +7,6 @@ import os
 import threading
 import urllib.request
 
-import pytest
 import yaml
 
 from buildtool import cli, config, image_map, verify
