@@ -69,11 +69,10 @@ def prepare(config: Config, registry: Registry, previous: ImageMap | None) -> Pr
     externals = sorted({b for b in (config.external_base(i) for i in config.images) if b})
     pins = {text: resolve_external(registry, text) for text in externals}
     digests = {text: reference.parse(pin).digest or "" for text, pin in pins.items()}
-    inputs = planning.compute_inputs(config, contexts, digests)
+    modules = step_imports.for_config(config)
+    inputs = planning.compute_inputs(config, contexts, digests, modules)
     existing = {name: registry.digest(reference.parse(f"{config.repository_for(config.image(name))}:{i.tag}"))
                 for name, i in inputs.items()}
-    steps = sorted(i.step for i in config.images if i.step)
-    modules = step_imports.step_modules(config.steps_module, steps, config.root, config.path)
     return Prepared(planning.make_plan(config, inputs, pins, existing, previous), contexts, modules)
 
 
@@ -99,7 +98,11 @@ def _run_one(image: ImagePlan, prepared: Prepared, results: Mapping[str, Result]
     base = results[image.base_image].reference if image.base_image else str(image.external_base)
     args = {**dict(image.build_args), BASE_IMAGE_ARG: base}
     events(image.name, f"build {image.tagged} on {base}")
-    engine.build(prepared.contexts[image.name], image.tagged, args, platform=config.platform,
+    planned = prepared.contexts[image.name]
+    if context.scan(planned.root, planned.dockerfile) != planned:
+        # The tag names what was hashed: sources edited since then must not be pushed under it.
+        raise BuildError(f"image {image.name}: files of {planned.root} changed since the build was planned; run it again")
+    engine.build(planned, image.tagged, args, platform=config.platform,
                  labels={LABEL_INPUTS: image.inputs.digest, LABEL_IMAGE: image.name},
                  progress=lambda message: events(image.name, message))
     if image.step:
@@ -137,6 +140,9 @@ def execute(prepared: Prepared, engine: Engine | None, registry: Registry, confi
                     results[image.name] = future.result()
                 except BuildtoolError as exc:
                     errors.append(exc)
+                    events(image.name, "failed")
+                except Exception as exc:  # unanticipated: still stop starting new work, and say which image
+                    errors.append(BuildError(f"image {image.name}: unexpected {exc.__class__.__name__}: {exc}"))
                     events(image.name, "failed")
     if errors:
         for extra in errors[1:]:

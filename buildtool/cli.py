@@ -85,16 +85,17 @@ def cmd_build(args: argparse.Namespace) -> int:
             if engine is not None:
                 engine.close()
         if args.push:
-            for result in results.values():
+            sizes = {}
+            for name, result in results.items():
                 for tag in args.tag:
                     registry.add_tag(reference.parse(result.reference), tag)
+                sizes[name] = registry.size(reference.parse(result.reference), full.platform)
             # Only now, with every image built, checked, pushed and tagged, does the map change.
             new_map = building.record(full, prepared, results, previous)
             changed = image_map.write_atomic(full.image_map, image_map.render(new_map))
             print(f"{full.image_map} {'updated' if changed else 'unchanged'}")
             for name, result in sorted(results.items()):
-                size = registry.size(reference.parse(result.reference), full.platform)
-                print(f"{name:<9} {result.action:<5} {result.reference}  {size.total / 1e6:.1f} MB compressed")
+                print(f"{name:<9} {result.action:<5} {result.reference}  {sizes[name].total / 1e6:.1f} MB compressed")
         else:
             print("built locally; pass --push to push and update the image map")
     finally:

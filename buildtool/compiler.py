@@ -53,6 +53,7 @@ def compile_pipeline(config: Config, output: Path, *, allow_stale: bool = False)
         raise CompileError(f"{config.pipeline}: building the pipeline failed: {exc.__class__.__name__}: {exc}") from None
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".yaml", dir=output.parent)
+    os.fchmod(fd, image_map.readable_mode())
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -121,6 +121,8 @@ def _image(path: Path, root: Path, name: str, table: Mapping[str, Any]) -> Image
     if not context.is_dir():
         raise _fail(path, f"{prefix}context", f"folder {context} does not exist")
     dockerfile = table.get("dockerfile", "Dockerfile")
+    if not (context / dockerfile).resolve().is_relative_to(context):
+        raise _fail(path, f"{prefix}dockerfile", f"{dockerfile!r} is outside the context {context}; keep it inside")
     if not (context / dockerfile).is_file():
         raise _fail(path, f"{prefix}dockerfile", f"no Dockerfile at {context / dockerfile}; create it or set dockerfile = \"...\" relative to the context")
     if "base" in table and "base_image" in table:

@@ -31,9 +31,16 @@ class Inputs:
         return TAG_PREFIX + self.digest.removeprefix("sha256:")[:_SHORT]
 
 
-def compute(context: BuildContext, build_args: Mapping[str, str], platform: str, base_digest: str) -> Inputs:
-    """Digest of one image's inputs; `base_digest` is the base image's digest (or, for a project image, its inputs digest)."""
+def compute(context: BuildContext, build_args: Mapping[str, str], platform: str, base_digest: str,
+            step_imports: list[str] | None = None) -> Inputs:
+    """Digest of one image's inputs; `base_digest` is the base image's digest (or, for a project image, its inputs digest).
+
+    `step_imports`, for an image serving a step, are the modules the step's function imports: the
+    image is checked against them before its push, so a new import makes a new tag (and a new check).
+    """
     items: dict[str, str] = {"platform": platform, "base": base_digest}
+    if step_imports is not None:
+        items["imports"] = ",".join(sorted(step_imports))
     for entry in context.entries:
         if entry.kind == "file":
             items[f"file:{entry.path}"] = ("x:" if entry.executable else "") + entry.sha256
@@ -53,7 +60,7 @@ def _shorten(items: Mapping[str, str]) -> dict[str, str]:
     """Fingerprints short enough for a readable lock file; the full digest decides, these explain."""
     out = {}
     for key, value in sorted(items.items()):
-        if key in ("platform", "base") or not value:
+        if key in ("platform", "base", "imports") or not value:
             out[key] = value
         else:
             prefix = "x:" if value.startswith("x:") else ""
@@ -73,6 +80,8 @@ def explain(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
         subject = f"{label} {name}" if name else label
         if key == "base":
             reasons.append(f"base image changed ({before} -> {after})")
+        elif key == "imports":
+            reasons.append(f"modules the step imports changed ({before or '-'} -> {after or '-'})")
         elif key == "platform":
             reasons.append(f"platform changed ({before} -> {after})")
         elif before is None:

@@ -66,7 +66,8 @@ class Engine:
         current_step, image_id, started = "(before the first step)", None, time.monotonic()
         last_report = started
         try:
-            stream = self.api.build(fileobj=context.tar(), custom_context=True, tag=tag, buildargs=dict(build_args),
+            stream = self.api.build(fileobj=context.tar(), custom_context=True, dockerfile=context.dockerfile,
+                                    tag=tag, buildargs=dict(build_args),
                                     platform=platform, labels=dict(labels or {}), rm=True, forcerm=True, decode=True)
             for chunk in stream:
                 if "error" in chunk or "errorDetail" in chunk:
@@ -107,6 +108,8 @@ class Engine:
             return self.api.inspect_image(ref)["Id"]
         except ImageNotFound:
             return None
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineError(f"the engine could not inspect {ref}: {exc.__class__.__name__}: {exc}") from None
 
     def push(self, repository: str, tag: str, *, progress: Progress = _no_progress) -> str:
         """Push `repository:tag`; return the manifest digest the registry reported. PushError on any error chunk."""

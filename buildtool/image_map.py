@@ -110,6 +110,13 @@ def render(image_map: ImageMap) -> str:
     return HEADER + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=200)
 
 
+def readable_mode() -> int:
+    """0644 less the umask: what a plain `open()` would give (mkstemp's 0600 would hide the file from others)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o644 & ~umask
+
+
 def write_atomic(path: Path, text: str) -> bool:
     """Replace `path` with `text` atomically (temp file + rename); False, and no write, if unchanged."""
     try:
@@ -119,6 +126,7 @@ def write_atomic(path: Path, text: str) -> bool:
         pass
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, readable_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

@@ -75,8 +75,8 @@ def build_order(config: Config) -> list[ImageConfig]:
     return ordered
 
 
-def compute_inputs(config: Config, contexts: Mapping[str, BuildContext],
-                   external_digests: Mapping[str, str]) -> dict[str, Inputs]:
+def compute_inputs(config: Config, contexts: Mapping[str, BuildContext], external_digests: Mapping[str, str],
+                   step_modules: Mapping[str, list[str]]) -> dict[str, Inputs]:
     """Inputs digest of every image; a project base enters by its own inputs digest, so the
     whole graph's tags are known before anything builds."""
     result: dict[str, Inputs] = {}
@@ -85,7 +85,9 @@ def compute_inputs(config: Config, contexts: Mapping[str, BuildContext],
             base_digest = result[image.base].digest
         else:
             base_digest = external_digests[config.external_base(image)]
-        result[image.name] = digest.compute(contexts[image.name], dict(image.build_args), config.platform, base_digest)
+        imports = step_modules.get(image.step) if image.step else None
+        result[image.name] = digest.compute(contexts[image.name], dict(image.build_args), config.platform, base_digest,
+                                            imports)
     return result
 
 
@@ -107,13 +109,19 @@ def make_plan(config: Config, inputs: Mapping[str, Inputs], external_pins: Mappi
     `existing` maps image name to the digest the registry holds for its tag (or None).
     """
     images = []
+    rebuilt: set[str] = set()
     for image in build_order(config):
         found = existing.get(image.name)
         image_inputs = inputs[image.name]
-        if found:
+        if image.base in rebuilt:
+            # The registry's copy was built on another build of the base: build on the new one.
+            action, reasons = BUILD, (f"its base image {image.base} is being rebuilt",)
+        elif found:
             action, reasons = REUSE, (f"registry already holds {image_inputs.tag} ({found})",)
         else:
             action, reasons = BUILD, _reasons_to_build(image.name, image_inputs, previous)
+        if action == BUILD:
+            rebuilt.add(image.name)
         external = config.external_base(image)
         images.append(ImagePlan(
             name=image.name, step=image.step, repository=config.repository_for(image), inputs=image_inputs,

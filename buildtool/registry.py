@@ -122,8 +122,8 @@ class Registry:
         token_response = self._session.get(realm, params=params, auth=creds, timeout=self.timeout)
         if token_response.status_code != 200:
             return response
-        body = token_response.json()
-        token = body.get("token") or body.get("access_token")
+        answer = token_response.json()
+        token = answer.get("token") or answer.get("access_token")
         if not token:
             return response
         with self._lock:
@@ -152,7 +152,10 @@ class Registry:
                                  {"Accept": ", ".join(MANIFEST_TYPES)})
         if response.status_code != 200:
             raise RegistryError(f"registry answered {response.status_code} for the manifest of {ref}")
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise RegistryError(f"registry sent a manifest for {ref} that is not JSON") from None
 
     def size(self, ref: Reference, platform: str = "linux/amd64") -> ImageSize:
         """Compressed size of `ref` for `platform` (an index is resolved to that platform's manifest)."""

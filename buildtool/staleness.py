@@ -6,7 +6,7 @@ from the map itself, and names the images and inputs that changed.
 
 from __future__ import annotations
 
-from . import context, digest, plan as planning, reference
+from . import context, digest, plan as planning, reference, step_imports
 from .config import Config
 from .errors import StaleMapError
 from .image_map import ImageMap
@@ -45,7 +45,7 @@ def stale_images(config: Config, image_map: ImageMap) -> dict[str, list[str]]:
     if stale:
         return stale
     contexts = {i.name: context.scan(i.context, i.dockerfile) for i in config.images}
-    inputs = planning.compute_inputs(config, contexts, external_digests)
+    inputs = planning.compute_inputs(config, contexts, external_digests, step_imports.for_config(config))
     for image in config.images:
         locked = image_map.images[image.name]
         if inputs[image.name].digest != locked.inputs_digest:

@@ -13,9 +13,12 @@ import json
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from .errors import BuildError, ConfigError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 # Runs inside the image, in one container: `pip check` in a subprocess while the
 # modules named on the command line are imported; prints both results as JSON.
@@ -77,6 +80,12 @@ def step_modules(module_name: str, steps: list[str], root: Path, config_path: Pa
                               "(each step's function is named like its step)")
         result[step] = sorted(imported_modules(ast.unparse(functions[step])))
     return result
+
+
+def for_config(config: "Config") -> dict[str, list[str]]:
+    """Step -> modules its function imports, for every step the configuration's images serve."""
+    steps = sorted(i.step for i in config.images if i.step)
+    return step_modules(config.steps_module, steps, config.root, config.path)
 
 
 def probe_command(modules: list[str]) -> list[str]:

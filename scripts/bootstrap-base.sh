@@ -97,7 +97,8 @@ host_codename=$( . /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}" )
 MIRROR=${BUILDTOOL_DEBIAN_MIRROR:-}
 [ -n "$MIRROR" ] || MIRROR=$(first_uri "$SUITE")
 # A host on another release still names a mirror that serves bookworm.
-[ -n "$MIRROR" ] || { [ -z "$host_codename" ] || MIRROR=$(first_uri "$host_codename"); }
+host_id=$( . /etc/os-release 2>/dev/null && echo "${ID:-}" )
+[ -n "$MIRROR" ] || [ "$host_id" != debian ] || { [ -z "$host_codename" ] || MIRROR=$(first_uri "$host_codename"); }
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 SECURITY=$(first_uri "$SUITE-security")
 SECURITY=${SECURITY:-http://deb.debian.org/debian-security}

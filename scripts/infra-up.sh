@@ -31,7 +31,7 @@ BASE_IMAGE=$REGISTRY_ADDR/$BASE_REPO:$BASE_TAG
 
 DOCKER_WAIT=60     # seconds to wait for an engine to answer
 REGISTRY_WAIT=30   # seconds to wait for the registry to answer
-PACKAGES=(docker.io docker-registry debootstrap iptables ca-certificates curl)
+PACKAGES=(docker.io docker-registry debootstrap debian-archive-keyring iptables ca-certificates curl python3 python3-venv)
 
 log() { printf 'infra: %s\n' "$*" >&2; }
 die() { printf 'infra: error: %s\n' "$*" >&2; exit 1; }

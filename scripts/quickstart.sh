@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 started=$(date +%s)
-eval "$(scripts/infra-up.sh)"   # sets BUILDTOOL_BASE_IMAGE
+infra=$(scripts/infra-up.sh) || exit   # prints BUILDTOOL_BASE_IMAGE=...
+eval "$infra"
 export BUILDTOOL_BASE_IMAGE
 scripts/venv.sh
 .venv/bin/buildtool build --push

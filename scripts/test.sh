@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-eval "$(scripts/infra-up.sh)"   # sets BUILDTOOL_BASE_IMAGE
+infra=$(scripts/infra-up.sh) || exit   # prints BUILDTOOL_BASE_IMAGE=...
+eval "$infra"
 export BUILDTOOL_BASE_IMAGE
 scripts/venv.sh
 exec .venv/bin/python -m pytest "$@"

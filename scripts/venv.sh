@@ -8,9 +8,11 @@ VENV=${BUILDTOOL_VENV:-.venv}
 stamp="$VENV/.buildtool-installed"
 want=$(cat pyproject.toml images/base/platform-client/pyproject.toml | sha256sum | cut -d' ' -f1)
 
-if [ ! -x "$VENV/bin/python" ]; then
+if [ ! -x "$VENV/bin/pip" ]; then
   echo "venv: creating $VENV" >&2
-  python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
+  rm -rf "$VENV"
+  python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV" \
+    || { rm -rf "$VENV"; echo "venv: error: cannot create $VENV; install python3.11 and python3-venv" >&2; exit 1; }
 fi
 "$VENV/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
   || { echo "venv: error: $VENV is not Python 3.11; remove it and install python3.11" >&2; exit 1; }

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from buildtool import cli, compiler, config, context, image_map, plan, staleness, verify
+from buildtool import cli, compiler, config, context, image_map, plan, staleness, step_imports, verify
 from buildtool.errors import CompileError, ImageMapError, StaleMapError
 
 EXTERNAL = "127.0.0.1:5000/lib/python:3.11"
@@ -16,7 +16,7 @@ def write_lock(project_path):
     """A map exactly as `build --push` would write it for the current tree (digests invented)."""
     loaded = config.load(project_path)
     contexts = {i.name: context.scan(i.context) for i in loaded.images}
-    inputs = plan.compute_inputs(loaded, contexts, {EXTERNAL: "sha256:" + "1" * 64})
+    inputs = plan.compute_inputs(loaded, contexts, {EXTERNAL: "sha256:" + "1" * 64}, step_imports.for_config(loaded))
     the_plan = plan.make_plan(loaded, inputs, {EXTERNAL: PIN}, {}, None)
     images = {}
     for n, image in enumerate(the_plan.images):

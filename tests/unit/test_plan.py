@@ -1,4 +1,4 @@
-from buildtool import config, context, image_map, plan
+from buildtool import config, context, image_map, plan, step_imports
 
 EXTERNAL = "127.0.0.1:5000/lib/python:3.11"
 PIN = EXTERNAL + "@sha256:" + "1" * 64
@@ -7,7 +7,8 @@ PIN = EXTERNAL + "@sha256:" + "1" * 64
 def inputs_for(project_path):
     loaded = config.load(project_path)
     contexts = {i.name: context.scan(i.context) for i in loaded.images}
-    return loaded, plan.compute_inputs(loaded, contexts, {EXTERNAL: "sha256:" + "1" * 64})
+    return loaded, plan.compute_inputs(loaded, contexts, {EXTERNAL: "sha256:" + "1" * 64},
+                                       step_imports.for_config(loaded))
 
 
 def lock_of(loaded, inputs, the_plan):
@@ -59,3 +60,24 @@ def test_describe_lists_action_and_reasons(project):
     lines = plan.describe(plan.make_plan(loaded, inputs, {EXTERNAL: PIN}, {}, None))
     assert lines[0].startswith("build  base  127.0.0.1:5000/t/base:in-")
     assert any("training (step training)" in line for line in lines)
+
+
+def test_dependents_of_a_rebuilt_base_are_rebuilt_even_if_the_registry_holds_them(project):
+    loaded, inputs = inputs_for(project)
+    held = {name: "sha256:" + "e" * 64 for name in inputs if name != "base"}
+    result = plan.make_plan(loaded, inputs, {EXTERNAL: PIN}, held, None)
+    assert {i.name: i.action for i in result.images} == {n: "build" for n in inputs}
+    assert result.get("upload").reasons == ("its base image base is being rebuilt",)
+
+
+def test_a_new_import_in_a_step_changes_that_step_image_alone(project):
+    loaded, before = inputs_for(project)
+    steps = project.parent / "pipeline" / "steps.py"
+    steps.write_text(steps.read_text().replace("    import os\n\n    from platform_client import PlatformClient\n\n    client",
+                                               "    import os\n    import csv\n\n    from platform_client import PlatformClient\n\n    client", 1))
+    _, after = inputs_for(project)
+    changed = {name for name in before if before[name].digest != after[name].digest}
+    assert changed == {"upload"}
+    from buildtool import digest
+    assert digest.explain(before["upload"].items, after["upload"].items) == [
+        "modules the step imports changed (os,platform_client -> csv,os,platform_client)"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hera.workflows.models import Workflow
+from pydantic import ValidationError
 
 from buildtool import compiler
 
@@ -38,7 +39,7 @@ def test_the_model_rejects_a_malformed_workflow(project):
     compiler.compile_pipeline(loaded, loaded.output)
     data = yaml.safe_load(loaded.output.read_text())
     data["spec"]["templates"][0]["container"] = "not a container"
-    with pytest.raises(Exception, match="container"):
+    with pytest.raises(ValidationError, match="container"):
         Workflow.parse_obj(data)
     data = yaml.safe_load(loaded.output.read_text())
     data["spec"]["templates"][0]["container"]["imagePullPolicy_typo"] = "Always"
