@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import re
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,8 @@ _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 
 def _is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0].strip("[]") if not host.startswith("[") or "]:" in host else host.strip("[]")
+    """Whether a registry `host[:port]` (IPv6 in brackets) is on this machine: spoken to over plain HTTP."""
+    name = urllib.parse.urlsplit(f"//{host}").hostname or ""
     if name == "localhost":
         return True
     try:
