@@ -300,11 +300,13 @@ def plain_sections(run: Run) -> PlainSections:
 
 @dataclass
 class ToolPhases:
-    """When buildtool started an image, ran its last Dockerfile step, finished its check, finished its push."""
+    """When buildtool started an image, ran its last Dockerfile step, finished its check, had its blobs
+    uploaded (check and upload run side by side), and stored its manifest (the end of its push)."""
 
     start: float
     built: float
     checked: float | None = None
+    uploaded: float | None = None
     end: float | None = None
 
 
@@ -328,6 +330,8 @@ def buildtool_phases(run: Run) -> dict[str, ToolPhases]:
             phases[name].built = line.at
         elif message.startswith("imports of step"):
             phases[name].checked = line.at
+        elif message.startswith("push: blobs uploaded"):
+            phases[name].uploaded = line.at
         elif message.startswith("pushed "):
             phases[name].end = line.at
     return phases
@@ -501,7 +505,8 @@ def print_cold_breakdown(runs: Mapping[str, Run]) -> None:
     tool = buildtool_phases(runs["buildtool"])
     say("")
     say("case 4, where the time goes: start-end (seconds) since each command started")
-    rows = [("image", "plain build", "plain push", "buildtool build", "buildtool check", "buildtool push")]
+    rows = [("image", "plain build", "plain push", "buildtool build", "buildtool check", "buildtool blobs",
+             "buildtool push end")]
 
     def cell(start: float | None, end: float | None) -> str:
         return "-" if start is None or end is None else f"{start:.1f}-{end:.1f} ({end - start:.1f})"
@@ -509,18 +514,20 @@ def print_cold_breakdown(runs: Mapping[str, Run]) -> None:
     for name in IMAGES:
         b, p, t = plain.builds[name], plain.pushes[name], tool.get(name)
         if t is None:
-            rows.append((name, cell(b.start, b.end), cell(p.start, p.end), "-", "-", "-"))
+            rows.append((name, cell(b.start, b.end), cell(p.start, p.end), "-", "-", "-", "-"))
             continue
-        push_start = t.checked if t.checked is not None else t.built
+        # Without buildtool's own upload (push_with = "engine") the push starts after the check.
+        last = max(x for x in (t.built, t.checked, t.uploaded) if x is not None)
         rows.append((name, cell(b.start, b.end), cell(p.start, p.end), cell(t.start, t.built),
-                     cell(t.built, t.checked), cell(push_start, t.end)))
+                     cell(t.built, t.checked), cell(t.built, t.uploaded), cell(last, t.end)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         say("  " + "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
     first = min((t.start for t in tool.values()), default=0.0)
     say(f"  buildtool before its first image starts (startup, context scan, registry lookups): {first:.1f}s; "
-        "its build column ends when the last Dockerfile step starts, its check column is the import check "
-        "and pip check")
+        "its build column ends when the last Dockerfile step starts; then the import check and pip check "
+        "(check) run beside the export, compression and upload of the layers (blobs); the push ends when "
+        "the manifest is stored, after both")
 
 
 # --------------------------------------------------------------------------- main

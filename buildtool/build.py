@@ -8,12 +8,13 @@ parallel; `record` rewrites the map only once every image succeeded.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from . import context, plan as planning, reference, step_imports
+from . import context, plan as planning, publish, reference, step_imports
 from .config import BASE_IMAGE_ARG, Config
 from .context import BuildContext
 from .engine import Engine
@@ -102,20 +103,55 @@ def _run_one(image: ImagePlan, prepared: Prepared, results: Mapping[str, Result]
     if context.scan(planned.root, planned.dockerfile) != planned:
         # The tag names what was hashed: sources edited since then must not be pushed under it.
         raise BuildError(f"image {image.name}: files of {planned.root} changed since the build was planned; run it again")
-    engine.build(planned, image.tagged, args, platform=config.platform,
-                 labels={LABEL_INPUTS: image.inputs.digest, LABEL_IMAGE: image.name},
-                 progress=lambda message: events(image.name, message))
-    if image.step:
-        check_image(engine, image, prepared.step_modules.get(image.step, []), events)
+    image_id = engine.build(planned, image.tagged, args, platform=config.platform,
+                            labels={LABEL_INPUTS: image.inputs.digest, LABEL_IMAGE: image.name},
+                            progress=lambda message: events(image.name, message))
+    modules = prepared.step_modules.get(image.step, []) if image.step else None
+
+    def check() -> None:
+        if modules is not None:
+            check_image(engine, image, modules, events)
+
     if not push:
+        check()
         events(image.name, f"built {image.tagged} in {time.monotonic() - started:.0f}s (not pushed)")
         return Result(image.name, image.tagged, image.action, time.monotonic() - started)
-    digest = engine.push(image.repository, image.tag, progress=lambda message: events(image.name, message))
+    if config.push_with == "engine":
+        check()
+        digest = engine.push(image.repository, image.tag, progress=lambda message: events(image.name, message))
+    else:
+        digest = _push_checked(image, image_id, base, engine, registry, config, check, events)
     served = registry.digest(reference.parse(image.tagged))
     if served != digest:
         raise PushError(f"push of {image.tagged} reported {digest} but the registry serves {served}")
     events(image.name, f"pushed {image.tagged}@{digest} in {time.monotonic() - started:.0f}s")
     return Result(image.name, f"{image.tagged}@{digest}", image.action, time.monotonic() - started)
+
+
+def _push_checked(image: ImagePlan, image_id: str, base: str, engine: Engine, registry: Registry, config: Config,
+                  check: Callable[[], None], events: Events) -> str:
+    """Upload the image's blobs while it is checked; its manifest (the image itself) goes up only if the check passed."""
+    progress: Callable[[str], None] = lambda message: events(image.name, message)
+    base_ref = reference.parse(base) if reference.is_pinned(base) else None
+    layers = publish.plan_layers(engine, registry, image_id, reference.parse(image.tagged), base_ref,
+                                 platform=config.platform)
+    if not layers.missing:
+        # Nothing to compress (download and upload add no layer to the base): exporting the image would cost
+        # more than the engine's push, which only sends the config and the manifest.
+        check()
+        progress(f"push: all {len(layers.diff_ids)} layer(s) in the registry already; the engine sends the rest")
+        return engine.push(image.repository, image.tag, progress=progress)
+    cancel = threading.Event()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{image.name}") as side:
+        staging = side.submit(publish.stage, engine, registry, layers, level=config.compression_level,
+                              cancel=cancel, progress=progress)
+        try:
+            check()
+        except BaseException:
+            cancel.set()  # the blobs uploaded so far stay unreferenced; the registry's garbage collection takes them
+            raise
+        staged = staging.result()
+    return publish.publish(registry, staged)
 
 
 def execute(prepared: Prepared, engine: Engine | None, registry: Registry, config: Config, *, push: bool, jobs: int,

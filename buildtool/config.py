@@ -17,6 +17,7 @@ from .errors import ConfigError
 
 BASE_IMAGE_ARG = "BASE_IMAGE"
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+PUSH_WAYS = ("buildtool", "engine")  # who compresses and uploads the layers (see publish.py)
 # Build args are recorded in the image's history: refuse names that look like secrets.
 _SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY)", re.I)
 _IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
@@ -54,6 +55,8 @@ class Config:
     pipeline: str
     steps_module: str
     image_pull_policy: str
+    push_with: str = "buildtool"
+    compression_level: int = 6
     images: tuple[ImageConfig, ...] = field(default_factory=tuple)
 
     def image(self, name: str) -> ImageConfig:
@@ -78,12 +81,13 @@ class Config:
 _TOP_KEYS = {
     "registry": str, "repository": str, "base_image": str, "platform": str,
     "image_map": str, "output": str, "pipeline": str, "steps_module": str, "image_pull_policy": str,
-    "images": dict,
+    "push_with": str, "compression_level": int, "images": dict,
 }
 _IMAGE_KEYS = {
     "context": str, "dockerfile": str, "step": str, "base": str,
     "base_image": str, "build_args": dict,
 }
+_KIND = {str: "a string", int: "an integer", dict: "a table"}
 _DEFAULTS = {
     "registry": "127.0.0.1:5000", "repository": "buildtool",
     "base_image": "python:3.11-slim", "platform": "linux/amd64",
@@ -91,6 +95,7 @@ _DEFAULTS = {
     "pipeline": "pipeline.training_pipeline:make_pipeline",
     "steps_module": "pipeline.steps",
     "image_pull_policy": "IfNotPresent",
+    "push_with": "buildtool", "compression_level": 6,
 }
 
 
@@ -105,7 +110,7 @@ def _check_keys(path: Path, prefix: str, table: Mapping[str, Any], schema: Mappi
             hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(schema))}"
             raise _fail(path, f"{prefix}{key}", f"unknown key; {hint}")
         if not isinstance(value, schema[key]):
-            raise _fail(path, f"{prefix}{key}", f"expected a {schema[key].__name__}, got {type(value).__name__} {value!r}")
+            raise _fail(path, f"{prefix}{key}", f"expected {_KIND[schema[key]]}, got {type(value).__name__} {value!r}")
 
 
 def _image(path: Path, root: Path, name: str, table: Mapping[str, Any]) -> ImageConfig:
@@ -203,6 +208,11 @@ def load(path: Path, *, registry: str | None = None, repository: str | None = No
         raise _fail(path, "platform", f"{values['platform']!r} is not os/arch[/variant], e.g. linux/amd64")
     if values["image_pull_policy"] not in PULL_POLICIES:
         raise _fail(path, "image_pull_policy", f"{values['image_pull_policy']!r} is not one of {', '.join(PULL_POLICIES)}")
+    if values["push_with"] not in PUSH_WAYS:
+        raise _fail(path, "push_with", f"{values['push_with']!r} is not one of {', '.join(PUSH_WAYS)}")
+    level = values["compression_level"]
+    if isinstance(level, bool) or not 1 <= level <= 9:
+        raise _fail(path, "compression_level", f"{level!r} is not a gzip level from 1 (fastest) to 9 (smallest)")
     if ":" not in values["pipeline"]:
         raise _fail(path, "pipeline", f"{values['pipeline']!r} is not 'module:function'")
     root = path.parent
@@ -217,6 +227,7 @@ def load(path: Path, *, registry: str | None = None, repository: str | None = No
         image_map=root / values["image_map"], output=root / values["output"],
         pipeline=values["pipeline"], steps_module=values["steps_module"],
         image_pull_policy=values["image_pull_policy"],
+        push_with=values["push_with"], compression_level=level,
         images=images,
     )
 

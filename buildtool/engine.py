@@ -7,9 +7,11 @@ every chunk is read and `error`/`errorDetail` turns into an exception here.
 from __future__ import annotations
 
 import collections
+import io
 import logging
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -18,6 +20,7 @@ import requests
 import urllib3
 from docker.errors import DockerException, ImageNotFound
 
+from . import reference
 from .context import BuildContext
 from .errors import BuildError, EngineError, PushError
 
@@ -29,6 +32,7 @@ _STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")
 _TRANSPORT_ERRORS = (DockerException, requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 _TAIL_LINES = 25
 _HEARTBEAT = 15.0  # seconds between progress lines during one long Dockerfile step
+_EXPORT_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,43 @@ class Engine:
         except _TRANSPORT_ERRORS as exc:
             raise EngineError(f"the engine could not inspect {ref}: {exc.__class__.__name__}: {exc}") from None
 
+    def layers(self, image: str) -> list[str]:
+        """The image's layer diff IDs (sha256 of each uncompressed layer tar), bottom first."""
+        try:
+            return list(self.api.inspect_image(image)["RootFS"]["Layers"])
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineError(f"the engine could not inspect {image}: {exc.__class__.__name__}: {exc}") from None
+
+    def export(self, image: str) -> io.BufferedReader:
+        """The image as `docker save` writes it (a tar of layer tars and the config), as a stream to read once.
+
+        Closing it closes the connection, which stops the engine's export.
+        """
+        url = f"{self.api.base_url}/v{self.api.api_version}/images/{urllib.parse.quote(image, safe='')}/get"
+        try:
+            response = self.api.get(url, stream=True)
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineError(f"the engine could not export {image}: {exc.__class__.__name__}: {exc}") from None
+        if response.status_code != 200:
+            response.close()
+            raise EngineError(f"the engine could not export {image}: {response.status_code} {response.text[:200]}")
+        return io.BufferedReader(_ExportReader(response, image), buffer_size=_EXPORT_CHUNK)
+
+    def pull(self, ref: str, *, progress: Progress = _no_progress) -> None:
+        """Pull `ref` (a pinned `repo[:tag]@sha256:...` is pulled by its digest); EngineError on any error chunk."""
+        parsed = reference.parse(ref)
+        started = time.monotonic()
+        try:
+            for chunk in self.api.pull(parsed.repository, tag=parsed.digest or parsed.tag or "latest", stream=True,
+                                       decode=True):
+                if "error" in chunk or "errorDetail" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
+                    raise EngineError(f"pull of {ref} failed: {str(detail).strip()}")
+                if chunk.get("status") == "Pull complete":
+                    progress(f"pull: layer {chunk.get('id', '')} done  [{time.monotonic() - started:.0f}s]")
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineError(f"pull of {ref} failed: {exc.__class__.__name__}: {exc}") from None
+
     def push(self, repository: str, tag: str, *, progress: Progress = _no_progress) -> str:
         """Push `repository:tag`; return the manifest digest the registry reported. PushError on any error chunk."""
         digest, layers_done, started = None, 0, time.monotonic()
@@ -156,3 +197,25 @@ class Engine:
                 container.remove(force=True)
         except _TRANSPORT_ERRORS as exc:
             raise EngineError(f"running a container of {image} failed: {exc.__class__.__name__}: {exc}") from None
+
+
+class _ExportReader(io.RawIOBase):
+    """The body of an export response as a readable file, so `tarfile` can stream it."""
+
+    def __init__(self, response: requests.Response, image: str) -> None:
+        self._response = response
+        self._image = image
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return self._response.raw.readinto(buffer)
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineError(f"export of {self._image} from the engine broke off: "
+                              f"{exc.__class__.__name__}: {exc}") from None
+
+    def close(self) -> None:
+        self._response.close()
+        super().close()

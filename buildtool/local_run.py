@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import RunError
+from .errors import EngineError, RunError
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -319,10 +319,14 @@ def execute_run(steps: Sequence[StepRun], engine: Engine, workdir: Path, events:
     earlier run passes for a step's output.
     """
     workdir = Path(workdir).resolve()
-    missing = sorted({s.image for s in steps if engine.image_id(s.image) is None})
-    if missing:
-        raise RunError(f"image(s) not in the local engine: {', '.join(missing)}; "
-                       "build and push them with `buildtool build --push`, or pull them")
+    for image in sorted({s.image for s in steps if engine.image_id(s.image) is None}):
+        # As a kubelet would: a pinned image the engine lacks is pulled by its digest.
+        events("run", f"pull {image}")
+        try:
+            engine.pull(image, progress=lambda message: events("run", message))
+        except EngineError as exc:
+            raise RunError(f"image {image} is neither in the local engine nor pullable: {exc}; "
+                           "build and push it with `buildtool build --push`") from None
     folders: dict[tuple[str, str], Path] = {}
     for step in steps:
         for artifact in step.outputs:

@@ -2,7 +2,9 @@
 
 Answers "which digest does this tag point at?" and "how big is this image?"
 without the engine, so a plan can be made, and a push checked, from the
-registry alone. Credentials come from the engine's normal store (docker login).
+registry alone; and uploads blobs and manifests, so buildtool can push what
+it compressed itself (see publish.py). Credentials come from the engine's
+normal store (docker login).
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ import re
 import threading
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import requests
 from docker import auth as docker_auth
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .errors import RegistryError
+from .errors import PushError, RegistryError
 from .reference import DOCKER_HUB, Reference
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 _INDEX_TYPES = MANIFEST_TYPES[:2]
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -90,7 +94,7 @@ class Registry:
         return None
 
     def _request(self, method: str, url: str, ref: Reference, headers: dict[str, str],
-                 body: bytes | None = None) -> requests.Response:
+                 body: bytes | IO[bytes] | None = None) -> requests.Response:
         key = (ref.api_host, ref.path)
         with self._lock:
             token = self._tokens.get(key)
@@ -106,7 +110,9 @@ class Registry:
         return response
 
     def _answer_challenge(self, method: str, url: str, ref: Reference, headers: dict[str, str],
-                          response: requests.Response, body: bytes | None) -> requests.Response:
+                          response: requests.Response, body: bytes | IO[bytes] | None) -> requests.Response:
+        if hasattr(body, "seek"):
+            body.seek(0)  # a file body was (partly) sent with the refused request: send it whole again
         challenge = response.headers.get("WWW-Authenticate", "")
         scheme = challenge.split(" ", 1)[0].lower()
         creds = self._credentials(ref)
@@ -159,18 +165,87 @@ class Registry:
         except ValueError:
             raise RegistryError(f"registry sent a manifest for {ref} that is not JSON") from None
 
-    def size(self, ref: Reference, platform: str = "linux/amd64") -> ImageSize:
-        """Compressed size of `ref` for `platform` (an index is resolved to that platform's manifest)."""
+    def platform_manifest(self, ref: Reference, platform: str = "linux/amd64") -> dict[str, Any]:
+        """The image manifest of `ref` for `platform`: an index is resolved to that platform's entry."""
         manifest = self.manifest(ref)
         if manifest.get("mediaType") in _INDEX_TYPES or "manifests" in manifest:
             os_name, arch = platform.split("/")[:2]
             for entry in manifest.get("manifests", []):
                 p = entry.get("platform", {})
                 if p.get("os") == os_name and p.get("architecture") == arch:
-                    return self.size(ref.with_digest(entry["digest"]), platform)
+                    return self.manifest(ref.with_digest(entry["digest"]))
             raise RegistryError(f"{ref} has no manifest for {platform}")
+        return manifest
+
+    def size(self, ref: Reference, platform: str = "linux/amd64") -> ImageSize:
+        """Compressed size of `ref` for `platform` (an index is resolved to that platform's manifest)."""
+        manifest = self.platform_manifest(ref, platform)
         layers = sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
         return ImageSize(layers=layers, config=int(manifest.get("config", {}).get("size", 0)))
+
+    # -- blobs and manifests: what a push writes ----------------------------------------------------------------
+
+    def blob(self, ref: Reference, digest: str) -> bytes:
+        """The content of blob `digest` in `ref`'s repository (used for image configs: small)."""
+        response = self._request("GET", f"{self._base_url(ref)}/blobs/{digest}", ref, {})
+        if response.status_code != 200:
+            raise RegistryError(f"registry answered {response.status_code} for blob {digest} of {ref.repository}")
+        return response.content
+
+    def has_blob(self, ref: Reference, digest: str) -> bool:
+        response = self._request("HEAD", f"{self._base_url(ref)}/blobs/{digest}", ref, {})
+        if response.status_code in (200, 404):
+            return response.status_code == 200
+        raise PushError(f"registry answered {response.status_code} when asked for blob {digest} of {ref.repository}")
+
+    def mount_blob(self, ref: Reference, digest: str, source_path: str) -> bool:
+        """Link blob `digest` from repository `source_path` (same registry) into `ref`'s; False if the registry declined."""
+        query = urllib.parse.urlencode({"mount": digest, "from": source_path})
+        response = self._request("POST", f"{self._base_url(ref)}/blobs/uploads/?{query}", ref, {"Content-Length": "0"})
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202:  # declined: the registry opened an upload instead; close it
+            location = response.headers.get("Location")
+            if location:
+                self._request("DELETE", urllib.parse.urljoin(response.url, location), ref, {})
+            return False
+        raise PushError(f"push of {ref} failed: registry answered {response.status_code} when mounting "
+                        f"{digest} from {source_path}: {response.text[:200]}")
+
+    def upload_blob(self, ref: Reference, path: Path, digest: str) -> None:
+        """Upload file `path` as blob `digest` into `ref`'s repository (one POST, one streamed PUT)."""
+        started = self._request("POST", f"{self._base_url(ref)}/blobs/uploads/", ref, {"Content-Length": "0"})
+        location = started.headers.get("Location")
+        if started.status_code != 202 or not location:
+            hint = "; log in with `docker login " + ref.domain + "`" if started.status_code in (401, 403) else ""
+            raise PushError(f"push of {ref} failed: registry answered {started.status_code} when starting "
+                            f"an upload: {started.text[:200]}{hint}")
+        url = urllib.parse.urljoin(started.url, location)
+        url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
+        size = path.stat().st_size
+        with path.open("rb") as body:
+            finished = self._request("PUT", url, ref, {"Content-Type": "application/octet-stream",
+                                                       "Content-Length": str(size)}, body=body)
+        if finished.status_code != 201:
+            raise PushError(f"push of {ref} failed: registry answered {finished.status_code} for blob "
+                            f"{digest} ({size} bytes): {finished.text[:200]}")
+        stored = finished.headers.get("Docker-Content-Digest", digest)
+        if stored != digest:
+            raise PushError(f"push of {ref} failed: blob {digest} was stored as {stored}")
+
+    def put_manifest(self, ref: Reference, body: bytes, media_type: str = DOCKER_MANIFEST) -> str:
+        """Store manifest `body` under `ref`'s tag; return the digest the registry reports."""
+        if not ref.tag:
+            raise PushError(f"{ref}: a manifest is stored under a tag")
+        response = self._request("PUT", f"{self._base_url(ref)}/manifests/{ref.tag}", ref,
+                                 {"Content-Type": media_type}, body=body)
+        if response.status_code not in (200, 201):
+            raise PushError(f"push of {ref} failed: registry answered {response.status_code} for the manifest: "
+                            f"{response.text[:200]}")
+        digest = response.headers.get("Docker-Content-Digest")
+        if not digest:
+            raise PushError(f"push of {ref} failed: the registry sent no Docker-Content-Digest for the manifest")
+        return digest
 
     def add_tag(self, ref: Reference, tag: str) -> None:
         """Point `tag` at the manifest `ref` (pinned by digest) too: the manifest is copied, no layer moves."""

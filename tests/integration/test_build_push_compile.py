@@ -10,6 +10,7 @@ import urllib.request
 import yaml
 
 from buildtool import cli, config, image_map, verify
+from buildtool.engine import Engine
 
 from .conftest import served_digest
 
@@ -187,3 +188,48 @@ def test_extra_tags_point_at_the_pinned_digest(small_project, capsys):
         assert served_digest(f"{repository}:release") == digest
     assert run(small_project, "build", "--tag", "x") == 2
     assert "--tag needs --push" in capsys.readouterr().err
+
+
+def _remove_local_images(engine_client, prefix: str) -> None:
+    for image in engine_client.images.list():
+        if any(f"/{prefix}/" in tag for tag in image.tags):
+            engine_client.images.remove(image.id, force=True)
+
+
+def test_pushed_images_pull_back_by_digest_and_run(small_project, engine_client, capsys):
+    """buildtool compresses and uploads new layers itself; an image adding none is pushed by the engine.
+    Either way the engine must pull and run what was pushed."""
+    (small_project.parent / "images" / "download" / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nLABEL step=download\n")
+    assert run(small_project, "build", "--push") == 0
+    err = capsys.readouterr().err
+    assert any(" training  push: compressed " in line for line in err.splitlines())
+    assert any(" download  push: all " in line and "the engine sends the rest" in line for line in err.splitlines())
+    mapping = image_map.load(small_project.parent / "image_map.yaml")
+    _remove_local_images(engine_client, config.load(small_project).repository)
+    engine = Engine()
+    try:
+        own = {"download_training_dataset": "download", "training": "training", "upload_model": "upload"}
+        for step, ref in mapping.steps.items():
+            assert engine.image_id(ref) is None, step
+            engine.pull(ref)
+            result = engine.run(ref, ["python3", "-c", "import os; print(' '.join(os.listdir('/opt')))"])
+            assert result.exit_code == 0, result.output
+            folders = set(result.output.split())  # what the layers put in /opt (COPY . /opt/<image>/)
+            assert "base" in folders, step
+            assert {"download", "training", "upload"} & folders == ({own[step]} - {"download"}), step
+    finally:
+        engine.close()
+
+
+def test_the_engine_can_still_push(small_project, engine_client, capsys):
+    """push_with = "engine": the engine compresses and pushes, as `docker push` does; same images, same map."""
+    small_project.write_text(small_project.read_text().replace("[tool.buildtool]\n", '[tool.buildtool]\npush_with = "engine"\n', 1))
+    assert run(small_project, "build", "--push") == 0
+    err = capsys.readouterr().err
+    assert "layer(s) done" in err and "push: compressed" not in err  # the engine's push, not buildtool's
+    mapping = image_map.load(small_project.parent / "image_map.yaml")
+    for step, ref in mapping.steps.items():
+        name, digest = ref.split("@")
+        assert served_digest(name) == digest, step
+    assert run(small_project, "compile") == 0 and run(small_project, "verify") == 0

@@ -32,7 +32,7 @@ def test_overrides_win_over_the_file(project):
 @pytest.mark.parametrize("old, new, expected", [
     ('repository = "t"', 'repositry = "t"', "repositry: unknown key; did you mean 'repository'?"),
     ('step = "training"', 'stpe = "training"', "images.training.stpe: unknown key; did you mean 'step'?"),
-    ('repository = "t"', "repository = 3", "repository: expected a str, got int 3"),
+    ('repository = "t"', "repository = 3", "repository: expected a string, got int 3"),
     ('context = "images/upload"', 'context = "images/nope"', "images.upload.context: folder"),
     ('base = "base"\nstep = "training"', 'base = "bsae"\nstep = "training"', "no image named 'bsae'; did you mean 'base'?"),
     ('build_args = { EXTRA = "1" }', 'build_args = { HF_TOKEN = "x" }', "build_args.HF_TOKEN: looks like a secret"),
@@ -40,6 +40,13 @@ def test_overrides_win_over_the_file(project):
     ('step = "upload_model"', 'step = "training"', "step 'training' is already served by image 'training'"),
     ('pipeline = "pipeline.training_pipeline:make_pipeline"', 'pipeline = "nocolon"', "pipeline: 'nocolon' is not 'module:function'"),
     ('registry = "127.0.0.1:5000"', 'registry = "127.0.0.1:5000"\nimage_pull_policy = "Sometimes"', "image_pull_policy"),
+    ('registry = "127.0.0.1:5000"', 'registry = "127.0.0.1:5000"\npush_with = "skopeo"',
+     "push_with: 'skopeo' is not one of buildtool, engine"),
+    ('registry = "127.0.0.1:5000"', 'registry = "127.0.0.1:5000"\ncompression_level = 0',
+     "compression_level: 0 is not a gzip level from 1 (fastest) to 9 (smallest)"),
+    ('registry = "127.0.0.1:5000"', 'registry = "127.0.0.1:5000"\ncompression_level = true', "compression_level: True"),
+    ('registry = "127.0.0.1:5000"', 'registry = "127.0.0.1:5000"\ncompression_level = "6"',
+     "compression_level: expected an integer, got str '6'"),
 ])
 def test_bad_config_names_file_key_and_fix(tmp_path, old, new, expected):
     load = load_with(tmp_path, old, new)

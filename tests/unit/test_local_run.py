@@ -12,7 +12,7 @@ import yaml
 
 from buildtool import cli, compiler, local_run
 from buildtool.engine import RunResult
-from buildtool.errors import RunError
+from buildtool.errors import EngineError, RunError
 
 from .test_compile_and_check import write_lock
 
@@ -148,6 +148,38 @@ def test_execute_mounts_artifacts_and_stops_at_the_first_failing_step(compiled, 
     assert second["volumes"][out] == {"bind": "/tmp/inputs/input/data", "mode": "ro"}
     assert not any(SECRET in what for _, what in events)
     assert (DOWNLOAD, "| downloaded") in events
+
+
+class EmptyEngine(RecordingEngine):
+    """Holds no image until it pulls one; `refuse` makes every pull fail."""
+
+    def __init__(self, results, refuse=False):
+        super().__init__(results)
+        self.pulled, self.refuse = [], refuse
+
+    def image_id(self, ref):
+        return "sha256:" + "0" * 64 if ref in self.pulled else None
+
+    def pull(self, ref, progress=None):
+        if self.refuse:
+            raise EngineError(f"pull of {ref} failed: manifest unknown")
+        self.pulled.append(ref)
+
+
+def test_execute_pulls_the_pinned_images_the_engine_lacks(compiled, tmp_path):
+    steps = local_run.plan_run(compiled[0], ARGUMENTS)
+    engine = EmptyEngine([RunResult(0, "")] * 3)
+    local_run.execute_run(steps, engine, tmp_path / "work")
+    assert sorted(engine.pulled) == sorted({s.image for s in steps})
+    assert [image for image, _, _ in engine.calls] == [s.image for s in steps]
+
+
+def test_execute_names_an_image_it_cannot_pull(compiled, tmp_path):
+    steps = local_run.plan_run(compiled[0], ARGUMENTS)
+    engine = EmptyEngine([], refuse=True)
+    with pytest.raises(RunError, match=r"image \S+@sha256:\w+ is neither in the local engine nor pullable: pull of"):
+        local_run.execute_run(steps, engine, tmp_path / "work")
+    assert engine.calls == []
 
 
 def test_execute_refuses_a_work_folder_holding_an_earlier_output(compiled, tmp_path):

@@ -1,0 +1,260 @@
+"""Push an image the engine built, compressing its new layers on every core.
+
+`docker push` gzips each layer on one core; for the training image that is
+most of a cold build. Here the engine only exports the image (`docker save`),
+buildtool compresses the layers the registry lacks (compress.py), uploads them
+as blobs, and writes the manifest last:
+
+- plan: which layers the registry already holds, by diff ID, from the base
+  image's manifest and config (mounted across repositories, never re-sent);
+- stage: export, compress and upload the other layers and the config. Blobs
+  alone are no image: nothing can pull them by tag yet, so staging runs while
+  the image is still being checked;
+- publish: only once the check passed, the manifest goes up under the tag.
+
+The manifest is a Docker schema 2 manifest, as the engine's own push writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+import tempfile
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Mapping
+
+from . import compress
+from .engine import Engine
+from .errors import BuildtoolError, PushError, RegistryError
+from .reference import Reference
+from .registry import DOCKER_MANIFEST, Registry
+
+CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
+LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+# Layer blobs a Docker schema 2 manifest can list as they are (the OCI name is the same gzip bytes).
+_GZIP_LAYER_TYPES = {LAYER_GZIP: LAYER_GZIP, "application/vnd.oci.image.layer.v1.tar+gzip": LAYER_GZIP}
+
+Progress = Callable[[str], None]
+_HASH_FIRST = 512 << 20  # layers up to this size are identified before being compressed
+_SPOOL_IN_MEMORY = 64 << 20  # beyond this, such a layer waits in a temporary file
+
+
+class Cancelled(BuildtoolError):
+    """Staging stopped because the image failed its check."""
+
+
+@dataclass(frozen=True)
+class Blob:
+    digest: str
+    size: int
+    media_type: str = LAYER_GZIP
+
+
+@dataclass(frozen=True)
+class KnownLayer:
+    """A layer the registry holds already: its blob, and a repository (same registry) that has it."""
+
+    blob: Blob
+    source: Reference
+
+
+@dataclass(frozen=True)
+class Staged:
+    """Everything of an image uploaded except its manifest."""
+
+    target: Reference  # repository and tag
+    manifest: bytes
+    digest: str  # sha256 of `manifest`: what the registry must answer
+    compressed: int  # layers compressed and uploaded by this push
+    reused: int  # layers the registry had
+
+
+# -- plan: pure ---------------------------------------------------------------------------------------------------
+
+
+def known_from(manifest: Mapping[str, Any], config: Mapping[str, Any], source: Reference) -> dict[str, KnownLayer]:
+    """diff ID -> blob, from an image's manifest and config (gzip layers only; others are re-compressed)."""
+    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+    layers = manifest.get("layers", [])
+    if len(diff_ids) != len(layers):
+        return {}
+    known: dict[str, KnownLayer] = {}
+    for diff_id, layer in zip(diff_ids, layers):
+        media_type = _GZIP_LAYER_TYPES.get(layer.get("mediaType", ""))
+        if media_type and not layer.get("urls"):  # foreign layers are not in this registry
+            known[diff_id] = KnownLayer(Blob(layer["digest"], int(layer["size"]), media_type), source)
+    return known
+
+
+def make_manifest(config: Blob, layers: Iterable[Blob]) -> bytes:
+    """A Docker schema 2 image manifest (indented like the engine's)."""
+    document = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": CONFIG_TYPE, "size": config.size, "digest": config.digest},
+        "layers": [{"mediaType": b.media_type, "size": b.size, "digest": b.digest} for b in layers],
+    }
+    return json.dumps(document, indent=3).encode()
+
+
+def sha256(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+# -- execute ------------------------------------------------------------------------------------------------------
+
+
+def known_layers(registry: Registry, base: Reference | None, target: Reference, platform: str) -> dict[str, KnownLayer]:
+    """The layers of `base` (pinned), when it lives on the target's registry: those need no upload."""
+    if base is None or base.api_host != target.api_host:
+        return {}
+    manifest = registry.platform_manifest(base, platform)
+    config = json.loads(registry.blob(base, manifest["config"]["digest"]))
+    return known_from(manifest, config, base)
+
+
+def _copy_hashing(source: IO[bytes], target: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    while chunk := source.read(1 << 20):
+        digest.update(chunk)
+        target.write(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+class _Cancellable:
+    """A reader that stops, between chunks, once `cancel` is set."""
+
+    def __init__(self, source: IO[bytes], cancel: threading.Event) -> None:
+        self._source, self._cancel = source, cancel
+
+    def read(self, size: int = -1) -> bytes:
+        if self._cancel.is_set():
+            raise Cancelled("staging cancelled")
+        return self._source.read(size)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """An image's layers, and which of them its repository holds already (found there, or mounted)."""
+
+    image_id: str
+    target: Reference  # repository and tag
+    diff_ids: tuple[str, ...]
+    present: Mapping[str, Blob]
+
+    @property
+    def missing(self) -> frozenset[str]:
+        return frozenset(self.diff_ids) - set(self.present)
+
+
+def plan_layers(engine: Engine, registry: Registry, image_id: str, target: Reference, base: Reference | None, *,
+                platform: str) -> LayerPlan:
+    """Find which layers of engine image `image_id` the registry has; mount the base's into `target`'s repository."""
+    try:
+        diff_ids = tuple(engine.layers(image_id))
+        present: dict[str, Blob] = {}
+        for diff_id, known in known_layers(registry, base, target, platform).items():
+            if diff_id in diff_ids and (registry.has_blob(target, known.blob.digest)
+                                        or registry.mount_blob(target, known.blob.digest, known.source.path)):
+                present[diff_id] = known.blob
+    except RegistryError as exc:
+        raise PushError(f"push of {target} failed: {exc}") from None
+    return LayerPlan(image_id, target, diff_ids, present)
+
+
+def stage(engine: Engine, registry: Registry, plan: LayerPlan, *, level: int, cancel: threading.Event,
+          progress: Progress) -> Staged:
+    """Upload every blob of the planned image the registry lacks; return the manifest to publish."""
+    try:
+        return _stage(engine, registry, plan, level=level, cancel=cancel, progress=progress)
+    except RegistryError as exc:
+        raise PushError(f"push of {plan.target} failed: {exc}") from None
+
+
+def _stage(engine: Engine, registry: Registry, plan: LayerPlan, *, level: int, cancel: threading.Event,
+           progress: Progress) -> Staged:
+    started = time.monotonic()
+    image_id, target, diff_ids = plan.image_id, plan.target, plan.diff_ids
+    blobs = dict(plan.present)
+    reused = len(blobs)
+    wanted = set(plan.missing)
+    progress(f"push: {reused} layer(s) already in the registry, {len(wanted)} to compress "
+             f"(level {level}, {compress.cpu_threads()} threads)")
+    config_name = image_id.removeprefix("sha256:") + ".json"
+    config: bytes | None = None
+    uploads: list[Future[None]] = []
+    with tempfile.TemporaryDirectory(prefix="buildtool-push-") as folder, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload") as uploader:
+        # Uploads run beside the compression of the next layer.
+        with engine.export(image_id) as exported, tarfile.open(fileobj=exported, mode="r|") as tar:
+            for member in tar:
+                if cancel.is_set():
+                    raise Cancelled("staging cancelled")
+                if member.name == config_name:
+                    config = tar.extractfile(member).read()  # type: ignore[union-attr]
+                elif member.isfile() and member.name.endswith("/layer.tar") and wanted - set(blobs):
+                    # The export holds every layer, the registry's too, and a member says which layer it is
+                    # only once read: up to _HASH_FIRST bytes are hashed before deciding to compress.
+                    source: IO[bytes] = _Cancellable(tar.extractfile(member), cancel)  # type: ignore[arg-type]
+                    began = time.monotonic()
+                    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=folder) as spool:
+                        if member.size <= _HASH_FIRST:
+                            diff_id = _copy_hashing(source, spool)
+                            if diff_id not in wanted or diff_id in blobs:
+                                continue
+                            spool.seek(0)
+                            source = spool  # type: ignore[assignment]
+                        layer = compress.gzip_layer(source, Path(folder), level=level, progress=progress,
+                                                    label=f"{member.size / 1e6:.0f} MB layer")
+                    if layer.diff_id not in wanted or layer.diff_id in blobs:
+                        layer.path.unlink()  # a large layer the registry has
+                        continue
+                    blobs[layer.diff_id] = Blob(layer.digest, layer.size)
+                    progress(f"push: compressed {layer.diff_id[7:19]} {member.size / 1e6:.1f} MB -> "
+                             f"{layer.size / 1e6:.1f} MB in {time.monotonic() - began:.0f}s")
+                    uploads.append(uploader.submit(_upload, registry, target, layer, progress))
+        for upload in uploads:
+            upload.result()
+    if config is None:
+        raise PushError(f"push of {target} failed: the engine's export of {image_id} has no {config_name}")
+    if sha256(config) != image_id:
+        raise PushError(f"push of {target} failed: the exported config of {image_id} hashes to {sha256(config)}")
+    missing = [d for d in diff_ids if d not in blobs]
+    if missing:
+        raise PushError(f"push of {target} failed: the engine's export of {image_id} lacks layer(s) {', '.join(missing)}")
+    config_blob = Blob(image_id, len(config), CONFIG_TYPE)
+    if not registry.has_blob(target, image_id):
+        with tempfile.NamedTemporaryFile(prefix="buildtool-config-") as file:
+            file.write(config)
+            file.flush()
+            registry.upload_blob(target, Path(file.name), image_id)
+    manifest = make_manifest(config_blob, [blobs[d] for d in diff_ids])
+    progress(f"push: blobs uploaded ({len(wanted)} layer(s) compressed, {reused} reused) "
+             f"in {time.monotonic() - started:.0f}s")
+    return Staged(target, manifest, sha256(manifest), len(wanted), reused)
+
+
+def _upload(registry: Registry, target: Reference, layer: compress.CompressedLayer, progress: Progress) -> None:
+    began = time.monotonic()
+    try:
+        if not registry.has_blob(target, layer.digest):
+            registry.upload_blob(target, layer.path, layer.digest)
+    finally:
+        layer.path.unlink(missing_ok=True)
+    progress(f"push: uploaded {layer.digest[7:19]} ({layer.size / 1e6:.1f} MB) in {time.monotonic() - began:.0f}s")
+
+
+def publish(registry: Registry, staged: Staged) -> str:
+    """Store the manifest under its tag: from here on the image exists. Returns its digest."""
+    try:
+        digest = registry.put_manifest(staged.target, staged.manifest)
+    except RegistryError as exc:
+        raise PushError(f"push of {staged.target} failed: {exc}") from None
+    if digest != staged.digest:
+        raise PushError(f"push of {staged.target}: the registry stored the manifest as {digest}, not {staged.digest}")
+    return digest
