@@ -428,22 +428,29 @@ def case_empty_cache(bench: Bench, plain: Side, tool: Side) -> CaseResult:
     return result
 
 
-def case_cold(bench: Bench, plain: Side, tool: Side) -> tuple[CaseResult, dict[str, Run]]:
-    say(f"case 4: cold build (empty engine cache, fresh prefixes {plain.prefix} and {tool.prefix})")
+def case_cold(bench: Bench) -> tuple[CaseResult, list[dict[str, Run]], tuple[Side, Side]]:
+    """Each run on fresh prefixes (an empty registry for both sides) and an emptied engine, sides alternating."""
+    repeat = bench.args.cold_repeat
+    sides = [(bench.side("plain", f"cold{rep + 1}-"), bench.side("buildtool", f"cold{rep + 1}-")) for rep in range(repeat)]
+    say(f"case 4: cold build, {repeat} run(s) (empty engine cache, fresh prefixes {sides[0][0].prefix} and "
+        f"{sides[0][1].prefix}{', ...' if repeat > 1 else ''})")
     result = CaseResult(4)
-    runs: dict[str, Run] = {}
+    all_runs: list[dict[str, Run]] = []
     if not bench.wait_for_go():
         result.skipped = "skipped: needs --empty-engine"
-        return result, runs
-    for side in (plain, tool):
-        bench.empty_engine()
-        runs[side.kind] = bench.build(side, "case 4")
-    result.plain.append(runs["plain"].seconds)
-    result.tool.append(runs["buildtool"].seconds)
-    if set(buildtool_plan(runs["buildtool"]).values()) != {"build"}:
-        raise BenchError(f"case 4: buildtool reused an image on a fresh prefix (log {runs['buildtool'].log})")
-    result.met = result.tool[0] / result.plain[0] <= RATIO_TARGETS[4]
-    return result, runs
+        return result, all_runs, sides[0]
+    for rep, (plain, tool) in enumerate(sides):
+        runs: dict[str, Run] = {}
+        for side in ((plain, tool) if rep % 2 == 0 else (tool, plain)):
+            bench.empty_engine()
+            runs[side.kind] = bench.build(side, f"case 4 #{rep + 1}")
+        if set(buildtool_plan(runs["buildtool"]).values()) != {"build"}:
+            raise BenchError(f"case 4: buildtool reused an image on a fresh prefix (log {runs['buildtool'].log})")
+        result.plain.append(runs["plain"].seconds)
+        result.tool.append(runs["buildtool"].seconds)
+        all_runs.append(runs)
+    result.met = median(result.tool) / median(result.plain) <= RATIO_TARGETS[4]
+    return result, all_runs, sides[0]
 
 
 # --------------------------------------------------------------------------- report
@@ -457,7 +464,7 @@ def seconds_cell(values: list[float]) -> str:
     return f"{median(values):.1f} [{min(values):.1f}-{max(values):.1f}]"
 
 
-def print_table(results: Iterable[CaseResult], repeat: int) -> None:
+def print_table(results: Iterable[CaseResult], repeat: int, cold_repeat: int) -> None:
     rows = [("case", "plain s", "buildtool s", "b/a", "target", "met")]
     for r in sorted(results, key=lambda r: r.case):
         if r.skipped:
@@ -474,9 +481,8 @@ def print_table(results: Iterable[CaseResult], repeat: int) -> None:
                       enumerate(zip(row, widths))).rstrip())
         if i == 0:
             say("  ".join("-" * w for w in widths))
-    if repeat > 1:
-        say(f"(cases 1 and 3: median of {repeat} runs [min-max], sides alternating which goes first; "
-            "cases 2 and 4: one run each)")
+    say(f"(cases 1 and 3: median of {repeat} run(s); case 4: median of {cold_repeat} run(s); [min-max]; "
+        "sides alternate which goes first; case 2: one run)")
 
 
 def print_sizes(bench: Bench, plain: Side, tool: Side, where: str) -> None:
@@ -499,12 +505,13 @@ def print_sizes(bench: Bench, plain: Side, tool: Side, where: str) -> None:
             say("  ".join("-" * w for w in widths))
 
 
-def print_cold_breakdown(runs: Mapping[str, Run]) -> None:
+def print_cold_breakdown(runs: Mapping[str, Run], number: int) -> None:
     """Where the cold case's time goes, per image, in seconds since each command started."""
     plain = plain_sections(runs["plain"])
     tool = buildtool_phases(runs["buildtool"])
     say("")
-    say("case 4, where the time goes: start-end (seconds) since each command started")
+    say(f"case 4 run {number} ({runs['plain'].seconds:.1f}s plain, {runs['buildtool'].seconds:.1f}s buildtool), "
+        "where the time goes: start-end (seconds) since each command started")
     rows = [("image", "plain build", "plain push", "buildtool build", "buildtool check", "buildtool blobs",
              "buildtool push end")]
 
@@ -551,6 +558,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cases", default="1,3,2,4", help="cases to run, in this order (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=3, help="runs of cases 1 and 3 per side; the median is reported "
                                                          "(default: %(default)s)")
+    p.add_argument("--cold-repeat", type=int, default=1, help="runs of case 4 per side, each on fresh prefixes; the "
+                                                              "median is reported (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=2, help="buildtool --jobs (default: %(default)s)")
     p.add_argument("--registry", default=os.environ.get("BUILDTOOL_REGISTRY", "127.0.0.1:5000"))
     p.add_argument("--base-image", default=os.environ.get("BUILDTOOL_BASE_IMAGE",
@@ -566,8 +575,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"--cases: expected numbers 1-4 separated by commas, got {args.cases!r}")
     if not args.case_list or any(c not in CASE_TITLES for c in args.case_list):
         p.error(f"--cases: expected numbers 1-4 separated by commas, got {args.cases!r}")
-    if args.repeat < 1:
-        p.error("--repeat must be at least 1")
+    if args.repeat < 1 or args.cold_repeat < 1:
+        p.error("--repeat and --cold-repeat must be at least 1")
     return args
 
 
@@ -585,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     plain, tool = bench.side("plain"), bench.side("buildtool")
     results: list[CaseResult] = []
-    cold_runs: dict[str, Run] = {}
+    cold_runs: list[dict[str, Run]] = []
     try:
         if any(c in (1, 2, 3) for c in args.case_list):
             prime(bench, plain, tool)
@@ -597,10 +606,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif case == 3:
                 results.append(case_one_file(bench, plain, tool))
             else:
-                cold, cold_runs = case_cold(bench, bench.side("plain", "cold-"), bench.side("buildtool", "cold-"))
+                cold, cold_runs, cold_sides = case_cold(bench)
                 results.append(cold)
 
-        print_table(results, args.repeat)
+        print_table(results, args.repeat, args.cold_repeat)
         for r in results:
             if r.case == 3 and not r.skipped:
                 say("")
@@ -609,8 +618,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     runs = [i // 2 + 1 for i, n in enumerate(r.notes) if n == note]
                     say(f"  run{'s' if len(runs) > 1 else ''} {','.join(map(str, runs))}: {note}")
         if cold_runs:
-            print_sizes(bench, bench.side("plain", "cold-"), bench.side("buildtool", "cold-"), "case 4")
-            print_cold_breakdown(cold_runs)
+            print_sizes(bench, *cold_sides, "the first run of case 4")
+            for number, runs in enumerate(cold_runs, 1):
+                print_cold_breakdown(runs, number)
         else:
             print_sizes(bench, plain, tool, "the warm cases")
     except BenchError as exc:
