@@ -438,7 +438,7 @@ def case_cold(bench: Bench) -> tuple[CaseResult, list[dict[str, Run]], tuple[Sid
     all_runs: list[dict[str, Run]] = []
     if not bench.wait_for_go():
         result.skipped = "skipped: needs --empty-engine"
-        return result, all_runs, sides[0]
+        return result, all_runs, sides[-1]
     for rep, (plain, tool) in enumerate(sides):
         runs: dict[str, Run] = {}
         for side in ((plain, tool) if rep % 2 == 0 else (tool, plain)):
@@ -450,7 +450,7 @@ def case_cold(bench: Bench) -> tuple[CaseResult, list[dict[str, Run]], tuple[Sid
         result.tool.append(runs["buildtool"].seconds)
         all_runs.append(runs)
     result.met = median(result.tool) / median(result.plain) <= RATIO_TARGETS[4]
-    return result, all_runs, sides[0]
+    return result, all_runs, sides[-1]  # the image map holds the last run's images
 
 
 # --------------------------------------------------------------------------- report
@@ -618,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     runs = [i // 2 + 1 for i, n in enumerate(r.notes) if n == note]
                     say(f"  run{'s' if len(runs) > 1 else ''} {','.join(map(str, runs))}: {note}")
         if cold_runs:
-            print_sizes(bench, *cold_sides, "the first run of case 4")
+            print_sizes(bench, *cold_sides, "the last run of case 4")
             for number, runs in enumerate(cold_runs, 1):
                 print_cold_breakdown(runs, number)
         else:

@@ -132,15 +132,15 @@ def _push_checked(image: ImagePlan, image_id: str, base: str, engine: Engine, re
                   check: Callable[[], None], events: Events) -> str:
     """Upload the image's blobs while it is checked; its manifest (the image itself) goes up only if the check passed."""
     progress: Callable[[str], None] = lambda message: events(image.name, message)
+    if engine.stores_images_in_containerd():
+        check()
+        progress("push: the engine keeps compressed layers (containerd image store); it pushes them itself")
+        return engine.push(image.repository, image.tag, progress=progress)
     base_ref = reference.parse(base) if reference.is_pinned(base) else None
+    # Even with every layer in the registry (download and upload add none to the base) the export is needed,
+    # for the config: the engine's push would compress the base's layers again, as blobs of its own.
     layers = publish.plan_layers(engine, registry, image_id, reference.parse(image.tagged), base_ref,
                                  platform=config.platform)
-    if not layers.missing:
-        # Nothing to compress (download and upload add no layer to the base): exporting the image would cost
-        # more than the engine's push, which only sends the config and the manifest.
-        check()
-        progress(f"push: all {len(layers.diff_ids)} layer(s) in the registry already; the engine sends the rest")
-        return engine.push(image.repository, image.tag, progress=progress)
     cancel = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{image.name}") as side:
         staging = side.submit(publish.stage, engine, registry, layers, level=config.compression_level,

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
-from zlib_ng import gzip_ng_threaded
+from zlib_ng import gzip_ng_threaded, zlib_ng
 
 DEFAULT_LEVEL = 6  # the engine's level: blobs as small as its own push makes them
 _CHUNK = 1 << 20
 _REPORT_EVERY = 15.0  # seconds between progress reports on one long layer
 
 Progress = Callable[[str], None]
+CompressError = zlib_ng.error  # what the compressor raises when it fails
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ class Engine:
     """A connection to the Docker engine (DOCKER_HOST or the default socket)."""
 
     def __init__(self, timeout: int = 600) -> None:
+        self._containerd_store: bool | None = None
         try:
             self._client = docker.from_env(version="auto", timeout=timeout)
             self._client.ping()
@@ -122,6 +123,17 @@ class Engine:
         except _TRANSPORT_ERRORS as exc:
             raise EngineError(f"the engine could not inspect {image}: {exc.__class__.__name__}: {exc}") from None
 
+    def stores_images_in_containerd(self) -> bool:
+        """Whether the engine keeps images in containerd (its image store option): then it exports compressed
+        blobs and pushes them without compressing again, so buildtool leaves the push to it."""
+        if self._containerd_store is None:
+            try:
+                status = self.api.info().get("DriverStatus") or []
+            except _TRANSPORT_ERRORS as exc:
+                raise EngineError(f"the engine could not describe itself: {exc.__class__.__name__}: {exc}") from None
+            self._containerd_store = any(pair[:2] == ["driver-type", "io.containerd.snapshotter.v1"] for pair in status)
+        return self._containerd_store
+
     def export(self, image: str) -> io.BufferedReader:
         """The image as `docker save` writes it (a tar of layer tars and the config), as a stream to read once.
 
@@ -129,7 +141,7 @@ class Engine:
         """
         url = f"{self.api.base_url}/v{self.api.api_version}/images/{urllib.parse.quote(image, safe='')}/get"
         try:
-            response = self.api.get(url, stream=True)
+            response = self.api.get(url, stream=True, timeout=self.api.timeout)
         except _TRANSPORT_ERRORS as exc:
             raise EngineError(f"the engine could not export {image}: {exc.__class__.__name__}: {exc}") from None
         if response.status_code != 200:

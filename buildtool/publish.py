@@ -5,8 +5,9 @@ most of a cold build. Here the engine only exports the image (`docker save`),
 buildtool compresses the layers the registry lacks (compress.py), uploads them
 as blobs, and writes the manifest last:
 
-- plan: which layers the registry already holds, by diff ID, from the base
-  image's manifest and config (mounted across repositories, never re-sent);
+- plan_layers: which layers the registry already holds, by diff ID, from the
+  base image's manifest and config (mounted across repositories, never
+  re-sent, so a base's layers are stored once);
 - stage: export, compress and upload the other layers and the config. Blobs
   alone are no image: nothing can pull them by tag yet, so staging runs while
   the image is still being checked;
@@ -164,6 +165,9 @@ def plan_layers(engine: Engine, registry: Registry, image_id: str, target: Refer
                 present[diff_id] = known.blob
     except RegistryError as exc:
         raise PushError(f"push of {target} failed: {exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:  # a base manifest or config not shaped as the spec says
+        raise PushError(f"push of {target} failed: cannot read the layers of base {base}: "
+                        f"{exc.__class__.__name__}: {exc}") from None
     return LayerPlan(image_id, target, diff_ids, present)
 
 
@@ -174,6 +178,18 @@ def stage(engine: Engine, registry: Registry, plan: LayerPlan, *, level: int, ca
         return _stage(engine, registry, plan, level=level, cancel=cancel, progress=progress)
     except RegistryError as exc:
         raise PushError(f"push of {plan.target} failed: {exc}") from None
+    except (OSError, tarfile.TarError, compress.CompressError) as exc:  # a truncated export, a full temporary folder
+        raise PushError(f"push of {plan.target} failed while reading the engine's export: "
+                        f"{exc.__class__.__name__}: {exc}") from None
+
+
+def _layer_name(member: tarfile.TarInfo) -> str | None:
+    """The diff ID a member of the export names, if its name says: `blobs/sha256/<hex>` (engines from 25 on,
+    an OCI layout whose layers are stored uncompressed under their diff ID). Older exports use
+    `<id>/layer.tar`, whose diff ID is known only once read."""
+    if member.name.startswith("blobs/sha256/"):
+        return "sha256:" + member.name.removeprefix("blobs/sha256/")
+    return None
 
 
 def _stage(engine: Engine, registry: Registry, plan: LayerPlan, *, level: int, cancel: threading.Event,
@@ -185,43 +201,37 @@ def _stage(engine: Engine, registry: Registry, plan: LayerPlan, *, level: int, c
     wanted = set(plan.missing)
     progress(f"push: {reused} layer(s) already in the registry, {len(wanted)} to compress "
              f"(level {level}, {compress.cpu_threads()} threads)")
-    config_name = image_id.removeprefix("sha256:") + ".json"
+    config_names = {image_id.removeprefix("sha256:") + ".json", "blobs/sha256/" + image_id.removeprefix("sha256:")}
     config: bytes | None = None
     uploads: list[Future[None]] = []
-    with tempfile.TemporaryDirectory(prefix="buildtool-push-") as folder, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload") as uploader:
-        # Uploads run beside the compression of the next layer.
-        with engine.export(image_id) as exported, tarfile.open(fileobj=exported, mode="r|") as tar:
-            for member in tar:
-                if cancel.is_set():
-                    raise Cancelled("staging cancelled")
-                if member.name == config_name:
-                    config = tar.extractfile(member).read()  # type: ignore[union-attr]
-                elif member.isfile() and member.name.endswith("/layer.tar") and wanted - set(blobs):
-                    # The export holds every layer, the registry's too, and a member says which layer it is
-                    # only once read: up to _HASH_FIRST bytes are hashed before deciding to compress.
-                    source: IO[bytes] = _Cancellable(tar.extractfile(member), cancel)  # type: ignore[arg-type]
-                    began = time.monotonic()
-                    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=folder) as spool:
-                        if member.size <= _HASH_FIRST:
-                            diff_id = _copy_hashing(source, spool)
-                            if diff_id not in wanted or diff_id in blobs:
-                                continue
-                            spool.seek(0)
-                            source = spool  # type: ignore[assignment]
-                        layer = compress.gzip_layer(source, Path(folder), level=level, progress=progress,
-                                                    label=f"{member.size / 1e6:.0f} MB layer")
-                    if layer.diff_id not in wanted or layer.diff_id in blobs:
-                        layer.path.unlink()  # a large layer the registry has
+    uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")  # uploads overlap compression
+    try:
+        with tempfile.TemporaryDirectory(prefix="buildtool-push-") as folder:
+            with engine.export(image_id) as exported, tarfile.open(fileobj=exported, mode="r|") as tar:
+                for member in tar:
+                    if cancel.is_set():
+                        raise Cancelled("staging cancelled")
+                    for done in [u for u in uploads if u.done()]:
+                        done.result()  # an upload that failed stops the push now, not after every layer
+                    named = _layer_name(member)
+                    if member.name in config_names:
+                        config = tar.extractfile(member).read()  # type: ignore[union-attr]
                         continue
-                    blobs[layer.diff_id] = Blob(layer.digest, layer.size)
-                    progress(f"push: compressed {layer.diff_id[7:19]} {member.size / 1e6:.1f} MB -> "
-                             f"{layer.size / 1e6:.1f} MB in {time.monotonic() - began:.0f}s")
-                    uploads.append(uploader.submit(_upload, registry, target, layer, progress))
-        for upload in uploads:
-            upload.result()
+                    if not member.isfile() or not (named or member.name.endswith("/layer.tar")):
+                        continue  # a duplicate layer (a symlink), the engine's own manifests, ...
+                    if not wanted - set(blobs) or (named and (named not in wanted or named in blobs)):
+                        continue  # a layer the registry has, or nothing left to compress
+                    layer = _compress(tar, member, named, wanted, blobs, Path(folder), level, cancel, progress)
+                    if layer is not None:
+                        blobs[layer.diff_id] = Blob(layer.digest, layer.size)
+                        uploads.append(uploader.submit(_upload, registry, target, layer, cancel, progress))
+            for upload in uploads:
+                upload.result()
+    finally:
+        uploader.shutdown(wait=True, cancel_futures=True)
     if config is None:
-        raise PushError(f"push of {target} failed: the engine's export of {image_id} has no {config_name}")
+        raise PushError(f"push of {target} failed: the engine's export of {image_id} holds no config "
+                        f"({' or '.join(sorted(config_names))})")
     if sha256(config) != image_id:
         raise PushError(f"push of {target} failed: the exported config of {image_id} hashes to {sha256(config)}")
     missing = [d for d in diff_ids if d not in blobs]
@@ -239,9 +249,39 @@ def _stage(engine: Engine, registry: Registry, plan: LayerPlan, *, level: int, c
     return Staged(target, manifest, sha256(manifest), len(wanted), reused)
 
 
-def _upload(registry: Registry, target: Reference, layer: compress.CompressedLayer, progress: Progress) -> None:
+def _compress(tar: tarfile.TarFile, member: tarfile.TarInfo, named: str | None, wanted: set[str],
+              blobs: Mapping[str, Blob], folder: Path, level: int, cancel: threading.Event,
+              progress: Progress) -> compress.CompressedLayer | None:
+    """Gzip one layer of the export; None if it turns out to be one the registry has."""
+    source: IO[bytes] = _Cancellable(tar.extractfile(member), cancel)  # type: ignore[arg-type]
+    began = time.monotonic()
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=folder) as spool:
+        if named is None and member.size <= _HASH_FIRST:
+            # An old-style member says which layer it is only once read: hash it before compressing.
+            diff_id = _copy_hashing(source, spool)
+            if diff_id not in wanted or diff_id in blobs:
+                return None
+            spool.seek(0)
+            source = spool  # type: ignore[assignment]
+        layer = compress.gzip_layer(source, folder, level=level, progress=progress,
+                                    label=f"{member.size / 1e6:.0f} MB layer")
+    if named is not None and layer.diff_id != named:
+        layer.path.unlink()
+        raise PushError(f"push failed: the engine's export holds {member.name}, whose content hashes to {layer.diff_id}")
+    if layer.diff_id not in wanted or layer.diff_id in blobs:
+        layer.path.unlink()  # a large layer the registry has
+        return None
+    progress(f"push: compressed {layer.diff_id[7:19]} {member.size / 1e6:.1f} MB -> "
+             f"{layer.size / 1e6:.1f} MB in {time.monotonic() - began:.0f}s")
+    return layer
+
+
+def _upload(registry: Registry, target: Reference, layer: compress.CompressedLayer, cancel: threading.Event,
+            progress: Progress) -> None:
     began = time.monotonic()
     try:
+        if cancel.is_set():
+            raise Cancelled("staging cancelled")
         if not registry.has_blob(target, layer.digest):
             registry.upload_blob(target, layer.path, layer.digest)
     finally:
@@ -255,6 +295,6 @@ def publish(registry: Registry, staged: Staged) -> str:
         digest = registry.put_manifest(staged.target, staged.manifest)
     except RegistryError as exc:
         raise PushError(f"push of {staged.target} failed: {exc}") from None
-    if digest != staged.digest:
+    if digest is not None and digest != staged.digest:
         raise PushError(f"push of {staged.target}: the registry stored the manifest as {digest}, not {staged.digest}")
-    return digest
+    return staged.digest  # build.py checks, with a HEAD, that the registry serves it under the tag

@@ -36,6 +36,7 @@ MANIFEST_TYPES = (
 )
 _INDEX_TYPES = MANIFEST_TYPES[:2]
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+_COMMIT_WAIT = 600.0  # seconds a blob upload may wait for the registry's answer after its last byte
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -73,6 +74,7 @@ class Registry:
         for scheme in ("http://", "https://"):
             self._session.mount(scheme, HTTPAdapter(max_retries=retry, pool_maxsize=8))
         self._tokens: dict[tuple[str, str], str] = {}
+        self._basic: dict[str, tuple[str, str]] = {}  # hosts that asked for basic auth: sent up front from then on
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -94,23 +96,40 @@ class Registry:
         return None
 
     def _request(self, method: str, url: str, ref: Reference, headers: dict[str, str],
-                 body: bytes | IO[bytes] | None = None) -> requests.Response:
-        key = (ref.api_host, ref.path)
+                 body: bytes | IO[bytes] | None = None,
+                 timeout: float | tuple[float, float] | None = None) -> requests.Response:
+        parts, home = urllib.parse.urlsplit(url), urllib.parse.urlsplit(self._base_url(ref))
+        if (parts.scheme, parts.netloc) != (home.scheme, home.netloc):
+            # An upload Location elsewhere (a storage front end, say): it gets no credential, and never plain HTTP.
+            if home.scheme == "https" and parts.scheme != "https":
+                raise RegistryError(f"registry {ref.api_host} sent {method} for {ref} to {parts.scheme}://{parts.netloc}, "
+                                    "which is not HTTPS; refused")
+            return self._plain_request(method, url, ref, headers, body, timeout)
         with self._lock:
-            token = self._tokens.get(key)
+            token = self._tokens.get((ref.api_host, ref.path))
+            basic = self._basic.get(ref.api_host)
         auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             response = self._session.request(method, url, headers={**headers, **auth_headers}, data=body,
-                                             timeout=self.timeout)
+                                             auth=None if token else basic, timeout=timeout or self.timeout)
             if response.status_code == 401:
-                response = self._answer_challenge(method, url, ref, headers, response, body)
+                response = self._answer_challenge(method, url, ref, headers, response, body, timeout or self.timeout)
         except requests.RequestException as exc:
             raise RegistryError(f"registry {ref.api_host} unreachable for {ref}: {exc.__class__.__name__}: {exc}; "
                                 "is it running (scripts/infra-up.sh) and is the name right?") from None
         return response
 
+    def _plain_request(self, method: str, url: str, ref: Reference, headers: dict[str, str],
+                       body: bytes | IO[bytes] | None, timeout: float | tuple[float, float] | None) -> requests.Response:
+        try:
+            return self._session.request(method, url, headers=headers, data=body, timeout=timeout or self.timeout)
+        except requests.RequestException as exc:
+            raise RegistryError(f"{urllib.parse.urlsplit(url).netloc} unreachable for {ref}: "
+                                f"{exc.__class__.__name__}: {exc}") from None
+
     def _answer_challenge(self, method: str, url: str, ref: Reference, headers: dict[str, str],
-                          response: requests.Response, body: bytes | IO[bytes] | None) -> requests.Response:
+                          response: requests.Response, body: bytes | IO[bytes] | None,
+                          timeout: float | tuple[float, float]) -> requests.Response:
         if hasattr(body, "seek"):
             body.seek(0)  # a file body was (partly) sent with the refused request: send it whole again
         challenge = response.headers.get("WWW-Authenticate", "")
@@ -119,7 +138,9 @@ class Registry:
         if scheme == "basic":
             if not creds:
                 return response
-            return self._session.request(method, url, headers=headers, auth=creds, data=body, timeout=self.timeout)
+            with self._lock:
+                self._basic[ref.api_host] = creds
+            return self._session.request(method, url, headers=headers, auth=creds, data=body, timeout=timeout)
         if scheme != "bearer":
             return response
         params = dict(_CHALLENGE.findall(challenge))
@@ -137,7 +158,7 @@ class Registry:
         with self._lock:
             self._tokens[(ref.api_host, ref.path)] = token
         return self._session.request(method, url, headers={**headers, "Authorization": f"Bearer {token}"},
-                                     data=body, timeout=self.timeout)
+                                     data=body, timeout=timeout)
 
     def digest(self, ref: Reference) -> str | None:
         """Digest the registry serves for `ref` (tag or digest), or None if it holds no such manifest."""
@@ -209,6 +230,9 @@ class Registry:
             if location:
                 self._request("DELETE", urllib.parse.urljoin(response.url, location), ref, {})
             return False
+        if 400 <= response.status_code < 500:  # mounting unsupported, or the source not readable: upload instead
+            log.debug("mount of %s from %s into %s refused: %s", digest, source_path, ref.path, response.status_code)
+            return False
         raise PushError(f"push of {ref} failed: registry answered {response.status_code} when mounting "
                         f"{digest} from {source_path}: {response.text[:200]}")
 
@@ -224,8 +248,10 @@ class Registry:
         url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
         size = path.stat().st_size
         with path.open("rb") as body:
+            # A registry may take a while to commit a large blob after the last byte: wait longer for its answer.
             finished = self._request("PUT", url, ref, {"Content-Type": "application/octet-stream",
-                                                       "Content-Length": str(size)}, body=body)
+                                                       "Content-Length": str(size)}, body=body,
+                                     timeout=(self.timeout, max(self.timeout, _COMMIT_WAIT)))
         if finished.status_code != 201:
             raise PushError(f"push of {ref} failed: registry answered {finished.status_code} for blob "
                             f"{digest} ({size} bytes): {finished.text[:200]}")
@@ -233,8 +259,8 @@ class Registry:
         if stored != digest:
             raise PushError(f"push of {ref} failed: blob {digest} was stored as {stored}")
 
-    def put_manifest(self, ref: Reference, body: bytes, media_type: str = DOCKER_MANIFEST) -> str:
-        """Store manifest `body` under `ref`'s tag; return the digest the registry reports."""
+    def put_manifest(self, ref: Reference, body: bytes, media_type: str = DOCKER_MANIFEST) -> str | None:
+        """Store manifest `body` under `ref`'s tag; return the digest the registry reports (None if it says none)."""
         if not ref.tag:
             raise PushError(f"{ref}: a manifest is stored under a tag")
         response = self._request("PUT", f"{self._base_url(ref)}/manifests/{ref.tag}", ref,
@@ -242,10 +268,7 @@ class Registry:
         if response.status_code not in (200, 201):
             raise PushError(f"push of {ref} failed: registry answered {response.status_code} for the manifest: "
                             f"{response.text[:200]}")
-        digest = response.headers.get("Docker-Content-Digest")
-        if not digest:
-            raise PushError(f"push of {ref} failed: the registry sent no Docker-Content-Digest for the manifest")
-        return digest
+        return response.headers.get("Docker-Content-Digest")
 
     def add_tag(self, ref: Reference, tag: str) -> None:
         """Point `tag` at the manifest `ref` (pinned by digest) too: the manifest is copied, no layer moves."""

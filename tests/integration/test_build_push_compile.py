@@ -11,6 +11,8 @@ import yaml
 
 from buildtool import cli, config, image_map, verify
 from buildtool.engine import Engine
+from buildtool.reference import parse
+from buildtool.registry import Registry
 
 from .conftest import served_digest
 
@@ -79,8 +81,6 @@ def test_one_change_rebuilds_only_that_image(small_project, capsys):
 def test_dependents_build_on_the_pinned_base(small_project, registry):
     assert run(small_project, "build", "--push") == 0
     mapping = image_map.load(small_project.parent / "image_map.yaml")
-    from buildtool.reference import parse
-    from buildtool.registry import Registry
 
     client = Registry()
     base_layers = [layer["digest"] for layer in client.manifest(parse(mapping.images["base"].reference))["layers"]]
@@ -196,16 +196,23 @@ def _remove_local_images(engine_client, prefix: str) -> None:
             engine_client.images.remove(image.id, force=True)
 
 
-def test_pushed_images_pull_back_by_digest_and_run(small_project, engine_client, capsys):
-    """buildtool compresses and uploads new layers itself; an image adding none is pushed by the engine.
-    Either way the engine must pull and run what was pushed."""
+def test_pushed_images_pull_back_by_digest_and_run(small_project, engine_client, registry, capsys):
+    """buildtool compresses and uploads new layers itself; an image adding none (download here) shares every
+    blob with its base. The engine must pull and run what was pushed."""
     (small_project.parent / "images" / "download" / "Dockerfile").write_text(
         "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nLABEL step=download\n")
     assert run(small_project, "build", "--push") == 0
     err = capsys.readouterr().err
     assert any(" training  push: compressed " in line for line in err.splitlines())
-    assert any(" download  push: all " in line and "the engine sends the rest" in line for line in err.splitlines())
+    assert any(" download  push: blobs uploaded (0 layer(s) compressed" in line for line in err.splitlines())
     mapping = image_map.load(small_project.parent / "image_map.yaml")
+    client = Registry()
+    try:
+        layers = {name: [layer["digest"] for layer in client.manifest(parse(mapping.images[name].reference))["layers"]]
+                  for name in ("base", "download")}
+    finally:
+        client.close()
+    assert layers["download"] == layers["base"]  # stored once
     _remove_local_images(engine_client, config.load(small_project).repository)
     engine = Engine()
     try:

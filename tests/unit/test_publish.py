@@ -46,11 +46,19 @@ class FakeImage:
         self.config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [sha(layer) for layer in layers]}}).encode()
         self.id = sha(self.config)
 
-    def export(self) -> bytes:
+    def export(self, layout: str = "legacy") -> bytes:
+        """`legacy`: the engine's layout up to 24 (`<v1 id>/layer.tar`, `<id>.json`); `oci`: from 25 on
+        (`blobs/sha256/<hex>` for layers, stored uncompressed under their diff ID, and for the config)."""
         out = io.BytesIO()
         with tarfile.open(fileobj=out, mode="w") as tar:
-            members = {f"{hashlib.md5(layer).hexdigest()}/layer.tar": layer for layer in self.layers}
-            members[self.id[7:] + ".json"] = self.config
+            if layout == "oci":
+                members = {f"blobs/sha256/{sha(layer)[7:]}": layer for layer in self.layers}
+                members[f"blobs/sha256/{self.id[7:]}"] = self.config
+                members["index.json"] = b'{"schemaVersion": 2, "manifests": []}'
+                members["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
+            else:
+                members = {f"{hashlib.md5(layer).hexdigest()}/layer.tar": layer for layer in self.layers}
+                members[self.id[7:] + ".json"] = self.config
             for name in sorted(members):  # the engine writes its export folder in name order
                 info = tarfile.TarInfo(name)
                 info.size = len(members[name])
@@ -59,8 +67,8 @@ class FakeImage:
 
 
 class FakeEngine:
-    def __init__(self, image: FakeImage) -> None:
-        self.image = image
+    def __init__(self, image: FakeImage, layout: str = "legacy") -> None:
+        self.image, self.layout = image, layout
 
     def layers(self, image_id: str) -> list[str]:
         assert image_id == self.image.id
@@ -68,7 +76,7 @@ class FakeEngine:
 
     def export(self, image_id: str) -> io.BufferedReader:
         assert image_id == self.image.id
-        return io.BufferedReader(io.BytesIO(self.image.export()))
+        return io.BufferedReader(io.BytesIO(self.image.export(self.layout)))
 
 
 class FakeRegistry:
@@ -163,10 +171,11 @@ def test_manifest_lists_config_and_layers_in_order():
 # -- stage and publish ------------------------------------------------------------------------------------------
 
 
-def test_new_layers_are_compressed_uploaded_and_published_last():
+@pytest.mark.parametrize("layout", ["legacy", "oci"])
+def test_new_layers_are_compressed_uploaded_and_published_last(layout):
     image = FakeImage([layer_tar({"etc/os": b"debian"}), layer_tar({"app/model.py": b"x = 1\n" * 1000})])
     registry = FakeRegistry()
-    staged = stage(FakeEngine(image), registry)
+    staged = stage(FakeEngine(image, layout), registry)
     assert registry.manifests == {}  # staging writes blobs only: no image exists yet
     assert staged.compressed == 2 and staged.reused == 0
     assert publish.publish(registry, staged) == staged.digest == sha(staged.manifest)
@@ -177,20 +186,27 @@ def test_new_layers_are_compressed_uploaded_and_published_last():
     assert [gzip.decompress(stored[layer["digest"]]) for layer in manifest["layers"]] == image.layers
 
 
-def test_layers_of_the_base_are_mounted_not_compressed(monkeypatch):
-    compressed = []
-    gzip_layer = compress.gzip_layer
-    monkeypatch.setattr(compress, "gzip_layer", lambda source, *a, **k: compressed.append(gzip_layer(source, *a, **k))
-                        or compressed[-1])
-    base_layer, own_layer = layer_tar({"usr/bin/python3": b"elf" * 1000}), layer_tar({"app": b"new"})
+def registry_holding_base(base_layer: bytes) -> tuple[FakeRegistry, bytes]:
+    """A registry holding BASE: one gzip layer, and its manifest and config; returns it and the layer's blob."""
     base_blob = gzip.compress(base_layer)
     base_config = json.dumps({"rootfs": {"diff_ids": [sha(base_layer)]}}).encode()
     base_manifest = {"config": {"digest": sha(base_config)},
                      "layers": [{"mediaType": publish.LAYER_GZIP, "digest": sha(base_blob), "size": len(base_blob)}]}
     registry = FakeRegistry(base_manifest, base_config)
     registry.blobs[BASE.path] = {sha(base_blob): base_blob}
+    return registry, base_blob
+
+
+@pytest.mark.parametrize("layout", ["legacy", "oci"])
+def test_layers_of_the_base_are_mounted_not_compressed(monkeypatch, layout):
+    compressed = []
+    gzip_layer = compress.gzip_layer
+    monkeypatch.setattr(compress, "gzip_layer", lambda source, *a, **k: compressed.append(gzip_layer(source, *a, **k))
+                        or compressed[-1])
+    base_layer, own_layer = layer_tar({"usr/bin/python3": b"elf" * 1000}), layer_tar({"app": b"new"})
+    registry, base_blob = registry_holding_base(base_layer)
     image = FakeImage([base_layer, own_layer])
-    staged = stage(FakeEngine(image), registry, base=BASE)
+    staged = stage(FakeEngine(image, layout), registry, base=BASE)
     assert staged.reused == 1 and staged.compressed == 1
     assert [layer.diff_id for layer in compressed] == [sha(own_layer)]  # the base's layer was only hashed
     assert registry.mounts == [(sha(base_blob), BASE.path)]
@@ -201,12 +217,7 @@ def test_layers_of_the_base_are_mounted_not_compressed(monkeypatch):
 
 def test_an_image_adding_no_layer_to_its_base_misses_nothing():
     base_layer = layer_tar({"usr/bin/python3": b"elf"})
-    base_blob = gzip.compress(base_layer)
-    base_config = json.dumps({"rootfs": {"diff_ids": [sha(base_layer)]}}).encode()
-    base_manifest = {"config": {"digest": sha(base_config)},
-                     "layers": [{"mediaType": publish.LAYER_GZIP, "digest": sha(base_blob), "size": len(base_blob)}]}
-    registry = FakeRegistry(base_manifest, base_config)
-    registry.blobs[BASE.path] = {sha(base_blob): base_blob}
+    registry, base_blob = registry_holding_base(base_layer)
     image = FakeImage([base_layer])
     plan = publish.plan_layers(FakeEngine(image), registry, image.id, TARGET, BASE, platform="linux/amd64")
     assert plan.missing == frozenset() and plan.present == {sha(base_layer): publish.Blob(sha(base_blob), len(base_blob))}
@@ -221,6 +232,17 @@ def test_a_layer_missing_from_the_export_fails_the_push():
     exported.config, exported.id = image.config, image.id  # the config names a layer the export lacks
     engine.export = lambda _: io.BufferedReader(io.BytesIO(exported.export()))
     with pytest.raises(PushError, match=r"export of sha256:\w+ lacks layer\(s\) sha256:"):
+        stage(engine, FakeRegistry())
+
+
+def test_an_oci_blob_whose_content_is_not_its_name_fails_the_push():
+    image = FakeImage([layer_tar({"a": b"1"})])
+    engine = FakeEngine(image, "oci")
+    exported = image.export("oci")
+    tampered = exported.replace(b"\x00" * 10 + b"1", b"\x00" * 10 + b"2", 1)  # the layer's content, not its name
+    assert tampered != exported
+    engine.export = lambda _: io.BufferedReader(io.BytesIO(tampered))
+    with pytest.raises(PushError, match=r"holds blobs/sha256/\w+, whose content hashes to sha256:"):
         stage(engine, FakeRegistry())
 
 
