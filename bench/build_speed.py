@@ -464,7 +464,7 @@ def seconds_cell(values: list[float]) -> str:
     return f"{median(values):.1f} [{min(values):.1f}-{max(values):.1f}]"
 
 
-def print_table(results: Iterable[CaseResult], repeat: int, cold_repeat: int) -> None:
+def print_table(results: list[CaseResult], repeat: int, cold_repeat: int) -> None:
     rows = [("case", "plain s", "buildtool s", "b/a", "target", "met")]
     for r in sorted(results, key=lambda r: r.case):
         if r.skipped:
@@ -481,8 +481,10 @@ def print_table(results: Iterable[CaseResult], repeat: int, cold_repeat: int) ->
                       enumerate(zip(row, widths))).rstrip())
         if i == 0:
             say("  ".join("-" * w for w in widths))
-    say(f"(cases 1 and 3: median of {repeat} run(s); case 4: median of {cold_repeat} run(s); [min-max]; "
-        "sides alternate which goes first; case 2: one run)")
+    ran = {r.case for r in results if not r.skipped}
+    parts = ([f"cases 1 and 3: median of {repeat} run(s)"] if ran & {1, 3} else []) + \
+            ([f"case 4: median of {cold_repeat} run(s)"] if 4 in ran else []) + (["case 2: one run"] if 2 in ran else [])
+    say(f"({'; '.join(parts)}; [min-max]; sides alternate which goes first)")
 
 
 def print_sizes(bench: Bench, plain: Side, tool: Side, where: str) -> None:
