@@ -201,37 +201,9 @@ def _stage(engine: Engine, registry: Registry, plan: LayerPlan, *, level: int, c
     wanted = set(plan.missing)
     progress(f"push: {reused} layer(s) already in the registry, {len(wanted)} to compress "
              f"(level {level}, {compress.cpu_threads()} threads)")
-    config_names = {image_id.removeprefix("sha256:") + ".json", "blobs/sha256/" + image_id.removeprefix("sha256:")}
-    config: bytes | None = None
-    uploads: list[Future[None]] = []
-    uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")  # uploads overlap compression
-    try:
-        with tempfile.TemporaryDirectory(prefix="buildtool-push-") as folder:
-            with engine.export(image_id) as exported, tarfile.open(fileobj=exported, mode="r|") as tar:
-                for member in tar:
-                    if cancel.is_set():
-                        raise Cancelled("staging cancelled")
-                    for done in [u for u in uploads if u.done()]:
-                        done.result()  # an upload that failed stops the push now, not after every layer
-                    named = _layer_name(member)
-                    if member.name in config_names:
-                        config = tar.extractfile(member).read()  # type: ignore[union-attr]
-                        continue
-                    if not member.isfile() or not (named or member.name.endswith("/layer.tar")):
-                        continue  # a duplicate layer (a symlink), the engine's own manifests, ...
-                    if not wanted - set(blobs) or (named and (named not in wanted or named in blobs)):
-                        continue  # a layer the registry has, or nothing left to compress
-                    layer = _compress(tar, member, named, wanted, blobs, Path(folder), level, cancel, progress)
-                    if layer is not None:
-                        blobs[layer.diff_id] = Blob(layer.digest, layer.size)
-                        uploads.append(uploader.submit(_upload, registry, target, layer, cancel, progress))
-            for upload in uploads:
-                upload.result()
-    finally:
-        uploader.shutdown(wait=True, cancel_futures=True)
+    config = _read_export(engine, registry, plan, blobs, wanted, level, cancel, progress)
     if config is None:
-        raise PushError(f"push of {target} failed: the engine's export of {image_id} holds no config "
-                        f"({' or '.join(sorted(config_names))})")
+        raise PushError(f"push of {target} failed: the engine's export of {image_id} holds no config for it")
     if sha256(config) != image_id:
         raise PushError(f"push of {target} failed: the exported config of {image_id} hashes to {sha256(config)}")
     missing = [d for d in diff_ids if d not in blobs]
@@ -247,6 +219,46 @@ def _stage(engine: Engine, registry: Registry, plan: LayerPlan, *, level: int, c
     progress(f"push: blobs uploaded ({len(wanted)} layer(s) compressed, {reused} reused) "
              f"in {time.monotonic() - started:.0f}s")
     return Staged(target, manifest, sha256(manifest), len(wanted), reused)
+
+
+def _read_export(engine: Engine, registry: Registry, plan: LayerPlan, blobs: dict[str, Blob], wanted: set[str],
+                 level: int, cancel: threading.Event, progress: Progress) -> bytes | None:
+    """Read the engine's export once: keep the config, compress the wanted layers (adding them to `blobs`) and
+    upload each while the next is compressed. Returns the config, None if the export has none."""
+    image_hex = plan.image_id.removeprefix("sha256:")
+    config_names = {image_hex + ".json", "blobs/sha256/" + image_hex}
+    config: bytes | None = None
+    uploads: list[Future[None]] = []
+    with tempfile.TemporaryDirectory(prefix="buildtool-push-") as name:
+        folder = Path(name)
+        uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
+        try:
+            with engine.export(plan.image_id) as exported, tarfile.open(fileobj=exported, mode="r|") as tar:
+                for member in tar:
+                    if cancel.is_set():
+                        raise Cancelled("staging cancelled")
+                    for done in [u for u in uploads if u.done()]:
+                        done.result()  # an upload that failed stops the push now, not after every layer
+                    named = _layer_name(member)
+                    if member.name in config_names:
+                        config = tar.extractfile(member).read()  # type: ignore[union-attr]
+                    elif (member.isfile() and (named or member.name.endswith("/layer.tar")) and wanted - set(blobs)
+                          and not (named and (named not in wanted or named in blobs))):
+                        layer = _compress(tar, member, named, wanted, blobs, folder, level, cancel, progress)
+                        if layer is not None:
+                            blobs[layer.diff_id] = Blob(layer.digest, layer.size)
+                            uploads.append(uploader.submit(_upload, registry, plan.target, layer, cancel, progress))
+                    # Other members: a layer the registry has, a duplicate layer (a symlink), the engine's manifests.
+                    if config is not None and not wanted - set(blobs):
+                        break  # all that is needed is read: closing the export stops the engine's work
+            for upload in uploads:
+                upload.result()
+        except BaseException:
+            cancel.set()  # queued uploads stop; the temporary folder goes only once no upload reads it
+            raise
+        finally:
+            uploader.shutdown(wait=True, cancel_futures=True)
+    return config
 
 
 def _compress(tar: tarfile.TarFile, member: tarfile.TarInfo, named: str | None, wanted: set[str],

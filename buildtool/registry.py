@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import requests
+import requests.auth
 from docker import auth as docker_auth
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -49,6 +50,22 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+class _NoAuth(requests.auth.AuthBase):
+    """Send the headers as given: no credentials from ~/.netrc in place of a bearer token, or to another host."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+_NO_AUTH = _NoAuth()
+
+
+def _origin(url: urllib.parse.SplitResult) -> tuple[str, str, int | None]:
+    """Scheme, host and port, with the scheme's default port filled in: what must match for credentials to go."""
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, (url.hostname or "").lower(), url.port or default
 
 
 @dataclass(frozen=True)
@@ -99,7 +116,11 @@ class Registry:
                  body: bytes | IO[bytes] | None = None,
                  timeout: float | tuple[float, float] | None = None) -> requests.Response:
         parts, home = urllib.parse.urlsplit(url), urllib.parse.urlsplit(self._base_url(ref))
-        if (parts.scheme, parts.netloc) != (home.scheme, home.netloc):
+        try:
+            foreign = _origin(parts) != _origin(home)
+        except ValueError as exc:  # a port out of range
+            raise RegistryError(f"registry {ref.api_host}: cannot send {method} to {url}: {exc}") from None
+        if foreign:
             # An upload Location elsewhere (a storage front end, say): it gets no credential, and never plain HTTP.
             if home.scheme == "https" and parts.scheme != "https":
                 raise RegistryError(f"registry {ref.api_host} sent {method} for {ref} to {parts.scheme}://{parts.netloc}, "
@@ -111,7 +132,8 @@ class Registry:
         auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             response = self._session.request(method, url, headers={**headers, **auth_headers}, data=body,
-                                             auth=None if token else basic, timeout=timeout or self.timeout)
+                                             auth=basic if basic and not token else _NO_AUTH,
+                                             timeout=timeout or self.timeout)
             if response.status_code == 401:
                 response = self._answer_challenge(method, url, ref, headers, response, body, timeout or self.timeout)
         except requests.RequestException as exc:
@@ -122,7 +144,8 @@ class Registry:
     def _plain_request(self, method: str, url: str, ref: Reference, headers: dict[str, str],
                        body: bytes | IO[bytes] | None, timeout: float | tuple[float, float] | None) -> requests.Response:
         try:
-            return self._session.request(method, url, headers=headers, data=body, timeout=timeout or self.timeout)
+            return self._session.request(method, url, headers=headers, data=body, auth=_NO_AUTH,
+                                         timeout=timeout or self.timeout)
         except requests.RequestException as exc:
             raise RegistryError(f"{urllib.parse.urlsplit(url).netloc} unreachable for {ref}: "
                                 f"{exc.__class__.__name__}: {exc}") from None
@@ -147,6 +170,8 @@ class Registry:
         realm = params.pop("realm", None)
         if not realm:
             return response
+        if url.startswith("https://") and not realm.startswith("https://"):
+            raise RegistryError(f"registry {ref.api_host} asks for credentials at {realm}, which is not HTTPS; refused")
         params.setdefault("scope", f"repository:{ref.path}:{'pull' if method in ('GET', 'HEAD') else 'pull,push'}")
         token_response = self._session.get(realm, params=params, auth=creds, timeout=self.timeout)
         if token_response.status_code != 200:
@@ -158,7 +183,7 @@ class Registry:
         with self._lock:
             self._tokens[(ref.api_host, ref.path)] = token
         return self._session.request(method, url, headers={**headers, "Authorization": f"Bearer {token}"},
-                                     data=body, timeout=timeout)
+                                     data=body, auth=_NO_AUTH, timeout=timeout)
 
     def digest(self, ref: Reference) -> str | None:
         """Digest the registry serves for `ref` (tag or digest), or None if it holds no such manifest."""
@@ -230,7 +255,7 @@ class Registry:
             if location:
                 self._request("DELETE", urllib.parse.urljoin(response.url, location), ref, {})
             return False
-        if 400 <= response.status_code < 500:  # mounting unsupported, or the source not readable: upload instead
+        if response.status_code in (400, 401, 403, 404, 405):  # mounting unsupported or the source unreadable: upload
             log.debug("mount of %s from %s into %s refused: %s", digest, source_path, ref.path, response.status_code)
             return False
         raise PushError(f"push of {ref} failed: registry answered {response.status_code} when mounting "

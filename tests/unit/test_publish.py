@@ -271,3 +271,16 @@ def test_a_registry_storing_another_manifest_digest_fails_the_push():
     registry.put_manifest = lambda ref, body: "sha256:" + "0" * 64
     with pytest.raises(PushError, match="stored the manifest as sha256:0000"):
         publish.publish(registry, staged)
+
+
+def test_a_failed_upload_fails_the_stage_and_cancels_what_is_queued():
+    image = FakeImage([layer_tar({"a": b"1" * 1000}), layer_tar({"b": b"2" * 1000}), layer_tar({"c": b"3" * 1000})])
+    registry, cancel = FakeRegistry(), threading.Event()
+
+    def refuse(ref, path, digest):
+        raise PushError(f"push of {ref} failed: registry answered 507 for blob {digest}")
+
+    registry.upload_blob = refuse
+    with pytest.raises(PushError, match="registry answered 507"):
+        stage(FakeEngine(image), registry, cancel=cancel)
+    assert cancel.is_set() and registry.manifests == {}

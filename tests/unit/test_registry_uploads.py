@@ -32,6 +32,7 @@ class FakeRegistry(http.server.ThreadingHTTPServer):
         self.bodies_refused = 0  # bytes of bodies sent without credentials and refused
         self.send_digest = True
         self.mountable: set[str] = set()
+        self.mount_status = 0  # answer every mount with this status instead
 
     @property
     def host(self) -> str:
@@ -67,7 +68,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         query = dict(urllib.parse.parse_qsl(url.query))
         if self.command == "POST" and url.path.endswith("/blobs/uploads/"):
             if "mount" in query:
-                if query["mount"] in self.server.mountable:
+                if self.server.mount_status:
+                    self._answer(self.server.mount_status)
+                elif query["mount"] in self.server.mountable:
                     self._answer(201)
                 else:
                     self._answer(202, {"Location": "/v2/upload/declined?_state=x"})
@@ -133,6 +136,25 @@ def test_a_mount_the_registry_declines_is_closed_and_reported(fake, client):
     assert ("DELETE", "/v2/upload/declined?_state=x", True) in fake.requests
 
 
+def test_a_mount_refused_for_another_reason_than_a_decline_fails_the_push(fake, client):
+    ref = parse(f"{fake.host}/lab/training:t1")
+    fake.mount_status = 404  # the source repository unknown here: upload instead
+    assert client.mount_blob(ref, "sha256:" + "1" * 64, "lab/base") is False
+    fake.mount_status = 429  # rate limited: say so now, not at the next upload
+    with pytest.raises(PushError, match="registry answered 429 when mounting"):
+        client.mount_blob(ref, "sha256:" + "1" * 64, "lab/base")
+
+
+def test_credentials_never_go_to_a_token_service_over_plain_http(client):
+    class Refused:
+        headers = {"WWW-Authenticate": 'Bearer realm="http://auth.example.com/token",service="registry"'}
+
+    ref = parse("registry.example.com/lab/training:t1")
+    with pytest.raises(RegistryError, match="asks for credentials at http://auth.example.com/token, which is not HTTPS"):
+        client._answer_challenge("GET", "https://registry.example.com/v2/lab/training/manifests/t1", ref, {},
+                                 Refused(), None, 10)
+
+
 def test_a_manifest_without_a_digest_header_is_accepted(fake, client):
     ref = parse(f"{fake.host}/lab/training:t1")
     assert client.put_manifest(ref, b"{}") == "sha256:" + hashlib.sha256(b"{}").hexdigest()
@@ -167,3 +189,15 @@ def test_an_https_registry_never_sends_to_plain_http(client):
     ref = parse("registry.example.com/lab/training:t1")
     with pytest.raises(RegistryError, match="which is not HTTPS; refused"):
         client._request("PUT", "http://registry.example.com/v2/upload/1", ref, {})
+
+
+@pytest.mark.parametrize("location, same", [
+    ("https://Registry.Example.com:443/v2/lab/training/blobs/uploads/1", True),
+    ("https://registry.example.com/v2/x", True),
+    ("https://registry.example.com:5000/v2/x", False),
+    ("https://storage.example.com/v2/x", False),
+])
+def test_an_upload_location_on_the_same_registry_keeps_its_credentials(location, same):
+    from buildtool.registry import _origin
+    home = urllib.parse.urlsplit("https://registry.example.com/v2/lab/training")
+    assert (_origin(urllib.parse.urlsplit(location)) == _origin(home)) is same
