@@ -116,7 +116,8 @@ def _run_one(image: ImagePlan, prepared: Prepared, results: Mapping[str, Result]
         check()
         events(image.name, f"built {image.tagged} in {time.monotonic() - started:.0f}s (not pushed)")
         return Result(image.name, image.tagged, image.action, time.monotonic() - started)
-    if config.push_with == "engine":
+    if config.push_with == "engine" or engine.stores_images_in_containerd():
+        # Asked for, or an engine keeping compressed layers (containerd image store): it pushes them itself.
         check()
         digest = engine.push(image.repository, image.tag, progress=lambda message: events(image.name, message))
     else:
@@ -132,10 +133,6 @@ def _push_checked(image: ImagePlan, image_id: str, base: str, engine: Engine, re
                   check: Callable[[], None], events: Events) -> str:
     """Upload the image's blobs while it is checked; its manifest (the image itself) goes up only if the check passed."""
     progress: Callable[[str], None] = lambda message: events(image.name, message)
-    if engine.stores_images_in_containerd():
-        check()
-        progress("push: the engine keeps compressed layers (containerd image store); it pushes them itself")
-        return engine.push(image.repository, image.tag, progress=progress)
     base_ref = reference.parse(base) if reference.is_pinned(base) else None
     # Even with every layer in the registry (download and upload add none to the base) the export is needed,
     # for the config: the engine's push would compress the base's layers again, as blobs of its own.

@@ -45,6 +45,13 @@ def _no_progress(_: str) -> None:
     pass
 
 
+def _stream_error(chunk: Mapping[str, Any]) -> str | None:
+    """The failure a build, push or pull stream reports inside a chunk (with HTTP 200), or None."""
+    if "error" not in chunk and "errorDetail" not in chunk:
+        return None
+    return str(chunk.get("errorDetail", {}).get("message") or chunk.get("error")).strip()
+
+
 class Engine:
     """A connection to the Docker engine (DOCKER_HOST or the default socket)."""
 
@@ -75,10 +82,10 @@ class Engine:
                                     tag=tag, buildargs=dict(build_args),
                                     platform=platform, labels=dict(labels or {}), rm=True, forcerm=True, decode=True)
             for chunk in stream:
-                if "error" in chunk or "errorDetail" in chunk:
-                    detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
+                detail = _stream_error(chunk)
+                if detail is not None:
                     log_tail = "\n".join(tail)
-                    raise BuildError(f"build of {tag} failed at {current_step}: {str(detail).strip()}\n"
+                    raise BuildError(f"build of {tag} failed at {current_step}: {detail}\n"
                                      f"--- last lines of the build log ---\n{log_tail}")
                 text = chunk.get("stream", "")
                 for line in text.splitlines():
@@ -156,9 +163,9 @@ class Engine:
         try:
             for chunk in self.api.pull(parsed.repository, tag=parsed.digest or parsed.tag or "latest", stream=True,
                                        decode=True):
-                if "error" in chunk or "errorDetail" in chunk:
-                    detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
-                    raise EngineError(f"pull of {ref} failed: {str(detail).strip()}")
+                detail = _stream_error(chunk)
+                if detail is not None:
+                    raise EngineError(f"pull of {ref} failed: {detail}")
                 if chunk.get("status") == "Pull complete":
                     progress(f"pull: layer {chunk.get('id', '')} done  [{time.monotonic() - started:.0f}s]")
         except _TRANSPORT_ERRORS as exc:
@@ -169,9 +176,9 @@ class Engine:
         digest, layers_done, started = None, 0, time.monotonic()
         try:
             for chunk in self.api.push(repository, tag=tag, stream=True, decode=True):
-                if "error" in chunk or "errorDetail" in chunk:
-                    detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
-                    raise PushError(f"push of {repository}:{tag} failed: {str(detail).strip()}; "
+                detail = _stream_error(chunk)
+                if detail is not None:
+                    raise PushError(f"push of {repository}:{tag} failed: {detail}; "
                                     "is the registry running and are you logged in (docker login)?")
                 status = chunk.get("status", "")
                 if status in ("Pushed", "Layer already exists", "Mounted from"):
