@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from buildtool import image_map, reference  # noqa: E402
-from buildtool.registry import Registry  # noqa: E402
+from buildtool.push.registry import Registry  # noqa: E402
 
 IMAGES = ("base", "download", "training", "upload")
 STEP_IMAGES = IMAGES[1:]

@@ -14,14 +14,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from . import context, plan as planning, publish, reference, step_imports
+from . import context, plan as planning, reference, step_imports
+from .push import publish
 from .config import BASE_IMAGE_ARG, Config
 from .context import BuildContext
 from .engine import Engine
 from .errors import BuildError, BuildtoolError, ImageMapError, PushError, RegistryError
 from .image_map import ImageMap, LockedImage
 from .plan import BUILD, ImagePlan, Plan
-from .registry import Registry
+from .push.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ def _previous_map(config: configuration.Config) -> image_map.ImageMap | None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from .engine import Engine  # the docker SDK is needed only here
-    from .registry import Registry
+    from .push.registry import Registry
 
     full = _config(args)
     for tag in args.tag:
@@ -130,7 +130,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     loaded = image_map.load(config.image_map)
     problems = verify.pin_problems(workflow, loaded.steps)
     if not args.offline:
-        from .registry import Registry
+        from .push.registry import Registry
 
         registry = Registry()
         try:
@@ -147,7 +147,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import local_run
+    from .dev import local_run
 
     path = Path(args.pipeline) if args.pipeline else _config(args).output
     workflow = verify.load_workflow(path)
@@ -189,7 +189,7 @@ def _accounts_file(data: Path, given: str | None) -> Path:
 def _seed(data: Path, uid: str, samples: int, fmt: str) -> Path:
     import tempfile
 
-    from . import dataset, platform_server
+    from .dev import dataset, platform_server
 
     with tempfile.TemporaryDirectory() as tmp:
         zipped = dataset.write_training_dataset(Path(tmp) / "training_dataset.zip", samples=samples, format=fmt)
@@ -204,7 +204,7 @@ def cmd_platform_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_platform_serve(args: argparse.Namespace) -> int:
-    from . import platform_server
+    from .dev import platform_server
 
     data = Path(args.data)
     accounts = platform_server.load_accounts(_accounts_file(data, args.accounts))

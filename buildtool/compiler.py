@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
 
-from . import image_map, staleness, verify
+from . import fsutil, image_map, staleness, verify
 from .config import Config
 from .errors import CompileError
 
@@ -51,12 +49,7 @@ def compile_pipeline(config: Config, output: Path, *, allow_stale: bool = False)
         pipeline_func = factory(dict(loaded.steps), image_pull_policy=config.image_pull_policy)
     except Exception as exc:
         raise CompileError(f"{config.pipeline}: building the pipeline failed: {exc.__class__.__name__}: {exc}") from None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".yaml", dir=output.parent)
-    os.fchmod(fd, image_map.readable_mode())
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with fsutil.atomic_output(output, suffix=".yaml") as tmp:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -68,7 +61,4 @@ def compile_pipeline(config: Config, output: Path, *, allow_stale: bool = False)
         problems = verify.pin_problems(verify.load_workflow(tmp), loaded.steps)
         if problems:
             raise CompileError(f"compiled pipeline is not pinned as {config.image_map} says: " + "; ".join(problems))
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return notes

@@ -8,14 +8,13 @@ and stable, so a review diff shows exactly what changed.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from . import fsutil
 from .errors import ImageMapError
 from .reference import DIGEST_RE, pinned_problem
 
@@ -110,29 +109,4 @@ def render(image_map: ImageMap) -> str:
     return HEADER + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=200)
 
 
-def readable_mode() -> int:
-    """0644 less the umask: what a plain `open()` would give (mkstemp's 0600 would hide the file from others)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o644 & ~umask
-
-
-def write_atomic(path: Path, text: str) -> bool:
-    """Replace `path` with `text` atomically (temp file + rename); False, and no write, if unchanged."""
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except FileNotFoundError:
-        pass
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, readable_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
+write_atomic = fsutil.write_atomic  # the map is replaced atomically, and only when it changed

@@ -10,7 +10,7 @@ import yaml
 
 from . import reference
 from .errors import VerifyError
-from .registry import Registry
+from .push.registry import Registry
 
 COMPONENT_SPEC = "pipelines.kubeflow.org/component_spec"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create (or refresh) .venv with buildtool, its test tools and the platform client.
+# Create (or refresh) .venv with buildtool (platform client included) and its test tools.
 # Reinstalls only when pyproject.toml or the client's pyproject changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,8 +17,8 @@ fi
 "$VENV/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
   || { echo "venv: error: $VENV is not Python 3.11; remove it and install python3.11" >&2; exit 1; }
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "venv: installing buildtool[test] and the platform client into $VENV" >&2
+  echo "venv: installing buildtool[test] (the platform client included) into $VENV" >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet -e '.[test]' -e images/base/platform-client >&2
+  "$VENV/bin/python" -m pip install --quiet -e '.[test]' >&2
   echo "$want" > "$stamp"
 fi

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from platform_client import PlatformClient
 
-from buildtool.dataset import write_training_dataset
-from buildtool.platform_server import PlatformServer, seed_dataset
+from buildtool.dev.dataset import write_training_dataset
+from buildtool.dev.platform_server import PlatformServer, seed_dataset
 
 __all__ = [
     "ACCESS_KEY",

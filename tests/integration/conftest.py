@@ -11,7 +11,7 @@ import docker
 import pytest
 import requests
 
-from buildtool.registry import MANIFEST_TYPES
+from buildtool.push.registry import MANIFEST_TYPES
 
 from ..conftest import write_project
 

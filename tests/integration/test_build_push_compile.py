@@ -12,7 +12,7 @@ import yaml
 from buildtool import cli, config, image_map, verify
 from buildtool.engine import Engine
 from buildtool.reference import parse
-from buildtool.registry import Registry
+from buildtool.push.registry import Registry
 
 from .conftest import served_digest
 

@@ -2,7 +2,7 @@
 
 `buildtool build --push` builds (or reuses) the repository's images, in a copy
 of the project so the repository's image_map.yaml stays as it is; the pipeline is compiled against them to a temporary
-file and its steps run with `buildtool.local_run`, on host networking, as the
+file and its steps run with `buildtool.dev.local_run`, on host networking, as the
 cluster would run them. Faults the real server cannot produce come from a real
 proxy in front of it (tests/platform_fixtures.py).
 """
@@ -26,11 +26,12 @@ import pytest
 import yaml
 from platform_client.dataset import pack_training_dataset
 
-from buildtool import cli, local_run
-from buildtool.dataset import write_training_dataset
+from buildtool import cli
+from buildtool.dev import local_run
+from buildtool.dev.dataset import write_training_dataset
 from buildtool.engine import Engine
 from buildtool.errors import RunError
-from buildtool.platform_server import PlatformServer, seed_dataset
+from buildtool.dev.platform_server import PlatformServer, seed_dataset
 
 from .. import platform_fixtures
 from ..conftest import REPO

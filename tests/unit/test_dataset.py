@@ -12,7 +12,7 @@ from platform_client.archive import safe_extract
 from platform_client.dataset import load_training_dataset, pack_training_dataset
 from platform_client.errors import DatasetError
 
-from buildtool.dataset import (
+from buildtool.dev.dataset import (
     DATASET_MEMBER,
     make_training_arrays,
     write_training_dataset,

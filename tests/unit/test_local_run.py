@@ -10,7 +10,8 @@ import copy
 import pytest
 import yaml
 
-from buildtool import cli, compiler, local_run
+from buildtool import cli, compiler
+from buildtool.dev import local_run
 from buildtool.engine import RunResult
 from buildtool.errors import EngineError, RunError
 

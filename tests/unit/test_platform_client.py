@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from platform_client import FILE_KINDS, PlatformClient, PlatformError
 
-from buildtool.platform_server import stored_path
+from buildtool.dev.platform_server import stored_path
 from tests.platform_fixtures import (  # noqa: F401 (the fixtures are used by name)
     ACCESS_KEY,
     DATASET_UID,

@@ -10,7 +10,7 @@ import requests
 from platform_client import FILE_KINDS as CLIENT_FILE_KINDS
 
 from buildtool.errors import ConfigError
-from buildtool.platform_server import (
+from buildtool.dev.platform_server import (
     ACCURACY_PATH,
     FILE_KINDS,
     LOGIN_PATH,

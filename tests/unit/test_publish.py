@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import compress, publish
+from buildtool.push import compress, publish
 from buildtool.errors import PushError
 from buildtool.reference import parse
 

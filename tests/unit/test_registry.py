@@ -1,6 +1,6 @@
 import pytest
 
-from buildtool import registry
+from buildtool.push import registry
 
 
 @pytest.mark.parametrize("host, loopback", [

@@ -19,7 +19,7 @@ import pytest
 
 from buildtool.errors import PushError, RegistryError
 from buildtool.reference import parse
-from buildtool.registry import Registry
+from buildtool.push.registry import Registry
 
 USER, PASSWORD = "robot", "s3cret-pw"
 
@@ -198,6 +198,6 @@ def test_an_https_registry_never_sends_to_plain_http(client):
     ("https://storage.example.com/v2/x", False),
 ])
 def test_an_upload_location_on_the_same_registry_keeps_its_credentials(location, same):
-    from buildtool.registry import _origin
+    from buildtool.push.registry import _origin
     home = urllib.parse.urlsplit("https://registry.example.com/v2/lab/training")
     assert (_origin(urllib.parse.urlsplit(location)) == _origin(home)) is same

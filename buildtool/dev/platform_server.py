@@ -8,7 +8,6 @@ Login answers ``{"token": ...}``; every other call needs
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
@@ -18,7 +17,6 @@ import re
 import secrets
 import shutil
 import sys
-import tempfile
 import threading
 from collections.abc import Mapping
 from email.message import Message
@@ -30,7 +28,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from buildtool.errors import ConfigError
+from .. import fsutil
+from ..errors import ConfigError
 
 __all__ = [
     "FILE_KINDS",
@@ -440,13 +439,5 @@ def _copy_file(source: Path, out: Any) -> None:
 
 
 def _write_atomically(dest: Path, write: Any) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    with fsutil.atomic_file(dest) as out:
+        write(out)

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import EngineError, RunError
+from ..errors import EngineError, RunError
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from ..engine import Engine
 
 __all__ = ["ENV_PARAMETERS", "SECRET_PARAMETERS", "InputArtifact", "OutputArtifact", "StepResult", "StepRun",
            "describe", "execute_run", "parameter_names", "plan_run", "run_arguments"]

@@ -24,8 +24,8 @@ from docker import auth as docker_auth
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .errors import PushError, RegistryError
-from .reference import DOCKER_HUB, Reference
+from ..errors import PushError, RegistryError
+from ..reference import DOCKER_HUB, Reference
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Mapping
 
 from . import compress
-from .engine import Engine
-from .errors import BuildtoolError, PushError, RegistryError
-from .reference import Reference
+from ..engine import Engine
+from ..errors import BuildtoolError, PushError, RegistryError
+from ..reference import Reference
 from .registry import DOCKER_MANIFEST, Registry
 
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
