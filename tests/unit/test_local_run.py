@@ -199,8 +199,10 @@ def test_cli_run_dry_run_prints_the_plan_masked(compiled, capsys, monkeypatch):
     monkeypatch.setenv("PLATFORM_ACCESS_KEY", "tester")
     monkeypatch.setenv("PLATFORM_SECRET_KEY", SECRET)
     params = [p for k, v in ARGUMENTS.items() if k not in ("access_key", "secret_key") for p in ("-p", f"{k}={v}")]
-    assert cli.main(["run", str(path), "--dry-run", *params]) == 0
+    config = ["--config", str(path.parent / "pyproject.toml")]
+    assert cli.main([*config, "run", str(path), "--dry-run", *params]) == 0
     out = capsys.readouterr().out
     assert "1. download-training-dataset: " in out and "secret_key=***" in out and SECRET not in out
-    assert cli.main(["run", str(path), "--dry-run", "-p", "host=h"]) == RunError.exit_code == 11
+    assert f"every image is pinned and matches {path.parent / 'image_map.yaml'}" in out
+    assert cli.main([*config, "run", str(path), "--dry-run", "-p", "host=h"]) == RunError.exit_code == 11
     assert "missing required parameter(s): training_task_uid, training_dataset_uid" in capsys.readouterr().err
