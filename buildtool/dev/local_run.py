@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -184,7 +185,11 @@ def run_arguments(workflow: Mapping[str, Any], assignments: Iterable[str],
     declared = set(parameter_names(workflow))
     from_secrets = secret_variables(workflow)
     for name, variable in ENV_PARAMETERS.items():
-        if name not in arguments and name in declared and variable not in from_secrets and environ.get(variable):
+        if name in arguments or name not in declared:
+            continue
+        if variable in from_secrets:
+            arguments[name] = ""  # empty: the step reads the variable its container gets from the Secret
+        elif environ.get(variable):
             arguments[name] = environ[variable]
     return arguments
 
@@ -278,7 +283,9 @@ def plan_run(workflow: Mapping[str, Any], arguments: Mapping[str, str],
             raise RunError(f"{where}: template {step.template} has no image")
         planned[name] = step
         steps.append(step)
-    return steps
+    # Every value to hide is hidden in every step's output, whichever step was given it.
+    hidden = tuple(sorted({secret for step in steps for secret in step.secrets}))
+    return [dataclasses.replace(step, secrets=hidden) for step in steps]
 
 
 def describe(steps: Sequence[StepRun]) -> list[str]:
