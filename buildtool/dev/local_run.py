@@ -22,10 +22,10 @@ reports; every other value is shown with control characters escaped.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -237,12 +237,12 @@ def plan_run(workflow: Mapping[str, Any], arguments: Mapping[str, str],
         given = {}
         for parameter in task_arguments.get("parameters") or []:
             if "value" not in parameter:
-                raise RunError(f"{where}: parameter {parameter.get('name')!r} has no value (valueFrom is not supported)")
+                raise RunError(f"{where}: parameter {parameter['name']} has no value")
             given[parameter["name"]] = _substitute(str(parameter["value"]), dag_context, where)
         inputs = _template_inputs(template, given, where)
         context = _context(inputs, workflow_values)
         sources = {a.get("name"): a for a in task_arguments.get("artifacts") or []}
-        input_artifacts = []
+        input_artifacts: list[InputArtifact] = []
         for artifact in (template.get("inputs") or {}).get("artifacts") or []:
             source = sources.get(artifact["name"])
             match = _ARTIFACT_FROM.match(str((source or {}).get("from", "")))
@@ -296,10 +296,10 @@ def describe(steps: Sequence[StepRun]) -> list[str]:
         lines.append(f"   parameters: {step.shown_parameters() or '(none)'}")
         if step.env:
             lines.append(f"   env: {step.shown_env()}")
-        for artifact in step.inputs:
-            lines.append(f"   reads  {artifact.path} <- {artifact.from_task}.{artifact.from_artifact}")
-        for artifact in step.outputs:
-            lines.append(f"   writes {artifact.path} -> {artifact.name}")
+        for read in step.inputs:
+            lines.append(f"   reads  {read.path} <- {read.from_task}.{read.from_artifact}")
+        for written in step.outputs:
+            lines.append(f"   writes {written.path} -> {written.name}")
     return lines
 
 
@@ -471,17 +471,17 @@ def execute_run(steps: Sequence[StepRun], engine: Engine, workdir: Path, events:
     results = []
     for step in steps:
         volumes: dict[str, dict[str, str]] = {}
-        for artifact in step.inputs:
-            source = folders.get((artifact.from_task, artifact.from_artifact))
+        for read in step.inputs:
+            source = folders.get((read.from_task, read.from_artifact))
             if source is None:
-                raise RunError(f"step {step.task}: input {artifact.name} comes from "
-                               f"{artifact.from_task}.{artifact.from_artifact}, which has not run")
-            volumes[str(source)] = {"bind": artifact.path, "mode": "ro"}
+                raise RunError(f"step {step.task}: input {read.name} comes from "
+                               f"{read.from_task}.{read.from_artifact}, which has not run")
+            volumes[str(source)] = {"bind": read.path, "mode": "ro"}
         outputs = {}
-        for artifact in step.outputs:
-            folder = _make_folder(root, step.task, artifact.name)
-            volumes[str(folder)] = {"bind": artifact.path, "mode": "rw"}
-            outputs[artifact.name] = folder
+        for written in step.outputs:
+            folder = _make_folder(root, step.task, written.name)
+            volumes[str(folder)] = {"bind": written.path, "mode": "rw"}
+            outputs[written.name] = folder
         events(step.task, f"start in {step.image}")
         events(step.task, f"parameters: {step.shown_parameters()}")
         if step.env:
@@ -497,8 +497,8 @@ def execute_run(steps: Sequence[StepRun], engine: Engine, workdir: Path, events:
             tail = "\n".join(escape(line) for line in output.rstrip().splitlines()[-TAIL_LINES:])
             raise RunError(f"step {step.task} failed with exit code {result.exit_code} after {seconds:.0f}s "
                            f"(image {step.image}); the last lines of its output:\n{tail}")
-        for artifact in step.outputs:
-            folders[(step.task, artifact.name)] = outputs[artifact.name]
+        for written in step.outputs:
+            folders[(step.task, written.name)] = outputs[written.name]
         events(step.task, f"done in {seconds:.1f}s" + "".join(f"; {n} in {p}" for n, p in outputs.items()))
         results.append(StepResult(step.task, seconds, outputs, output))
     return results

@@ -8,9 +8,8 @@ engine and images are in tests/integration/test_steps_in_images.py.
 import copy
 
 import pytest
-import yaml
 
-from buildtool import cli, compiler
+from buildtool import cli
 from buildtool.dev import local_run
 from buildtool.engine import RunResult
 from buildtool.errors import EngineError, RunError
