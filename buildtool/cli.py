@@ -162,11 +162,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = Path(args.pipeline) if args.pipeline else _config(args).output
     workflow = run_checks.read_workflow(path)
     loaded, map_path = _run_image_map(args)
-    if loaded is None:
-        print("warning: no image map found; images are checked for digest pins only (--image-map gives one)",
-              file=sys.stderr)
     steps = local_run.plan_checked(workflow, args.param, os.environ, None if loaded is None else loaded.steps)
-    if map_path is not None:
+    if map_path is None:
+        print("warning: no image map found; images were checked for digest pins only (--image-map gives one)",
+              file=sys.stderr)
+    else:
         print(f"every image is pinned and matches {run_checks.escape(map_path)}")
     for line in local_run.describe(steps):
         print(line)

@@ -165,7 +165,10 @@ def plan_checked(workflow: Mapping[str, Any], assignments: Iterable[str], enviro
     (and equal to `image_map_steps`, the image map's steps, when given)."""
     require_runnable(workflow)
     require_pinned(workflow, image_map_steps)
-    return plan_run(workflow, run_arguments(workflow, assignments, environ), environ)
+    try:
+        return plan_run(workflow, run_arguments(workflow, assignments, environ), environ)
+    except RunError as exc:  # whatever a message quotes from the workflow stays on its one line
+        raise RunError(escape(str(exc))) from None
 
 
 def run_arguments(workflow: Mapping[str, Any], assignments: Iterable[str],

@@ -82,6 +82,8 @@ def read_workflow(path: Path) -> dict[str, Any]:
         workflow = verify.load_workflow(path)
     except RecursionError:
         raise RunError(f"{escape(path)}: nested too deeply to be a compiled workflow") from None
+    except UnicodeDecodeError as exc:
+        raise RunError(f"{escape(path)}: not UTF-8 (byte {exc.start}); give the compiled workflow") from None
     except BuildtoolError as exc:  # not found, not YAML, not a Workflow: a run error here
         raise RunError(str(exc)) from None
     _require_tree(workflow, path)
@@ -253,6 +255,11 @@ def _template(template: Mapping[str, Any]) -> Iterator[str]:
         yield metadata
     else:
         yield from _refused(metadata, _TEMPLATE_METADATA, where + "metadata")
+        for key in _TEMPLATE_METADATA:
+            entries = metadata.get(key)
+            if entries is not None and (not isinstance(entries, Mapping)
+                                        or not all(isinstance(v, str) for v in entries.values())):
+                yield f"{where}metadata.{key}: expected a mapping of strings"
     inputs = _mapping(template.get("inputs"), where + "inputs")
     if isinstance(inputs, str):
         yield inputs
@@ -288,7 +295,7 @@ def _container(value: Any, where: str) -> Iterator[str]:
         if parts is not None and (not isinstance(parts, list) or not all(_scalar(p) for p in parts)):
             yield f"{where}.{key}: expected a list of strings"
     policy = container.get("imagePullPolicy")
-    if policy is not None and policy not in PULL_POLICIES:
+    if policy is not None and (not isinstance(policy, str) or policy not in PULL_POLICIES):
         yield f"{where}.imagePullPolicy: {policy!r} is not one of {', '.join(sorted(PULL_POLICIES))}"
     resources = _mapping(container.get("resources"), where + ".resources")
     if isinstance(resources, str):
@@ -361,6 +368,8 @@ def _dag(value: Any, where: str) -> Iterator[str]:
         if dependencies is not None and (not isinstance(dependencies, list)
                                          or not all(isinstance(d, str) for d in dependencies)):
             yield f"{here}.dependencies: expected a list of task names"
+        elif any(not NAME_RE.fullmatch(d) for d in dependencies or []):
+            yield f"{here}.dependencies: {dependencies!r} holds a name that is not a safe name"
         arguments = _mapping(task.get("arguments"), here + ".arguments")
         if isinstance(arguments, str):
             yield arguments

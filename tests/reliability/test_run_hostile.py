@@ -17,6 +17,7 @@ import copy
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ DOWNLOAD_OUT = f"{DOWNLOAD}-output"
 EVIL = "evil.example.com/miner:latest"
 PINNED_ELSEWHERE = "evil.example.com/miner@sha256:" + "e" * 64
 
+#: Bound on one refused run, on a machine shared with other work.
+SECONDS = 15
 Workflow = dict[str, Any]
 
 
@@ -154,6 +157,21 @@ def with_shared_args(workflow: Workflow, tmp: Path) -> Workflow:
     return workflow
 
 
+def alias_bomb_in_args(workflow: Workflow, tmp: Path) -> Workflow:
+    """Nine levels of ten aliases each: 10^9 strings once expanded, a few hundred bytes as YAML."""
+    level: list[Any] = ["lol"] * 10
+    for _ in range(8):
+        level = [level] * 10
+    download_container(workflow)["args"] = level
+    return workflow
+
+
+def many_templates(workflow: Workflow, tmp: Path) -> Workflow:
+    image = download_container(workflow)["image"]
+    spec(workflow)["templates"] += [{"name": f"t{n}", "container": {"image": image}} for n in range(10_000)]
+    return workflow
+
+
 def unresolvable_task_output(workflow: Workflow, tmp: Path) -> Workflow:
     template(workflow, TRAINING)["container"]["args"].append("{{tasks.download-training-dataset.outputs.parameters.x}}")
     return workflow
@@ -167,8 +185,8 @@ class Row:
     id: str
     fragment: str
     edit: Callable[[Workflow, Path], Workflow] | None = None
-    #: Replaces the file's text (after `edit`), for documents a dict cannot express.
-    text: Callable[[str], str] | None = None
+    #: Replaces the file's bytes (after `edit`), for documents a dict cannot express.
+    data: Callable[[bytes], bytes] | None = None
     code: int = RunError.exit_code
     #: Prepares the work folder; such rows run only without --dry-run, which never reads the work folder.
     workdir: Callable[[Path, Path], None] | None = None
@@ -269,9 +287,12 @@ ROWS = [
         unresolvable_task_output),
     # Documents no compiler writes.
     Row("yaml-alias", "uses YAML anchors/aliases", with_shared_args),
+    Row("yaml-alias-bomb", "uses YAML anchors/aliases", alias_bomb_in_args),
+    Row("10000-templates", "spec.templates: 10004 entries, over the limit of 1000", many_templates),
+    Row("not-utf-8", "not UTF-8 (byte 0)", data=lambda data: b"\xff" + data),
     Row("over-size-cap", f"over the {run_checks.MAX_WORKFLOW_BYTES}-byte limit",
-        text=lambda text: text + "#" * run_checks.MAX_WORKFLOW_BYTES + "\n"),
-    Row("deep-nesting", "nested too deeply", text=lambda text: "[" * 20000 + "]" * 20000),
+        data=lambda data: data + b"#" * run_checks.MAX_WORKFLOW_BYTES + b"\n"),
+    Row("deep-nesting", "nested too deeply", data=lambda data: b"[" * 20000 + b"]" * 20000),
     Row("templates-not-a-list", "spec.templates: expected a list, got str", setting(spec, "templates", "abc")),
     Row("not-a-workflow", "not an Argo Workflow (kind: Workflow)", setting(lambda w: w, "kind", "Pod")),
     Row("entrypoint-not-a-dag", f"the workflow's entrypoint '{DOWNLOAD}' is not a DAG template",
@@ -332,8 +353,8 @@ def test_run_refuses(row: Row, project: Path, tmp_path: Path, monkeypatch: pytes
     workflow, _, path = compile_project(project, k8s_secret=row.k8s_secret)
     if row.edit is not None:
         workflow = row.edit(copy.deepcopy(workflow), tmp_path)
-    text = yaml.dump(workflow, sort_keys=False)  # not safe_dump: an edit may share a node on purpose
-    path.write_text(row.text(text) if row.text else text)
+    data = yaml.dump(workflow, sort_keys=False).encode()  # not safe_dump: an edit may share a node on purpose
+    path.write_bytes(row.data(data) if row.data else data)
     for name in ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     for name, value in row.environment.items():
@@ -345,10 +366,13 @@ def test_run_refuses(row: Row, project: Path, tmp_path: Path, monkeypatch: pytes
     params = row.params if row.params is not None else tuple(f"{k}={v}" for k, v in ARGUMENTS.items())
     modes = [[]] if row.workdir is not None else [["--dry-run"], []]
     for mode in modes:
+        started = time.monotonic()
         code = cli.main(["--config", str(project), "run", str(path), "--workdir", str(workdir), *mode,
                          *(item for param in params for item in ("-p", param))])
+        seconds = time.monotonic() - started
         out, err = capsys.readouterr()
         assert code == row.code, err
+        assert seconds < SECONDS, f"{seconds:.1f}s"
         assert len(err.splitlines()) == 1 and err.startswith("buildtool: error: "), err
         assert row.fragment in err, err
         assert SECRET not in out + err and ACCESS not in out + err

@@ -273,3 +273,19 @@ def test_execute_hands_the_environment_and_the_run_label_to_the_engine(with_secr
 def test_run_arguments_leave_secret_parameters_empty_when_the_workflow_takes_the_variables(with_secret):
     arguments = local_run.run_arguments(with_secret[0], ["host=h"], HOST_ENV)
     assert arguments == {"host": "h", "access_key": "", "secret_key": ""}
+
+
+def test_cli_run_without_a_map_checks_pins_only_and_says_so(compiled, tmp_path, capsys, monkeypatch):
+    _, images, path = compiled
+    monkeypatch.chdir(tmp_path)
+    params = [item for k, v in ARGUMENTS.items() for item in ("-p", f"{k}={v}")]
+    assert cli.main(["--config", str(tmp_path / "absent.toml"), "run", str(path), "--dry-run", *params]) == 0
+    captured = capsys.readouterr()
+    assert "warning: no image map found; images were checked for digest pins only" in captured.err
+    assert "1. download-training-dataset: " in captured.out
+    # Given explicitly, a map that names other images is enforced.
+    other = tmp_path / "other_map.yaml"
+    other.write_text("steps:\n" + "".join(f"  {step}: {ref[:-1]}f\n" for step, ref in images.items()))
+    assert cli.main(["--config", str(tmp_path / "absent.toml"), "run", str(path), "--image-map", str(other),
+                     "--dry-run", *params]) == 11
+    assert "container.image:" in capsys.readouterr().err
