@@ -162,7 +162,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = Path(args.pipeline) if args.pipeline else _config(args).output
     workflow = run_checks.read_workflow(path)
     loaded, map_path = _run_image_map(args)
-    steps = local_run.plan_checked(workflow, args.param, os.environ, None if loaded is None else loaded.steps)
+    steps = local_run.plan_checked(workflow, args.param, os.environ, None if loaded is None else loaded.steps,
+                                   local_run.SECRET_VARIABLES | set(args.secret_env))
     if map_path is None:
         print("warning: no image map found; images were checked for digest pins only (--image-map gives one)",
               file=sys.stderr)
@@ -285,6 +286,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                    help="a pipeline parameter (repeat for each); parameters with a default may be left out")
     r.add_argument("--workdir", help="empty folder for the steps' artifacts (default: a new temporary folder)")
+    r.add_argument("--secret-env", action="append", default=[], metavar="NAME",
+                   help="also pass the host's NAME to a container that takes it from a Kubernetes Secret "
+                        "(PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY always are); repeatable")
     r.add_argument("--image-map", help="image map the images must match (default: [tool.buildtool] image_map, "
                                        "when the configuration and the map exist)")
     r.add_argument("--dry-run", action="store_true", help="print the resolved steps; run nothing")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,7 @@ from .run_checks import escape, require_pinned, require_runnable
 if TYPE_CHECKING:
     from ..engine import Engine
 
-__all__ = ["ENV_PARAMETERS", "SECRET_PARAMETERS", "EnvVar", "InputArtifact", "OutputArtifact", "StepResult",
+__all__ = ["ENV_PARAMETERS", "SECRET_PARAMETERS", "SECRET_VARIABLES", "EnvVar", "InputArtifact", "OutputArtifact", "StepResult",
            "StepRun", "check_workdir", "describe", "execute_run", "parameter_names", "plan_checked", "plan_run",
            "run_arguments", "secret_variables"]
 
@@ -44,6 +44,9 @@ __all__ = ["ENV_PARAMETERS", "SECRET_PARAMETERS", "EnvVar", "InputArtifact", "Ou
 SECRET_PARAMETERS = frozenset({"access_key", "secret_key"})
 #: Parameters that may come from the environment instead of the command line.
 ENV_PARAMETERS = {"access_key": "PLATFORM_ACCESS_KEY", "secret_key": "PLATFORM_SECRET_KEY"}
+#: Host variables a container may take for a Secret's key without being named on the command line: a workflow
+#: asking for any other (say AWS_SECRET_ACCESS_KEY) could otherwise copy it into a container of its choice.
+SECRET_VARIABLES = frozenset(ENV_PARAMETERS.values())
 MASK = "***"
 TAIL_LINES = 25
 #: Label on every container a run starts (its value: the run's work folder), for `docker ps --filter label=...`.
@@ -160,13 +163,14 @@ def secret_variables(workflow: Mapping[str, Any]) -> set[str]:
 
 
 def plan_checked(workflow: Mapping[str, Any], assignments: Iterable[str], environ: Mapping[str, str],
-                 image_map_steps: Mapping[str, str] | None) -> list[StepRun]:
+                 image_map_steps: Mapping[str, str] | None,
+                 passed: Collection[str] = SECRET_VARIABLES) -> list[StepRun]:
     """`plan_run` of a workflow that passed `run_checks`: only implemented fields, safe names, images pinned
-    (and equal to `image_map_steps`, the image map's steps, when given)."""
+    (and equal to `image_map_steps`, the image map's steps, when given); see `plan_run` for `passed`."""
     require_runnable(workflow)
     require_pinned(workflow, image_map_steps)
     try:
-        return plan_run(workflow, run_arguments(workflow, assignments, environ), environ)
+        return plan_run(workflow, run_arguments(workflow, assignments, environ), environ, passed)
     except RunError as exc:  # whatever a message quotes from the workflow stays on its one line
         raise RunError(escape(str(exc))) from None
 
@@ -197,11 +201,12 @@ def run_arguments(workflow: Mapping[str, Any], assignments: Iterable[str],
     return arguments
 
 
-def plan_run(workflow: Mapping[str, Any], arguments: Mapping[str, str],
-             environ: Mapping[str, str] | None = None) -> list[StepRun]:
+def plan_run(workflow: Mapping[str, Any], arguments: Mapping[str, str], environ: Mapping[str, str] | None = None,
+             passed: Collection[str] = SECRET_VARIABLES) -> list[StepRun]:
     """The entrypoint DAG's tasks in dependency order, every placeholder of their containers resolved.
 
-    `environ` is the host's environment, the source of the variables taken from Kubernetes Secrets."""
+    `environ` is the host's environment, the source of the variables taken from Kubernetes Secrets; only
+    those named in `passed` may be taken."""
     environ = {} if environ is None else environ
     spec = _spec(workflow)
     templates = {t.get("name"): t for t in _list(spec, "templates", "spec")}
@@ -269,7 +274,8 @@ def plan_run(workflow: Mapping[str, Any], arguments: Mapping[str, str],
             mounted.add(artifact.path)
             context[f"outputs.artifacts.{artifact.name}.path"] = artifact.path
         container = template["container"]
-        env = _environment(container.get("env") or [], context, environ, f"{where} (template {template['name']})")
+        env = _environment(container.get("env") or [], context, environ, passed,
+                           f"{where} (template {template['name']})")
         step = StepRun(
             task=name,
             template=template["name"],
@@ -344,7 +350,7 @@ def _context(inputs: Mapping[str, str], workflow_values: Mapping[str, str]) -> d
 
 
 def _environment(entries: Sequence[Mapping[str, Any]], context: Mapping[str, str], environ: Mapping[str, str],
-                 where: str) -> tuple[EnvVar, ...]:
+                 passed: Collection[str], where: str) -> tuple[EnvVar, ...]:
     """The container's environment: plain values resolved, a Secret's key taken from the host's variable."""
     env = []
     for entry in entries:
@@ -353,6 +359,10 @@ def _environment(entries: Sequence[Mapping[str, Any]], context: Mapping[str, str
             env.append(EnvVar(name, _substitute(str(entry["value"]), context, where)))
             continue
         ref = entry["valueFrom"]["secretKeyRef"]
+        if name not in passed:
+            raise RunError(f"{where}: container.env {name} asks for the host's {name} (for key {escape(ref['key'])} "
+                           f"of the Kubernetes secret {escape(ref['name'])}); run passes only "
+                           f"{', '.join(sorted(passed))} unless told: add --secret-env {name} if you mean it")
         value = environ.get(name)
         if not value:
             raise RunError(f"{where}: container.env {name} comes from key {escape(ref['key'])} of the Kubernetes "
@@ -432,6 +442,8 @@ def check_workdir(steps: Sequence[StepRun], workdir: Path) -> Path:
             for path in (root / step.task, root / step.task / artifact.name):
                 if path.is_symlink():
                     raise RunError(f"{escape(path)}: a symlink in the work folder; run in an empty work folder")
+                if path.exists() and not path.is_dir():
+                    raise RunError(f"{escape(path)}: not a folder; run in an empty work folder")
             folder = root / step.task / artifact.name
             if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
                 raise RunError(f"{escape(folder)} is not an empty folder; run in an empty work folder")
@@ -445,7 +457,11 @@ def _make_folder(root: Path, *names: str) -> Path:
         path = path / name
         if path.is_symlink():
             raise RunError(f"{escape(path)}: a symlink in the work folder; run in an empty work folder")
-        path.mkdir(exist_ok=True)
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"{escape(path)}: cannot create the folder ({exc.strerror}); "
+                           "run in an empty work folder") from None
     resolved = path.resolve()
     if not resolved.is_relative_to(root) or resolved == root:
         raise RunError(f"{escape(path)} resolves to {escape(resolved)}, outside the work folder {escape(root)}")
@@ -468,7 +484,10 @@ def execute_run(steps: Sequence[StepRun], engine: Engine, workdir: Path, events:
         except EngineError as exc:
             raise RunError(f"image {image} is neither in the local engine nor pullable: {exc}; "
                            "build and push it with `buildtool build --push`") from None
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"--workdir {escape(root)}: cannot create the folder ({exc.strerror})") from None
     folders: dict[tuple[str, str], Path] = {}
     events("run", f"{len(steps)} step(s); artifacts under {escape(root)}")
     results = []

@@ -215,6 +215,11 @@ def stale_output(workdir: Path, tmp: Path) -> None:
     (folder / "data.zip").write_bytes(b"from an earlier run")
 
 
+def task_file(workdir: Path, tmp: Path) -> None:
+    workdir.mkdir()
+    (workdir / DOWNLOAD).write_bytes(b"a file where the task's folder goes")
+
+
 REFUSED = "is not supported by local runs"
 UNSAFE_NAME = "is not a safe name"
 
@@ -304,7 +309,14 @@ ROWS = [
     Row("workdir-symlink-task", "a symlink in the work folder", workdir=symlink_at(DOWNLOAD)),
     Row("workdir-symlink-artifact", "a symlink in the work folder", workdir=symlink_at(DOWNLOAD, DOWNLOAD_OUT)),
     Row("workdir-stale-output", "is not an empty folder", workdir=stale_output),
+    Row("workdir-task-is-a-file", f"{DOWNLOAD}: not a folder", workdir=task_file),
     # Secrets the workflow takes from a Kubernetes Secret.
+    Row("secret-variable-not-passed", "container.env AWS_SECRET_ACCESS_KEY asks for the host's "
+        "AWS_SECRET_ACCESS_KEY (for key k of the Kubernetes secret s); run passes only PLATFORM_ACCESS_KEY, "
+        "PLATFORM_SECRET_KEY unless told: add --secret-env AWS_SECRET_ACCESS_KEY",
+        setting(download_container, "env",
+                [{"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
+        environment={**ENVIRONMENT, "AWS_SECRET_ACCESS_KEY": SECRET}),
     Row("secret-variable-missing", f"container.env PLATFORM_SECRET_KEY comes from key secret_key of the Kubernetes "
         f"secret {SECRET_NAME}; set PLATFORM_SECRET_KEY", k8s_secret=True,
         environment={"PLATFORM_ACCESS_KEY": ACCESS},

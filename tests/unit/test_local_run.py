@@ -8,6 +8,7 @@ engine and images are in tests/integration/test_steps_in_images.py.
 import copy
 
 import pytest
+import yaml
 
 from buildtool import cli
 from buildtool.dev import local_run
@@ -289,3 +290,30 @@ def test_cli_run_without_a_map_checks_pins_only_and_says_so(compiled, tmp_path, 
     assert cli.main(["--config", str(tmp_path / "absent.toml"), "run", str(path), "--image-map", str(other),
                      "--dry-run", *params]) == 11
     assert "container.image:" in capsys.readouterr().err
+
+
+def test_other_secret_variables_pass_only_when_named(compiled):
+    workflow = copy.deepcopy(compiled[0])
+    template = next(t for t in workflow["spec"]["templates"] if t["name"] == TRAINING)
+    template["container"]["env"] = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}}]
+    params = [f"{k}={v}" for k, v in ARGUMENTS.items()]
+    with pytest.raises(RunError, match=r"container.env HF_TOKEN asks for the host's HF_TOKEN .* "
+                                       r"add --secret-env HF_TOKEN if you mean it"):
+        local_run.plan_checked(workflow, params, {"HF_TOKEN": "hf-1"}, compiled[1])
+    steps = local_run.plan_checked(workflow, params, {"HF_TOKEN": "hf-1"}, compiled[1],
+                                   local_run.SECRET_VARIABLES | {"HF_TOKEN"})
+    assert steps[1].environment == {"HF_TOKEN": "hf-1"} and "hf-1" in steps[0].secrets
+
+
+def test_cli_secret_env_names_an_extra_variable(compiled, capsys, monkeypatch):
+    workflow, _, path = compiled
+    template = next(t for t in workflow["spec"]["templates"] if t["name"] == TRAINING)
+    template["container"]["env"] = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}}]
+    path.write_text(yaml.safe_dump(workflow))
+    monkeypatch.setenv("HF_TOKEN", "hf-secret-value")
+    command = ["--config", str(path.parent / "pyproject.toml"), "run", str(path), "--dry-run",
+               *(item for k, v in ARGUMENTS.items() for item in ("-p", f"{k}={v}"))]
+    assert cli.main(command) == 11
+    assert cli.main([*command, "--secret-env", "HF_TOKEN"]) == 0
+    out = capsys.readouterr().out
+    assert "env: HF_TOKEN=*** (host $HF_TOKEN, for secret hf/t)" in out and "hf-secret-value" not in out
