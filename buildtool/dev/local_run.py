@@ -36,9 +36,9 @@ from .run_checks import escape, require_pinned, require_runnable
 if TYPE_CHECKING:
     from ..engine import Engine
 
-__all__ = ["ENV_PARAMETERS", "SECRET_PARAMETERS", "SECRET_VARIABLES", "EnvVar", "InputArtifact", "OutputArtifact", "StepResult",
-           "StepRun", "check_workdir", "describe", "execute_run", "parameter_names", "plan_checked", "plan_run",
-           "run_arguments", "secret_variables"]
+__all__ = ["ENV_PARAMETERS", "RUN_LABEL", "SECRET_PARAMETERS", "SECRET_VARIABLES", "EnvVar", "InputArtifact",
+           "OutputArtifact", "StepResult", "StepRun", "check_workdir", "describe", "execute_run", "parameter_names",
+           "plan_checked", "plan_run", "run_arguments", "secret_variables"]
 
 #: Parameters whose values are never shown.
 SECRET_PARAMETERS = frozenset({"access_key", "secret_key"})
