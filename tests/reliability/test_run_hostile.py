@@ -288,6 +288,9 @@ ROWS = [
         setting(training_input, "http", {"url": "http://evil.example.com/payload"})),
     Row("task-when", f"template pipeline: dag.tasks.{TRAINING}.when {REFUSED}",
         setting(training_task, "when", "1 == 1")),
+    Row("artifact-from-control", f"task {TRAINING} depends on unknown task(s) x\\x1b[2K",
+        setting(lambda w: training_task(w)["arguments"]["artifacts"][0], "from",
+                "{{tasks.x\x1b[2K.outputs.artifacts.y}}")),
     Row("task-output-parameter", "cannot resolve {{tasks.download-training-dataset.outputs.parameters.x}}",
         unresolvable_task_output),
     # Documents no compiler writes.

@@ -317,3 +317,41 @@ def test_cli_secret_env_names_an_extra_variable(compiled, capsys, monkeypatch):
     assert cli.main([*command, "--secret-env", "HF_TOKEN"]) == 0
     out = capsys.readouterr().out
     assert "env: HF_TOKEN=*** (host $HF_TOKEN, for secret hf/t)" in out and "hf-secret-value" not in out
+
+
+class PlantingEngine(RecordingEngine):
+    """While the first step runs, something else plants a symlink where the next step's folder goes."""
+
+    def __init__(self, results, link, target):
+        super().__init__(results)
+        self.link, self.target = link, target
+
+    def run(self, image, command, **options):
+        if not self.calls:
+            self.link.symlink_to(self.target, target_is_directory=True)
+        return super().run(image, command, **options)
+
+
+@pytest.mark.parametrize("depth", ["task", "artifact"])
+def test_a_symlink_planted_during_the_run_is_refused_before_it_is_mounted(compiled, tmp_path, depth):
+    steps = local_run.plan_run(compiled[0], ARGUMENTS)
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    outside.mkdir()
+    link = work / TRAINING if depth == "task" else work / TRAINING / "training-output"
+    if depth == "artifact":
+        link.parent.mkdir(parents=True)
+    engine = PlantingEngine([RunResult(0, "")] * 3, link, outside)
+    with pytest.raises(RunError, match=rf"{link}: a symlink in the work folder"):
+        local_run.execute_run(steps, engine, work)
+    assert len(engine.calls) == 1 and list(outside.iterdir()) == []
+
+
+def test_make_folder_refuses_a_symlink_and_creates_inside(tmp_path):
+    root, outside = tmp_path / "work", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "t").mkdir()
+    (root / "t" / "a").symlink_to(outside)
+    with pytest.raises(RunError, match="a symlink in the work folder"):
+        local_run._make_folder(root.resolve(), "t", "a")
+    assert local_run._make_folder(root.resolve(), "t", "b") == (root / "t" / "b").resolve()
