@@ -1,7 +1,10 @@
-"""`buildtool run` on the real engine: a variable the workflow takes from a Kubernetes Secret (kfp's
-`use_k8s_secret`) reaches the container's environment from the host's, and is not on its command line.
+"""`buildtool run` on the real engine and registry.
 
-The step holds its container open until the test has inspected it (it waits for a file the test writes
+A variable the workflow takes from a Kubernetes Secret (kfp's `use_k8s_secret`) reaches the container's
+environment from the host's, and is not on its command line; and images are checked against the map that
+`build --push` wrote for them.
+
+The secret step holds its container open until the test has inspected it (it waits for a file the test writes
 into its output folder), so `docker inspect` sees the running container that `run` labelled.
 """
 
@@ -15,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import yaml
 from kfp.components import OutputPath
 
+from buildtool import cli
 from buildtool.dev.local_run import RUN_LABEL
 
 from .conftest import BASE_IMAGE, served_digest
@@ -96,3 +101,31 @@ def test_a_secret_variable_reaches_the_environment_not_the_command_line(
     assert secret not in out + err
     assert f"{VARIABLE}=*** (host ${VARIABLE}, for secret platform-credentials/secret_key)" in out + err
     assert engine_client.containers.list(all=True, filters={"label": label}) == []
+
+
+def test_run_accepts_what_build_and_compile_pinned_and_refuses_a_swapped_image(small_project: Path,
+                                                                               capsys: Any) -> None:
+    """The map check on real output: build --push, compile, then run --dry-run against the project's map."""
+    config = ["--config", str(small_project)]
+    assert cli.main([*config, "build", "--push"]) == 0
+    assert cli.main([*config, "compile"]) == 0
+    pipeline = small_project.parent / "pipeline.yaml"
+    params = [item for pair in ("training_task_uid=t", "training_dataset_uid=d", "model_uid=m", "learning_rate=0.1",
+                                "host=127.0.0.1", "port=1", "access_key=a", "secret_key=s")
+              for item in ("-p", pair)]
+    capsys.readouterr()
+    assert cli.main([*config, "run", str(pipeline), "--dry-run", *params]) == 0
+    out = capsys.readouterr().out
+    assert f"every image is pinned and matches {small_project.parent / 'image_map.yaml'}" in out
+    # The training step's image swapped for the (real, pinned) download image: verify would refuse it, so run does.
+    text = pipeline.read_text()
+    workflow = yaml.safe_load(text)
+    images = {t["name"]: t["container"]["image"] for t in workflow["spec"]["templates"] if "container" in t}
+    pipeline.write_text(text.replace(f"image: {images['training']}", f"image: {images['download-training-dataset']}"))
+    before = {p: p.read_bytes() for p in small_project.parent.glob("*.yaml")}
+    assert cli.main([*config, "run", str(pipeline), "--workdir", str(small_project.parent / "work"), *params]) == 11
+    err = capsys.readouterr().err
+    assert f"template training: container.image: {images['download-training-dataset']} differs from the map's " \
+           f"{images['training']}" in err and len(err.splitlines()) == 1
+    assert {p: p.read_bytes() for p in small_project.parent.glob("*.yaml")} == before
+    assert not (small_project.parent / "work").exists()
