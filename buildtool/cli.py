@@ -146,12 +146,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_image_map(args: argparse.Namespace) -> tuple[image_map.ImageMap | None, Path | None]:
+    """The image map `run` checks images against: --image-map, else the configuration's map if it exists."""
+    if args.image_map:
+        return image_map.load(Path(args.image_map)), Path(args.image_map)
+    if not Path(args.config).is_file():
+        return None, None
+    path = _config(args).image_map
+    return (image_map.load(path), path) if path.exists() else (None, None)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from .dev import local_run
+    from .dev import local_run, run_checks
 
     path = Path(args.pipeline) if args.pipeline else _config(args).output
-    workflow = verify.load_workflow(path)
-    steps = local_run.plan_run(workflow, local_run.run_arguments(workflow, args.param, os.environ))
+    workflow = run_checks.read_workflow(path)
+    loaded, map_path = _run_image_map(args)
+    steps = local_run.plan_checked(workflow, args.param, os.environ, None if loaded is None else loaded.steps,
+                                   local_run.SECRET_VARIABLES | set(args.secret_env))
+    if map_path is None:
+        print("warning: no image map found; images were checked for digest pins only (--image-map gives one)",
+              file=sys.stderr)
+    else:
+        print(f"every image is pinned and matches {run_checks.escape(map_path)}")
     for line in local_run.describe(steps):
         print(line)
     if args.dry_run:
@@ -161,12 +178,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .engine import Engine
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="buildtool-run-"))
+    local_run.check_workdir(steps, workdir)  # before the engine is even reached
     engine = Engine()
     try:
         local_run.execute_run(steps, engine, workdir, Printer())
     finally:
         engine.close()
-    print(f"{len(steps)} step(s) succeeded; their outputs are in {workdir}")
+    print(f"{len(steps)} step(s) succeeded; their outputs are in {run_checks.escape(workdir)}")
     return 0
 
 
@@ -258,12 +276,21 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a compiled pipeline's steps on the local engine, as the cluster would",
                        description="Run each step of the compiled workflow in a container of its pinned image, in "
                                    "dependency order, with host networking; artifacts are folders under --workdir. "
-                                   "access_key and secret_key may come from PLATFORM_ACCESS_KEY and "
-                                   "PLATFORM_SECRET_KEY instead of --param; their values are shown as ***.")
+                                   "Only digest-pinned images (equal to the image map's, when there is one) and the "
+                                   "fields local runs implement are accepted; anything else (volumes, sidecars, "
+                                   "securityContext...) is refused by name. access_key and secret_key may come from "
+                                   "PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY instead of --param; a variable the "
+                                   "workflow takes from a Kubernetes Secret comes from the host's variable of the "
+                                   "same name. Their values are shown as ***.")
     r.add_argument("pipeline", nargs="?", help="compiled workflow (default: [tool.buildtool] output)")
     r.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                    help="a pipeline parameter (repeat for each); parameters with a default may be left out")
     r.add_argument("--workdir", help="empty folder for the steps' artifacts (default: a new temporary folder)")
+    r.add_argument("--secret-env", action="append", default=[], metavar="NAME",
+                   help="also pass the host's NAME to a container that takes it from a Kubernetes Secret "
+                        "(PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY always are); repeatable")
+    r.add_argument("--image-map", help="image map the images must match (default: [tool.buildtool] image_map, "
+                                       "when the configuration and the map exist)")
     r.add_argument("--dry-run", action="store_true", help="print the resolved steps; run nothing")
     r.add_argument("--base-image", help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_run)

@@ -197,16 +197,17 @@ class Engine:
 
     def run(self, image: str, command: list[str], *, network: bool = False, network_mode: str | None = None,
             environment: Mapping[str, str] | None = None, volumes: Mapping[str, Mapping[str, str]] | None = None,
-            timeout: float | None = None) -> RunResult:
+            timeout: float | None = None, labels: Mapping[str, str] | None = None) -> RunResult:
         """Run `command` in a fresh container of `image` (no network unless asked); return its exit code and output.
 
-        `network_mode` ("host", "none", a network's name) wins over `network` when given.
+        `network_mode` ("host", "none", a network's name) wins over `network` when given; `labels` are the
+        container's, so that `docker ps --filter label=...` finds it while it runs.
         """
         networking: dict[str, Any] = {"network_mode": network_mode} if network_mode else {"network_disabled": not network}
         try:
             container = self._client.containers.create(
                 image, command, environment=dict(environment or {}), volumes=dict(volumes or {}), detach=True,
-                **networking)
+                labels=dict(labels or {}), **networking)
             try:
                 container.start()
                 result = container.wait(timeout=timeout)

@@ -288,7 +288,9 @@ def test_corrupt_dataset_zip_fails_the_training_step(pipeline, engine, platform_
 def test_cli_run_exits_11_naming_the_failing_step(pipeline, platform_server, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("PLATFORM_ACCESS_KEY", ACCESS_KEY)
     monkeypatch.setenv("PLATFORM_SECRET_KEY", SECRET_KEY)
-    code = cli.main(["run", str(pipeline.path), "--workdir", str(tmp_path / "work"),
+    # The project's configuration, so that run checks the images against the map they were compiled from.
+    code = cli.main(["--config", str(pipeline.path.parent / "pyproject.toml"), "run", str(pipeline.path),
+                     "--workdir", str(tmp_path / "work"),
                      "-p", "training_task_uid=task-cli", "-p", "training_dataset_uid=ds-unknown",
                      "-p", "model_uid=model-cli", "-p", "learning_rate=0.01",
                      "-p", "host=127.0.0.1", "-p", f"port={platform_server.port}"])

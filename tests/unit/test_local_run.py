@@ -10,12 +10,12 @@ import copy
 import pytest
 import yaml
 
-from buildtool import cli, compiler
+from buildtool import cli
 from buildtool.dev import local_run
 from buildtool.engine import RunResult
 from buildtool.errors import EngineError, RunError
 
-from .test_compile_and_check import write_lock
+from ..reliability.run_fixtures import SECRET_NAME, compile_project
 
 SECRET = "sk-unit-7d1e-do-not-show"
 ARGUMENTS = {
@@ -27,10 +27,8 @@ DOWNLOAD, TRAINING, UPLOAD = "download-training-dataset", "training", "upload-mo
 
 @pytest.fixture
 def compiled(project):
-    """(workflow, step -> pinned image) of the real pipeline."""
-    loaded, lock = write_lock(project)
-    compiler.compile_pipeline(loaded, loaded.output)
-    return yaml.safe_load(loaded.output.read_text()), dict(lock.steps), loaded.output
+    """(workflow, step -> pinned image, its path) of the real pipeline."""
+    return compile_project(project)
 
 
 def option(step, flag):
@@ -199,8 +197,161 @@ def test_cli_run_dry_run_prints_the_plan_masked(compiled, capsys, monkeypatch):
     monkeypatch.setenv("PLATFORM_ACCESS_KEY", "tester")
     monkeypatch.setenv("PLATFORM_SECRET_KEY", SECRET)
     params = [p for k, v in ARGUMENTS.items() if k not in ("access_key", "secret_key") for p in ("-p", f"{k}={v}")]
-    assert cli.main(["run", str(path), "--dry-run", *params]) == 0
+    config = ["--config", str(path.parent / "pyproject.toml")]
+    assert cli.main([*config, "run", str(path), "--dry-run", *params]) == 0
     out = capsys.readouterr().out
     assert "1. download-training-dataset: " in out and "secret_key=***" in out and SECRET not in out
-    assert cli.main(["run", str(path), "--dry-run", "-p", "host=h"]) == RunError.exit_code == 11
+    assert f"every image is pinned and matches {path.parent / 'image_map.yaml'}" in out
+    assert cli.main([*config, "run", str(path), "--dry-run", "-p", "host=h"]) == RunError.exit_code == 11
     assert "missing required parameter(s): training_task_uid, training_dataset_uid" in capsys.readouterr().err
+
+
+# -- environment variables from Kubernetes Secrets (kfp's use_k8s_secret) -------------------------------------------
+
+HOST_ENV = {"PLATFORM_ACCESS_KEY": "tester", "PLATFORM_SECRET_KEY": SECRET}
+
+
+@pytest.fixture
+def with_secret(project):
+    """The real pipeline with download and upload taking PLATFORM_* from the Secret, as kfp compiles it."""
+    return compile_project(project, k8s_secret=True)
+
+
+def test_secret_variables_come_from_the_host_environment_not_argv(with_secret):
+    workflow = with_secret[0]
+    params = [f"{k}={v}" for k, v in ARGUMENTS.items() if k not in ("access_key", "secret_key")]
+    steps = local_run.plan_checked(workflow, params, HOST_ENV, with_secret[1])
+    download, training, upload = steps
+    for step in (download, upload):
+        assert step.environment == HOST_ENV
+        assert [v.secret for v in step.env] == [f"{SECRET_NAME}/access_key", f"{SECRET_NAME}/secret_key"]
+        assert not any(SECRET in part for part in step.argv)
+        # The parameters stay empty, so the step reads its environment.
+        assert option(step, "--secret-key") == "" and option(step, "--access-key") == ""
+        assert step.mask(f"x {SECRET} y") == "x *** y"
+    assert training.env == () and training.environment == {}
+    text = "\n".join(local_run.describe(steps)) + repr(steps)
+    assert SECRET not in text and "tester" not in text
+    assert (f"   env: PLATFORM_ACCESS_KEY=*** (host $PLATFORM_ACCESS_KEY, for secret {SECRET_NAME}/access_key), "
+            f"PLATFORM_SECRET_KEY=*** (host $PLATFORM_SECRET_KEY, for secret {SECRET_NAME}/secret_key)") in text
+
+
+@pytest.mark.parametrize("environ", [{"PLATFORM_ACCESS_KEY": "tester"}, {**HOST_ENV, "PLATFORM_SECRET_KEY": ""}],
+                         ids=["absent", "empty"])
+def test_a_secret_variable_the_host_lacks_is_named(with_secret, environ):
+    params = [f"{k}={v}" for k, v in ARGUMENTS.items() if k not in ("access_key", "secret_key")]
+    with pytest.raises(RunError, match=r"task download-training-dataset \(template download-training-dataset\): "
+                                       r"container.env PLATFORM_SECRET_KEY comes from key secret_key of the "
+                                       rf"Kubernetes secret {SECRET_NAME}; set PLATFORM_SECRET_KEY in the environment"):
+        local_run.plan_checked(with_secret[0], params, environ, with_secret[1])
+
+
+def test_plain_env_values_pass_through_resolved(compiled):
+    workflow = copy.deepcopy(compiled[0])
+    template = next(t for t in workflow["spec"]["templates"] if t["name"] == TRAINING)
+    template["container"]["env"] = [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
+                                    {"name": "RATE", "value": "{{inputs.parameters.learning_rate}}"}]
+    training = local_run.plan_checked(workflow, [f"{k}={v}" for k, v in ARGUMENTS.items()], {}, compiled[1])[1]
+    assert training.environment == {"TF_CPP_MIN_LOG_LEVEL": "2", "RATE": "0.01"}
+    assert [v.secret for v in training.env] == [None, None]
+    assert "   env: TF_CPP_MIN_LOG_LEVEL=2, RATE=0.01" in local_run.describe([training])
+
+
+def test_execute_hands_the_environment_and_the_run_label_to_the_engine(with_secret, tmp_path):
+    params = [f"{k}={v}" for k, v in ARGUMENTS.items() if k not in ("access_key", "secret_key")]
+    steps = local_run.plan_checked(with_secret[0], params, HOST_ENV, with_secret[1])
+    engine = RecordingEngine([RunResult(0, f"saw {SECRET}\n")] * 3)
+    events = []
+    local_run.execute_run(steps, engine, tmp_path / "work", lambda who, what: events.append((who, what)))
+    environments = [options["environment"] for _, _, options in engine.calls]
+    assert environments == [HOST_ENV, {}, HOST_ENV]
+    assert all(options["labels"] == {local_run.RUN_LABEL: str((tmp_path / "work").resolve())}
+               for _, _, options in engine.calls)
+    assert not any(SECRET in part for _, argv, _ in engine.calls for part in argv)
+    assert not any(SECRET in what for _, what in events) and (DOWNLOAD, "| saw ***") in events
+
+
+def test_run_arguments_leave_secret_parameters_empty_when_the_workflow_takes_the_variables(with_secret):
+    arguments = local_run.run_arguments(with_secret[0], ["host=h"], HOST_ENV)
+    assert arguments == {"host": "h", "access_key": "", "secret_key": ""}
+
+
+def test_cli_run_without_a_map_checks_pins_only_and_says_so(compiled, tmp_path, capsys, monkeypatch):
+    _, images, path = compiled
+    monkeypatch.chdir(tmp_path)
+    params = [item for k, v in ARGUMENTS.items() for item in ("-p", f"{k}={v}")]
+    assert cli.main(["--config", str(tmp_path / "absent.toml"), "run", str(path), "--dry-run", *params]) == 0
+    captured = capsys.readouterr()
+    assert "warning: no image map found; images were checked for digest pins only" in captured.err
+    assert "1. download-training-dataset: " in captured.out
+    # Given explicitly, a map that names other images is enforced.
+    other = tmp_path / "other_map.yaml"
+    other.write_text("steps:\n" + "".join(f"  {step}: {ref[:-1]}f\n" for step, ref in images.items()))
+    assert cli.main(["--config", str(tmp_path / "absent.toml"), "run", str(path), "--image-map", str(other),
+                     "--dry-run", *params]) == 11
+    assert "container.image:" in capsys.readouterr().err
+
+
+def test_other_secret_variables_pass_only_when_named(compiled):
+    workflow = copy.deepcopy(compiled[0])
+    template = next(t for t in workflow["spec"]["templates"] if t["name"] == TRAINING)
+    template["container"]["env"] = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}}]
+    params = [f"{k}={v}" for k, v in ARGUMENTS.items()]
+    with pytest.raises(RunError, match=r"container.env HF_TOKEN asks for the host's HF_TOKEN .* "
+                                       r"add --secret-env HF_TOKEN if you mean it"):
+        local_run.plan_checked(workflow, params, {"HF_TOKEN": "hf-1"}, compiled[1])
+    steps = local_run.plan_checked(workflow, params, {"HF_TOKEN": "hf-1"}, compiled[1],
+                                   local_run.SECRET_VARIABLES | {"HF_TOKEN"})
+    assert steps[1].environment == {"HF_TOKEN": "hf-1"} and "hf-1" in steps[0].secrets
+
+
+def test_cli_secret_env_names_an_extra_variable(compiled, capsys, monkeypatch):
+    workflow, _, path = compiled
+    template = next(t for t in workflow["spec"]["templates"] if t["name"] == TRAINING)
+    template["container"]["env"] = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}}]
+    path.write_text(yaml.safe_dump(workflow))
+    monkeypatch.setenv("HF_TOKEN", "hf-secret-value")
+    command = ["--config", str(path.parent / "pyproject.toml"), "run", str(path), "--dry-run",
+               *(item for k, v in ARGUMENTS.items() for item in ("-p", f"{k}={v}"))]
+    assert cli.main(command) == 11
+    assert cli.main([*command, "--secret-env", "HF_TOKEN"]) == 0
+    out = capsys.readouterr().out
+    assert "env: HF_TOKEN=*** (host $HF_TOKEN, for secret hf/t)" in out and "hf-secret-value" not in out
+
+
+class PlantingEngine(RecordingEngine):
+    """While the first step runs, something else plants a symlink where the next step's folder goes."""
+
+    def __init__(self, results, link, target):
+        super().__init__(results)
+        self.link, self.target = link, target
+
+    def run(self, image, command, **options):
+        if not self.calls:
+            self.link.symlink_to(self.target, target_is_directory=True)
+        return super().run(image, command, **options)
+
+
+@pytest.mark.parametrize("depth", ["task", "artifact"])
+def test_a_symlink_planted_during_the_run_is_refused_before_it_is_mounted(compiled, tmp_path, depth):
+    steps = local_run.plan_run(compiled[0], ARGUMENTS)
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    outside.mkdir()
+    link = work / TRAINING if depth == "task" else work / TRAINING / "training-output"
+    if depth == "artifact":
+        link.parent.mkdir(parents=True)
+    engine = PlantingEngine([RunResult(0, "")] * 3, link, outside)
+    with pytest.raises(RunError, match=rf"{link}: a symlink in the work folder"):
+        local_run.execute_run(steps, engine, work)
+    assert len(engine.calls) == 1 and list(outside.iterdir()) == []
+
+
+def test_make_folder_refuses_a_symlink_and_creates_inside(tmp_path):
+    root, outside = tmp_path / "work", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "t").mkdir()
+    (root / "t" / "a").symlink_to(outside)
+    with pytest.raises(RunError, match="a symlink in the work folder"):
+        local_run._make_folder(root.resolve(), "t", "a")
+    assert local_run._make_folder(root.resolve(), "t", "b") == (root / "t" / "b").resolve()

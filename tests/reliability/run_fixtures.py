@@ -1,0 +1,43 @@
+"""Workflows for the `buildtool run` tests: the real pipeline compiled by kfp, plain or with its platform
+credentials taken from a Kubernetes Secret (kfp's own `use_k8s_secret`), against a map of invented digests."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from buildtool import compiler
+
+from ..unit.test_compile_and_check import write_lock
+
+SECRET_NAME = "platform-credentials"
+SECRET_KEYS = {"access_key": "PLATFORM_ACCESS_KEY", "secret_key": "PLATFORM_SECRET_KEY"}
+#: The steps that talk to the platform.
+PLATFORM_TASKS = ("download-training-dataset", "upload-model")
+
+
+def compile_project(project: Path, *, k8s_secret: bool = False) -> tuple[dict[str, Any], dict[str, str], Path]:
+    """(workflow, step -> image, pipeline.yaml) of the project's pipeline, compiled by kfp next to its map."""
+    import kfp.compiler
+    from kfp import dsl
+    from kfp.onprem import use_k8s_secret
+
+    loaded, lock = write_lock(project)
+    if not k8s_secret:
+        compiler.compile_pipeline(loaded, loaded.output)
+    else:
+        conf = dsl.PipelineConf()
+        secret = use_k8s_secret(secret_name=SECRET_NAME, k8s_secret_key_to_env=SECRET_KEYS)
+
+        def platform_steps(op: Any) -> Any:
+            return secret(op) if op.name in PLATFORM_TASKS else op
+
+        conf.add_op_transformer(platform_steps)
+        pipeline = compiler.load_factory(loaded)(dict(lock.steps))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # kfp's own deprecation notes
+            kfp.compiler.Compiler().compile(pipeline, str(loaded.output), pipeline_conf=conf)
+    return yaml.safe_load(loaded.output.read_text()), dict(lock.steps), loaded.output
