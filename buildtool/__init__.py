@@ -1,3 +1,1 @@
 """buildtool: build, push and digest-pin a Kubeflow Pipelines v1 training pipeline's images, then compile it."""
-
-__version__ = "0.1.0"

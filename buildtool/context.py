@@ -38,7 +38,8 @@ class BuildContext:
 
     def tar(self) -> IO[bytes]:
         """The context as docker-py would send it (a temp file, rewound)."""
-        fileobj = docker_build.tar(str(self.root), exclude=list(self.excludes), dockerfile=(self.dockerfile, None))
+        fileobj: IO[bytes] = docker_build.tar(
+            str(self.root), exclude=list(self.excludes), dockerfile=(self.dockerfile, None))
         fileobj.seek(0)
         return fileobj
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .context import BuildContext, sha256_text
 
@@ -33,7 +33,9 @@ class Inputs:
 
 def compute(context: BuildContext, build_args: Mapping[str, str], platform: str, base_digest: str,
             step_imports: list[str] | None = None) -> Inputs:
-    """Digest of one image's inputs; `base_digest` is the base image's digest (or, for a project image, its inputs digest).
+    """Digest of one image's inputs.
+
+    `base_digest` is the base image's digest (or, for a project image, its inputs digest).
 
     `step_imports`, for an image serving a step, are the modules the step's function imports: the
     image is checked against them before its push, so a new import makes a new tag (and a new check).

@@ -7,7 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 def _process_umask() -> int:
@@ -45,7 +45,7 @@ def atomic_output(path: Path, *, suffix: str = ".part") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO]:
+def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """An open temp file that replaces `path` atomically when the block ends without an error."""
     with atomic_output(path) as tmp, open(tmp, mode) as handle:
         yield handle

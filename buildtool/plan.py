@@ -6,8 +6,8 @@ are gathered by `buildtool.build`; these functions only decide.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from . import digest
 from .config import Config, ImageConfig
@@ -84,7 +84,9 @@ def compute_inputs(config: Config, contexts: Mapping[str, BuildContext], externa
         if image.base:
             base_digest = result[image.base].digest
         else:
-            base_digest = external_digests[config.external_base(image)]
+            external = config.external_base(image)
+            assert external is not None, "an image with no project base has an external one"
+            base_digest = external_digests[external]
         imports = step_modules.get(image.step) if image.step else None
         result[image.name] = digest.compute(contexts[image.name], dict(image.build_args), config.platform, base_digest,
                                             imports)
@@ -113,6 +115,7 @@ def make_plan(config: Config, inputs: Mapping[str, Inputs], external_pins: Mappi
     for image in build_order(config):
         found = existing.get(image.name)
         image_inputs = inputs[image.name]
+        reasons: tuple[str, ...]
         if image.base in rebuilt:
             # The registry's copy was built on another build of the base: build on the new one.
             action, reasons = BUILD, (f"its base image {image.base} is being rebuilt",)

@@ -48,7 +48,7 @@ class Reference:
         """Host that serves the registry HTTP API for this reference."""
         return DOCKER_HUB_API if self.domain == DOCKER_HUB else self.domain
 
-    def with_digest(self, digest: str) -> "Reference":
+    def with_digest(self, digest: str) -> Reference:
         return Reference(self.domain, self.path, self.tag, digest)
 
     def __str__(self) -> str:
@@ -86,8 +86,10 @@ def pinned_problem(text: object) -> str | None:
     """Why `text` is not a digest-pinned reference (`repo[:tag]@sha256:<64 hex>`), or None if it is."""
     if not isinstance(text, str):
         return f"expected a string, got {type(text).__name__}"
-    if text.count("@") != 1:
-        return "not pinned by digest (expected exactly one '@sha256:<64 hex>')" if "@" not in text else "more than one '@'"
+    if "@" not in text:
+        return "not pinned by digest (expected exactly one '@sha256:<64 hex>')"
+    if text.count("@") > 1:
+        return "more than one '@'"
     name, digest = text.split("@")
     if not DIGEST_RE.match(digest):
         return f"digest {digest!r} is not 'sha256:' followed by 64 lowercase hex characters"

@@ -11,9 +11,10 @@ import ast
 import importlib.util
 import json
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 from .errors import BuildError, ConfigError
 
@@ -82,7 +83,7 @@ def step_modules(module_name: str, steps: list[str], root: Path, config_path: Pa
     return result
 
 
-def for_config(config: "Config") -> dict[str, list[str]]:
+def for_config(config: Config) -> dict[str, list[str]]:
     """Step -> modules its function imports, for every step the configuration's images serve."""
     steps = sorted(i.step for i in config.images if i.step)
     return step_modules(config.steps_module, steps, config.root, config.path)
