@@ -121,7 +121,11 @@ class _Refusal(Exception):
 
 
 class _ClientGone(Exception):
-    """The connection failed or timed out while the request was being read: nobody to answer."""
+    """The connection failed or timed out while the request was being read."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 def stored_path(data_dir: Path, file_type: str, uid: str) -> Path:
@@ -367,6 +371,8 @@ class PlatformServer:
 class _HTTPServer(HTTPServer):
     """An HTTP server with a bounded pool of workers: a connection over the bound is answered 503 and closed."""
 
+    request_queue_size = 128  # connections waiting for accept(); each is then served or refused at once
+
     def __init__(self, address: tuple[str, int], handler: type[_Handler], workers: int) -> None:
         self._slots = threading.BoundedSemaphore(workers)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="platform-worker")
@@ -464,6 +470,9 @@ class _Handler(BaseHTTPRequestHandler):
     platform: PlatformServer
     protocol_version = "HTTP/1.1"
     server_version = "LocalPlatform/1"
+    # Errors found before the version is read (a garbage request line) still get a status line;
+    # http.server's default, HTTP/0.9, would send a bare body.
+    default_request_version = "HTTP/1.0"
 
     def setup(self) -> None:
         super().setup()  # applies `timeout` to the socket, for writes too
@@ -501,6 +510,9 @@ class _Handler(BaseHTTPRequestHandler):
         except _ClientGone as gone:
             self.close_connection = True
             logger.info("POST %s: %s", self.path, gone)
+            if gone.timed_out:  # the client may still be listening: tell it why the connection ends
+                self._unread = 0
+                self._send_json(HTTPStatus.REQUEST_TIMEOUT, {"error": "the request body did not arrive in time"})
         except Exception:
             logger.exception("POST %s failed", self.path)
             self._refuse(_Refusal(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; see the server's log"))
@@ -644,7 +656,8 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 chunk = self.rfile.read1(min(self._unread, _CHUNK_BYTES))
             except OSError as exc:
-                raise _ClientGone(f"reading the body failed: {exc or type(exc).__name__}") from exc
+                timed_out = isinstance(exc, TimeoutError)
+                raise _ClientGone(f"reading the body failed: {exc or type(exc).__name__}", timed_out=timed_out) from exc
             if not chunk:
                 raise _ClientGone(f"the connection closed with {self._unread} bytes of the body unsent")
             self._unread -= len(chunk)
