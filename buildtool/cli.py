@@ -175,8 +175,8 @@ def cmd_platform_seed(args: argparse.Namespace) -> int:
     from .dev import platform_server
 
     data = Path(args.data)
-    _print_created(*platform_server.ensure_accounts_file(data))  # so `platform serve --data` finds an account
     stored = platform_server.seed_generated_dataset(data, args.uid, samples=args.samples, format=args.format)
+    _print_created(*platform_server.ensure_accounts_file(data))  # so `platform serve --data` finds an account
     print(f"seeded training dataset {args.uid!r} ({args.samples} samples, {args.format} format) at {stored}")
     return 0
 
