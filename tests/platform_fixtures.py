@@ -183,7 +183,8 @@ def raw_request(port: int, data: bytes, *, timeout: float = 10.0, body_stream: I
                 connection.sendall(chunk)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server refused the rest of the body: its answer may still be readable
-        response = http.client.HTTPResponse(connection)
+        method = data.split(b" ", 1)[0].decode("latin-1")  # a HEAD answer has no body to wait for
+        response = http.client.HTTPResponse(connection, method=method)
         try:
             response.begin()
             body = response.read()

@@ -488,6 +488,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._unread = 0
         super().handle_one_request()
 
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version not in ("HTTP/1.0", "HTTP/1.1"):
+            self.request_version = "HTTP/1.0"  # so that the refusal carries a status line (0.9 has none)
+            self.send_error(HTTPStatus.BAD_REQUEST, "only HTTP/1.0 and HTTP/1.1 are served")
+            return False
+        return True
+
     def handle_expect_100(self) -> bool:
         # "100 Continue" goes out only once the credentials and sizes are checked (see _accept_body).
         return True
