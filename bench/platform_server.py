@@ -64,7 +64,8 @@ def main() -> int:
     (data / "accounts.yaml").write_text("accounts:\n  bench: bench-secret-0123456789\n")
     server = subprocess.Popen(
         [sys.executable, "-m", "buildtool", "platform", "serve", "--port", "0", "--data", str(data), "--workers", "16"],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line = server.stderr.readline() if server.stderr else ""
@@ -83,9 +84,13 @@ def main() -> int:
             peak = status_field(pid, "VmHWM")
             answers = ", ".join(sorted({answer for answer, _ in results}))
             sent = sorted(megabytes for _, megabytes in results)
-            rows.append((f"3 x 900 MB unauthenticated POST to {name}",
-                         f"HTTP {answers} after {sent[0]}-{sent[-1]} MB sent, {time.monotonic() - started:.2f}s; "
-                         f"server peak RSS so far {peak / 1024:.0f} MB"))
+            rows.append(
+                (
+                    f"3 x 900 MB unauthenticated POST to {name}",
+                    f"HTTP {answers} after {sent[0]}-{sent[-1]} MB sent, {time.monotonic() - started:.2f}s; "
+                    f"server peak RSS so far {peak / 1024:.0f} MB",
+                )
+            )
 
         model = data / "model.bin"
         with model.open("wb") as out:
@@ -97,8 +102,12 @@ def main() -> int:
         seconds = time.monotonic() - started
         client.close()
         peak = status_field(pid, "VmHWM")
-        rows.append((f"authenticated upload of {args.upload_mb} MB",
-                     f"{seconds:.1f}s ({args.upload_mb / seconds:.0f} MB/s); server peak RSS so far {peak / 1024:.0f} MB"))
+        rows.append(
+            (
+                f"authenticated upload of {args.upload_mb} MB",
+                f"{seconds:.1f}s ({args.upload_mb / seconds:.0f} MB/s); server peak RSS so far {peak / 1024:.0f} MB",
+            )
+        )
         model.unlink()
 
         sockets = []
@@ -115,8 +124,12 @@ def main() -> int:
         login.close()
         for connection in sockets:
             connection.close()
-        rows.append(("300 half-sent requests, then a login",
-                     f"{held} server threads while held; the login succeeded after {waited:.1f}s"))
+        rows.append(
+            (
+                "300 half-sent requests, then a login",
+                f"{held} server threads while held; the login succeeded after {waited:.1f}s",
+            )
+        )
     finally:
         server.terminate()
         server.wait(10)

@@ -43,7 +43,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import multipart
+import multipart  # type: ignore[import-untyped]  # the library ships no type information
 
 from .. import fsutil
 from ..errors import ConfigError, PlatformError

@@ -28,20 +28,52 @@ CASES = [
     ("seed-samples-0", ["seed", "ds", "--samples", "0"], PlatformError.exit_code, "--samples 0: give a whole number"),
     ("seed-samples-negative", ["seed", "ds", "--samples", "-5"], PlatformError.exit_code, "--samples -5"),
     ("seed-samples-huge", ["seed", "ds", "--samples", "1000000000"], PlatformError.exit_code, "from 1 to 100000"),
-    ("serve-busy-port", ["serve", "--port", "{busy}"], PlatformError.exit_code, "cannot listen on 127.0.0.1:{busy}: Address already in use"),
+    (
+        "serve-busy-port",
+        ["serve", "--port", "{busy}"],
+        PlatformError.exit_code,
+        "cannot listen on 127.0.0.1:{busy}: Address already in use",
+    ),
     ("serve-port-70000", ["serve", "--port", "70000"], PlatformError.exit_code, "port 70000 is not valid"),
     ("serve-port-negative", ["serve", "--port", "-1"], PlatformError.exit_code, "port -1 is not valid"),
-    ("serve-token-ttl-0", ["serve", "--port", "0", "--token-ttl", "0"], PlatformError.exit_code, "token_ttl 0.0 is not valid"),
-    ("serve-token-ttl-nan", ["serve", "--port", "0", "--token-ttl", "nan"], PlatformError.exit_code, "token_ttl nan is not valid"),
+    (
+        "serve-token-ttl-0",
+        ["serve", "--port", "0", "--token-ttl", "0"],
+        PlatformError.exit_code,
+        "token_ttl 0.0 is not valid",
+    ),
+    (
+        "serve-token-ttl-nan",
+        ["serve", "--port", "0", "--token-ttl", "nan"],
+        PlatformError.exit_code,
+        "token_ttl nan is not valid",
+    ),
     ("serve-workers-0", ["serve", "--port", "0", "--workers", "0"], PlatformError.exit_code, "workers 0 is not valid"),
     ("serve-seed-bad-uid", ["serve", "--port", "0", "--seed-dataset", "../x"], PlatformError.exit_code, "uid '../x'"),
-    ("serve-accounts-missing", ["serve", "--accounts", "{tmp}/none.yaml"], ConfigError.exit_code, "cannot read the accounts file"),
-    ("serve-accounts-not-a-map", ["serve", "--accounts", "{tmp}/list.yaml"], ConfigError.exit_code, "expected a mapping 'accounts'"),
-    ("serve-accounts-not-utf8", ["serve", "--accounts", "{tmp}/binary.yaml"], ConfigError.exit_code, "cannot read the accounts file"),
+    (
+        "serve-accounts-missing",
+        ["serve", "--accounts", "{tmp}/none.yaml"],
+        ConfigError.exit_code,
+        "cannot read the accounts file",
+    ),
+    (
+        "serve-accounts-not-a-map",
+        ["serve", "--accounts", "{tmp}/list.yaml"],
+        ConfigError.exit_code,
+        "expected a mapping 'accounts'",
+    ),
+    (
+        "serve-accounts-not-utf8",
+        ["serve", "--accounts", "{tmp}/binary.yaml"],
+        ConfigError.exit_code,
+        "cannot read the accounts file",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("arguments", "code", "fragment"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+@pytest.mark.parametrize(
+    ("arguments", "code", "fragment"), [case[1:] for case in CASES], ids=[case[0] for case in CASES]
+)
 def test_platform_command_errors_are_one_line(tmp_path, capsys, busy_port, arguments, code, fragment):
     (tmp_path / "list.yaml").write_text("accounts: [a, b]\n")
     (tmp_path / "binary.yaml").write_bytes(b"accounts:\n  dev: \xff\xfe\n")

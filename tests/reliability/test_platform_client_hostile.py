@@ -113,8 +113,13 @@ def _client(url: str, **overrides: Any) -> PlatformClient:
     scheme, _, rest = url.partition("://")
     host, _, port = rest.rpartition(":")
     options: dict[str, Any] = {"timeout": (2, 5), "retries": 1, "backoff": 0.01, **overrides}
-    return PlatformClient(f"{scheme}://{host}", port, options.pop("access_key", ACCESS_KEY),
-                          options.pop("secret_key", SECRET_KEY), **options)
+    return PlatformClient(
+        f"{scheme}://{host}",
+        port,
+        options.pop("access_key", ACCESS_KEY),
+        options.pop("secret_key", SECRET_KEY),
+        **options,
+    )
 
 
 def _call(client: PlatformClient, call: str, tmp_path: Path) -> None:
@@ -178,8 +183,14 @@ def test_a_redirect_is_never_followed(observer, tls_context, tmp_path, call, sta
 
 def _echo_every_form(handler: _Handler, body: bytes) -> tuple[int, dict[str, str], bytes]:
     password = json.loads(body)["password"]
-    forms = [password, json.dumps(password)[1:-1], json.dumps(password, ensure_ascii=False)[1:-1],
-             quote(password, safe=""), quote_plus(password), repr(password)]
+    forms = [
+        password,
+        json.dumps(password)[1:-1],
+        json.dumps(password, ensure_ascii=False)[1:-1],
+        quote(password, safe=""),
+        quote_plus(password),
+        repr(password),
+    ]
     text = " | ".join(f"form{i}={form}" for i, form in enumerate(forms))
     return 403, {"Content-Type": "text/plain; charset=utf-8"}, f"denied: {text}".encode()
 
@@ -198,8 +209,15 @@ def test_an_echoed_secret_is_redacted_in_every_form(tmp_path, secret):
 
     message = str(caught.value)
     assert "HTTP 403" in message and "***" in message
-    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
-             quote(secret, safe=""), quote(secret), quote_plus(secret), repr(secret)[1:-1]}
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        repr(secret)[1:-1],
+    }
     for form in forms:
         assert form not in message, f"{form!r} shows in {message!r}"
 

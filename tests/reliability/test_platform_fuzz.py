@@ -25,7 +25,9 @@ IO_TIMEOUT = 0.5
 WORKERS = 16
 BOUNDARY = "fuzzb0undary"
 FILE_PATHS = [
-    f"/api/v0.1/file_operation/{kind}FileManager/{action}" for kind in FILE_KINDS.values() for action in ("download", "upload")
+    f"/api/v0.1/file_operation/{kind}FileManager/{action}"
+    for kind in FILE_KINDS.values()
+    for action in ("download", "upload")
 ]
 TOKEN_MARK = "<valid-token>"
 
@@ -42,8 +44,16 @@ json_values = st.recursive(
 @st.composite
 def json_calls(draw: st.DrawFn) -> bytes:
     """A JSON object with the keys the calls read, holding values of any type."""
-    keys = st.sampled_from(["account_name", "password", "training_dataset_uid", "model_uid", "model_accuracy", "model_uid"])
-    document = draw(st.dictionaries(keys | st.text(max_size=10), json_values | st.just(ACCESS_KEY) | st.just(DATASET_UID) | st.just("model-1"), max_size=4))
+    keys = st.sampled_from(
+        ["account_name", "password", "training_dataset_uid", "model_uid", "model_accuracy", "model_uid"]
+    )
+    document = draw(
+        st.dictionaries(
+            keys | st.text(max_size=10),
+            json_values | st.just(ACCESS_KEY) | st.just(DATASET_UID) | st.just("model-1"),
+            max_size=4,
+        )
+    )
     return json.dumps(document).encode()
 
 
@@ -76,18 +86,39 @@ extra_headers = st.dictionaries(
 
 @st.composite
 def requests(draw: st.DrawFn) -> bytes:
-    method = draw(mostly(st.just("POST"), st.sampled_from(["GET", "HEAD", "PUT"]) | st.text(string.ascii_uppercase, min_size=1, max_size=8), 85))
-    path = draw(mostly(st.sampled_from([LOGIN_PATH, ACCURACY_PATH, *FILE_PATHS]), st.text(_TOKEN_CHARS + "/?=", max_size=80).map(lambda p: "/" + p)))
-    version = draw(mostly(st.just("HTTP/1.1"), st.sampled_from(["HTTP/1.0", "HTTP/2.0", "HTTP/0.9", "HTTP/1.2", "HTTP/x"]), 90))
+    method = draw(
+        mostly(
+            st.just("POST"),
+            st.sampled_from(["GET", "HEAD", "PUT"]) | st.text(string.ascii_uppercase, min_size=1, max_size=8),
+            85,
+        )
+    )
+    path = draw(
+        mostly(
+            st.sampled_from([LOGIN_PATH, ACCURACY_PATH, *FILE_PATHS]),
+            st.text(_TOKEN_CHARS + "/?=", max_size=80).map(lambda p: "/" + p),
+        )
+    )
+    version = draw(
+        mostly(st.just("HTTP/1.1"), st.sampled_from(["HTTP/1.0", "HTTP/2.0", "HTTP/0.9", "HTTP/1.2", "HTTP/x"]), 90)
+    )
     fields: dict[str, str] = {}
     if draw(mostly(st.just(True), st.just(False), 70)):
         fields["Authorization"] = f"Bearer {TOKEN_MARK}"
     if path.endswith("/upload"):
         fields["Uid"] = draw(mostly(st.sampled_from(["model-1", "m.2", "x_3"]), st.text(_VALUE_CHARS, max_size=30)))
-        fields["Content-Type"] = draw(mostly(st.just(f"multipart/form-data; boundary={BOUNDARY}"), st.text(_VALUE_CHARS, max_size=60)))
+        fields["Content-Type"] = draw(
+            mostly(st.just(f"multipart/form-data; boundary={BOUNDARY}"), st.text(_VALUE_CHARS, max_size=60))
+        )
         body = draw(mostly(multipart_bodies(), st.binary(max_size=300)))
     elif path == LOGIN_PATH:
-        body = draw(mostly(st.just(json.dumps({"account_name": ACCESS_KEY, "password": SECRET_KEY}).encode()), json_calls() | st.binary(max_size=300) | st.just(b"[" * 5000), 30))
+        body = draw(
+            mostly(
+                st.just(json.dumps({"account_name": ACCESS_KEY, "password": SECRET_KEY}).encode()),
+                json_calls() | st.binary(max_size=300) | st.just(b"[" * 5000),
+                30,
+            )
+        )
     else:
         body = draw(mostly(json_calls(), st.binary(max_size=300) | st.just(b"[" * 5000)))
     fields.update(draw(mostly(st.just({}), extra_headers, 60)))

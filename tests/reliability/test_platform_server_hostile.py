@@ -74,18 +74,43 @@ CASES = [
     ),
     ("nested-brackets-200KB", _request("POST", LOGIN_PATH, {}, b"[" * 200_000), 413, "at most 65536"),
     ("nested-brackets-60KB", _request("POST", LOGIN_PATH, {}, b"[" * 60_000), 400, "not valid JSON"),
-    ("integer-10e400-as-password", _request("POST", LOGIN_PATH, {}, b'{"account_name": "a", "password": 1' + b"0" * 400 + b"}"), 400, "expected"),
-    ("integer-5000-digits", _request("POST", LOGIN_PATH, {}, b'{"account_name": 1' + b"0" * 5000 + b"}"), 400, "not valid JSON"),
+    (
+        "integer-10e400-as-password",
+        _request("POST", LOGIN_PATH, {}, b'{"account_name": "a", "password": 1' + b"0" * 400 + b"}"),
+        400,
+        "expected",
+    ),
+    (
+        "integer-5000-digits",
+        _request("POST", LOGIN_PATH, {}, b'{"account_name": 1' + b"0" * 5000 + b"}"),
+        400,
+        "not valid JSON",
+    ),
     ("bad-json", _request("POST", LOGIN_PATH, {}, b"{not json"), 400, "not valid JSON"),
     ("invalid-utf8", _request("POST", LOGIN_PATH, {}, b'{"account_name": "\xff"}'), 400, "not valid JSON"),
     ("json-array", _request("POST", LOGIN_PATH, {}, _json([ACCESS_KEY, SECRET_KEY])), 400, "JSON object"),
-    ("password-wrong-type", _request("POST", LOGIN_PATH, {}, _json({"account_name": ACCESS_KEY, "password": 1})), 400, "expected"),
-    ("password-null", _request("POST", LOGIN_PATH, {}, _json({"account_name": ACCESS_KEY, "password": None})), 400, "expected"),
+    (
+        "password-wrong-type",
+        _request("POST", LOGIN_PATH, {}, _json({"account_name": ACCESS_KEY, "password": 1})),
+        400,
+        "expected",
+    ),
+    (
+        "password-null",
+        _request("POST", LOGIN_PATH, {}, _json({"account_name": ACCESS_KEY, "password": None})),
+        400,
+        "expected",
+    ),
     ("empty-body", _request("POST", LOGIN_PATH, {}), 400, "not valid JSON"),
     # -- Content-Length and framing ------------------------------------------------------------
     ("content-length-text", _request("POST", LOGIN_PATH, {"Content-Length": "abc"}), 400, "Content-Length 'abc'"),
     ("content-length-negative", _request("POST", LOGIN_PATH, {"Content-Length": "-5"}), 400, "Content-Length '-5'"),
-    ("content-length-plus", _request("POST", LOGIN_PATH, {"Content-Length": "+5"}, b"{}   "), 400, "Content-Length '+5'"),
+    (
+        "content-length-plus",
+        _request("POST", LOGIN_PATH, {"Content-Length": "+5"}, b"{}   "),
+        400,
+        "Content-Length '+5'",
+    ),
     ("content-length-underscore", _request("POST", LOGIN_PATH, {"Content-Length": "1_0"}), 400, "Content-Length"),
     ("content-length-huge-number", _request("POST", LOGIN_PATH, {"Content-Length": "9" * 40}), 400, "Content-Length"),
     (
@@ -95,7 +120,12 @@ CASES = [
         "more than one Content-Length",
     ),
     ("login-claims-900MB", _request("POST", LOGIN_PATH, {"Content-Length": str(900 * MB)}), 413, "at most 65536"),
-    ("chunked-body", _request("POST", LOGIN_PATH, {"Transfer-Encoding": "chunked"}, b"2\r\n{}\r\n0\r\n\r\n"), 411, "Content-Length"),
+    (
+        "chunked-body",
+        _request("POST", LOGIN_PATH, {"Transfer-Encoding": "chunked"}, b"2\r\n{}\r\n0\r\n\r\n"),
+        411,
+        "Content-Length",
+    ),
     # -- requests that are not calls -----------------------------------------------------------
     ("method-get", _request("GET", LOGIN_PATH, {}), 405, "POST"),
     ("method-unknown", _request("BREW", LOGIN_PATH, {}), 405, "POST"),
@@ -108,35 +138,135 @@ CASES = [
     ("no-token", _request("POST", DOWNLOAD, {}, _json({"training_dataset_uid": DATASET_UID})), 401, "log in first"),
     ("bearer-without-token", _request("POST", DOWNLOAD, {"Authorization": "Bearer"}, b"{}"), 401, "log in first"),
     ("basic-auth", _request("POST", DOWNLOAD, {"Authorization": "Basic " + "a" * 40}, b"{}"), 401, "log in first"),
-    ("upload-no-token-claims-900MB", _request("POST", UPLOAD, {"Content-Length": str(900 * MB), "Uid": "m1"}), 401, "log in first"),
+    (
+        "upload-no-token-claims-900MB",
+        _request("POST", UPLOAD, {"Content-Length": str(900 * MB), "Uid": "m1"}),
+        401,
+        "log in first",
+    ),
     ("unknown-path", _request("POST", "/api/v9/nothing", AUTH, b"{}"), 404, "no such call"),
     ("unknown-kind", _request("POST", DOWNLOAD.replace("TrainingDataset", "Secret"), AUTH, b"{}"), 404, "no such call"),
     ("path-with-query", _request("POST", DOWNLOAD + "?x=1", AUTH, b"{}"), 404, "no such call"),
     # -- downloads -----------------------------------------------------------------------------
-    ("download-uid-newline", _request("POST", DOWNLOAD, AUTH, _json({"training_dataset_uid": DATASET_UID + "\n"})), 400, "expected a uid"),
-    ("download-uid-parent", _request("POST", DOWNLOAD, AUTH, _json({"training_dataset_uid": "../../etc/passwd"})), 400, "expected a uid"),
-    ("download-uid-list", _request("POST", DOWNLOAD, AUTH, _json({"training_dataset_uid": [DATASET_UID]})), 400, "expected a uid"),
-    ("download-uid-big-int", _request("POST", DOWNLOAD, AUTH, b'{"training_dataset_uid": 1' + b"0" * 400 + b"}"), 400, "expected a uid"),
+    (
+        "download-uid-newline",
+        _request("POST", DOWNLOAD, AUTH, _json({"training_dataset_uid": DATASET_UID + "\n"})),
+        400,
+        "expected a uid",
+    ),
+    (
+        "download-uid-parent",
+        _request("POST", DOWNLOAD, AUTH, _json({"training_dataset_uid": "../../etc/passwd"})),
+        400,
+        "expected a uid",
+    ),
+    (
+        "download-uid-list",
+        _request("POST", DOWNLOAD, AUTH, _json({"training_dataset_uid": [DATASET_UID]})),
+        400,
+        "expected a uid",
+    ),
+    (
+        "download-uid-big-int",
+        _request("POST", DOWNLOAD, AUTH, b'{"training_dataset_uid": 1' + b"0" * 400 + b"}"),
+        400,
+        "expected a uid",
+    ),
     ("download-uid-missing", _request("POST", DOWNLOAD, AUTH, b"{}"), 400, "expected a uid"),
-    ("download-uid-unknown", _request("POST", DOWNLOAD, AUTH, _json({"training_dataset_uid": "ds-none"})), 404, "no training_dataset"),
+    (
+        "download-uid-unknown",
+        _request("POST", DOWNLOAD, AUTH, _json({"training_dataset_uid": "ds-none"})),
+        404,
+        "no training_dataset",
+    ),
     ("download-body-over-64KB", _request("POST", DOWNLOAD, AUTH, b" " * 70_000), 413, "at most 65536"),
     # -- accuracy ------------------------------------------------------------------------------
-    ("accuracy-uid-newline", _request("POST", ACCURACY_PATH, AUTH, _json({"model_uid": "m1\n", "model_accuracy": 0.5})), 400, "model_uid"),
-    ("accuracy-10e400", _request("POST", ACCURACY_PATH, AUTH, b'{"model_uid": "m1", "model_accuracy": 1' + b"0" * 400 + b"}"), 400, "finite number"),
-    ("accuracy-1e400", _request("POST", ACCURACY_PATH, AUTH, b'{"model_uid": "m1", "model_accuracy": 1e400}'), 400, "finite number"),
-    ("accuracy-nan", _request("POST", ACCURACY_PATH, AUTH, b'{"model_uid": "m1", "model_accuracy": NaN}'), 400, "finite number"),
-    ("accuracy-string", _request("POST", ACCURACY_PATH, AUTH, _json({"model_uid": "m1", "model_accuracy": "0.9"})), 400, "finite number"),
-    ("accuracy-bool", _request("POST", ACCURACY_PATH, AUTH, _json({"model_uid": "m1", "model_accuracy": True})), 400, "finite number"),
+    (
+        "accuracy-uid-newline",
+        _request("POST", ACCURACY_PATH, AUTH, _json({"model_uid": "m1\n", "model_accuracy": 0.5})),
+        400,
+        "model_uid",
+    ),
+    (
+        "accuracy-10e400",
+        _request("POST", ACCURACY_PATH, AUTH, b'{"model_uid": "m1", "model_accuracy": 1' + b"0" * 400 + b"}"),
+        400,
+        "finite number",
+    ),
+    (
+        "accuracy-1e400",
+        _request("POST", ACCURACY_PATH, AUTH, b'{"model_uid": "m1", "model_accuracy": 1e400}'),
+        400,
+        "finite number",
+    ),
+    (
+        "accuracy-nan",
+        _request("POST", ACCURACY_PATH, AUTH, b'{"model_uid": "m1", "model_accuracy": NaN}'),
+        400,
+        "finite number",
+    ),
+    (
+        "accuracy-string",
+        _request("POST", ACCURACY_PATH, AUTH, _json({"model_uid": "m1", "model_accuracy": "0.9"})),
+        400,
+        "finite number",
+    ),
+    (
+        "accuracy-bool",
+        _request("POST", ACCURACY_PATH, AUTH, _json({"model_uid": "m1", "model_accuracy": True})),
+        400,
+        "finite number",
+    ),
     # -- uploads -------------------------------------------------------------------------------
-    ("upload-missing-file-field", _request("POST", UPLOAD, {**AUTH, **FORM, "Uid": "m1"}, _multipart([("other", b"x")])), 400, "no form field 'file'"),
-    ("upload-two-file-fields", _request("POST", UPLOAD, {**AUTH, **FORM, "Uid": "m1"}, _multipart([("file", b"a"), ("file", b"b")])), 400, "more than one"),
-    ("upload-unterminated", _request("POST", UPLOAD, {**AUTH, **FORM, "Uid": "m1"}, _multipart([("file", b"a")], close=False)), 400, "not well-formed"),
-    ("upload-not-multipart", _request("POST", UPLOAD, {**AUTH, "Content-Type": "application/zip", "Uid": "m1"}, b"PK"), 400, "multipart/form-data"),
-    ("upload-no-boundary", _request("POST", UPLOAD, {**AUTH, "Content-Type": "multipart/form-data", "Uid": "m1"}, b"x"), 400, "boundary"),
+    (
+        "upload-missing-file-field",
+        _request("POST", UPLOAD, {**AUTH, **FORM, "Uid": "m1"}, _multipart([("other", b"x")])),
+        400,
+        "no form field 'file'",
+    ),
+    (
+        "upload-two-file-fields",
+        _request("POST", UPLOAD, {**AUTH, **FORM, "Uid": "m1"}, _multipart([("file", b"a"), ("file", b"b")])),
+        400,
+        "more than one",
+    ),
+    (
+        "upload-unterminated",
+        _request("POST", UPLOAD, {**AUTH, **FORM, "Uid": "m1"}, _multipart([("file", b"a")], close=False)),
+        400,
+        "not well-formed",
+    ),
+    (
+        "upload-not-multipart",
+        _request("POST", UPLOAD, {**AUTH, "Content-Type": "application/zip", "Uid": "m1"}, b"PK"),
+        400,
+        "multipart/form-data",
+    ),
+    (
+        "upload-no-boundary",
+        _request("POST", UPLOAD, {**AUTH, "Content-Type": "multipart/form-data", "Uid": "m1"}, b"x"),
+        400,
+        "boundary",
+    ),
     ("upload-no-uid", _request("POST", UPLOAD, {**AUTH, **FORM}, _multipart([("file", b"a")])), 400, "Uid header"),
-    ("upload-uid-parent", _request("POST", UPLOAD, {**AUTH, **FORM, "Uid": "../m1"}, _multipart([("file", b"a")])), 400, "Uid header"),
-    ("upload-uid-unicode", _request("POST", UPLOAD, {**AUTH, **FORM, "Uid": "m\xe91"}, _multipart([("file", b"a")])), 400, "Uid header"),
-    ("upload-no-content-length", _request("POST", UPLOAD, {**AUTH, **FORM, "Uid": "m1"}, length=False), 411, "Content-Length"),
+    (
+        "upload-uid-parent",
+        _request("POST", UPLOAD, {**AUTH, **FORM, "Uid": "../m1"}, _multipart([("file", b"a")])),
+        400,
+        "Uid header",
+    ),
+    (
+        "upload-uid-unicode",
+        _request("POST", UPLOAD, {**AUTH, **FORM, "Uid": "m\xe91"}, _multipart([("file", b"a")])),
+        400,
+        "Uid header",
+    ),
+    (
+        "upload-no-content-length",
+        _request("POST", UPLOAD, {**AUTH, **FORM, "Uid": "m1"}, length=False),
+        411,
+        "Content-Length",
+    ),
     (
         "upload-other-field-over-64KB",
         _request("POST", UPLOAD, {**AUTH, **FORM, "Uid": "m1"}, _multipart([("other", b"x" * 70_000), ("file", b"a")])),
@@ -145,7 +275,12 @@ CASES = [
     ),
     (
         "upload-part-headers-huge",
-        _request("POST", UPLOAD, {**AUTH, **FORM, "Uid": "m1"}, b"--b0undary\r\nX: " + b"h" * 10_000 + b"\r\n\r\na\r\n--b0undary--\r\n"),
+        _request(
+            "POST",
+            UPLOAD,
+            {**AUTH, **FORM, "Uid": "m1"},
+            b"--b0undary\r\nX: " + b"h" * 10_000 + b"\r\n\r\na\r\n--b0undary--\r\n",
+        ),
         400,
         "not well-formed",
     ),
@@ -157,7 +292,9 @@ def _files(directory: Path) -> list[str]:
 
 
 def _login_token(server: PlatformServer) -> str:
-    answer = raw_request(server.port, _request("POST", LOGIN_PATH, {}, _json({"account_name": ACCESS_KEY, "password": SECRET_KEY})))
+    answer = raw_request(
+        server.port, _request("POST", LOGIN_PATH, {}, _json({"account_name": ACCESS_KEY, "password": SECRET_KEY}))
+    )
     assert answer.status == 200, answer
     return str(json.loads(answer.body)["token"])
 
@@ -184,7 +321,9 @@ def test_the_table_has_a_row_per_case():
 def test_uid_with_a_trailing_newline_creates_nothing(platform_server):
     token = _login_token(platform_server)
     body = _json({"model_uid": "m1\n", "model_accuracy": 0.5})
-    answer = raw_request(platform_server.port, _request("POST", ACCURACY_PATH, {"Authorization": f"Bearer {token}"}, body))
+    answer = raw_request(
+        platform_server.port, _request("POST", ACCURACY_PATH, {"Authorization": f"Bearer {token}"}, body)
+    )
 
     assert answer.status == 400
     assert not (platform_server.data_dir / "model_metadata").exists()
@@ -196,7 +335,9 @@ def test_an_expired_token_is_refused(tmp_path, platform_dataset_zip):
     with PlatformServer(tmp_path / "data", {ACCESS_KEY: SECRET_KEY}, token_ttl=0.5) as server:
         seed_dataset(server.data_dir, DATASET_UID, platform_dataset_zip)
         token = _login_token(server)
-        download = _request("POST", DOWNLOAD, {"Authorization": f"Bearer {token}"}, _json({"training_dataset_uid": DATASET_UID}))
+        download = _request(
+            "POST", DOWNLOAD, {"Authorization": f"Bearer {token}"}, _json({"training_dataset_uid": DATASET_UID})
+        )
         assert raw_request(server.port, download).status == 200
 
         time.sleep(0.7)
@@ -220,7 +361,9 @@ def test_a_refused_upload_leaves_no_temporary_file(platform_server):
 
 def test_an_upload_cut_off_midway_leaves_nothing(platform_server):
     token = _login_token(platform_server)
-    head = _request("POST", UPLOAD, {"Authorization": f"Bearer {token}", **FORM, "Uid": "m1", "Content-Length": str(10 * MB)})
+    head = _request(
+        "POST", UPLOAD, {"Authorization": f"Bearer {token}", **FORM, "Uid": "m1", "Content-Length": str(10 * MB)}
+    )
     with socket.create_connection(("127.0.0.1", platform_server.port), timeout=5) as connection:
         connection.sendall(head + b'--b0undary\r\nContent-Disposition: form-data; name="file"\r\n\r\n' + b"x" * MB)
     deadline = time.monotonic() + 5

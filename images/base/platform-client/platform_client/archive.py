@@ -134,7 +134,9 @@ def _plan(
         for depth in range(1, len(parts)):
             folder = "/".join(parts[:depth])
             if folder in files:
-                raise ArchiveError(f"{zip_path}: member {_short(info.filename)} lies under {folder!r}, a file in the archive")
+                raise ArchiveError(
+                    f"{zip_path}: member {_short(info.filename)} lies under {folder!r}, a file in the archive"
+                )
     return planned
 
 
@@ -152,7 +154,8 @@ def _member_parts(zip_path: Path, info: zipfile.ZipInfo) -> tuple[str, ...]:
         raise ArchiveError(f"{zip_path}: member {name!r} has an empty path")
     if len(parts) > MAX_MEMBER_DEPTH:
         raise ArchiveError(
-            f"{zip_path}: member {_short(name)} has {len(parts)} path components, more than the limit of {MAX_MEMBER_DEPTH}"
+            f"{zip_path}: member {_short(name)} has {len(parts)} path components, "
+            f"more than the limit of {MAX_MEMBER_DEPTH}"
         )
     if len("/".join(parts).encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
         raise ArchiveError(f"{zip_path}: member {_short(name)} is a path longer than {MAX_NAME_BYTES} bytes")

@@ -476,7 +476,8 @@ def _redirect_target(url: str, response: requests.Response) -> str:
     if not location:
         return " (a redirect without a Location); redirects are not followed"
     target = urljoin(url, location)
-    downgrade = " (from https to plain http)" if urlsplit(url).scheme == "https" and urlsplit(target).scheme == "http" else ""
+    downgraded = urlsplit(url).scheme == "https" and urlsplit(target).scheme == "http"
+    downgrade = " (from https to plain http)" if downgraded else ""
     return (
         f" redirecting to {target}{downgrade}; a call that carries credentials does not follow redirects: "
         f"if the platform moved, set host and port to its new address"
