@@ -527,6 +527,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(_Refusal(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error; see the server's log"))
 
     def do_GET(self) -> None:  # noqa: N802
+        self.close_connection = True  # a body it may carry is not read
         self._refuse(_Refusal(HTTPStatus.METHOD_NOT_ALLOWED, "every call is a POST", {"Allow": "POST"}))
 
     do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
