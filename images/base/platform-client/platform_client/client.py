@@ -327,10 +327,9 @@ class PlatformClient:
                 logger.warning("%s: %s; trying again", what, reason)
                 retry.sleep()
             except requests.ConnectionError as exc:  # the policy's retries are spent (or it was not retryable)
-                reason = self._describe(exc)
-                if isinstance(exc.args[0] if exc.args else None, MaxRetryError):
-                    reason = f"after {self.retries + 1} attempt(s): {reason}"
-                raise self._error(f"{what} failed {reason}") from exc
+                spent = isinstance(exc.args[0] if exc.args else None, MaxRetryError)
+                tried = f" after {self.retries + 1} attempt(s)" if spent else ""
+                raise self._error(f"{what} failed{tried}: {self._describe(exc)}") from exc
             except requests.RequestException as exc:
                 raise self._error(f"{what} failed: {type(exc).__name__}: {_root_cause(exc)}") from exc
 
