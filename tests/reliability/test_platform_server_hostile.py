@@ -490,3 +490,15 @@ def test_a_json_body_that_never_arrives_is_answered_408(tmp_path):
 
     assert answer.status == 408
     assert answer.seconds < 2
+
+
+@pytest.mark.parametrize(("authorized", "first_answer"), [(False, b"HTTP/1.1 401"), (True, b"HTTP/1.1 100 Continue")])
+def test_100_continue_only_after_the_credentials(platform_server, authorized, first_answer):
+    headers = {**FORM, "Uid": "m1", "Expect": "100-continue", "Content-Length": str(900 * MB)}
+    if authorized:
+        headers["Authorization"] = f"Bearer {_login_token(platform_server)}"
+    with socket.create_connection(("127.0.0.1", platform_server.port), timeout=5) as connection:
+        connection.sendall(_request("POST", UPLOAD, headers))
+        answer = connection.recv(200)
+
+    assert answer.startswith(first_answer)
