@@ -286,7 +286,7 @@ def test_a_busy_server_is_asked_again(tmp_path):
     assert elapsed < 4  # a 503 with Retry-After: 1, then the worker is free
 
 
-def test_a_huge_retry_after_is_capped(monkeypatch):
+def test_a_huge_retry_after_is_capped(monkeypatch, caplog):
     monkeypatch.setattr(client_module, "_MAX_DELAY_SECONDS", 0.2)
 
     def busy(handler: _Handler, body: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -301,6 +301,7 @@ def test_a_huge_retry_after_is_capped(monkeypatch):
         client.close()
 
     assert len(seen) == 3 and elapsed < 3
+    assert caplog.text.count("HTTP 503 Service Unavailable; trying again") == 2  # each retry says why
 
 
 def test_the_retry_policy_is_urllib3s():

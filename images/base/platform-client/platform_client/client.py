@@ -78,11 +78,27 @@ class _BodyCut(Exception):
 
 
 class _Retry(Retry):
-    """urllib3's Retry, with a server's Retry-After capped: an answer cannot park a step for hours."""
+    """urllib3's Retry, with a server's Retry-After capped (an answer cannot park a step for hours),
+    that logs a retried status (urllib3 logs a retried connection error itself, but not a status)."""
 
     def get_retry_after(self, response: Any) -> float | None:
         value = super().get_retry_after(response)
         return None if value is None else min(value, _MAX_DELAY_SECONDS)
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        if error is None and response is not None:
+            status = f"HTTP {response.status} {getattr(response, 'reason', '') or ''}".rstrip()
+            logger.warning("%s %s: %s; trying again (retries left: %s)", method, url, status, retry.total)
+        return retry
 
 
 def retry_policy(retries: int, backoff: float) -> Retry:
