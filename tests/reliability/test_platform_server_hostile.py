@@ -461,7 +461,7 @@ def test_300_half_sent_requests_hold_no_more_than_the_workers(tmp_path):
     assert threads_during <= workers
     assert refused.startswith(b"HTTP/1.1 503")
     assert answer.status == 200
-    assert waited < 1.0 + 3  # the half-sent requests were dropped at their deadline
+    assert waited < 1.0 + 5  # the half-sent requests were dropped at their deadline (1 s), not held
 
 
 def test_a_trickled_request_is_dropped_at_its_deadline(tmp_path):
