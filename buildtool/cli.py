@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import build as building, config as configuration, image_map, plan as planning, reference, staleness, verify
+from .dev import platform_server as platform_defaults
 from .errors import BuildtoolError, ConfigError, ImageMapError, VerifyError
 
 log = logging.getLogger("buildtool")
@@ -188,35 +189,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _accounts_file(data: Path, given: str | None) -> Path:
-    """The accounts file: the one given, else <data>/accounts.yaml, created with a random secret (mode 0600)."""
-    if given:
-        return Path(given)
-    path = data / "accounts.yaml"
-    if not path.exists():
-        import secrets
-
-        data.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"accounts:\n  dev: {secrets.token_urlsafe(24)}\n")
-        print(f"created {path} with account 'dev' (its secret key is in the file)", file=sys.stderr)
-    return path
-
-
-def _seed(data: Path, uid: str, samples: int, fmt: str) -> Path:
-    import tempfile
-
-    from .dev import dataset, platform_server
-
-    with tempfile.TemporaryDirectory() as tmp:
-        zipped = dataset.write_training_dataset(Path(tmp) / "training_dataset.zip", samples=samples, format=fmt)
-        return platform_server.seed_dataset(data, uid, zipped)
-
-
 def cmd_platform_seed(args: argparse.Namespace) -> int:
-    _accounts_file(Path(args.data), None)  # so `platform serve --data` finds an account ready
-    stored = _seed(Path(args.data), args.uid, args.samples, args.format)
+    from .dev import platform_server
+
+    data = Path(args.data)
+    stored = platform_server.seed_generated_dataset(data, args.uid, samples=args.samples, format=args.format)
+    _print_created(*platform_server.ensure_accounts_file(data))  # so `platform serve --data` finds an account
     print(f"seeded training dataset {args.uid!r} ({args.samples} samples, {args.format} format) at {stored}")
     return 0
 
@@ -225,12 +203,25 @@ def cmd_platform_serve(args: argparse.Namespace) -> int:
     from .dev import platform_server
 
     data = Path(args.data)
-    accounts = platform_server.load_accounts(_accounts_file(data, args.accounts))
+    accounts_path = Path(args.accounts) if args.accounts else None
+    if accounts_path is None:
+        accounts_path, created = platform_server.ensure_accounts_file(data)
+        _print_created(accounts_path, created)
+    accounts = platform_server.load_accounts(accounts_path)
     if args.seed_dataset:
-        _seed(data, args.seed_dataset, args.samples, args.format)
-    print(f"platform API on http://{args.host}:{args.port} (data in {data}); Ctrl-C stops it", file=sys.stderr)
-    platform_server.serve_forever(args.host, args.port, data, accounts)
+        platform_server.seed_generated_dataset(data, args.seed_dataset, samples=args.samples, format=args.format)
+
+    def ready(server: platform_server.PlatformServer) -> None:
+        print(f"platform API on {server.url} (data in {data}); Ctrl-C stops it", file=sys.stderr, flush=True)
+
+    platform_server.serve_forever(args.host, args.port, data, accounts, token_ttl=args.token_ttl,
+                                  workers=args.workers, ready=ready)
     return 0
+
+
+def _print_created(path: Path, created: bool) -> None:
+    if created:
+        print(f"created {path} with account 'dev' (its secret key is in the file)", file=sys.stderr)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -311,6 +302,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--accounts", help="YAML/JSON file 'accounts: {ACCESS_KEY: SECRET_KEY}' "
                                       "(default: DATA/accounts.yaml, created with a random secret)")
     s.add_argument("--seed-dataset", metavar="UID", help="store a generated training dataset under UID first")
+    s.add_argument("--token-ttl", type=float, default=platform_defaults.DEFAULT_TOKEN_TTL, metavar="SECONDS",
+                   help="seconds a login token stays valid (default: %(default)s)")
+    s.add_argument("--workers", type=int, default=platform_defaults.DEFAULT_WORKERS,
+                   help="connections served at once; more get a 503 (default: %(default)s)")
     dataset_options(s)
     s.set_defaults(func=cmd_platform_serve)
     d = psub.add_parser("seed", help="store a generated, learnable training dataset under a uid")

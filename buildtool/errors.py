@@ -71,3 +71,9 @@ class RunError(BuildtoolError):
     """A compiled pipeline could not be planned, or one of its steps failed when run locally."""
 
     exit_code = 11
+
+
+class PlatformError(BuildtoolError):
+    """The local training platform could not serve or seed: a bad uid or option, or a port already in use."""
+
+    exit_code = 12

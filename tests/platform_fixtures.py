@@ -7,6 +7,7 @@
 first requests with scripted faults (a status, a dropped connection, a
 truncated body, an echo of the request), then forwards.
 ``silent_server``: accepts TCP connections and never answers.
+``raw_request``: sends bytes as they are (malformed requests included) and reads the answer.
 
 Import them into a conftest (``from tests.platform_fixtures import *``) or a test module.
 """
@@ -17,6 +18,7 @@ import http.client
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,9 +39,12 @@ __all__ = [
     "FaultProxy",
     "SilentServer",
     "make_fault_proxy",
+    "RawAnswer",
     "make_platform_client",
     "platform_dataset_zip",
     "platform_server",
+    "raw_request",
+    "rss_bytes",
     "silent_server",
 ]
 
@@ -156,6 +161,45 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    """What a server answered to a raw request: `status` is None if it closed without an answer."""
+
+    status: int | None
+    headers: dict[str, str]
+    body: bytes
+    seconds: float
+
+
+def raw_request(port: int, data: bytes, *, timeout: float = 10.0, body_stream: Iterable[bytes] = ()) -> RawAnswer:
+    """Send `data` (then the chunks of `body_stream`, stopping when the server closes) and read one answer."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        try:
+            connection.sendall(data)
+            for chunk in body_stream:
+                connection.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server refused the rest of the body: its answer may still be readable
+        method = data.split(b" ", 1)[0].decode("latin-1")  # a HEAD answer has no body to wait for
+        response = http.client.HTTPResponse(connection, method=method)
+        try:
+            response.begin()
+            body = response.read()
+        except (http.client.RemoteDisconnected, http.client.IncompleteRead, ConnectionResetError):
+            return RawAnswer(None, {}, b"", time.monotonic() - started)
+        headers = {name.lower(): value for name, value in response.getheaders()}
+        return RawAnswer(response.status, headers, body, time.monotonic() - started)
+
+
+def rss_bytes() -> int:
+    """This process's resident set size (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 class SilentServer:

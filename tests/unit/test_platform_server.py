@@ -9,7 +9,7 @@ import pytest
 import requests
 from platform_client import FILE_KINDS as CLIENT_FILE_KINDS
 
-from buildtool.errors import ConfigError
+from buildtool.errors import ConfigError, PlatformError
 from buildtool.dev.platform_server import (
     ACCURACY_PATH,
     FILE_KINDS,
@@ -173,7 +173,7 @@ def test_seed_dataset_copies_the_zip(tmp_path, platform_dataset_zip):
 
 
 def test_seed_dataset_refuses_a_bad_uid(tmp_path, platform_dataset_zip):
-    with pytest.raises(ValueError, match="uid '../x' is not valid"):
+    with pytest.raises(PlatformError, match="uid '../x' is not valid"):
         seed_dataset(tmp_path, "../x", platform_dataset_zip)
 
 

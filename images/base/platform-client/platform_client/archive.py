@@ -15,10 +15,17 @@ from typing import Union
 
 from .errors import ArchiveError
 
-__all__ = ["DEFAULT_MAX_MEMBERS", "DEFAULT_MAX_TOTAL_BYTES", "make_zip", "safe_extract"]
+__all__ = ["DEFAULT_MAX_MEMBERS", "DEFAULT_MAX_TOTAL_BYTES", "MAX_MEMBER_DEPTH", "make_zip", "safe_extract"]
 
 DEFAULT_MAX_TOTAL_BYTES = 4 * 1024**3
 DEFAULT_MAX_MEMBERS = 10_000
+#: Path components a member may have: deeper names are refused before the file
+#: system (PATH_MAX) or a recursive mkdir (RecursionError) would fail on them.
+MAX_MEMBER_DEPTH = 32
+#: Bytes in one component: the common file-system limit (NAME_MAX).
+MAX_COMPONENT_BYTES = 255
+#: Bytes in a whole member name, well under PATH_MAX (4096) with room for the target folder.
+MAX_NAME_BYTES = 1024
 
 #: Timestamp of every member written by make_zip (the earliest a zip can hold).
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -113,12 +120,12 @@ def _plan(
         _check_member_type(zip_path, info)
         key = "/".join(parts)
         if key in seen:
-            raise ArchiveError(f"{zip_path}: member {info.filename!r} appears more than once")
+            raise ArchiveError(f"{zip_path}: member {_short(info.filename)} appears more than once")
         seen.add(key)
         declared += info.file_size
         if declared > max_total_bytes:
             raise ArchiveError(
-                f"{zip_path}: member {info.filename!r} brings the declared size to {declared} bytes, "
+                f"{zip_path}: member {_short(info.filename)} brings the declared size to {declared} bytes, "
                 f"more than the limit of {max_total_bytes}"
             )
         planned.append((info, parts))
@@ -127,7 +134,9 @@ def _plan(
         for depth in range(1, len(parts)):
             folder = "/".join(parts[:depth])
             if folder in files:
-                raise ArchiveError(f"{zip_path}: member {info.filename!r} lies under {folder!r}, a file in the archive")
+                raise ArchiveError(
+                    f"{zip_path}: member {_short(info.filename)} lies under {folder!r}, a file in the archive"
+                )
     return planned
 
 
@@ -135,25 +144,43 @@ def _member_parts(zip_path: Path, info: zipfile.ZipInfo) -> tuple[str, ...]:
     name = info.filename
     normalized = name.replace("\\", "/")
     if normalized.startswith("/"):
-        raise ArchiveError(f"{zip_path}: member {name!r} has an absolute path")
+        raise ArchiveError(f"{zip_path}: member {_short(name)} has an absolute path")
     if _DRIVE.match(normalized):
-        raise ArchiveError(f"{zip_path}: member {name!r} starts with a drive letter")
+        raise ArchiveError(f"{zip_path}: member {_short(name)} starts with a drive letter")
     parts = tuple(part for part in normalized.split("/") if part not in ("", "."))
     if ".." in parts:
-        raise ArchiveError(f"{zip_path}: member {name!r} has a '..' component")
+        raise ArchiveError(f"{zip_path}: member {_short(name)} has a '..' component")
     if not parts:
         raise ArchiveError(f"{zip_path}: member {name!r} has an empty path")
+    if len(parts) > MAX_MEMBER_DEPTH:
+        raise ArchiveError(
+            f"{zip_path}: member {_short(name)} has {len(parts)} path components, "
+            f"more than the limit of {MAX_MEMBER_DEPTH}"
+        )
+    if len("/".join(parts).encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise ArchiveError(f"{zip_path}: member {_short(name)} is a path longer than {MAX_NAME_BYTES} bytes")
+    for part in parts:
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+            raise ArchiveError(
+                f"{zip_path}: member {_short(name)} has a name part longer than {MAX_COMPONENT_BYTES} bytes"
+            )
     return parts
+
+
+def _short(name: str) -> str:
+    """A member name for a message: long hostile names are cut."""
+    text = repr(name)
+    return text if len(text) <= 120 else f"{text[:100]}...{text[-10:]} ({len(name)} characters)"
 
 
 def _check_member_type(zip_path: Path, info: zipfile.ZipInfo) -> None:
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
-        raise ArchiveError(f"{zip_path}: member {info.filename!r} is a symbolic link")
+        raise ArchiveError(f"{zip_path}: member {_short(info.filename)} is a symbolic link")
     if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-        raise ArchiveError(f"{zip_path}: member {info.filename!r} is a special file (mode {mode:o})")
+        raise ArchiveError(f"{zip_path}: member {_short(info.filename)} is a special file (mode {mode:o})")
     if info.flag_bits & 0x1:
-        raise ArchiveError(f"{zip_path}: member {info.filename!r} is encrypted")
+        raise ArchiveError(f"{zip_path}: member {_short(info.filename)} is encrypted")
 
 
 def _extract_to(
@@ -165,42 +192,55 @@ def _extract_to(
 ) -> None:
     total = 0
     for info, parts in members:
-        target = staging.joinpath(*parts)
-        if info.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        written = 0
-        with open(target, "xb") as out:
-            try:
-                source = archive.open(info)
-            except _CORRUPT as exc:
-                raise ArchiveError(f"{zip_path}: member {info.filename!r} cannot be read: {exc}") from exc
-            with source:
-                while True:
-                    try:
-                        chunk = source.read(_CHUNK_BYTES)
-                    except _CORRUPT as exc:
-                        raise ArchiveError(f"{zip_path}: member {info.filename!r} is corrupt: {exc}") from exc
-                    if not chunk:
-                        break
-                    written += len(chunk)
-                    total += len(chunk)
-                    if written > info.file_size:
-                        raise ArchiveError(
-                            f"{zip_path}: member {info.filename!r} holds more than the "
-                            f"{info.file_size} bytes it declares"
-                        )
-                    if total > max_total_bytes:
-                        raise ArchiveError(
-                            f"{zip_path}: member {info.filename!r} brings the extracted size past the limit "
-                            f"of {max_total_bytes} bytes"
-                        )
-                    out.write(chunk)
-        if written != info.file_size:
-            raise ArchiveError(
-                f"{zip_path}: member {info.filename!r} holds {written} bytes, not the {info.file_size} it declares"
-            )
+        try:
+            total = _extract_member(archive, zip_path, info, staging.joinpath(*parts), total, max_total_bytes)
+        except ArchiveError:
+            raise
+        except OSError as exc:  # a name the file system refuses, a full disk
+            reason = exc.strerror or str(exc)
+            raise ArchiveError(f"{zip_path}: member {_short(info.filename)} cannot be written: {reason}") from exc
+
+
+def _extract_member(
+    archive: zipfile.ZipFile, zip_path: Path, info: zipfile.ZipInfo, target: Path, total: int, max_total_bytes: int
+) -> int:
+    """Extract one member to `target`; return the running total of bytes extracted."""
+    if info.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        return total
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with open(target, "xb") as out:
+        try:
+            source = archive.open(info)
+        except _CORRUPT as exc:
+            raise ArchiveError(f"{zip_path}: member {_short(info.filename)} cannot be read: {exc}") from exc
+        with source:
+            while True:
+                try:
+                    chunk = source.read(_CHUNK_BYTES)
+                except _CORRUPT as exc:
+                    raise ArchiveError(f"{zip_path}: member {_short(info.filename)} is corrupt: {exc}") from exc
+                if not chunk:
+                    break
+                written += len(chunk)
+                total += len(chunk)
+                if written > info.file_size:
+                    raise ArchiveError(
+                        f"{zip_path}: member {_short(info.filename)} holds more than the "
+                        f"{info.file_size} bytes it declares"
+                    )
+                if total > max_total_bytes:
+                    raise ArchiveError(
+                        f"{zip_path}: member {_short(info.filename)} brings the extracted size past the limit "
+                        f"of {max_total_bytes} bytes"
+                    )
+                out.write(chunk)
+    if written != info.file_size:
+        raise ArchiveError(
+            f"{zip_path}: member {_short(info.filename)} holds {written} bytes, not the {info.file_size} it declares"
+        )
+    return total
 
 
 def _move_into(
@@ -231,7 +271,7 @@ def _make_dir_inside(root: Path, directory: Path, info: zipfile.ZipInfo) -> None
 def _check_inside(root: Path, path: Path, info: zipfile.ZipInfo) -> None:
     resolved = path.resolve()
     if resolved != root and root not in resolved.parents:
-        raise ArchiveError(f"member {info.filename!r} would be written outside {root} (through {path})")
+        raise ArchiveError(f"member {_short(info.filename)} would be written outside {root} (through {path})")
 
 
 # -- creation ------------------------------------------------------------------

@@ -2,28 +2,33 @@
 
 The protocol is the platform's (see the project's platform API page). Unlike the
 platform's own client, every call here has a timeout, retries dropped
-connections, timeouts and 5xx answers a bounded number of times, streams files
-to and from disk, and raises `PlatformError` instead of returning an error.
+connections, timeouts and 5xx answers a bounded number of times (one urllib3
+`Retry` policy), streams files to and from disk, never follows a redirect with
+credentials, and raises `PlatformError` instead of returning an error.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import mimetypes
 import os
 import re
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack, suppress
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar, Union
+from urllib.parse import quote, quote_plus, urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ProtocolError
+from urllib3.util.retry import Retry
 
 from .errors import PlatformError
 
@@ -53,17 +58,79 @@ FILE_PATH = "/api/v0.1/file_operation/{kind}FileManager/{action}"
 TimeoutSpec = Union[float, tuple[float, float]]
 T = TypeVar("T")
 
+#: Secrets shorter than this are not masked in messages: masking "1" would turn
+#: "127.0.0.1" into "***27.0.0.***" and hide nothing a guess would not find.
+MIN_REDACTED_CHARS = 4
+
 _CHUNK_BYTES = 1024 * 1024
 _EXCERPT_CHARS = 200
 _EXCERPT_READ_BYTES = 4096
 _MAX_DELAY_SECONDS = 30.0
+_RETRIED_STATUSES = frozenset({429, *range(500, 600)})
 
 
 class _IncompleteBody(Exception):
     """The connection ended before the body announced by Content-Length arrived."""
 
 
-_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, _IncompleteBody)
+class _BodyCut(Exception):
+    """A 200 answer's body broke off while it was read (the request is worth asking again)."""
+
+
+class _Retry(Retry):
+    """urllib3's Retry, with a server's Retry-After capped (an answer cannot park a step for hours),
+    that logs a retried status (urllib3 logs a retried connection error itself, but not a status)."""
+
+    def get_retry_after(self, response: Any) -> float | None:
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, _MAX_DELAY_SECONDS)
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        if error is None and response is not None:
+            status = f"HTTP {response.status} {getattr(response, 'reason', '') or ''}".rstrip()
+            logger.warning("%s %s: %s; trying again (retries left: %s)", method, url, status, retry.total)
+        return retry
+
+
+def retry_policy(retries: int, backoff: float) -> Retry:
+    """The client's one retry policy: dropped connections, timeouts, 429 and 5xx, `retries` times.
+
+    Waits grow as `backoff` * 2**n seconds (urllib3 tries the first retry at once). Every
+    call is a POST that can be repeated safely (a login, a download, an upload or a record
+    that overwrites the same uid), so POST is retried. Redirects are never followed.
+    """
+    return _Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        redirect=False,
+        allowed_methods=frozenset({"POST"}),
+        status_forcelist=_RETRIED_STATUSES,
+        backoff_factor=backoff,
+        raise_on_status=False,  # the last answer comes back, so the error can quote it
+    )
+
+
+class _Bearer(requests.auth.AuthBase):
+    """Sends the login token; also keeps requests from adding ~/.netrc credentials of its own."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self.token:
+            request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
 
 
 class PlatformClient:
@@ -72,9 +139,13 @@ class PlatformClient:
     `host` may carry a scheme (``https://name``), which then wins over `scheme`.
     `timeout` is seconds, or a (connect, read) pair, applied to every request.
     Dropped connections, timeouts, 429 and 5xx answers are tried again up to
-    `retries` times, waiting `backoff`, 2*`backoff`, 4*`backoff`... seconds.
-    Any other failure raises `PlatformError`; its message never contains the
-    secret key.
+    `retries` times (see `retry_policy`), and so is a download whose body
+    breaks off. A call that carries credentials never follows a redirect: a 3xx
+    answer is an error naming its target. A 401 on a call after login (the
+    token expired) logs in again once. Any other failure raises
+    `PlatformError`; its message never contains the secret key or the token,
+    as written or JSON-, URL- or repr-escaped (unless the secret is shorter
+    than `MIN_REDACTED_CHARS`).
     """
 
     def __init__(
@@ -123,7 +194,11 @@ class PlatformClient:
         self._secret_key = secret_key
         self._token: str | None = None
         self._logged_in = False
+        self._retry = retry_policy(retries, self.backoff)
         self._http = requests.Session()
+        adapter = HTTPAdapter(max_retries=self._retry)
+        self._http.mount("http://", adapter)
+        self._http.mount("https://", adapter)
 
     def __repr__(self) -> str:
         return f"PlatformClient({self.base_url!r}, access_key={self.access_key!r})"
@@ -242,39 +317,69 @@ class PlatformClient:
         build: Callable[[ExitStack], dict[str, Any]],
         handle: Callable[[requests.Response], T],
     ) -> T:
-        """POST to `path`, retrying transient failures; `handle` gets a 200 answer."""
+        """POST to `path` under the retry policy; `handle` gets a 200 answer."""
         url = self.base_url + path
-        attempts = self.retries + 1
-        for attempt in range(1, attempts + 1):
+        retry = self._retry
+        logged_in_again = False
+        while True:
             try:
-                with ExitStack() as stack:
-                    kwargs = build(stack)
-                    headers = dict(kwargs.pop("headers", {}))
-                    if authenticated and self._token:
-                        headers["Authorization"] = f"Bearer {self._token}"
-                    response = self._http.post(url, headers=headers, timeout=self.timeout, stream=True, **kwargs)
-                    stack.callback(response.close)
-                    if response.status_code == 200:
-                        return handle(response)
-                    status = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
-                    if not (_is_transient_status(response.status_code) and attempt < attempts):
-                        answer = self._excerpt(_read_head(response))
-                        tried = f" after {attempt} attempts" if attempt > 1 else ""
-                        raise self._error(f"{what} failed{tried}: the platform answered {status}: {answer}")
-                    retry_reason = status
-            except _TRANSIENT as exc:
-                retry_reason = self._describe(exc)
-                if attempt == attempts:
-                    raise self._error(f"{what} failed after {attempts} attempt(s): {retry_reason}") from exc
+                return self._post_once(what, url, authenticated, build, handle)
+            except _TokenRefused:
+                if logged_in_again:
+                    raise self._error(f"{what} failed: the platform refused the token of a fresh login") from None
+                logged_in_again = True
+                logger.info("%s: the token was refused (expired?); logging in again", what)
+                self._logged_in = False
+                self.login()
+            except _BodyCut as cut:
+                # The answer's body broke off: the adapter cannot retry that (the status had
+                # arrived), so it counts here against the same policy's read budget.
+                reason = self._describe(cut.__cause__ or cut)
+                try:
+                    retry = retry.increment(method="POST", url=url, error=ProtocolError(reason))
+                except MaxRetryError:
+                    attempts = len(retry.history) + 1
+                    raise self._error(f"{what} failed after {attempts} attempt(s): {reason}") from cut
+                logger.warning("%s: %s; trying again", what, reason)
+                retry.sleep()
+            except requests.ConnectionError as exc:  # the policy's retries are spent (or it was not retryable)
+                spent = isinstance(exc.args[0] if exc.args else None, MaxRetryError)
+                tried = f" after {self.retries + 1} attempt(s)" if spent else ""
+                raise self._error(f"{what} failed{tried}: {self._describe(exc)}") from exc
             except requests.RequestException as exc:
                 raise self._error(f"{what} failed: {type(exc).__name__}: {_root_cause(exc)}") from exc
-            self._pause(what, retry_reason, attempt, attempts)
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _pause(self, what: str, reason: str, attempt: int, attempts: int) -> None:
-        delay = min(self.backoff * 2 ** (attempt - 1), _MAX_DELAY_SECONDS)
-        logger.warning("%s: %s (attempt %d of %d); trying again in %.2fs", what, reason, attempt, attempts, delay)
-        time.sleep(delay)
+    def _post_once(
+        self,
+        what: str,
+        url: str,
+        authenticated: bool,
+        build: Callable[[ExitStack], dict[str, Any]],
+        handle: Callable[[requests.Response], T],
+    ) -> T:
+        with ExitStack() as stack:
+            kwargs = build(stack)
+            auth = _Bearer(self._token if authenticated else None)
+            # Never follow a redirect: it would carry the password or the token to wherever it points.
+            response = self._http.post(
+                url, auth=auth, timeout=self.timeout, stream=True, allow_redirects=False, **kwargs
+            )
+            stack.callback(response.close)
+            if response.status_code == 200:
+                try:
+                    return handle(response)
+                except (requests.RequestException, _IncompleteBody) as exc:
+                    raise _BodyCut() from exc
+            status = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
+            if response.is_redirect or 300 <= response.status_code < 400:
+                raise self._error(f"{what} failed: the platform answered {status}{_redirect_target(url, response)}")
+            if response.status_code == 401 and authenticated and self._token:
+                raise _TokenRefused()
+            retries = getattr(response.raw, "retries", None)
+            attempts = len(retries.history) + 1 if retries is not None else 1
+            tried = f" after {attempts} attempts" if attempts > 1 else ""
+            answer = self._excerpt(_read_head(response))
+            raise self._error(f"{what} failed{tried}: the platform answered {status}: {answer}")
 
     def _describe(self, exc: BaseException) -> str:
         connect, read = self.timeout
@@ -289,17 +394,18 @@ class PlatformClient:
         return f"connection failed: {_root_cause(exc)}"
 
     def _redact(self, text: str) -> str:
-        for secret in (self._secret_key, self._token):
-            if secret:
-                text = text.replace(secret, "***")
+        forms = {form for secret in (self._secret_key, self._token) for form in _written_forms(secret)}
+        for form in sorted(forms, key=len, reverse=True):  # longest first: an escaped form holds the plain one
+            text = text.replace(form, "***")
         return text
 
     def _error(self, message: str) -> PlatformError:
         return PlatformError(self._redact(message))
 
     def _excerpt(self, body: bytes) -> str:
-        text = " ".join(body.decode("utf-8", errors="replace").split())
-        text = self._redact(text)  # before cutting, so no prefix of a secret survives the cut
+        # Redacted before the blanks are squeezed (a secret may hold blanks) and again after,
+        # and before cutting, so no prefix of a secret survives the cut.
+        text = self._redact(" ".join(self._redact(body.decode("utf-8", errors="replace")).split()))
         if not text:
             return "(empty body)"
         return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "..."
@@ -308,43 +414,89 @@ class PlatformClient:
 class _MultipartFile:
     """A multipart/form-data body holding one file field, read from disk as it is sent.
 
-    It has a length, so it goes out with Content-Length rather than chunked.
+    It has a length, so it goes out with Content-Length rather than chunked, and it
+    can seek back to the start, so the retry policy can send it again.
     """
 
     def __init__(self, path: Path, field: str, stack: ExitStack) -> None:
         boundary = f"platform-client-{uuid.uuid4().hex}"
         filename = path.name.replace("\\", "\\\\").replace('"', "%22").replace("\r", "").replace("\n", "")
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        head = (
+        self._head = (
             f"--{boundary}\r\n"
             f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
             f"Content-Type: {content_type}\r\n\r\n"
         ).encode()
-        tail = f"\r\n--{boundary}--\r\n".encode("ascii")
+        self._tail = f"\r\n--{boundary}--\r\n".encode("ascii")
         self.content_type = f"multipart/form-data; boundary={boundary}"
         self._path = path
         self._file = stack.enter_context(path.open("rb"))
-        self._file_left = os.fstat(self._file.fileno()).st_size
-        self._head = io.BytesIO(head)
-        self._tail = io.BytesIO(tail)
-        self._length = len(head) + self._file_left + len(tail)
+        self._file_size = os.fstat(self._file.fileno()).st_size
+        self._length = len(self._head) + self._file_size + len(self._tail)
+        self._position = 0
 
     def __len__(self) -> int:
-        return self._length
+        return self._length  # the whole body: requests subtracts tell() itself
 
-    def read(self, size: int = -1) -> bytes:
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET or not 0 <= offset <= self._length:
+            raise OSError(f"cannot seek the upload body to {offset} (whence {whence})")
+        self._position = offset
+        return offset
+
+    def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             size = self._length
-        chunk = self._head.read(size)
-        if chunk:
-            return chunk
-        if self._file_left > 0:
-            chunk = self._file.read(min(size, self._file_left))
+        head_end = len(self._head)
+        file_end = head_end + self._file_size
+        start = self._position
+        if start < head_end:
+            chunk = self._head[start : start + size]
+        elif start < file_end:
+            self._file.seek(start - head_end)
+            chunk = self._file.read(min(size, file_end - start))
             if not chunk:
                 raise PlatformError(f"{self._path} shrank while it was being uploaded")
-            self._file_left -= len(chunk)
-            return chunk
-        return self._tail.read(size)
+        else:
+            chunk = self._tail[start - file_end : start - file_end + size]
+        self._position += len(chunk)
+        return chunk
+
+
+class _TokenRefused(Exception):
+    """A call after login got 401: the token expired or the server forgot it."""
+
+
+def _written_forms(secret: str | None) -> set[str]:
+    """`secret` as it may appear in an answer: as is, JSON-escaped, URL-encoded, or as a Python repr."""
+    if not secret or len(secret) < MIN_REDACTED_CHARS:
+        return set()
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        repr(secret)[1:-1],
+    }
+    return {form for form in forms if form}
+
+
+def _redirect_target(url: str, response: requests.Response) -> str:
+    location = response.headers.get("Location")
+    if not location:
+        return " (a redirect without a Location); redirects are not followed"
+    target = urljoin(url, location)
+    downgraded = urlsplit(url).scheme == "https" and urlsplit(target).scheme == "http"
+    downgrade = " (from https to plain http)" if downgraded else ""
+    return (
+        f" redirecting to {target}{downgrade}; a call that carries credentials does not follow redirects: "
+        f"if the platform moved, set host and port to its new address"
+    )
 
 
 def _kind(file_type: str) -> str:
@@ -383,10 +535,6 @@ def _root_cause(exc: BaseException) -> str:
             break
         reason = inner
     return re.sub(r"<[^<>]*>: ", "", str(reason)) or type(reason).__name__
-
-
-def _is_transient_status(status: int) -> bool:
-    return status == 429 or status >= 500
 
 
 def _read_head(response: requests.Response) -> bytes:
