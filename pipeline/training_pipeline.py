@@ -10,6 +10,7 @@ Run as a script (`python pipeline/training_pipeline.py` or
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 # The seed's import block (and kfp.onprem, for use_k8s_secret).
 import kfp
@@ -48,7 +49,7 @@ def _settings(task: dsl.ContainerOp, step: str, training_task_uid: str, pull_pol
 
 
 def make_pipeline(img_name_map: Mapping[str, str], image_pull_policy: str = "IfNotPresent",
-                  credentials: str = PARAMETERS) -> Callable:
+                  credentials: str = PARAMETERS) -> Callable[..., Any]:
     """The pipeline function, its three steps running the images `img_name_map` names.
 
     `credentials` is ``"parameters"`` (the seed's form: access_key and secret_key are pipeline
@@ -87,7 +88,7 @@ def make_pipeline(img_name_map: Mapping[str, str], image_pull_policy: str = "IfN
         def pipeline(training_task_uid: str, training_dataset_uid: str, model_uid: str, learning_rate: float,
                      host: str, port: str, access_key: str, secret_key: str, batch_size: int = 4, epochs: int = 1,
                      record_accuracy: bool = True, max_samples: int = 0,
-                     allow_pickle_dataset: bool = False, platform_timeout: float = 300.0):
+                     allow_pickle_dataset: bool = False, platform_timeout: float = 300.0) -> None:
             tasks(training_task_uid, training_dataset_uid, model_uid, learning_rate, host, port, access_key,
                   secret_key, batch_size, epochs, record_accuracy, max_samples, allow_pickle_dataset, platform_timeout)
 
@@ -97,7 +98,7 @@ def make_pipeline(img_name_map: Mapping[str, str], image_pull_policy: str = "IfN
     def pipeline_with_k8s_secret(training_task_uid: str, training_dataset_uid: str, model_uid: str,
                                  learning_rate: float, host: str, port: str, batch_size: int = 4, epochs: int = 1,
                                  record_accuracy: bool = True, max_samples: int = 0,
-                                 allow_pickle_dataset: bool = False, platform_timeout: float = 300.0):
+                                 allow_pickle_dataset: bool = False, platform_timeout: float = 300.0) -> None:
         # Empty credentials on the command line: the steps read the Secret from their environment.
         tasks(training_task_uid, training_dataset_uid, model_uid, learning_rate, host, port, "", "",
               batch_size, epochs, record_accuracy, max_samples, allow_pickle_dataset, platform_timeout)

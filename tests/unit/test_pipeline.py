@@ -97,7 +97,8 @@ def test_k8s_secret_credentials_leave_argv_and_the_workflow(project):
     ["k8s-secret:", "k8s-secret:Platform_Creds", "k8s-secret:creds\n", "vault:creds", "secret", "k8s-secret:-x"],
 )
 def test_other_credentials_values_are_refused_naming_the_key(project, value, capsys):
-    project.write_text(project.read_text().replace("[tool.buildtool]\n", f"[tool.buildtool]\ncredentials = {json.dumps(value)}\n", 1))
+    setting = f"[tool.buildtool]\ncredentials = {json.dumps(value)}\n"
+    project.write_text(project.read_text().replace("[tool.buildtool]\n", setting, 1))
     with pytest.raises(ConfigError, match=r"\[tool.buildtool\] credentials: .* is neither \"parameters\" nor"):
         config.load(project)
     assert cli.main(["--config", str(project), "compile"]) == ConfigError.exit_code
@@ -119,14 +120,16 @@ def test_download_and_upload_steps_take_credentials_from_the_environment(platfor
     with zipfile.ZipFile(tmp_path / "model" / "model.zip", "w") as archive:
         archive.writestr("model.h5", b"h5")
     steps.upload_model(str(tmp_path / "model"), "model-env", platform_timeout=10, **address)
-    assert (platform_server.data_dir / "model" / "model-env").read_bytes() == (tmp_path / "model" / "model.zip").read_bytes()
+    uploaded = platform_server.data_dir / "model" / "model-env"
+    assert uploaded.read_bytes() == (tmp_path / "model" / "model.zip").read_bytes()
 
 
 def test_steps_without_credentials_anywhere_fail_saying_where_to_put_them(platform_server, tmp_path, monkeypatch):
     monkeypatch.delenv("PLATFORM_ACCESS_KEY", raising=False)
     monkeypatch.delenv("PLATFORM_SECRET_KEY", raising=False)
-    with pytest.raises(ValueError, match="pass access_key and secret_key, or set PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY"):
-        steps.download_training_dataset(str(tmp_path / "d"), DATASET_UID, "127.0.0.1", str(platform_server.port), "", "")
+    with pytest.raises(ValueError, match="pass access_key and secret_key, or set PLATFORM_ACCESS_KEY and PLATFOR"):
+        steps.download_training_dataset(str(tmp_path / "d"), DATASET_UID, "127.0.0.1", str(platform_server.port),
+                                        access_key="", secret_key="")
 
 
 # -- `python pipeline/training_pipeline.py`: the seed's entry point, as `buildtool compile` --------------------

@@ -29,7 +29,7 @@ import math
 import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from .errors import DatasetError
 
@@ -160,8 +160,9 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     """
     import numpy as np
 
-    reconstruct: Callable[..., np.ndarray] = np.empty(0).__reduce__()[0]  # type: ignore[index]
-    scalar: Callable[..., Any] = np.float64(0).__reduce__()[0]  # type: ignore[index]
+    # The real rebuilders, taken from NumPy's own pickling rather than from a module path that moved.
+    reconstruct = cast("Callable[..., np.ndarray]", np.empty(0).__reduce__()[0])
+    scalar = cast("Callable[..., Any]", np.float64(0).__reduce__()[0])
 
     def rebuild_array(subtype: object, shape: object, code: object) -> np.ndarray:
         # NumPy pickles an array as _reconstruct(ndarray, (0,), b'b') and then sets its
