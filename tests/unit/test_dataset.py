@@ -281,6 +281,9 @@ def _reduce_ndarray(shape: tuple) -> bytes:
         (_npy_with_pickle(b"\x80\x02cnumpy._core.multiarray\nscalar\ncnumpy\ndtype\nX\x02\x00\x00\x00O8\x89\x88\x87R"
                           b"K\x01\x86R."), "only numeric scalars are read"),
         (_npy_with_pickle(b"\x80\x02X\x01\x00\x00\x00xQ."), "uses a persistent id"),
+        # BUILD (set state) on the ndarray stand-in: it has no state to set.
+        (_npy_with_pickle(b"\x80\x02cnumpy\nndarray\n}X\x01\x00\x00\x00aK\x01sb."),
+         "AttributeError: '_NdarrayType' object has no attribute '__dict__'"),
         (_npy_with_pickle(b"\x80\x02\x82\x01."), "refers to copyreg._reconstructor"),  # EXT1 code 1, if registered
         # Not an array, or not pairs.
         (_npy_with_pickle(pickle.dumps([1, 2], protocol=2)), "holds a list, not a NumPy array"),
@@ -289,7 +292,7 @@ def _reduce_ndarray(shape: tuple) -> bytes:
         (_npy_with_pickle(b".", shape=(10**11, 2)), "claims 200000000000 elements of object"),
     ],
     ids=["ndarray called", "reconstruct args", "dtype args", "void dtype", "object scalar", "persistent id",
-         "extension code", "a list", "truncated pickle", "object header 10^11"],
+         "state of ndarray", "extension code", "a list", "truncated pickle", "object header 10^11"],
 )
 def test_restricted_unpickler_refuses_what_numpy_never_writes(tmp_path, data, fragment):
     if b"\x82\x01" in data and 1 not in copyreg._inverted_registry:
@@ -373,3 +376,14 @@ def test_platform_seed_writes_the_platform_layout_by_default(tmp_path, capsys):
     assert np.load(npy, allow_pickle=True).dtype == object  # the platform's object array of pairs
     x, y = load_training_dataset(npy)  # read by the restricted unpickler, no allow_pickle
     np.testing.assert_array_equal(x, make_training_arrays(7)[0])
+
+
+def test_safe_layout_of_objects_is_refused(tmp_path):
+    path = tmp_path / "training_dataset.npy"
+    array = np.empty(2, dtype=[("x", "O", (100, 3)), ("y", "O", (3,))])
+    array["x"], array["y"] = 0.0, 0.0
+    np.save(path, array, allow_pickle=True)
+    with pytest.raises(DatasetError, match=re.escape("dtype 'V2424' is neither numeric nor object")):
+        load_training_dataset(path)
+    with pytest.raises(DatasetError, match=re.escape("fields x and y are of dtypes object and object, expected numb")):
+        load_training_dataset(path, allow_pickle=True)

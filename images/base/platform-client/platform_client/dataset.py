@@ -142,7 +142,9 @@ def _read_header(path: Path, handle: IO[bytes]) -> tuple[np.dtype, tuple[int, ..
 
 
 class _NdarrayType:
-    """Stands for ``numpy.ndarray`` in a pickle: `_reconstruct` takes it, nothing can call it."""
+    """Stands for ``numpy.ndarray`` in a pickle: `_reconstruct` takes it, nothing can call it or set its state."""
+
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return "numpy.ndarray"
@@ -236,6 +238,8 @@ def _split(path: Path, data: np.ndarray, steps: int, dims: int) -> tuple[np.ndar
         if data.ndim != 1:
             raise DatasetError(f"{path}: structured array of shape {data.shape}, expected (n,)")
         x, y = data["x"], data["y"]
+        if x.dtype.kind not in _NUMERIC_KINDS or y.dtype.kind not in _NUMERIC_KINDS:
+            raise DatasetError(f"{path}: fields x and y are of dtypes {x.dtype} and {y.dtype}, expected numbers")
         if x.shape[1:] != x_shape or y.shape[1:] != y_shape:
             raise DatasetError(f"{path}: field x has shape {x.shape[1:]} and y {y.shape[1:]}, "
                                f"expected {x_shape} and {y_shape}")
