@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from buildtool import cli, compiler, config
+from buildtool import cli, compiler, config, image_map, verify
 from buildtool.errors import ConfigError
 from pipeline import steps
 from pipeline.training_pipeline import SECRET_KEY_TO_ENV
@@ -76,6 +76,7 @@ def test_parameter_credentials_are_the_default_and_have_no_default_value(project
 
 def test_k8s_secret_credentials_leave_argv_and_the_workflow(project):
     workflow, text = compiled(project, f'credentials = "k8s-secret:{SECRET}"')
+    assert verify.pin_problems(workflow, image_map.load(config.load(project).image_map).steps) == []
     assert "access_key" not in parameters(workflow) and "secret_key" not in parameters(workflow)
     assert "inputs.parameters.secret_key" not in text and "inputs.parameters.access_key" not in text
     for name, template in containers(workflow).items():
