@@ -95,13 +95,15 @@ def load_training_dataset(npy_path: str | Path, *, allow_pickle: bool = False, s
     path = Path(npy_path)
     with open(path, "rb") as handle:
         dtype, shape = _read_header(path, handle)
-        if not dtype.hasobject:
-            data = np.load(path, allow_pickle=False)
-        elif allow_pickle:
-            logger.warning("%s: full unpickling of an object-dtype array (allow_pickle: a trusted source)", path)
-            data = np.load(path, allow_pickle=True)
-        else:
+        if dtype.hasobject and not allow_pickle:
             data = _restricted_load(path, handle)
+        else:
+            if dtype.hasobject:
+                logger.warning("%s: full unpickling of an object-dtype array (allow_pickle: a trusted source)", path)
+            try:
+                data = np.load(path, allow_pickle=dtype.hasobject)
+            except (ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
+                raise DatasetError(f"{path}: cannot read the array: {type(exc).__name__}: {exc}") from None
     if not isinstance(data, np.ndarray):
         raise DatasetError(f"{path} holds a {type(data).__name__}, not a NumPy array")
     if data.shape != shape:
