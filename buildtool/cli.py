@@ -292,9 +292,9 @@ def parser() -> argparse.ArgumentParser:
     def dataset_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--data", default=".platform-data", help="folder of stored files (default: %(default)s)")
         command.add_argument("--samples", type=int, default=200, help="samples in a generated dataset (default: %(default)s)")
-        command.add_argument("--format", choices=("safe", "seed"), default="safe",
-                             help="dataset layout: safe loads without pickle; seed is the platform's object array "
-                                  "(default: %(default)s)")
+        command.add_argument("--format", choices=("seed", "safe"), default="seed",
+                             help="dataset layout: seed is the platform's object array (read by a restricted "
+                                  "unpickler); safe is a structured array, no pickle (default: %(default)s)")
 
     s = psub.add_parser("serve", help="serve the platform's HTTP API until interrupted")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")

@@ -46,7 +46,8 @@ def compile_pipeline(config: Config, output: Path, *, allow_stale: bool = False)
     import kfp.compiler  # heavy: imported only when compiling
 
     try:
-        pipeline_func = factory(dict(loaded.steps), image_pull_policy=config.image_pull_policy)
+        pipeline_func = factory(dict(loaded.steps), image_pull_policy=config.image_pull_policy,
+                                credentials=config.credentials)
     except Exception as exc:
         raise CompileError(f"{config.pipeline}: building the pipeline failed: {exc.__class__.__name__}: {exc}") from None
     with fsutil.atomic_output(output, suffix=".yaml") as tmp:

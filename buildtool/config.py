@@ -18,6 +18,9 @@ from .errors import ConfigError
 BASE_IMAGE_ARG = "BASE_IMAGE"
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 PUSH_WAYS = ("buildtool", "engine")  # who compresses and uploads the layers (see publish.py)
+# How the steps get the platform credentials: pipeline parameters, or a Kubernetes Secret (a DNS-1123 name).
+CREDENTIALS_PARAMETERS, CREDENTIALS_K8S_SECRET = "parameters", "k8s-secret:"
+_K8S_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # Build args are recorded in the image's history: refuse names that look like secrets.
 _SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY)", re.I)
 _IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
@@ -57,6 +60,7 @@ class Config:
     image_pull_policy: str
     push_with: str = "buildtool"
     compression_level: int = 6
+    credentials: str = CREDENTIALS_PARAMETERS
     images: tuple[ImageConfig, ...] = field(default_factory=tuple)
 
     def image(self, name: str) -> ImageConfig:
@@ -81,7 +85,7 @@ class Config:
 _TOP_KEYS = {
     "registry": str, "repository": str, "base_image": str, "platform": str,
     "image_map": str, "output": str, "pipeline": str, "steps_module": str, "image_pull_policy": str,
-    "push_with": str, "compression_level": int, "images": dict,
+    "push_with": str, "compression_level": int, "credentials": str, "images": dict,
 }
 _IMAGE_KEYS = {
     "context": str, "dockerfile": str, "step": str, "base": str,
@@ -95,7 +99,7 @@ _DEFAULTS = {
     "pipeline": "pipeline.training_pipeline:make_pipeline",
     "steps_module": "pipeline.steps",
     "image_pull_policy": "IfNotPresent",
-    "push_with": "buildtool", "compression_level": 6,
+    "push_with": "buildtool", "compression_level": 6, "credentials": CREDENTIALS_PARAMETERS,
 }
 
 
@@ -156,6 +160,16 @@ def _check_reference(path: Path, key: str, value: str) -> None:
         raise _fail(path, key, f"{value!r} is not a valid image reference (e.g. python:3.11-slim)") from None
 
 
+def _check_credentials(path: Path, value: str) -> None:
+    if value == CREDENTIALS_PARAMETERS:
+        return
+    name = value.removeprefix(CREDENTIALS_K8S_SECRET)
+    if name == value or len(name) > 253 or not _K8S_SECRET_NAME.fullmatch(name):
+        raise _fail(path, "credentials", f"{value!r} is neither \"{CREDENTIALS_PARAMETERS}\" nor "
+                    f"\"{CREDENTIALS_K8S_SECRET}NAME\" with NAME a Kubernetes Secret name (lowercase letters, "
+                    "digits, '-' and '.'), e.g. \"k8s-secret:platform-credentials\"")
+
+
 def _check_graph(path: Path, images: tuple[ImageConfig, ...]) -> None:
     names = {i.name for i in images}
     steps: dict[str, str] = {}
@@ -213,6 +227,7 @@ def load(path: Path, *, registry: str | None = None, repository: str | None = No
     level = values["compression_level"]
     if isinstance(level, bool) or not 1 <= level <= 9:
         raise _fail(path, "compression_level", f"{level!r} is not a gzip level from 1 (fastest) to 9 (smallest)")
+    _check_credentials(path, values["credentials"])
     if ":" not in values["pipeline"]:
         raise _fail(path, "pipeline", f"{values['pipeline']!r} is not 'module:function'")
     root = path.parent
@@ -228,7 +243,7 @@ def load(path: Path, *, registry: str | None = None, repository: str | None = No
         pipeline=values["pipeline"], steps_module=values["steps_module"],
         image_pull_policy=values["image_pull_policy"],
         push_with=values["push_with"], compression_level=level,
-        images=images,
+        credentials=values["credentials"], images=images,
     )
 
 

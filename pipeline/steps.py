@@ -4,6 +4,11 @@ kfp serializes each function's source into the compiled pipeline and runs it
 inside the step's image, so every import lives inside the function and names a
 package that image installs (images/*/). The platform client is the project's
 own package (images/base/platform-client), installed in the shared base image.
+
+The download and upload steps take the platform credentials as parameters (the
+seed's form) or, when those are empty, from the environment variables
+PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY, which a Kubernetes Secret fills
+when the pipeline is compiled with `credentials = "k8s-secret:NAME"`.
 """
 
 from kfp.components import InputPath, OutputPath
@@ -20,6 +25,12 @@ def download_training_dataset(output: OutputPath(), training_dataset_uid: str, h
 
     from platform_client import PlatformClient
 
+    # Empty parameters: the credentials come from a Kubernetes Secret, through the environment.
+    access_key = access_key or os.environ.get("PLATFORM_ACCESS_KEY", "")
+    secret_key = secret_key or os.environ.get("PLATFORM_SECRET_KEY", "")
+    if not access_key or not secret_key:
+        raise ValueError("no platform credentials: pass access_key and secret_key, "
+                         "or set PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY")
     os.makedirs(output, exist_ok=True)
     client = PlatformClient(host=host, port=port, access_key=access_key, secret_key=secret_key,
                             timeout=(min(10.0, platform_timeout), platform_timeout))
@@ -32,9 +43,9 @@ def training(input: InputPath(), output: OutputPath(), learning_rate: float, bat
     """Unzip and split the dataset 80/10/10, train the LSTM, write model.zip (and model_accuracy.txt).
 
     `max_samples` > 0 keeps only the first N samples (the reference pipeline kept 100); 0 keeps all.
-    `allow_pickle_dataset` also accepts the platform's object-array layout, whose loading runs
-    code from the file: set it only for datasets from a source you trust. Off, only the
-    structured layout (fields x and y) loads.
+    The platform's object-array layout loads with a restricted unpickler that rebuilds numeric
+    arrays and runs nothing; each pair must be x (100, 3) and y (3,). `allow_pickle_dataset` is
+    full unpickling, for a source you trust: it runs whatever code the file carries.
     """
     import os
     import tempfile
@@ -92,6 +103,12 @@ def upload_model(input: InputPath(), model_uid: str, host: str, port: str, acces
 
     from platform_client import PlatformClient
 
+    # As in download_training_dataset: empty parameters mean the environment holds the credentials.
+    access_key = access_key or os.environ.get("PLATFORM_ACCESS_KEY", "")
+    secret_key = secret_key or os.environ.get("PLATFORM_SECRET_KEY", "")
+    if not access_key or not secret_key:
+        raise ValueError("no platform credentials: pass access_key and secret_key, "
+                         "or set PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY")
     client = PlatformClient(host=host, port=port, access_key=access_key, secret_key=secret_key,
                             timeout=(min(10.0, platform_timeout), platform_timeout))
     client.upload("model", model_uid, os.path.join(input, "model.zip"))

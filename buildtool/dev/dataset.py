@@ -6,12 +6,13 @@ plus a little noise. Its target ``y`` is the next, noise-free point of the
 sequence, so a model that reads the sequence beats predicting the mean (a
 linear fit on the last two points already does).
 
-The zip holds ``training_dataset.npy``. By default (``format="seed"``) it has
-the platform's layout, an object-dtype array of (x, y) pairs, so that local
-runs read the same kind of file the platform serves (and exercise the
-``allow_pickle=True`` path that file needs). ``format="safe"`` writes the
-structured layout that loads with ``allow_pickle=False`` and that the seed's
-training code also reads unchanged; see `platform_client.dataset`.
+The zip holds ``training_dataset.npy``. By default (``format="seed"``, also
+the default of ``buildtool platform seed``) it has the platform's layout, an
+object-dtype array of (x, y) pairs, so that local runs read the same kind of
+file the platform serves, through the restricted unpickler the training step
+loads it with by default. ``format="safe"`` writes the structured layout that
+loads with ``allow_pickle=False`` and that the seed's training code also reads
+unchanged; see `platform_client.dataset`.
 
 Output is deterministic: the same seed, sizes and format give the same bytes
 (with the same NumPy version), as the zip is written by

@@ -73,8 +73,8 @@ def test_dependents_of_a_rebuilt_base_are_rebuilt_even_if_the_registry_holds_the
 def test_a_new_import_in_a_step_changes_that_step_image_alone(project):
     loaded, before = inputs_for(project)
     steps = project.parent / "pipeline" / "steps.py"
-    steps.write_text(steps.read_text().replace("    import os\n\n    from platform_client import PlatformClient\n\n    client",
-                                               "    import os\n    import csv\n\n    from platform_client import PlatformClient\n\n    client", 1))
+    head, sep, upload = steps.read_text().partition("def upload_model(")
+    steps.write_text(head + sep + upload.replace("    import os\n", "    import os\n    import csv\n", 1))
     _, after = inputs_for(project)
     changed = {name for name in before if before[name].digest != after[name].digest}
     assert changed == {"upload"}
