@@ -32,9 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -226,7 +226,9 @@ class Bench:
 
     def restore_base_image(self) -> None:
         """After emptying, leave the external base image pulled, as the engine had it."""
-        if self.emptied and not self.commands.output(["docker", "image", "ls", "--quiet", self.args.base_image]).strip():
+        if self.emptied and not self.commands.output(
+            ["docker", "image", "ls", "--quiet", self.args.base_image]
+        ).strip():
             self.commands.output(["docker", "pull", "--quiet", self.args.base_image])
 
     def close(self) -> None:
@@ -423,7 +425,9 @@ def case_empty_cache(bench: Bench, plain: Side, tool: Side) -> CaseResult:
         run = bench.build(side, "case 2")
         (result.plain if side is plain else result.tool).append(run.seconds)
         if side is tool and set(buildtool_plan(run).values()) != {"reuse"}:
-            raise BenchError(f"case 2: buildtool planned a build although the registry holds every image (log {run.log})")
+            raise BenchError(
+                f"case 2: buildtool planned a build although the registry holds every image (log {run.log})"
+            )
     result.met = result.tool[0] / result.plain[0] <= RATIO_TARGETS[2]
     return result
 
@@ -431,7 +435,9 @@ def case_empty_cache(bench: Bench, plain: Side, tool: Side) -> CaseResult:
 def case_cold(bench: Bench) -> tuple[CaseResult, list[dict[str, Run]], tuple[Side, Side]]:
     """Each run on fresh prefixes (an empty registry for both sides) and an emptied engine, sides alternating."""
     repeat = bench.args.cold_repeat
-    sides = [(bench.side("plain", f"cold{rep + 1}-"), bench.side("buildtool", f"cold{rep + 1}-")) for rep in range(repeat)]
+    sides = [
+        (bench.side("plain", f"cold{rep + 1}-"), bench.side("buildtool", f"cold{rep + 1}-")) for rep in range(repeat)
+    ]
     say(f"case 4: cold build, {repeat} run(s) (empty engine cache, fresh prefixes {sides[0][0].prefix} and "
         f"{sides[0][1].prefix}{', ...' if repeat > 1 else ''})")
     result = CaseResult(4)
@@ -478,12 +484,15 @@ def print_table(results: list[CaseResult], repeat: int, cold_repeat: int) -> Non
     say("")
     for i, row in enumerate(rows):
         say("  ".join(cell.ljust(width) if j == 0 else cell.rjust(width) for j, (cell, width) in
-                      enumerate(zip(row, widths))).rstrip())
+                      enumerate(zip(row, widths, strict=True))).rstrip())
         if i == 0:
             say("  ".join("-" * w for w in widths))
     ran = {r.case for r in results if not r.skipped}
-    parts = ([f"cases 1 and 3: median of {repeat} run(s)"] if ran & {1, 3} else []) + \
-            ([f"case 4: median of {cold_repeat} run(s)"] if 4 in ran else []) + (["case 2: one run"] if 2 in ran else [])
+    parts = (
+        ([f"cases 1 and 3: median of {repeat} run(s)"] if ran & {1, 3} else [])
+        + ([f"case 4: median of {cold_repeat} run(s)"] if 4 in ran else [])
+        + (["case 2: one run"] if 2 in ran else [])
+    )
     say(f"({'; '.join(parts)}; [min-max]; sides alternate which goes first)")
 
 
@@ -502,7 +511,7 @@ def print_sizes(bench: Bench, plain: Side, tool: Side, where: str) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
         say("  ".join(cell.ljust(width) if j == 0 else cell.rjust(width) for j, (cell, width) in
-                      enumerate(zip(row, widths))).rstrip())
+                      enumerate(zip(row, widths, strict=True))).rstrip())
         if i == 0:
             say("  ".join("-" * w for w in widths))
 
@@ -531,7 +540,8 @@ def print_cold_breakdown(runs: Mapping[str, Run], number: int) -> None:
                      cell(t.built, t.checked), cell(t.built, t.uploaded), cell(last, t.end)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        say("  " + "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
+        cells = enumerate(zip(row, widths, strict=True))
+        say("  " + "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in cells))
     first = min((t.start for t in tool.values()), default=0.0)
     say(f"  buildtool before its first image starts (startup, context scan, registry lookups): {first:.1f}s; "
         "its build column ends when the last Dockerfile step starts; then the import check and pip check "
@@ -590,8 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tree = Path(tempfile.mkdtemp(prefix=f"build-speed-{run_id}-tree-"))
     copy_tree(tree)
     bench = Bench(args, run_id, tree, Commands(log_dir))
-    say(f"run {run_id}: engine {bench.commands.output(['docker', 'version', '--format', '{{.Server.Version}}']).strip()}, "
-        f"registry {args.registry}, base {args.base_image}")
+    engine_version = bench.commands.output(["docker", "version", "--format", "{{.Server.Version}}"]).strip()
+    say(f"run {run_id}: engine {engine_version}, registry {args.registry}, base {args.base_image}")
     say(f"tree copy {tree}; logs {log_dir}")
 
     plain, tool = bench.side("plain"), bench.side("buildtool")
@@ -644,7 +654,10 @@ def cleanup(bench: Bench, log_dir: Path) -> None:
             bench.restore_base_image()
             say(f"cleanup: {bench.args.base_image} is pulled again")
     except BenchError as exc:
-        say(f"cleanup failed, remove the images under {where} by hand (docker image ls | grep {bench.namespace}/): {exc}")
+        say(
+            f"cleanup failed, remove the images under {where} by hand "
+            f"(docker image ls | grep {bench.namespace}/): {exc}"
+        )
     finally:
         bench.close()
         shutil.rmtree(bench.tree, ignore_errors=True)

@@ -15,7 +15,7 @@ from kfp.components import InputPath, OutputPath
 
 
 def download_training_dataset(output: OutputPath(), training_dataset_uid: str, host: str, port: str,
-                              access_key: str, secret_key: str, platform_timeout: float = 300.0):
+                              access_key: str, secret_key: str, platform_timeout: float = 300.0) -> None:
     """Log in to the platform and stream the training dataset zip to `output`/training_dataset.zip.
 
     `platform_timeout` is the longest wait, in seconds, for the platform to connect or to send
@@ -39,7 +39,7 @@ def download_training_dataset(output: OutputPath(), training_dataset_uid: str, h
 
 
 def training(input: InputPath(), output: OutputPath(), learning_rate: float, batch_size: int = 4, epochs: int = 1,
-             record_accuracy: bool = True, max_samples: int = 0, allow_pickle_dataset: bool = False):
+             record_accuracy: bool = True, max_samples: int = 0, allow_pickle_dataset: bool = False) -> None:
     """Unzip and split the dataset 80/10/10, train the LSTM, write model.zip (and model_accuracy.txt).
 
     `max_samples` > 0 keeps only the first N samples (the reference pipeline kept 100); 0 keeps all.
@@ -94,7 +94,7 @@ def training(input: InputPath(), output: OutputPath(), learning_rate: float, bat
 
 
 def upload_model(input: InputPath(), model_uid: str, host: str, port: str, access_key: str, secret_key: str,
-                 platform_timeout: float = 300.0):
+                 platform_timeout: float = 300.0) -> None:
     """Upload `input`/model.zip as the model `model_uid`, and its accuracy when the training step recorded it.
 
     `platform_timeout`: as for `download_training_dataset`.

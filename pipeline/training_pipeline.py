@@ -10,7 +10,7 @@ Run as a script (`python pipeline/training_pipeline.py` or
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 # The seed's import block (and kfp.onprem, for use_k8s_secret).
 import kfp
@@ -26,6 +26,8 @@ K8S_SECRET = "k8s-secret:"
 #: Kubernetes Secret key -> environment variable of the download and upload steps (see pipeline/steps.py).
 SECRET_KEY_TO_ENV = {"access_key": "PLATFORM_ACCESS_KEY", "secret_key": "PLATFORM_SECRET_KEY"}
 
+PipelineFunction = TypeVar("PipelineFunction", bound=Callable[..., Any])
+
 
 def secret_name(credentials: str) -> str | None:
     """The Kubernetes Secret named by `credentials`, or None for the parameter form."""
@@ -34,6 +36,14 @@ def secret_name(credentials: str) -> str | None:
     if credentials.startswith(K8S_SECRET) and credentials[len(K8S_SECRET):]:
         return credentials[len(K8S_SECRET):]
     raise ValueError(f"credentials {credentials!r} is neither {PARAMETERS!r} nor '{K8S_SECRET}NAME'")
+
+
+def _as_pipeline(func: PipelineFunction) -> PipelineFunction:
+    """kfp's pipeline decorator with this pipeline's name and description (kfp is untyped; the
+    decorator returns the function it marks)."""
+    marked: PipelineFunction = dsl.pipeline(
+        name="pipeline", description="Download a training dataset, train an LSTM, upload the model.")(func)
+    return marked
 
 
 def _settings(task: dsl.ContainerOp, step: str, training_task_uid: str, pull_policy: str) -> None:
@@ -84,7 +94,7 @@ def make_pipeline(img_name_map: Mapping[str, str], image_pull_policy: str = "IfN
                 task.apply(kfp.onprem.use_k8s_secret(secret_name=secret, k8s_secret_key_to_env=SECRET_KEY_TO_ENV))
 
     if secret is None:
-        @dsl.pipeline(name="pipeline", description="Download a training dataset, train an LSTM, upload the model.")
+        @_as_pipeline
         def pipeline(training_task_uid: str, training_dataset_uid: str, model_uid: str, learning_rate: float,
                      host: str, port: str, access_key: str, secret_key: str, batch_size: int = 4, epochs: int = 1,
                      record_accuracy: bool = True, max_samples: int = 0,
@@ -94,7 +104,7 @@ def make_pipeline(img_name_map: Mapping[str, str], image_pull_policy: str = "IfN
 
         return pipeline
 
-    @dsl.pipeline(name="pipeline", description="Download a training dataset, train an LSTM, upload the model.")
+    @_as_pipeline
     def pipeline_with_k8s_secret(training_task_uid: str, training_dataset_uid: str, model_uid: str,
                                  learning_rate: float, host: str, port: str, batch_size: int = 4, epochs: int = 1,
                                  record_accuracy: bool = True, max_samples: int = 0,

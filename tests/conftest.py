@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# The local platform's fixtures (platform_server, make_platform_client, ...), available to every test by name.
+pytest_plugins = ["tests.platform_fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 
 PYPROJECT = """\

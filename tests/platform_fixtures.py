@@ -9,7 +9,8 @@ truncated body, an echo of the request), then forwards.
 ``silent_server``: accepts TCP connections and never answers.
 ``raw_request``: sends bytes as they are (malformed requests included) and reads the answer.
 
-Import them into a conftest (``from tests.platform_fixtures import *``) or a test module.
+tests/conftest.py loads this module as a pytest plugin, so every test asks for them by name;
+import only the constants and helpers.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from platform_client import PlatformClient
 
 from buildtool.dev.dataset import write_training_dataset
 from buildtool.dev.platform_server import PlatformServer, seed_dataset
+from platform_client import PlatformClient
 
 __all__ = [
     "ACCESS_KEY",

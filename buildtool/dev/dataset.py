@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
 from platform_client.archive import make_zip
 from platform_client.dataset import pack_training_dataset
 

@@ -11,8 +11,8 @@ import yaml
 
 from buildtool import cli, config, image_map, verify
 from buildtool.engine import Engine
-from buildtool.reference import parse
 from buildtool.push.registry import Registry
+from buildtool.reference import parse
 
 from .conftest import served_digest
 
@@ -56,7 +56,8 @@ def test_no_op_builds_nothing_and_leaves_map_untouched(small_project, engine_cli
     capsys.readouterr()
     assert run(small_project, "build", "--push") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[1] for line in lines if line.startswith("reuse ")] == ["base", "download", "training", "upload"]
+    reused = [line.split()[1] for line in lines if line.startswith("reuse ")]
+    assert reused == ["base", "download", "training", "upload"]
     assert not [line for line in lines if line.startswith("build ")]
     assert any(line.endswith("image_map.yaml unchanged") for line in lines)
     assert (map_path.read_bytes(), os.stat(map_path).st_mtime_ns) == before
@@ -167,8 +168,10 @@ def test_a_step_importing_what_its_image_lacks_fails_before_push(small_project, 
     map_path.write_text("# the map before the failed build\nsteps: {}\n")
     before = map_path.read_bytes()
     steps = small_project.parent / "small_steps.py"
-    steps.write_text(steps.read_text().replace("def training(input, output):\n    import json",
-                                               "def training(input, output):\n    import json\n    from sklearn.model_selection import train_test_split"))
+    steps.write_text(steps.read_text().replace(
+        "def training(input, output):\n    import json",
+        "def training(input, output):\n    import json\n    from sklearn.model_selection import train_test_split",
+    ))
     code = run(small_project, "build", "--push")
     err = capsys.readouterr().err
     assert code == 6, err
@@ -231,7 +234,8 @@ def test_pushed_images_pull_back_by_digest_and_run(small_project, engine_client,
 
 def test_the_engine_can_still_push(small_project, engine_client, capsys):
     """push_with = "engine": the engine compresses and pushes, as `docker push` does; same images, same map."""
-    small_project.write_text(small_project.read_text().replace("[tool.buildtool]\n", '[tool.buildtool]\npush_with = "engine"\n', 1))
+    text = small_project.read_text()
+    small_project.write_text(text.replace("[tool.buildtool]\n", '[tool.buildtool]\npush_with = "engine"\n', 1))
     assert run(small_project, "build", "--push") == 0
     err = capsys.readouterr().err
     assert "layer(s) done" in err and "push: compressed" not in err  # the engine's push, not buildtool's

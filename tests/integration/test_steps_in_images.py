@@ -32,7 +32,6 @@ from unittest import mock
 import numpy as np
 import pytest
 import yaml
-from platform_client.dataset import pack_training_dataset
 
 from buildtool import cli
 from buildtool.dev import local_run
@@ -40,17 +39,11 @@ from buildtool.dev.dataset import write_training_dataset
 from buildtool.dev.platform_server import PlatformServer, seed_dataset, stored_path
 from buildtool.engine import Engine
 from buildtool.errors import RunError
+from platform_client.dataset import pack_training_dataset
 
-from .. import platform_fixtures
 from ..conftest import REPO
 from ..platform_fixtures import ACCESS_KEY, DATASET_UID, SECRET_KEY, Fault
 from .conftest import BASE_IMAGE
-
-# The platform fixtures used here: a seeded server, a fault proxy in front of it, a server that never answers.
-platform_dataset_zip = platform_fixtures.platform_dataset_zip
-platform_server = platform_fixtures.platform_server
-make_fault_proxy = platform_fixtures.make_fault_proxy
-silent_server = platform_fixtures.silent_server
 
 pytestmark = pytest.mark.slow
 

@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from platform_client.archive import MAX_MEMBER_DEPTH, safe_extract
 from platform_client.errors import ArchiveError
 

@@ -21,20 +21,11 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 import trustme
-from platform_client import PlatformClient, PlatformError
-from platform_client import client as client_module
 
 from buildtool.dev.platform_server import LOGIN_PATH, PlatformServer, seed_dataset
-from tests.platform_fixtures import (  # noqa: F401 (the fixtures are used by name)
-    ACCESS_KEY,
-    DATASET_UID,
-    SECRET_KEY,
-    Fault,
-    make_fault_proxy,
-    make_platform_client,
-    platform_dataset_zip,
-    platform_server,
-)
+from platform_client import PlatformClient, PlatformError
+from platform_client import client as client_module
+from tests.platform_fixtures import ACCESS_KEY, DATASET_UID, SECRET_KEY, Fault
 
 SERVER_TOKEN = "tok-9d1e7f3a5b-server-issued"
 

@@ -17,16 +17,7 @@ from pathlib import Path
 import pytest
 
 from buildtool.dev.platform_server import ACCURACY_PATH, LOGIN_PATH, PlatformServer, seed_dataset, stored_path
-from tests.platform_fixtures import (  # noqa: F401 (the fixtures are used by name)
-    ACCESS_KEY,
-    DATASET_UID,
-    SECRET_KEY,
-    make_platform_client,
-    platform_dataset_zip,
-    platform_server,
-    raw_request,
-    rss_bytes,
-)
+from tests.platform_fixtures import ACCESS_KEY, DATASET_UID, SECRET_KEY, raw_request, rss_bytes
 
 DOWNLOAD = "/api/v0.1/file_operation/TrainingDatasetFileManager/download"
 UPLOAD = "/api/v0.1/file_operation/ModelFileManager/upload"

@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from platform_client.archive import make_zip, safe_extract
 from platform_client.errors import ArchiveError
 

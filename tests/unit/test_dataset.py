@@ -19,9 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from platform_client.archive import safe_extract
-from platform_client.dataset import load_training_dataset, pack_training_dataset
-from platform_client.errors import DatasetError
 
 from buildtool import cli
 from buildtool.dev.dataset import (
@@ -30,6 +27,9 @@ from buildtool.dev.dataset import (
     write_training_dataset,
 )
 from buildtool.dev.platform_server import stored_path
+from platform_client.archive import safe_extract
+from platform_client.dataset import load_training_dataset, pack_training_dataset
+from platform_client.errors import DatasetError
 
 
 def _extract(zip_path: Path, dest: Path) -> Path:

@@ -64,7 +64,8 @@ def test_registry_name_is_not_an_input(project):
     contexts = {i.name: context.scan(i.context) for i in one.images}
     externals = {"127.0.0.1:5000/lib/python:3.11": BASE}
     modules = {"training": ["numpy"]}
-    assert plan.compute_inputs(one, contexts, externals, modules) == plan.compute_inputs(two, contexts, externals, modules)
+    first = plan.compute_inputs(one, contexts, externals, modules)
+    assert first == plan.compute_inputs(two, contexts, externals, modules)
 
 
 def test_explain_names_what_changed(tmp_path):

@@ -23,13 +23,9 @@ from buildtool.errors import ConfigError
 from pipeline import steps
 from pipeline.training_pipeline import SECRET_KEY_TO_ENV
 
-from .. import platform_fixtures
 from ..conftest import REPO
 from ..platform_fixtures import ACCESS_KEY, DATASET_UID, SECRET_KEY
 from .test_compile_and_check import write_lock
-
-platform_dataset_zip = platform_fixtures.platform_dataset_zip
-platform_server = platform_fixtures.platform_server
 
 SECRET = "platform-credentials"
 PLATFORM_STEPS = {"download-training-dataset", "upload-model"}

@@ -44,7 +44,8 @@ def test_a_change_in_training_rebuilds_training_alone_and_says_why(project):
     held = {name: "sha256:" + "e" * 64 for name, i in inputs.items()}
     new_tags = {name: held[name] for name in changed if changed[name].digest == inputs[name].digest}
     result = plan.make_plan(loaded, changed, {EXTERNAL: PIN}, new_tags, previous)
-    assert {i.name: i.action for i in result.images} == {"base": "reuse", "download": "reuse", "training": "build", "upload": "reuse"}
+    actions = {i.name: i.action for i in result.images}
+    assert actions == {"base": "reuse", "download": "reuse", "training": "build", "upload": "reuse"}
     assert result.get("training").reasons == ("file requirements.txt changed",)
 
 

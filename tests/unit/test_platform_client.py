@@ -11,20 +11,10 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from platform_client import FILE_KINDS, PlatformClient, PlatformError
 
 from buildtool.dev.platform_server import stored_path
-from tests.platform_fixtures import (  # noqa: F401 (the fixtures are used by name)
-    ACCESS_KEY,
-    DATASET_UID,
-    SECRET_KEY,
-    Fault,
-    make_fault_proxy,
-    make_platform_client,
-    platform_dataset_zip,
-    platform_server,
-    silent_server,
-)
+from platform_client import FILE_KINDS, PlatformClient, PlatformError
+from tests.platform_fixtures import ACCESS_KEY, DATASET_UID, SECRET_KEY, Fault
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,7 @@ import socket
 
 import pytest
 import requests
-from platform_client import FILE_KINDS as CLIENT_FILE_KINDS
 
-from buildtool.errors import ConfigError, PlatformError
 from buildtool.dev.platform_server import (
     ACCURACY_PATH,
     FILE_KINDS,
@@ -20,13 +18,9 @@ from buildtool.dev.platform_server import (
     serve_forever,
     stored_path,
 )
-from tests.platform_fixtures import (  # noqa: F401 (the fixtures are used by name)
-    ACCESS_KEY,
-    DATASET_UID,
-    SECRET_KEY,
-    platform_dataset_zip,
-    platform_server,
-)
+from buildtool.errors import ConfigError, PlatformError
+from platform_client import FILE_KINDS as CLIENT_FILE_KINDS
+from tests.platform_fixtures import ACCESS_KEY, DATASET_UID, SECRET_KEY
 
 DOWNLOAD = "/api/v0.1/file_operation/TrainingDatasetFileManager/download"
 UPLOAD = "/api/v0.1/file_operation/ModelFileManager/upload"

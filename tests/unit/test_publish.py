@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.push import compress, publish
 from buildtool.errors import PushError
+from buildtool.push import compress, publish
 from buildtool.reference import parse
 
 TARGET = parse("127.0.0.1:5000/p/training:in-0123456789abcdef")
@@ -220,7 +220,8 @@ def test_an_image_adding_no_layer_to_its_base_misses_nothing():
     registry, base_blob = registry_holding_base(base_layer)
     image = FakeImage([base_layer])
     plan = publish.plan_layers(FakeEngine(image), registry, image.id, TARGET, BASE, platform="linux/amd64")
-    assert plan.missing == frozenset() and plan.present == {sha(base_layer): publish.Blob(sha(base_blob), len(base_blob))}
+    assert plan.missing == frozenset()
+    assert plan.present == {sha(base_layer): publish.Blob(sha(base_blob), len(base_blob))}
     assert publish.plan_layers(FakeEngine(image), registry, image.id, TARGET, None, platform="linux/amd64").missing \
         == {sha(base_layer)}  # without a base to ask, every layer is compressed
 

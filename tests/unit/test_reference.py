@@ -31,9 +31,11 @@ def test_unpinned_references_are_rejected_with_a_reason(text, why):
 
 def test_parse_applies_docker_hub_defaults_and_keeps_local_registries():
     hub = reference.parse("python:3.11-slim")
-    assert (hub.domain, hub.path, hub.tag, hub.api_host) == ("docker.io", "library/python", "3.11-slim", "registry-1.docker.io")
+    parts = (hub.domain, hub.path, hub.tag, hub.api_host)
+    assert parts == ("docker.io", "library/python", "3.11-slim", "registry-1.docker.io")
     local = reference.parse(f"127.0.0.1:5000/buildtool/python:3.11-bookworm@sha256:{HEX}")
-    assert (local.domain, local.path, local.tag, local.digest) == ("127.0.0.1:5000", "buildtool/python", "3.11-bookworm", f"sha256:{HEX}")
+    parts = (local.domain, local.path, local.tag, local.digest)
+    assert parts == ("127.0.0.1:5000", "buildtool/python", "3.11-bookworm", f"sha256:{HEX}")
     assert str(local) == f"127.0.0.1:5000/buildtool/python:3.11-bookworm@sha256:{HEX}"
     assert reference.parse("lab/tool:1").path == "lab/tool"
 

@@ -12,14 +12,13 @@ import hashlib
 import http.server
 import threading
 import urllib.parse
-from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from buildtool.errors import PushError, RegistryError
-from buildtool.reference import parse
 from buildtool.push.registry import Registry
+from buildtool.reference import parse
 
 USER, PASSWORD = "robot", "s3cret-pw"
 
@@ -150,7 +149,8 @@ def test_credentials_never_go_to_a_token_service_over_plain_http(client):
         headers = {"WWW-Authenticate": 'Bearer realm="http://auth.example.com/token",service="registry"'}
 
     ref = parse("registry.example.com/lab/training:t1")
-    with pytest.raises(RegistryError, match="asks for credentials at http://auth.example.com/token, which is not HTTPS"):
+    not_https = "asks for credentials at http://auth.example.com/token, which is not HTTPS"
+    with pytest.raises(RegistryError, match=not_https):
         client._answer_challenge("GET", "https://registry.example.com/v2/lab/training/manifests/t1", ref, {},
                                  Refused(), None, 10)
 

@@ -1,4 +1,5 @@
-"""The compiled workflow, checked with an independent model of Argo Workflows (hera's), and the CI workflows with actionlint."""
+"""The compiled workflow, checked with an independent model of Argo Workflows (hera's),
+and the CI workflows with actionlint."""
 
 import shutil
 import subprocess

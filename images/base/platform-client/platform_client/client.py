@@ -93,8 +93,10 @@ class _Retry(Retry):
         error: Exception | None = None,
         _pool: Any = None,
         _stacktrace: Any = None,
-    ) -> Retry:
+    ) -> _Retry:
         retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        # urllib3 2 types this as Self, 1.26's stubs as Retry; both build the next one with type(self).
+        assert isinstance(retry, _Retry), "urllib3's Retry.increment returns an instance of the caller's class"
         if error is None and response is not None:
             status = f"HTTP {response.status} {getattr(response, 'reason', '') or ''}".rstrip()
             logger.warning("%s %s: %s; trying again (retries left: %s)", method, url, status, retry.total)
