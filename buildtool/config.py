@@ -17,7 +17,7 @@ from .errors import ConfigError
 
 BASE_IMAGE_ARG = "BASE_IMAGE"
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-PUSH_WAYS = ("buildtool", "engine")  # who compresses and uploads the layers (see publish.py)
+PUSH_WAYS = ("auto", "skopeo", "engine")  # who pushes an image (see push/__init__.py, pusher_for)
 # Build args are recorded in the image's history: refuse names that look like secrets.
 _SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY)", re.I)
 _IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
@@ -55,7 +55,7 @@ class Config:
     pipeline: str
     steps_module: str
     image_pull_policy: str
-    push_with: str = "buildtool"
+    push_with: str = "auto"
     compression_level: int = 6
     images: tuple[ImageConfig, ...] = field(default_factory=tuple)
 
@@ -95,7 +95,7 @@ _DEFAULTS = {
     "pipeline": "pipeline.training_pipeline:make_pipeline",
     "steps_module": "pipeline.steps",
     "image_pull_policy": "IfNotPresent",
-    "push_with": "buildtool", "compression_level": 6,
+    "push_with": "auto", "compression_level": 6,
 }
 
 

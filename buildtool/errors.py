@@ -71,3 +71,15 @@ class RunError(BuildtoolError):
     """A compiled pipeline could not be planned, or one of its steps failed when run locally."""
 
     exit_code = 11
+
+
+class Interrupted(BuildtoolError):
+    """SIGINT or SIGTERM stopped the run; the exit code is the shell's for that signal (128 + its number)."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}: running pushes, checks and helper "
+                         "processes were stopped; nothing was published and the image map is unchanged")

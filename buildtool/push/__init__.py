@@ -1,1 +1,134 @@
-"""The push wing: how a built image reaches the registry, and the registry's HTTP API."""
+"""How a built image reaches the registry: a Pusher, chosen once per image, and the checked promotion.
+
+- `pusher_for` picks the way: skopeo for images with large new layers (it
+  compresses on every core), the engine's own push for small ones (it sends
+  just the new layers, with no export of the whole image) and as the fallback.
+- `publish_checked` pushes the image under a staging reference while the
+  image is checked; only once the check passed is the manifest copied under
+  its content tag (`in-<hex>`), the digest the registry serves for that tag
+  verified, and the staging manifest deleted. A failed check, an error or a
+  signal deletes the staging manifest and never writes the content tag.
+- Every error of the stages is rewrapped here, once, as a PushError naming
+  the image.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from ..config import Config
+from ..engine import Engine
+from ..errors import BuildtoolError, EngineError, Interrupted, PushError, RegistryError
+from . import skopeo
+from .engine_push import EnginePusher
+from .job import PushJob, staging_reference
+from .registry import Manifest, Registry
+from .skopeo import SkopeoPusher
+
+__all__ = ["Pusher", "PushJob", "pusher_for", "publish_checked", "staging_reference", "SKOPEO_FROM_BYTES"]
+
+log = logging.getLogger(__name__)
+
+# New (uncompressed) layer bytes from which skopeo beats the engine's push. Below it, skopeo's fixed cost (it
+# exports the whole image from the engine, base included, before sending anything) outweighs its faster
+# compression. Measured on this project's machine: see bench/README.md, "Which pusher".
+SKOPEO_FROM_BYTES = 150 * 1000 * 1000
+_STOP_WAIT = 1.5  # seconds a stopped push gets to end before its staging manifest is removed
+
+
+class Pusher(Protocol):
+    """Pushes `job.local` to `job.staging` and returns the manifest digest the registry stored."""
+
+    name: str
+
+    def push(self, job: PushJob) -> str: ...
+
+
+def pusher_for(config: Config, engine: Engine, new_bytes: int) -> Pusher:
+    """The way one image is pushed, given how many bytes its new layers hold (uncompressed)."""
+    if config.push_with == "engine" or engine.stores_images_in_containerd():
+        # Asked for, or an engine keeping compressed layers (containerd image store): it pushes them as they are.
+        return EnginePusher(engine)
+    executable = skopeo.find()
+    if config.push_with == "skopeo":
+        if executable is None:
+            raise PushError(f"{config.path}: push_with = \"skopeo\" but skopeo is not installed; install it "
+                            "(apt-get install skopeo, or scripts/infra-up.sh) or set push_with = \"auto\"")
+        return SkopeoPusher(executable)
+    if executable is not None and new_bytes >= SKOPEO_FROM_BYTES:
+        return SkopeoPusher(executable)
+    if executable is None and new_bytes >= SKOPEO_FROM_BYTES:
+        log.info("skopeo is not installed: the engine pushes %s MB of new layers on one core", new_bytes // 10**6)
+    return EnginePusher(engine)
+
+
+def _rewrap(exc: BaseException, job: PushJob) -> BaseException:
+    """The one place a stage's error becomes the push's: a PushError naming the image (a signal stays one)."""
+    if isinstance(exc, (Interrupted, PushError)):
+        return exc
+    if isinstance(exc, (RegistryError, EngineError)):
+        return PushError(f"push of {job.target} failed: {exc}")
+    if isinstance(exc, BuildtoolError):
+        return exc
+    if isinstance(exc, OSError):
+        return PushError(f"push of {job.target} failed: {exc.__class__.__name__}: {exc}")
+    return exc
+
+
+def _discard(registry: Registry, job: PushJob, digest: str | None) -> None:
+    """Delete the staging manifest (and so its tag); a failure here is logged, never raised over the real one."""
+    try:
+        digest = digest or registry.digest(job.staging)
+        if digest:
+            registry.delete_manifest(job.staging.with_digest(digest))
+    except BuildtoolError as exc:
+        log.warning("could not delete the staging image %s: %s", job.staging, exc)
+
+
+def publish_checked(job: PushJob, pusher: Pusher, registry: Registry, check: Callable[[], None]) -> str:
+    """Push while `check` runs; tag the content tag only if it passed. Returns the digest the registry serves."""
+    outcome: dict[str, object] = {}
+
+    def stage() -> None:
+        try:
+            digest = pusher.push(job)
+            outcome["digest"] = digest
+            # Read back now: another run may delete a staging manifest of the same digest before the check ends.
+            outcome["manifest"] = registry.raw_manifest(job.staging.with_digest(digest))
+        except BaseException as exc:  # handed to the thread that waits for it
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=stage, name=f"push-{job.name}", daemon=True)
+    worker.start()
+    try:
+        check()
+    except BaseException:
+        job.token.cancel()  # stops this image's push: nothing of it may become pullable
+        worker.join(_STOP_WAIT)
+        _discard(registry, job, outcome.get("digest"))  # type: ignore[arg-type]
+        raise
+    while worker.is_alive():
+        worker.join(0.2)
+    digest = outcome.get("digest")
+    try:
+        if "error" in outcome:
+            raise _rewrap(outcome["error"], job)  # type: ignore[arg-type]
+        manifest = outcome["manifest"]
+        assert isinstance(manifest, Manifest) and isinstance(digest, str)
+        if manifest.digest != digest:
+            raise PushError(f"push of {job.target}: {pusher.name} reported {digest} but the registry serves "
+                            f"{manifest.digest} for {job.staging}")
+        with job.token.publishing():  # no content tag after a signal
+            registry.copy(job.staging.with_digest(digest), job.target, manifest=manifest)
+        served = registry.digest(job.target)
+        if served != digest:
+            raise PushError(f"push of {job.target} reported {digest} but the registry serves {served}")
+    except BaseException as exc:
+        raise _rewrap(exc, job) from None
+    finally:
+        _discard(registry, job, digest if isinstance(digest, str) else None)
+    return digest
+
