@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import threading
 import urllib.request
 
@@ -197,14 +198,17 @@ def _remove_local_images(engine_client, prefix: str) -> None:
 
 
 def test_pushed_images_pull_back_by_digest_and_run(small_project, engine_client, registry, capsys):
-    """buildtool compresses and uploads new layers itself; an image adding none (download here) shares every
-    blob with its base. The engine must pull and run what was pushed."""
+    """push_with = "skopeo": skopeo pushes every image; an image adding no layer (download here) shares every
+    blob with its base (skopeo reuses what it pushed). The engine must pull and run what was pushed."""
+    small_project.write_text(small_project.read_text().replace("[tool.buildtool]\n",
+                                                               '[tool.buildtool]\npush_with = "skopeo"\n', 1))
     (small_project.parent / "images" / "download" / "Dockerfile").write_text(
         "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nLABEL step=download\n")
     assert run(small_project, "build", "--push") == 0
     err = capsys.readouterr().err
-    assert any(" training  push: compressed " in line for line in err.splitlines())
-    assert any(" download  push: blobs uploaded (0 layer(s) compressed" in line for line in err.splitlines())
+    for name in ("base", "download", "training", "upload"):
+        assert re.search(rf"\] {name} +push via skopeo ", err), name
+    assert " training  push (skopeo): Writing manifest" in err
     mapping = image_map.load(small_project.parent / "image_map.yaml")
     client = Registry()
     try:
@@ -229,12 +233,13 @@ def test_pushed_images_pull_back_by_digest_and_run(small_project, engine_client,
         engine.close()
 
 
-def test_the_engine_can_still_push(small_project, engine_client, capsys):
-    """push_with = "engine": the engine compresses and pushes, as `docker push` does; same images, same map."""
-    small_project.write_text(small_project.read_text().replace("[tool.buildtool]\n", '[tool.buildtool]\npush_with = "engine"\n', 1))
+def test_the_engine_pushes_small_images(small_project, engine_client, capsys):
+    """push_with = "auto" (the default): images adding a few kB push through the engine (`docker push`)."""
     assert run(small_project, "build", "--push") == 0
     err = capsys.readouterr().err
-    assert "layer(s) done" in err and "push: compressed" not in err  # the engine's push, not buildtool's
+    assert "layer(s) done" in err and "push (skopeo)" not in err  # the engine's push, not skopeo's
+    for name in ("base", "download", "training", "upload"):
+        assert re.search(rf"\] {name} +push via engine ", err), name
     mapping = image_map.load(small_project.parent / "image_map.yaml")
     for step, ref in mapping.steps.items():
         name, digest = ref.split("@")
