@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import re
 import threading
 import urllib.request
 
+import docker
 import yaml
 
 from buildtool import cli, config, image_map, verify
@@ -192,9 +194,12 @@ def test_extra_tags_point_at_the_pinned_digest(small_project, capsys):
 
 
 def _remove_local_images(engine_client, prefix: str) -> None:
+    """Untag this project's images (an image a child builds on stays, untagged, until the child goes)."""
     for image in engine_client.images.list():
-        if any(f"/{prefix}/" in tag for tag in image.tags):
-            engine_client.images.remove(image.id, force=True)
+        for name in image.tags + image.attrs.get("RepoDigests", []):
+            if f"/{prefix}/" in name:
+                with contextlib.suppress(docker.errors.ImageNotFound):  # gone with its last name already
+                    engine_client.images.remove(name, force=True)
 
 
 def test_pushed_images_pull_back_by_digest_and_run(small_project, engine_client, registry, capsys):
