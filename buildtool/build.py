@@ -12,11 +12,13 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
-from . import context, map_lock, plan as planning, push as pushing, reference, step_imports
+from . import context, map_lock, reference, step_imports
+from . import plan as planning
+from . import push as pushing
 from .config import BASE_IMAGE_ARG, Config
 from .context import BuildContext
 from .engine import Engine
@@ -64,7 +66,8 @@ def resolve_external(registry: Registry, text: str) -> str:
         raise RegistryError(f"cannot resolve base image {text}: {exc}. On a machine without a public registry, "
                             "run scripts/infra-up.sh and use the base it prints (BUILDTOOL_BASE_IMAGE=...)") from None
     if not found:
-        raise RegistryError(f"base image {text} not found in {ref.api_host}; push it there or set base_image/BUILDTOOL_BASE_IMAGE")
+        raise RegistryError(f"base image {text} not found in {ref.api_host}; push it there or set "
+                            "base_image/BUILDTOOL_BASE_IMAGE")
     return str(ref.with_digest(found))
 
 
@@ -140,11 +143,13 @@ def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Resu
     base = results[image.base_image].reference if image.base_image else str(image.external_base)
     args = {**dict(image.build_args), BASE_IMAGE_ARG: base}
     cache_from = cache_source(engine, image, run.previous, events)
-    events(image.name, f"build {image.tagged} on {base}" + (" (layers of the previous image reusable)" if cache_from else ""))
+    reusing = " (layers of the previous image reusable)" if cache_from else ""
+    events(image.name, f"build {image.tagged} on {base}{reusing}")
     planned = run.prepared.contexts[image.name]
     if context.scan(planned.root, planned.dockerfile) != planned:
         # The tag names what was hashed: sources edited since then must not be pushed under it.
-        raise BuildError(f"image {image.name}: files of {planned.root} changed since the build was planned; run it again")
+        raise BuildError(f"image {image.name}: files of {planned.root} changed since the build was planned; "
+                         "run it again")
     run.token.raise_if_cancelled()
     image_id = engine.build(planned, image.tagged, args, platform=run.config.platform,
                             labels={LABEL_INPUTS: image.inputs.digest, LABEL_IMAGE: image.name},
@@ -289,24 +294,3 @@ def run(full: Config, selected: Config, prepared: Prepared, registry: Registry, 
     with token.publishing():
         changed = map_lock.update(full.image_map, entries(prepared, results), {i.name: i.step for i in full.images})
     return Outcome(results, sizes, changed)
-
-
-def record(full_config: Config, prepared: Prepared, results: Mapping[str, Result],
-           previous: ImageMap | None) -> ImageMap:
-    """The new map: this run's images, and the previous map's entries for images not selected this time."""
-    steps: dict[str, str] = {}
-    locked: dict[str, LockedImage] = {}
-    for image in full_config.images:
-        result = results.get(image.name)
-        if result is not None:
-            planned = prepared.plan.get(image.name)
-            locked[image.name] = LockedImage(result.reference, planned.inputs.digest, planned.base_label,
-                                             dict(planned.inputs.items))
-        elif previous is not None and image.name in previous.images:
-            locked[image.name] = previous.images[image.name]
-        else:
-            raise ImageMapError(f"{full_config.image_map}: no earlier entry for image {image.name!r}; "
-                                "build it too (run `buildtool build --push` without naming images)")
-        if image.step:
-            steps[image.step] = locked[image.name].reference
-    return ImageMap(steps=steps, images=locked)

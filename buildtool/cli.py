@@ -11,11 +11,14 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from . import build as building, config as configuration, image_map, plan as planning, reference, staleness, verify
-from .errors import BuildtoolError, ConfigError, ImageMapError, VerifyError
+from . import build as building
+from . import config as configuration
+from . import image_map, staleness, verify
+from . import plan as planning
+from .errors import BuildtoolError, ImageMapError, VerifyError
 
 log = logging.getLogger("buildtool")
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import io
 import logging
 import re
 import socket
 import time
-import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import docker
 import requests
@@ -160,7 +159,7 @@ class Engine:
 
     def image_id(self, ref: str) -> str | None:
         try:
-            return self.api.inspect_image(ref)["Id"]
+            return str(self.api.inspect_image(ref)["Id"])
         except ImageNotFound:
             return None
         except _TRANSPORT_ERRORS as exc:
@@ -220,7 +219,8 @@ class Engine:
 
         A cancel of `token` cuts the stream: the engine stops the push when its client goes away.
         """
-        digest, layers_done, started = None, 0, time.monotonic()
+        digest: str | None = None
+        layers_done, started = 0, time.monotonic()
         registry, _ = docker_auth.resolve_repository_name(repository)
         headers = {}
         header = docker_auth.get_config_header(self.api, registry)
@@ -237,13 +237,13 @@ class Engine:
                         raise PushError(f"push of {repository}:{tag} failed: {detail}; "
                                         "is the registry running and are you logged in (docker login)?")
                     status = chunk.get("status", "")
-                    if status in ("Pushed", "Layer already exists", "Mounted from") or status.startswith("Mounted from"):
+                    if status in ("Pushed", "Layer already exists") or status.startswith("Mounted from"):
                         layers_done += 1
                         progress(f"push: {layers_done} layer(s) done ({status.lower()} {chunk.get('id', '')})"
                                  f"  [{time.monotonic() - started:.0f}s]")
                     aux = chunk.get("aux")
                     if isinstance(aux, dict) and aux.get("Digest"):
-                        digest = aux["Digest"]
+                        digest = str(aux["Digest"])
         except _TRANSPORT_ERRORS as exc:
             token.raise_if_cancelled()
             # Includes a stream the engine cut mid-way (urllib3's IncompleteRead/ProtocolError).
@@ -260,7 +260,8 @@ class Engine:
 
         `network_mode` ("host", "none", a network's name) wins over `network` when given.
         """
-        networking: dict[str, Any] = {"network_mode": network_mode} if network_mode else {"network_disabled": not network}
+        networking: dict[str, Any] = ({"network_mode": network_mode} if network_mode
+                                      else {"network_disabled": not network})
         try:
             container = self._client.containers.create(
                 image, command, environment=dict(environment or {}), volumes=dict(volumes or {}), detach=True,

@@ -239,8 +239,8 @@ class Registry:
             raise RegistryError(f"registry {ref.api_host}: cannot send {method} to {url}: {exc}") from None
         if foreign:  # a Location elsewhere: no credential goes there, and never plain HTTP from an HTTPS registry
             if home.scheme == "https" and parts.scheme != "https":
-                raise RegistryError(f"registry {ref.api_host} sent {method} for {ref} to {parts.scheme}://{parts.netloc}, "
-                                    "which is not HTTPS; refused")
+                raise RegistryError(f"registry {ref.api_host} sent {method} for {ref} to "
+                                    f"{parts.scheme}://{parts.netloc}, which is not HTTPS; refused")
             return self._send(method, url, headers=headers, auth=_NO_AUTH, body=body)
         with self._lock:
             token = self._tokens.get((ref.api_host, ref.path))

@@ -31,6 +31,7 @@ RETRY_TIMES = 3
 _KILL_AFTER = 1.0  # seconds between SIGTERM and SIGKILL when a push is stopped
 _TAIL_LINES = 15
 _HEARTBEAT = 15.0
+_MILESTONES = ("Copying blob", "Copying config", "Writing manifest")
 
 
 def find() -> str | None:
@@ -103,7 +104,7 @@ class SkopeoPusher:
                         continue
                     tail.append(line)
                     now = time.monotonic()
-                    if line.startswith(("Copying blob", "Copying config", "Writing manifest")) or now - last > _HEARTBEAT:
+                    if line.startswith(_MILESTONES) or now - last > _HEARTBEAT:
                         job.progress(f"push (skopeo): {line[:100]}  [{now - started:.0f}s]")
                         last = now
                 code = process.wait()

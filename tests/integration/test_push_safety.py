@@ -260,6 +260,7 @@ def test_a_fresh_runner_reuses_the_previous_images_layers(small_project, engine_
     assert re.search(r"\] training +pull \S+@sha256:[0-9a-f]{64} \(the map's previous image\)", err), err
     new = image_map.load(small_project.parent / "image_map.yaml").images["training"].reference
     assert new != previous
-    old_layers = engine_client.images.get(previous.split(":in-")[0] + "@" + previous.split("@")[1]).attrs["RootFS"]["Layers"]
+    pulled = previous.split(":in-")[0] + "@" + previous.split("@")[1]  # pulled by digest: no tag
+    old_layers = engine_client.images.get(pulled).attrs["RootFS"]["Layers"]
     new_layers = engine_client.images.get(new.split("@")[0]).attrs["RootFS"]["Layers"]  # built here: its tag
     assert new_layers[:len(old_layers)] == old_layers  # the random layer came from the cache, not a new RUN

@@ -32,7 +32,8 @@ STEPS = {"base": None, "download": "download_training_dataset", "upload": "uploa
 
 def test_merge_keeps_the_other_runs_entries_and_replaces_ours(tmp_path):
     existing = ImageMap(steps={"download_training_dataset": ref("download", 1), "upload_model": ref("upload", 9)},
-                        images={"base": entry("base", 1), "download": entry("download", 1), "upload": entry("upload", 9)})
+                        images={"base": entry("base", 1), "download": entry("download", 1),
+                                "upload": entry("upload", 9)})
     merged = map_lock.merge(existing, {"download": entry("download", 2)}, STEPS, set(STEPS), tmp_path / "m")
     assert merged.images["upload"] == entry("upload", 9)  # written by another run meanwhile: kept
     assert merged.steps == {"download_training_dataset": ref("download", 2), "upload_model": ref("upload", 9)}

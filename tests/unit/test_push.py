@@ -112,7 +112,7 @@ def test_the_staging_reference_is_another_repository_and_never_the_content_tag()
     assert not first.tag.startswith("in-")
 
 
-def test_the_authfile_holds_only_the_target_registry_and_is_private(tmp_path, docker_config):
+def test_the_authfile_holds_only_the_target_registry_and_is_private(tmp_path, docker_config):  # noqa: F811
     from buildtool.push.skopeo import write_authfile
 
     docker_config({"127.0.0.1:5000": ("robot", "pw"), "other.example.com": ("x", "y")})
@@ -135,15 +135,15 @@ class StagingPusher:
 
     def push(self, job: push.PushJob) -> str:
         self.store.blobs.setdefault(job.staging.path, set()).update(self.blobs)
-        self.registry.put_manifest(job.staging, Manifest(MANIFEST, "application/vnd.docker.distribution.manifest.v2+json",
-                                                         MANIFEST_DIGEST))
+        manifest = Manifest(MANIFEST, "application/vnd.docker.distribution.manifest.v2+json", MANIFEST_DIGEST)
+        self.registry.put_manifest(job.staging, manifest)
         while not self.release.wait(0.05):
             job.token.raise_if_cancelled()
         return MANIFEST_DIGEST
 
 
 @pytest.fixture
-def setup(serve, docker_config, tmp_path):
+def setup(serve, docker_config, tmp_path):  # noqa: F811  (fixtures shared with test_registry_writes)
     store = Store()
     server = serve(store)
     registry = Registry(timeout=5, retry=RetryPolicy(attempts=2, backoff=0.01, budget=2))
