@@ -81,5 +81,6 @@ class Interrupted(BuildtoolError):
 
         self.signum = signum
         self.exit_code = 128 + signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}: running pushes, checks and helper "
-                         "processes were stopped; nothing was published and the image map is unchanged")
+        super().__init__(f"interrupted by {signal.Signals(signum).name}: the running builds, checks and pushes "
+                         "were stopped, their staging images deleted; no tag and no image map was written after "
+                         "the signal")

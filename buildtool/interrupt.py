@@ -116,6 +116,8 @@ def on_signals(token: Token) -> Iterator[Token]:
         return
 
     def handler(signum: int, _frame: FrameType | None) -> None:
+        if token.cancelled:
+            return  # a second signal: the run is already stopping, within the same bounded wait
         token.cancel(signum)
         raise Interrupted(signum)
 
