@@ -117,6 +117,16 @@ def cache_source(engine: Engine, image: ImagePlan, previous: ImageMap | None, ev
     return [by_digest]
 
 
+def _base_size(engine: Engine, base: str) -> int:
+    """Bytes of the base the image was built on: by its pinned reference, or by the local tag of a base built in
+    this run (an image pushed by skopeo is known to the engine by tag only)."""
+    for candidate in (base, base.split("@")[0]):
+        found = engine.image_id(candidate)
+        if found:
+            return engine.size(found)
+    return 0
+
+
 @dataclass(frozen=True)
 class _Run:
     """What every image of one run shares."""
@@ -167,7 +177,7 @@ def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Resu
         events(image.name, f"built {image.tagged} in {time.monotonic() - started:.0f}s (not pushed)")
         return Result(image.name, image.tagged, image.action, time.monotonic() - started)
     assert run.workdir is not None
-    new_bytes = engine.size(image_id) - (engine.size(base) if engine.image_id(base) else 0)
+    new_bytes = engine.size(image_id) - _base_size(engine, base)
     pusher = pushing.pusher_for(run.config, engine, new_bytes)
     target = reference.parse(image.tagged)
     job = pushing.PushJob(image.name, image.tagged, image_id, target, pushing.staging_reference(target), run.workdir,
