@@ -269,3 +269,39 @@ def test_a_fresh_runner_reuses_the_previous_images_layers(small_project, engine_
     old_layers = engine_client.images.get(pulled).attrs["RootFS"]["Layers"]
     new_layers = engine_client.images.get(new.split("@")[0]).attrs["RootFS"]["Layers"]  # built here: its tag
     assert new_layers[:len(old_layers)] == old_layers  # the random layer came from the cache, not a new RUN
+
+
+def test_a_signal_during_the_check_stops_its_container(small_project, registry, engine_client):
+    training = small_project.parent / "images" / "training"
+    (training / "slow_import.py").write_text("import time\ntime.sleep(60)\n")
+    (training / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY slow_import.py /opt/slow/\nENV PYTHONPATH=/opt/slow\n")
+    steps = small_project.parent / "small_steps.py"
+    steps.write_text(steps.read_text().replace("def training(input, output):\n    import json",
+                                               "def training(input, output):\n    import json, slow_import"))
+    prefix = config.load(small_project).repository
+    process = buildtool(small_project, "build", "--push")
+    reader = Reader(process)
+
+    def check_containers() -> list[object]:
+        return [c for c in engine_client.containers.list(all=True)
+                if any(f"/{prefix}/training:" in tag for tag in (c.image.tags if c.image else []))]
+
+    try:
+        reader.wait_for(r"\] training +push via ", timeout=600)
+        deadline = time.monotonic() + 30
+        while not check_containers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert check_containers(), "the import check should be running"
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 143
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+    err = reader.text()
+    assert took <= 2.0, f"exit took {took:.2f}s"
+    assert check_containers() == []  # removed, not left sleeping
+    assert served_digest(content_tag(err, "training")) is None
+    assert staging_tags(registry, f"{prefix}/training") == []
