@@ -106,7 +106,9 @@ def cache_source(engine: Engine, image: ImagePlan, previous: ImageMap | None, ev
         return []
     ref = reference.parse(locked.reference)
     by_digest = f"{ref.repository}@{ref.digest}"
-    if engine.image_id(by_digest) is not None:
+    # Built here before: the engine knows it by its content tag (a push through a staging repository records
+    # no digest under this repository), or, pulled before, by its digest.
+    if engine.image_id(by_digest) is not None or engine.image_id(locked.reference.split("@")[0]) is not None:
         return []
     events(image.name, f"pull {by_digest} (the map's previous image) to reuse its layers")
     try:
