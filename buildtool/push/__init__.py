@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import Config
@@ -89,18 +90,26 @@ def _discard(registry: Registry, job: PushJob, digest: str | None) -> None:
         log.warning("could not delete the staging image %s: %s", job.staging, exc)
 
 
+@dataclass
+class _Staged:
+    """What the push thread hands back: the digest and manifest it stored under the staging tag, or its error."""
+
+    digest: str | None = None
+    manifest: Manifest | None = None
+    error: BaseException | None = None
+
+
 def publish_checked(job: PushJob, pusher: Pusher, registry: Registry, check: Callable[[], None]) -> str:
     """Push while `check` runs; tag the content tag only if it passed. Returns the digest the registry serves."""
-    outcome: dict[str, object] = {}
+    staged = _Staged()
 
     def stage() -> None:
         try:
-            digest = pusher.push(job)
-            outcome["digest"] = digest
+            staged.digest = pusher.push(job)
             # Read back now: another run may delete a staging manifest of the same digest before the check ends.
-            outcome["manifest"] = registry.raw_manifest(job.staging.with_digest(digest))
+            staged.manifest = registry.raw_manifest(job.staging.with_digest(staged.digest))
         except BaseException as exc:  # handed to the thread that waits for it
-            outcome["error"] = exc
+            staged.error = exc
 
     worker = threading.Thread(target=stage, name=f"push-{job.name}", daemon=True)
     worker.start()
@@ -109,27 +118,22 @@ def publish_checked(job: PushJob, pusher: Pusher, registry: Registry, check: Cal
     except BaseException:
         job.token.cancel()  # stops this image's push: nothing of it may become pullable
         worker.join(_STOP_WAIT)
-        _discard(registry, job, outcome.get("digest"))  # type: ignore[arg-type]
+        _discard(registry, job, staged.digest)
         raise
     while worker.is_alive():
         worker.join(0.2)
-    digest = outcome.get("digest")
     try:
-        if "error" in outcome:
-            raise _rewrap(outcome["error"], job)  # type: ignore[arg-type]
-        manifest = outcome["manifest"]
-        assert isinstance(manifest, Manifest) and isinstance(digest, str)
-        if manifest.digest != digest:
-            raise PushError(f"push of {job.target}: {pusher.name} reported {digest} but the registry serves "
-                            f"{manifest.digest} for {job.staging}")
+        if staged.error is not None:
+            raise _rewrap(staged.error, job)
+        if staged.digest is None or staged.manifest is None:
+            raise PushError(f"push of {job.target} by {pusher.name} ended without a digest")
         with job.token.publishing():  # no content tag after a signal
-            registry.copy(job.staging.with_digest(digest), job.target, manifest=manifest)
+            registry.copy(job.staging.with_digest(staged.digest), job.target, manifest=staged.manifest)
         served = registry.digest(job.target)
-        if served != digest:
-            raise PushError(f"push of {job.target} reported {digest} but the registry serves {served}")
+        if served != staged.digest:
+            raise PushError(f"push of {job.target} reported {staged.digest} but the registry serves {served}")
     except BaseException as exc:
         raise _rewrap(exc, job) from None
     finally:
-        _discard(registry, job, digest if isinstance(digest, str) else None)
-    return digest
-
+        _discard(registry, job, staged.digest)
+    return staged.digest
