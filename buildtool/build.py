@@ -191,7 +191,7 @@ def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Resu
     return Result(image.name, f"{image.tagged}@{digest}", image.action, time.monotonic() - started)
 
 
-_STOP_WAIT = 1.5  # seconds the main thread gives running images to stop and clean up after a signal
+_STOP_WAIT = 1.0  # seconds the main thread gives running images to stop and clean up after a signal
 
 
 def execute(prepared: Prepared, engine: Engine | None, registry: Registry, config: Config, *, push: bool, jobs: int,
