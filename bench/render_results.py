@@ -31,7 +31,8 @@ def _seconds(values: list[float]) -> str:
 
 def latest_cases(folder: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(run, case) for each case number, from the latest run that did not skip it."""
-    runs = sorted((json.loads(p.read_text()) for p in folder.glob("*.json")), key=lambda r: r["started"])
+    documents = (json.loads(p.read_text()) for p in folder.glob("*.json"))
+    runs = sorted((d for d in documents if "cases" in d), key=lambda r: r["started"])  # bench runs, not other data
     chosen: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
     for run in runs:
         for case in run["cases"]:
