@@ -8,23 +8,34 @@ side ever finds the other's tags. Cases:
 
   1  warm no-op        everything built and pushed, engine cache warm
   2  empty-cache no-op everything in the registry, engine cache empty (a fresh CI runner)
-  3  one-file change   images/download/Dockerfile gains a line
+  3  one-file change   images/download/Dockerfile gains a line (buildtool's import check included)
   4  cold              engine cache empty and nothing in the registry (fresh prefixes)
+  5  fresh runner      engine cache empty, images in the registry, images/training/Dockerfile gains a
+                       last line; compared with plain and with case 4's buildtool (cold) time
 
-Cases 2 and 4 empty the engine's cache (every image not held by a container,
+The plain side of the empty-engine cases (2, 5) pulls the images its last run
+pushed and builds with --cache-from them, as a competent CI script would.
+Every ratio is paired: buildtool / plain of the same run (sides alternate which
+goes first); a case reports the median of its runs' ratios.
+
+Cases 2, 4 and 5 empty the engine's cache (every image not held by a container,
 and the builder cache); they run only with --empty-engine, because that also
 removes images other work on the engine may be using.
 
-Run from the repository root:  .venv/bin/python bench/build_speed.py
+Run from the repository root:  .venv/bin/python bench/build_speed.py [--results bench/results]
 The repository is never modified: everything runs on a copy in a temporary
 folder. Images the bench tagged are removed from the engine at the end; its
-repositories in the registry (under bench/<run id>/) are left there.
+repositories in the registry (under bench/<run id>/) are left there. With
+--results, the raw figures go to RESULTS/<run id>.json and the commands' logs to
+RESULTS/<run id>/; bench/render_results.py makes the README table from them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import re
 import shutil
 import statistics
@@ -46,14 +57,19 @@ IMAGES = ("base", "download", "training", "upload")
 STEP_IMAGES = IMAGES[1:]
 PLAIN_TAG = "bench"
 CHANGED_FILE = "images/download/Dockerfile"
+FRESH_FILE = "images/training/Dockerfile"
 CASE_TITLES = {
     1: "1 warm no-op",
     2: "2 no-op, empty engine cache",
     3: "3 one file of download changed",
     4: "4 cold (empty cache, empty registry)",
+    5: "5 fresh runner, one training line changed",
 }
-# Ratio targets (buildtool seconds / plain seconds); case 3's target is about what is rebuilt.
-RATIO_TARGETS = {1: 1.0, 2: 0.02, 4: 0.9}
+# Targets on the median of the paired ratios (buildtool seconds / plain seconds of the same run); case 5's is
+# buildtool's fresh-runner time over its cold time (case 4's median), and case 3 must also rebuild download alone.
+RATIO_TARGETS = {1: 1.0, 2: 0.02, 3: 1.5, 4: 0.85}
+FRESH_TO_COLD_TARGET = 0.35
+EMPTY_ENGINE_CASES = (2, 4, 5)
 SIZE_TARGETS_MB = {"download": 70.0, "upload": 70.0}
 
 
@@ -173,10 +189,10 @@ class Bench:
 
     # -- running a side
 
-    def build(self, side: Side, label: str) -> Run:
+    def build(self, side: Side, label: str, *, pull_cache: bool = False) -> Run:
         if side.kind == "plain":
             env = {"REGISTRY": self.args.registry, "PREFIX": side.prefix, "TAG": PLAIN_TAG,
-                   "BASE_IMAGE": self.args.base_image}
+                   "BASE_IMAGE": self.args.base_image, "PULL_CACHE": "1" if pull_cache else "0"}
             argv = ["bash", str(REPO / "bench" / "plain_build.sh"), str(self.tree)]
         else:
             env = {"BUILDTOOL_REGISTRY": self.args.registry, "BUILDTOOL_REPOSITORY": side.prefix,
@@ -209,7 +225,7 @@ class Bench:
         return refs
 
     def wait_for_go(self) -> bool:
-        """Cases 2 and 4 empty the whole engine cache: only when the caller said so."""
+        """Cases 2, 4 and 5 empty the whole engine cache: only when the caller said so."""
         if not self.args.empty_engine:
             say("  skipping: this case empties the engine cache (every unused image); pass --empty-engine to allow it")
         return self.args.empty_engine
@@ -302,13 +318,13 @@ def plain_sections(run: Run) -> PlainSections:
 
 @dataclass
 class ToolPhases:
-    """When buildtool started an image, ran its last Dockerfile step, finished its check, had its blobs
-    uploaded (check and upload run side by side), and stored its manifest (the end of its push)."""
+    """When buildtool started an image, ran its last Dockerfile step, started its push (beside the check),
+    finished its check, and had the content tag in place (the end of its push)."""
 
     start: float
     built: float
+    pushing: float | None = None
     checked: float | None = None
-    uploaded: float | None = None
     end: float | None = None
 
 
@@ -332,8 +348,8 @@ def buildtool_phases(run: Run) -> dict[str, ToolPhases]:
             phases[name].built = line.at
         elif message.startswith("imports of step"):
             phases[name].checked = line.at
-        elif message.startswith("push: blobs uploaded"):
-            phases[name].uploaded = line.at
+        elif message.startswith("push via "):
+            phases[name].pushing = line.at
         elif message.startswith("pushed "):
             phases[name].end = line.at
     return phases
@@ -350,6 +366,28 @@ class CaseResult:
     notes: list[str] = field(default_factory=list)
     met: bool | None = None
     skipped: str = ""
+    to_cold: list[float] = field(default_factory=list)  # case 5: buildtool's time over its cold median
+    logs: list[str] = field(default_factory=list)
+
+    @property
+    def ratios(self) -> list[float]:
+        """buildtool / plain, run by run (each pair ran back to back)."""
+        return [t / p for t, p in zip(self.tool, self.plain)]
+
+    def add(self, runs: Mapping[str, Run]) -> None:
+        self.plain.append(runs["plain"].seconds)
+        self.tool.append(runs["buildtool"].seconds)
+        self.logs += [runs["plain"].log.name, runs["buildtool"].log.name]
+
+    def as_json(self) -> dict[str, object]:
+        ratios = self.ratios
+        return {"case": self.case, "title": CASE_TITLES[self.case], "skipped": self.skipped or None,
+                "plain_seconds": [round(x, 2) for x in self.plain], "buildtool_seconds": [round(x, 2) for x in self.tool],
+                "paired_ratios": [round(x, 4) for x in ratios],
+                "median_ratio": round(median(ratios), 4) if ratios else None,
+                "target": RATIO_TARGETS.get(self.case), "to_cold_ratios": [round(x, 4) for x in self.to_cold],
+                "to_cold_target": FRESH_TO_COLD_TARGET if self.case == 5 else None,
+                "met": self.met, "notes": self.notes, "logs": self.logs}
 
 
 def median(values: list[float]) -> float:
@@ -366,13 +404,13 @@ def case_warm(bench: Bench, plain: Side, tool: Side) -> CaseResult:
     say("case 1: warm no-op")
     result = CaseResult(1)
     for rep in range(bench.args.repeat):
-        order = (plain, tool) if rep % 2 == 0 else (tool, plain)
-        for side in order:
-            run = bench.build(side, f"case 1 #{rep + 1}")
-            (result.plain if side is plain else result.tool).append(run.seconds)
-            if side is tool and set(buildtool_plan(run).values()) != {"reuse"}:
-                raise BenchError(f"case 1: buildtool planned a build on a warm no-op (log {run.log})")
-    result.met = median(result.tool) / median(result.plain) <= RATIO_TARGETS[1]
+        runs = {}
+        for side in ((plain, tool) if rep % 2 == 0 else (tool, plain)):
+            runs[side.kind] = bench.build(side, f"case 1 #{rep + 1}")
+        if set(buildtool_plan(runs["buildtool"]).values()) != {"reuse"}:
+            raise BenchError(f"case 1: buildtool planned a build on a warm no-op (log {runs['buildtool'].log})")
+        result.add(runs)
+    result.met = median(result.ratios) <= RATIO_TARGETS[1]
     return result
 
 
@@ -390,8 +428,7 @@ def case_one_file(bench: Bench, plain: Side, tool: Side) -> CaseResult:
             for side in ((plain, tool) if rep % 2 == 0 else (tool, plain)):
                 runs[side.kind] = bench.build(side, f"case 3 #{rep + 1}")
             after = {side.kind: bench.digests(side) for side in (plain, tool)}
-            result.plain.append(runs["plain"].seconds)
-            result.tool.append(runs["buildtool"].seconds)
+            result.add(runs)
 
             sections = plain_sections(runs["plain"])
             ran = [f"{n} ({sections.steps_run[n]} step(s) run, {sections.steps_cached[n]} from cache)" for n in IMAGES]
@@ -410,7 +447,9 @@ def case_one_file(bench: Bench, plain: Side, tool: Side) -> CaseResult:
             alone = alone and built == ["download"] and pushed == ["download"] and tool_changed == ["download"]
     finally:
         path.write_text(original)
-    result.met = alone
+    if not alone:
+        result.notes.append("buildtool rebuilt or pushed more than the download image")
+    result.met = alone and median(result.ratios) <= RATIO_TARGETS[3]
     return result
 
 
@@ -420,15 +459,15 @@ def case_empty_cache(bench: Bench, plain: Side, tool: Side) -> CaseResult:
     if not bench.wait_for_go():
         result.skipped = "skipped: needs --empty-engine"
         return result
+    runs = {}
     for side in (plain, tool):
         bench.empty_engine()
-        run = bench.build(side, "case 2")
-        (result.plain if side is plain else result.tool).append(run.seconds)
-        if side is tool and set(buildtool_plan(run).values()) != {"reuse"}:
-            raise BenchError(
-                f"case 2: buildtool planned a build although the registry holds every image (log {run.log})"
-            )
-    result.met = result.tool[0] / result.plain[0] <= RATIO_TARGETS[2]
+        runs[side.kind] = bench.build(side, "case 2", pull_cache=True)  # plain: pull, then build --cache-from
+    if set(buildtool_plan(runs["buildtool"]).values()) != {"reuse"}:
+        raise BenchError(f"case 2: buildtool planned a build although the registry holds every image "
+                         f"(log {runs['buildtool'].log})")
+    result.add(runs)
+    result.met = result.ratios[0] <= RATIO_TARGETS[2]
     return result
 
 
@@ -452,11 +491,41 @@ def case_cold(bench: Bench) -> tuple[CaseResult, list[dict[str, Run]], tuple[Sid
             runs[side.kind] = bench.build(side, f"case 4 #{rep + 1}")
         if set(buildtool_plan(runs["buildtool"]).values()) != {"build"}:
             raise BenchError(f"case 4: buildtool reused an image on a fresh prefix (log {runs['buildtool'].log})")
-        result.plain.append(runs["plain"].seconds)
-        result.tool.append(runs["buildtool"].seconds)
+        result.add(runs)
         all_runs.append(runs)
-    result.met = median(result.tool) / median(result.plain) <= RATIO_TARGETS[4]
+    result.met = median(result.ratios) <= RATIO_TARGETS[4]
     return result, all_runs, sides[-1]  # the image map holds the last run's images
+
+
+def case_fresh_runner(bench: Bench, plain: Side, tool: Side, cold: CaseResult | None) -> CaseResult:
+    """An emptied engine, the images of the last run in the registry, and one line added at the end of the
+    training Dockerfile: plain pulls and builds with --cache-from; buildtool pulls the map's previous training."""
+    say(f"case 5: fresh runner, {FRESH_FILE} gains a last line (empty engine cache, images in the registry)")
+    result = CaseResult(5)
+    if not bench.wait_for_go():
+        result.skipped = "skipped: needs --empty-engine"
+        return result
+    if cold is None or cold.skipped or not cold.tool:
+        result.skipped = "skipped: needs case 4 in the same run (its cold time is the reference)"
+        return result
+    path = bench.tree / FRESH_FILE
+    original = path.read_text()
+    try:
+        for rep in range(bench.args.fresh_repeat):
+            path.write_text(original + f'RUN echo "bench fresh {bench.run_id} #{rep + 1}" > /etc/bench-fresh\n')
+            runs = {}
+            for side in ((plain, tool) if rep % 2 == 0 else (tool, plain)):
+                bench.empty_engine()
+                runs[side.kind] = bench.build(side, f"case 5 #{rep + 1}", pull_cache=True)
+            plan = buildtool_plan(runs["buildtool"])
+            if sorted(n for n, a in plan.items() if a == "build") != ["training"]:
+                raise BenchError(f"case 5: buildtool should rebuild training alone (log {runs['buildtool'].log})")
+            result.add(runs)
+            result.to_cold.append(runs["buildtool"].seconds / median(cold.tool))
+    finally:
+        path.write_text(original)
+    result.met = median(result.to_cold) <= FRESH_TO_COLD_TARGET
+    return result
 
 
 # --------------------------------------------------------------------------- report
@@ -471,14 +540,15 @@ def seconds_cell(values: list[float]) -> str:
 
 
 def print_table(results: list[CaseResult], repeat: int, cold_repeat: int) -> None:
-    rows = [("case", "plain s", "buildtool s", "b/a", "target", "met")]
+    rows = [("case", "plain s", "buildtool s", "paired b/a (median)", "target", "met")]
     for r in sorted(results, key=lambda r: r.case):
         if r.skipped:
             rows.append((CASE_TITLES[r.case], "-", "-", "-", "", r.skipped))
             continue
-        ratio = median(r.tool) / median(r.plain)
-        target = f"<= {RATIO_TARGETS[r.case]}" if r.case in RATIO_TARGETS else "download alone"
-        rows.append((CASE_TITLES[r.case], seconds_cell(r.plain), seconds_cell(r.tool), f"{ratio:.3f}", target,
+        ratio = f"{median(r.ratios):.3f}" + (f" ({median(r.to_cold):.3f} of cold)" if r.to_cold else "")
+        target = (f"<= {FRESH_TO_COLD_TARGET} of cold" if r.case == 5 else f"<= {RATIO_TARGETS[r.case]}"
+                  + (", download alone" if r.case == 3 else ""))
+        rows.append((CASE_TITLES[r.case], seconds_cell(r.plain), seconds_cell(r.tool), ratio, target,
                      "yes" if r.met else "NO"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     say("")
@@ -488,12 +558,10 @@ def print_table(results: list[CaseResult], repeat: int, cold_repeat: int) -> Non
         if i == 0:
             say("  ".join("-" * w for w in widths))
     ran = {r.case for r in results if not r.skipped}
-    parts = (
-        ([f"cases 1 and 3: median of {repeat} run(s)"] if ran & {1, 3} else [])
-        + ([f"case 4: median of {cold_repeat} run(s)"] if 4 in ran else [])
-        + (["case 2: one run"] if 2 in ran else [])
-    )
-    say(f"({'; '.join(parts)}; [min-max]; sides alternate which goes first)")
+    parts = ([f"cases 1 and 3: {repeat} run(s)"] if ran & {1, 3} else []) + \
+            ([f"case 4: {cold_repeat} run(s)"] if 4 in ran else []) + (["case 2: one run"] if 2 in ran else []) + \
+            (["case 5: see its runs"] if 5 in ran else [])
+    say(f"({'; '.join(parts)}; seconds: median [min-max]; ratios paired run by run; sides alternate which goes first)")
 
 
 def print_sizes(bench: Bench, plain: Side, tool: Side, where: str) -> None:
@@ -523,8 +591,7 @@ def print_cold_breakdown(runs: Mapping[str, Run], number: int) -> None:
     say("")
     say(f"case 4 run {number} ({runs['plain'].seconds:.1f}s plain, {runs['buildtool'].seconds:.1f}s buildtool), "
         "where the time goes: start-end (seconds) since each command started")
-    rows = [("image", "plain build", "plain push", "buildtool build", "buildtool check", "buildtool blobs",
-             "buildtool push end")]
+    rows = [("image", "plain build", "plain push", "buildtool build", "buildtool check", "buildtool push")]
 
     def cell(start: float | None, end: float | None) -> str:
         return "-" if start is None or end is None else f"{start:.1f}-{end:.1f} ({end - start:.1f})"
@@ -532,12 +599,10 @@ def print_cold_breakdown(runs: Mapping[str, Run], number: int) -> None:
     for name in IMAGES:
         b, p, t = plain.builds[name], plain.pushes[name], tool.get(name)
         if t is None:
-            rows.append((name, cell(b.start, b.end), cell(p.start, p.end), "-", "-", "-", "-"))
+            rows.append((name, cell(b.start, b.end), cell(p.start, p.end), "-", "-", "-"))
             continue
-        # Without buildtool's own upload (push_with = "engine") the push starts after the check.
-        last = max(x for x in (t.built, t.checked, t.uploaded) if x is not None)
         rows.append((name, cell(b.start, b.end), cell(p.start, p.end), cell(t.start, t.built),
-                     cell(t.built, t.checked), cell(t.built, t.uploaded), cell(last, t.end)))
+                     cell(t.built, t.checked), cell(t.pushing, t.end)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = enumerate(zip(row, widths, strict=True))
@@ -545,8 +610,8 @@ def print_cold_breakdown(runs: Mapping[str, Run], number: int) -> None:
     first = min((t.start for t in tool.values()), default=0.0)
     say(f"  buildtool before its first image starts (startup, context scan, registry lookups): {first:.1f}s; "
         "its build column ends when the last Dockerfile step starts; then the import check and pip check "
-        "(check) run beside the export, compression and upload of the layers (blobs); the push ends when "
-        "the manifest is stored, after both")
+        "(check) run beside the push to the staging repository; the push ends when the content tag is in place, "
+        "after both")
 
 
 # --------------------------------------------------------------------------- main
@@ -567,35 +632,39 @@ def copy_tree(destination: Path) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default="1,3,2,4", help="cases to run, in this order (default: %(default)s)")
+    p.add_argument("--cases", default="1,3,2,4,5", help="cases to run, in this order (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=3, help="runs of cases 1 and 3 per side; the median is reported "
                                                          "(default: %(default)s)")
-    p.add_argument("--cold-repeat", type=int, default=1, help="runs of case 4 per side, each on fresh prefixes; the "
+    p.add_argument("--cold-repeat", type=int, default=3, help="runs of case 4 per side, each on fresh prefixes; the "
                                                               "median is reported (default: %(default)s)")
+    p.add_argument("--fresh-repeat", type=int, default=1, help="runs of case 5 per side (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=2, help="buildtool --jobs (default: %(default)s)")
     p.add_argument("--registry", default=os.environ.get("BUILDTOOL_REGISTRY", "127.0.0.1:5000"))
     p.add_argument("--base-image", default=os.environ.get("BUILDTOOL_BASE_IMAGE",
                                                           "127.0.0.1:5000/buildtool/python:3.11-bookworm"))
     p.add_argument("--buildtool", type=Path, default=REPO / ".venv" / "bin" / "buildtool")
     p.add_argument("--empty-engine", action="store_true",
-                   help="allow cases 2 and 4, which remove every image no container uses and the builder cache")
-    p.add_argument("--log-dir", type=Path, help="where the commands' logs go (default: a new temporary folder)")
+                   help="allow cases 2, 4 and 5, which remove every image no container uses and the builder cache")
+    p.add_argument("--log-dir", type=Path, help="where the commands' logs go (default: RESULTS/<run id>/ with "
+                                                "--results, else a new temporary folder)")
+    p.add_argument("--results", type=Path, help="write the raw figures to RESULTS/<run id>.json and keep the logs")
     args = p.parse_args(argv)
     try:
         args.case_list = [int(c) for c in args.cases.split(",") if c.strip()]
     except ValueError:
-        p.error(f"--cases: expected numbers 1-4 separated by commas, got {args.cases!r}")
+        p.error(f"--cases: expected numbers 1-5 separated by commas, got {args.cases!r}")
     if not args.case_list or any(c not in CASE_TITLES for c in args.case_list):
-        p.error(f"--cases: expected numbers 1-4 separated by commas, got {args.cases!r}")
-    if args.repeat < 1 or args.cold_repeat < 1:
-        p.error("--repeat and --cold-repeat must be at least 1")
+        p.error(f"--cases: expected numbers 1-5 separated by commas, got {args.cases!r}")
+    if args.repeat < 1 or args.cold_repeat < 1 or args.fresh_repeat < 1:
+        p.error("--repeat, --cold-repeat and --fresh-repeat must be at least 1")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run_id = time.strftime("r%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix=f"build-speed-{run_id}-logs-"))
+    log_dir = args.log_dir or (args.results / run_id if args.results else
+                               Path(tempfile.mkdtemp(prefix=f"build-speed-{run_id}-logs-")))
     log_dir.mkdir(parents=True, exist_ok=True)
     tree = Path(tempfile.mkdtemp(prefix=f"build-speed-{run_id}-tree-"))
     copy_tree(tree)
@@ -607,6 +676,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     plain, tool = bench.side("plain"), bench.side("buildtool")
     results: list[CaseResult] = []
     cold_runs: list[dict[str, Run]] = []
+    cold: CaseResult | None = None
+    started = time.time()
     try:
         if any(c in (1, 2, 3) for c in args.case_list):
             prime(bench, plain, tool)
@@ -617,9 +688,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.append(case_empty_cache(bench, plain, tool))
             elif case == 3:
                 results.append(case_one_file(bench, plain, tool))
-            else:
+            elif case == 4:
                 cold, cold_runs, cold_sides = case_cold(bench)
                 results.append(cold)
+                if not cold.skipped:
+                    plain, tool = cold_sides  # the map now holds these: later cases continue from them
+            else:
+                results.append(case_fresh_runner(bench, plain, tool, cold))
 
         print_table(results, args.repeat, args.cold_repeat)
         for r in results:
@@ -635,12 +710,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print_cold_breakdown(runs, number)
         else:
             print_sizes(bench, plain, tool, "the warm cases")
+        if args.results:
+            write_results(args, run_id, started, bench, results)
     except BenchError as exc:
         say(f"build_speed: error: {exc}")
         return 1
     finally:
         cleanup(bench, log_dir)
     return 0
+
+
+def write_results(args: argparse.Namespace, run_id: str, started: float, bench: Bench,
+                  results: list[CaseResult]) -> Path:
+    """The raw figures of this run, beside its logs: what bench/render_results.py turns into the README table."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    document = {
+        "run_id": run_id, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1), "commit": commit,
+        "engine": bench.commands.output(["docker", "version", "--format", "{{.Server.Version}}"]).strip(),
+        "cpus": os.cpu_count(), "machine": platform.machine(), "registry": args.registry,
+        "base_image": args.base_image, "argv": sys.argv[1:], "repeat": args.repeat, "cold_repeat": args.cold_repeat,
+        "fresh_repeat": args.fresh_repeat, "logs": f"{run_id}/", "cases": [r.as_json() for r in results],
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    path = args.results / f"{run_id}.json"
+    path.write_text(json.dumps(document, indent=1) + "\n")
+    say(f"results: {path}")
+    return path
 
 
 def cleanup(bench: Bench, log_dir: Path) -> None:

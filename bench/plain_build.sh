@@ -11,6 +11,8 @@
 #   PREFIX      repository prefix under it         (plain)
 #   TAG         tag given to every image           (latest)
 #   BASE_IMAGE  external base of the base image    (required, e.g. 127.0.0.1:5000/buildtool/python:3.11-bookworm)
+#   PULL_CACHE  1: first pull the images the last run pushed and build with
+#               --cache-from them, as a CI script on a fresh runner would (0)
 #
 # The "== build NAME" / "== push NAME" lines let bench/build_speed.py time each part.
 set -euo pipefail
@@ -20,13 +22,26 @@ registry=${REGISTRY:-127.0.0.1:5000}
 prefix=${PREFIX:-plain}
 tag=${TAG:-latest}
 base_image=${BASE_IMAGE:?set BASE_IMAGE to the external python base image}
+pull_cache=${PULL_CACHE:-0}
 repo=$registry/$prefix
 
+cache_from() { # $1 image name: the --cache-from option, when its previous image could be pulled
+  if [ "$pull_cache" = 1 ] && docker pull --quiet "$repo/$1:$tag" >/dev/null 2>&1; then
+    printf -- '--cache-from=%s\n' "$repo/$1:$tag"
+  fi
+}
+
+if [ "$pull_cache" = 1 ]; then echo "== pull"; fi
+declare -A cache
+for name in base download training upload; do cache[$name]=$(cache_from "$name"); done
+
 echo "== build base"
-docker build --build-arg BASE_IMAGE="$base_image" -t "$repo/base:$tag" "$tree/images/base"
+# shellcheck disable=SC2086  # an empty option is no option
+docker build ${cache[base]} --build-arg BASE_IMAGE="$base_image" -t "$repo/base:$tag" "$tree/images/base"
 for name in download training upload; do
   echo "== build $name"
-  docker build --build-arg BASE_IMAGE="$repo/base:$tag" -t "$repo/$name:$tag" "$tree/images/$name"
+  # shellcheck disable=SC2086
+  docker build ${cache[$name]} --build-arg BASE_IMAGE="$repo/base:$tag" -t "$repo/$name:$tag" "$tree/images/$name"
 done
 
 for name in base download training upload; do

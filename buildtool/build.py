@@ -1,27 +1,32 @@
 """Gather a plan's inputs, execute it on the engine, and record the result in the image map.
 
-`prepare` reads the source tree and the registry (nothing changes); `execute`
-builds and pushes what the plan says, dependencies first, independent images in
-parallel; `record` rewrites the map only once every image succeeded.
+`prepare` reads the source tree and the registry (nothing changes); `run`
+builds and pushes what the plan says (`execute`: dependencies first,
+independent images in parallel), adds the extra tags, and merges the images
+into the map under its lock, only once every image succeeded.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from pathlib import Path
 
-from . import context, plan as planning, reference, step_imports
-from .push import publish
+from . import context, map_lock, reference, step_imports
+from . import plan as planning
+from . import push as pushing
 from .config import BASE_IMAGE_ARG, Config
 from .context import BuildContext
 from .engine import Engine
-from .errors import BuildError, BuildtoolError, ImageMapError, PushError, RegistryError
+from .errors import BuildError, BuildtoolError, ConfigError, EngineError, Interrupted, RegistryError
 from .image_map import ImageMap, LockedImage
+from .interrupt import Token
 from .plan import BUILD, ImagePlan, Plan
+from .push import workdir
 from .push.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -61,7 +66,8 @@ def resolve_external(registry: Registry, text: str) -> str:
         raise RegistryError(f"cannot resolve base image {text}: {exc}. On a machine without a public registry, "
                             "run scripts/infra-up.sh and use the base it prints (BUILDTOOL_BASE_IMAGE=...)") from None
     if not found:
-        raise RegistryError(f"base image {text} not found in {ref.api_host}; push it there or set base_image/BUILDTOOL_BASE_IMAGE")
+        raise RegistryError(f"base image {text} not found in {ref.api_host}; push it there or set "
+                            "base_image/BUILDTOOL_BASE_IMAGE")
     return str(ref.with_digest(found))
 
 
@@ -78,9 +84,9 @@ def prepare(config: Config, registry: Registry, previous: ImageMap | None) -> Pr
     return Prepared(planning.make_plan(config, inputs, pins, existing, previous), contexts, modules)
 
 
-def check_image(engine: Engine, image: ImagePlan, modules: list[str], events: Events) -> None:
+def check_image(engine: Engine, image: ImagePlan, modules: list[str], events: Events, token: Token) -> None:
     """Before anything is pushed: the step's imports load in its image (no network), and `pip check` passes."""
-    probe = step_imports.parse_probe(engine.run(image.tagged, step_imports.probe_command(modules)).output)
+    probe = step_imports.parse_probe(engine.run(image.tagged, step_imports.probe_command(modules), token=token).output)
     if probe.failed_imports:
         raise BuildError(step_imports.describe_failures(str(image.step), image.name, probe.failed_imports)
                          + "; add the package to the image's requirements")
@@ -90,94 +96,158 @@ def check_image(engine: Engine, image: ImagePlan, modules: list[str], events: Ev
     events(image.name, f"imports of step {image.step} load ({', '.join(modules)}); pip check passed")
 
 
-def _run_one(image: ImagePlan, prepared: Prepared, results: Mapping[str, Result], engine: Engine | None, registry: Registry,
-             config: Config, push: bool, events: Events) -> Result:
+def cache_source(engine: Engine, image: ImagePlan, previous: ImageMap | None, events: Events) -> list[str]:
+    """On an engine that lacks the image's previous version (a fresh runner), pull it to reuse its layers.
+
+    An engine that has it needs nothing: its own cache already holds the layers.
+    """
+    locked = previous.images.get(image.name) if previous is not None else None
+    if locked is None:
+        return []
+    ref = reference.parse(locked.reference)
+    by_digest = f"{ref.repository}@{ref.digest}"
+    # Built here before: the engine knows it by its content tag (a push through a staging repository records
+    # no digest under this repository), or, pulled before, by its digest.
+    if engine.image_id(by_digest) is not None or engine.image_id(locked.reference.split("@")[0]) is not None:
+        return []
+    events(image.name, f"pull {by_digest} (the map's previous image) to reuse its layers")
+    try:
+        engine.pull(by_digest)
+    except EngineError as exc:
+        events(image.name, f"building without the previous image's layers: {exc}")
+        return []
+    return [by_digest]
+
+
+def _base_size(engine: Engine, base: str) -> int:
+    """Bytes of the base the image was built on: by its pinned reference, or by the local tag of a base built in
+    this run (an image pushed by skopeo is known to the engine by tag only)."""
+    for candidate in (base, base.split("@")[0]):
+        found = engine.image_id(candidate)
+        if found:
+            return engine.size(found)
+    return 0
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every image of one run shares."""
+
+    prepared: Prepared
+    engine: Engine | None
+    registry: Registry
+    config: Config
+    push: bool
+    events: Events
+    token: Token
+    workdir: Path | None
+    previous: ImageMap | None
+
+
+def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Result:
     started = time.monotonic()
+    events = run.events
     if image.action != BUILD:
         events(image.name, f"reuse {image.tagged}@{image.existing_digest}")
         return Result(image.name, f"{image.tagged}@{image.existing_digest}", image.action, 0.0)
+    engine = run.engine
     assert engine is not None, "an image to build needs an engine"
     base = results[image.base_image].reference if image.base_image else str(image.external_base)
     args = {**dict(image.build_args), BASE_IMAGE_ARG: base}
-    events(image.name, f"build {image.tagged} on {base}")
-    planned = prepared.contexts[image.name]
+    cache_from = cache_source(engine, image, run.previous, events)
+    reusing = " (layers of the previous image reusable)" if cache_from else ""
+    events(image.name, f"build {image.tagged} on {base}{reusing}")
+    planned = run.prepared.contexts[image.name]
     if context.scan(planned.root, planned.dockerfile) != planned:
         # The tag names what was hashed: sources edited since then must not be pushed under it.
-        raise BuildError(f"image {image.name}: files of {planned.root} changed since the build was planned; run it again")
-    image_id = engine.build(planned, image.tagged, args, platform=config.platform,
+        raise BuildError(f"image {image.name}: files of {planned.root} changed since the build was planned; "
+                         "run it again")
+    run.token.raise_if_cancelled()
+    image_id = engine.build(planned, image.tagged, args, platform=run.config.platform,
                             labels={LABEL_INPUTS: image.inputs.digest, LABEL_IMAGE: image.name},
-                            progress=lambda message: events(image.name, message))
-    modules = prepared.step_modules.get(image.step, []) if image.step else None
+                            cache_from=cache_from, progress=lambda message: events(image.name, message))
+    run.token.raise_if_cancelled()
+    modules = run.prepared.step_modules.get(image.step, []) if image.step else None
+    check_token = run.token.child()
 
     def check() -> None:
         if modules is not None:
-            check_image(engine, image, modules, events)
+            check_image(engine, image, modules, events, check_token)
 
-    if not push:
+    if not run.push:
         check()
         events(image.name, f"built {image.tagged} in {time.monotonic() - started:.0f}s (not pushed)")
         return Result(image.name, image.tagged, image.action, time.monotonic() - started)
-    if config.push_with == "engine" or engine.stores_images_in_containerd():
-        # Asked for, or an engine keeping compressed layers (containerd image store): it pushes them itself.
-        check()
-        digest = engine.push(image.repository, image.tag, progress=lambda message: events(image.name, message))
-    else:
-        digest = _push_checked(image, image_id, base, engine, registry, config, check, events)
-    served = registry.digest(reference.parse(image.tagged))
-    if served != digest:
-        raise PushError(f"push of {image.tagged} reported {digest} but the registry serves {served}")
+    assert run.workdir is not None
+    new_bytes = engine.size(image_id) - _base_size(engine, base)
+    pusher = pushing.pusher_for(run.config, engine, new_bytes)
+    target = reference.parse(image.tagged)
+    job = pushing.PushJob(image.name, image.tagged, image_id, target, pushing.staging_reference(target), run.workdir,
+                          run.config.compression_level, run.token.child(), lambda message: events(image.name, message))
+    events(image.name, f"push via {pusher.name} ({max(new_bytes, 0) / 1e6:.0f} MB of new layers) to {job.staging} "
+                       "while it is checked")
+    digest = pushing.publish_checked(job, pusher, run.registry, check)
     events(image.name, f"pushed {image.tagged}@{digest} in {time.monotonic() - started:.0f}s")
     return Result(image.name, f"{image.tagged}@{digest}", image.action, time.monotonic() - started)
 
 
-def _push_checked(image: ImagePlan, image_id: str, base: str, engine: Engine, registry: Registry, config: Config,
-                  check: Callable[[], None], events: Events) -> str:
-    """Upload the image's blobs while it is checked; its manifest (the image itself) goes up only if the check passed."""
-    progress: Callable[[str], None] = lambda message: events(image.name, message)
-    base_ref = reference.parse(base) if reference.is_pinned(base) else None
-    # Even with every layer in the registry (download and upload add none to the base) the export is needed,
-    # for the config: the engine's push would compress the base's layers again, as blobs of its own.
-    layers = publish.plan_layers(engine, registry, image_id, reference.parse(image.tagged), base_ref,
-                                 platform=config.platform)
-    cancel = threading.Event()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{image.name}") as side:
-        staging = side.submit(publish.stage, engine, registry, layers, level=config.compression_level,
-                              cancel=cancel, progress=progress)
-        try:
-            check()
-        except BaseException:
-            cancel.set()  # the blobs uploaded so far stay unreferenced; the registry's garbage collection takes them
-            raise
-        staged = staging.result()
-    return publish.publish(registry, staged)
+_STOP_WAIT = 1.0  # seconds the main thread gives running images to stop and clean up after a signal
 
 
 def execute(prepared: Prepared, engine: Engine | None, registry: Registry, config: Config, *, push: bool, jobs: int,
-            events: Events) -> dict[str, Result]:
-    """Run the plan: an image starts once its base is done; on the first failure nothing new starts."""
+            events: Events, token: Token | None = None, workdir: Path | None = None,
+            previous: ImageMap | None = None) -> dict[str, Result]:
+    """Run the plan: an image starts once its base is done; on the first failure nothing new starts.
+
+    Images run in daemon threads that the main thread waits for in short slices, so a signal reaches it at
+    once; the token then stops what the images run (skopeo, the engine's push, check containers).
+    """
+    run = _Run(prepared, engine, registry, config, push, events, token or Token(), workdir, previous)
     results: dict[str, Result] = {}
     pending = list(prepared.plan.images)
     errors: list[BuildtoolError] = []
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="build") as pool:
-        running: dict[Future[Result], ImagePlan] = {}
+    finished: queue.Queue[tuple[ImagePlan, Result | BaseException]] = queue.Queue()
+    running: dict[str, threading.Thread] = {}
+
+    def work(image: ImagePlan, done: Mapping[str, Result]) -> None:
+        try:
+            outcome: Result | BaseException = _run_one(image, done, run)
+        except BaseException as exc:  # handed to the main thread
+            outcome = exc
+        finished.put((image, outcome))
+
+    try:
         while (pending and not errors) or running:
             for image in [i for i in pending if not i.base_image or i.base_image in results]:
-                if errors:
+                if errors or len(running) >= max(1, jobs):
                     break
                 pending.remove(image)
-                running[pool.submit(_run_one, image, prepared, dict(results), engine, registry, config, push,
-                                    events)] = image
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                image = running.pop(future)
-                try:
-                    results[image.name] = future.result()
-                except BuildtoolError as exc:
-                    errors.append(exc)
-                    events(image.name, "failed")
-                except Exception as exc:  # unanticipated: still stop starting new work, and say which image
-                    errors.append(BuildError(f"image {image.name}: unexpected {exc.__class__.__name__}: {exc}"))
-                    events(image.name, "failed")
+                thread = threading.Thread(target=work, args=(image, dict(results)), name=f"build-{image.name}",
+                                          daemon=True)
+                running[image.name] = thread
+                thread.start()
+            try:
+                image, outcome = finished.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            running.pop(image.name).join()
+            if isinstance(outcome, Result):
+                results[image.name] = outcome
+                continue
+            events(image.name, "failed")
+            if isinstance(outcome, BuildtoolError):
+                errors.append(outcome)
+            else:  # unanticipated: still stop starting new work, and say which image
+                errors.append(BuildError(f"image {image.name}: unexpected {outcome.__class__.__name__}: {outcome}"))
+    except Interrupted:
+        run.token.cancel()
+        deadline = time.monotonic() + _STOP_WAIT
+        for thread in running.values():  # they delete their staging images; the process exit ends the rest
+            thread.join(max(0.0, deadline - time.monotonic()))
+        raise
+    interrupted = [e for e in errors if isinstance(e, Interrupted)]
+    if interrupted:
+        raise interrupted[0]
     if errors:
         for extra in errors[1:]:
             log.error("%s", extra)
@@ -185,22 +255,54 @@ def execute(prepared: Prepared, engine: Engine | None, registry: Registry, confi
     return results
 
 
-def record(full_config: Config, prepared: Prepared, results: Mapping[str, Result],
-           previous: ImageMap | None) -> ImageMap:
-    """The new map: this run's images, and the previous map's entries for images not selected this time."""
-    steps: dict[str, str] = {}
-    locked: dict[str, LockedImage] = {}
-    for image in full_config.images:
-        result = results.get(image.name)
-        if result is not None:
-            planned = prepared.plan.get(image.name)
-            locked[image.name] = LockedImage(result.reference, planned.inputs.digest, planned.base_label,
-                                             dict(planned.inputs.items))
-        elif previous is not None and image.name in previous.images:
-            locked[image.name] = previous.images[image.name]
-        else:
-            raise ImageMapError(f"{full_config.image_map}: no earlier entry for image {image.name!r}; "
-                                "build it too (run `buildtool build --push` without naming images)")
-        if image.step:
-            steps[image.step] = locked[image.name].reference
-    return ImageMap(steps=steps, images=locked)
+def entries(prepared: Prepared, results: Mapping[str, Result]) -> dict[str, LockedImage]:
+    """The map's entries for this run's images."""
+    locked = {}
+    for name, result in results.items():
+        planned = prepared.plan.get(name)
+        locked[name] = LockedImage(result.reference, planned.inputs.digest, planned.base_label,
+                                   dict(planned.inputs.items))
+    return locked
+
+
+@dataclass(frozen=True)
+class Outcome:
+    results: Mapping[str, Result]
+    sizes: Mapping[str, int]  # compressed bytes in the registry, per pushed image
+    map_changed: bool | None  # None without --push
+
+
+def check_extra_tags(tags: list[str], push: bool) -> None:
+    for tag in tags:
+        if not push:
+            raise ConfigError("--tag needs --push: extra tags are added in the registry")
+        if not reference.TAG_RE.match(tag):
+            raise ConfigError(f"--tag {tag!r}: a tag is up to 128 letters, digits, '_', '.' and '-', "
+                              "not starting with '.' or '-'")
+
+
+def run(full: Config, selected: Config, prepared: Prepared, registry: Registry, *, push: bool, jobs: int,
+        extra_tags: list[str], events: Events, token: Token, previous: ImageMap | None) -> Outcome:
+    """Execute the plan; with `push`, add the extra tags and merge the images into the map (under its lock)."""
+    check_extra_tags(extra_tags, push)
+    # The engine is needed only when something is built: a no-op asks the registry alone.
+    engine = Engine() if prepared.plan.to_build else None
+    try:
+        with workdir.run_folder() as folder:
+            results = execute(prepared, engine, registry, selected, push=push, jobs=jobs, events=events, token=token,
+                              workdir=folder, previous=previous)
+    finally:
+        if engine is not None:
+            engine.close()
+    if not push:
+        return Outcome(results, {}, None)
+    sizes = {}
+    for name, result in sorted(results.items()):
+        for tag in extra_tags:
+            with token.publishing():
+                registry.add_tag(reference.parse(result.reference), tag)
+        sizes[name] = registry.size(reference.parse(result.reference), full.platform).total
+    # Only now, with every image built, checked, pushed and tagged, does the map change.
+    with token.publishing():
+        changed = map_lock.update(full.image_map, entries(prepared, results), {i.name: i.step for i in full.images})
+    return Outcome(results, sizes, changed)

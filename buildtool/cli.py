@@ -11,12 +11,15 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from . import build as building, config as configuration, image_map, plan as planning, reference, staleness, verify
+from . import build as building
+from . import config as configuration
+from . import image_map, staleness, verify
+from . import plan as planning
 from .dev import platform_server as platform_defaults
-from .errors import BuildtoolError, ConfigError, ImageMapError, VerifyError
+from .errors import BuildtoolError, ImageMapError, VerifyError
 
 log = logging.getLogger("buildtool")
 
@@ -59,48 +62,30 @@ def _previous_map(config: configuration.Config) -> image_map.ImageMap | None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .engine import Engine  # the docker SDK is needed only here
+    from .interrupt import Token, on_signals
     from .push.registry import Registry
 
     full = _config(args)
-    for tag in args.tag:
-        if not args.push:
-            raise ConfigError("--tag needs --push: extra tags are added in the registry")
-        if not reference.TAG_RE.match(tag):
-            raise ConfigError(f"--tag {tag!r}: a tag is up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'")
     selected = configuration.select(full, args.images)
     previous = _previous_map(full)
     registry = Registry()
     try:
-        prepared = building.prepare(selected, registry, previous)
-        for line in planning.describe(prepared.plan):
-            print(line)
-        if args.dry_run:
-            return 0
-        # The engine is needed only when something is built: a no-op asks the registry alone.
-        engine = Engine() if prepared.plan.to_build else None
-        try:
-            results = building.execute(prepared, engine, registry, selected, push=args.push, jobs=args.jobs,
-                                       events=Printer())
-        finally:
-            if engine is not None:
-                engine.close()
-        if args.push:
-            sizes = {}
-            for name, result in results.items():
-                for tag in args.tag:
-                    registry.add_tag(reference.parse(result.reference), tag)
-                sizes[name] = registry.size(reference.parse(result.reference), full.platform)
-            # Only now, with every image built, checked, pushed and tagged, does the map change.
-            new_map = building.record(full, prepared, results, previous)
-            changed = image_map.write_atomic(full.image_map, image_map.render(new_map))
-            print(f"{full.image_map} {'updated' if changed else 'unchanged'}")
-            for name, result in sorted(results.items()):
-                print(f"{name:<9} {result.action:<5} {result.reference}  {sizes[name].total / 1e6:.1f} MB compressed")
-        else:
-            print("built locally; pass --push to push and update the image map")
+        with on_signals(Token()) as token:
+            prepared = building.prepare(selected, registry, previous)
+            for line in planning.describe(prepared.plan):
+                print(line)
+            if args.dry_run:
+                return 0
+            outcome = building.run(full, selected, prepared, registry, push=args.push, jobs=args.jobs,
+                                   extra_tags=args.tag, events=Printer(), token=token, previous=previous)
     finally:
         registry.close()
+    if not args.push:
+        print("built locally; pass --push to push and update the image map")
+        return 0
+    print(f"{full.image_map} {'updated' if outcome.map_changed else 'unchanged'}")
+    for name, result in sorted(outcome.results.items()):
+        print(f"{name:<9} {result.action:<5} {result.reference}  {outcome.sizes[name] / 1e6:.1f} MB compressed")
     return 0
 
 
@@ -324,8 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BuildtoolError as exc:
         print(f"buildtool: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("buildtool: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # a signal outside the commands that handle it themselves
+        print("buildtool: error: interrupted (SIGINT)", file=sys.stderr)
         return 130
     except Exception as exc:  # a failure no module anticipated: one line, the traceback only with -v
         if args.verbose:

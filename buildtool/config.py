@@ -17,7 +17,7 @@ from .errors import ConfigError
 
 BASE_IMAGE_ARG = "BASE_IMAGE"
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-PUSH_WAYS = ("buildtool", "engine")  # who compresses and uploads the layers (see publish.py)
+PUSH_WAYS = ("auto", "skopeo", "engine")  # who pushes an image (see push/__init__.py, pusher_for)
 # How the steps get the platform credentials: pipeline parameters, or a Kubernetes Secret (a DNS-1123 name).
 CREDENTIALS_PARAMETERS, CREDENTIALS_K8S_SECRET = "parameters", "k8s-secret:"
 _K8S_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -58,7 +58,7 @@ class Config:
     pipeline: str
     steps_module: str
     image_pull_policy: str
-    push_with: str = "buildtool"
+    push_with: str = "auto"
     compression_level: int = 6
     credentials: str = CREDENTIALS_PARAMETERS
     images: tuple[ImageConfig, ...] = field(default_factory=tuple)
@@ -99,7 +99,7 @@ _DEFAULTS = {
     "pipeline": "pipeline.training_pipeline:make_pipeline",
     "steps_module": "pipeline.steps",
     "image_pull_policy": "IfNotPresent",
-    "push_with": "buildtool", "compression_level": 6, "credentials": CREDENTIALS_PARAMETERS,
+    "push_with": "auto", "compression_level": 6, "credentials": CREDENTIALS_PARAMETERS,
 }
 
 

@@ -7,22 +7,25 @@ every chunk is read and `error`/`errorDetail` turns into an exception here.
 from __future__ import annotations
 
 import collections
-import io
+import contextlib
 import logging
 import re
+import socket
 import time
-import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import docker
 import requests
 import urllib3
-from docker.errors import DockerException, ImageNotFound
+from docker import auth as docker_auth
+from docker.errors import DockerException, ImageNotFound, NotFound
 
 from . import reference
 from .context import BuildContext
 from .errors import BuildError, EngineError, PushError
+from .interrupt import Token
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +35,50 @@ _STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")
 _TRANSPORT_ERRORS = (DockerException, requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 _TAIL_LINES = 25
 _HEARTBEAT = 15.0  # seconds between progress lines during one long Dockerfile step
-_EXPORT_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class RunResult:
     exit_code: int
     output: str
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the engine's credential store (`docker login`, credential helpers included) holds for a registry."""
+
+    username: str
+    password: str
+    identity_token: str | None = None
+
+    def __repr__(self) -> str:  # never a secret in a log or a traceback
+        return f"Credentials(username={self.username!r}, password=***)"
+
+
+def stored_credentials(domain: str) -> Credentials | None:
+    """The engine's stored credentials for registry `domain` (DOCKER_CONFIG or ~/.docker/config.json), or None.
+
+    Read through the docker SDK, as the engine's own CLI reads them: `auths`, `credsStore` and `credHelpers`.
+    """
+    registry = None if domain == reference.DOCKER_HUB else domain
+    try:
+        found = docker_auth.resolve_authconfig(docker_auth.load_config(), registry=registry)
+    except Exception as exc:  # a broken credential helper must not hide the real request
+        log.debug("no credentials for %s: %s", domain, exc.__class__.__name__)
+        return None
+    if found and found.get("username") and found.get("password"):
+        return Credentials(str(found["username"]), str(found["password"]), found.get("IdentityToken"))
+    return None
+
+
+def _cut(response: requests.Response) -> None:
+    """Stop a streamed response from another thread: shut its socket down, which wakes a blocked read."""
+    try:
+        sock = response.raw._fp.fp.raw._sock  # what docker-py's own attach helpers reach for
+        sock.shutdown(socket.SHUT_RDWR)
+    except (AttributeError, OSError):
+        pass
+    response.close()
 
 
 def _no_progress(_: str) -> None:
@@ -72,7 +112,8 @@ class Engine:
         self._client.close()
 
     def build(self, context: BuildContext, tag: str, build_args: Mapping[str, str], *, platform: str | None = None,
-              labels: Mapping[str, str] | None = None, progress: Progress = _no_progress) -> str:
+              labels: Mapping[str, str] | None = None, cache_from: list[str] | None = None,
+              progress: Progress = _no_progress) -> str:
         """Build `context` as `tag`; return the image ID. BuildError names the failing step and shows the log's tail."""
         tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         current_step, image_id, started = "(before the first step)", None, time.monotonic()
@@ -80,7 +121,8 @@ class Engine:
         try:
             stream = self.api.build(fileobj=context.tar(), custom_context=True, dockerfile=context.dockerfile,
                                     tag=tag, buildargs=dict(build_args),
-                                    platform=platform, labels=dict(labels or {}), rm=True, forcerm=True, decode=True)
+                                    platform=platform, labels=dict(labels or {}), cache_from=cache_from or None,
+                                    rm=True, forcerm=True, decode=True)
             for chunk in stream:
                 detail = _stream_error(chunk)
                 if detail is not None:
@@ -117,18 +159,11 @@ class Engine:
 
     def image_id(self, ref: str) -> str | None:
         try:
-            return self.api.inspect_image(ref)["Id"]
+            return str(self.api.inspect_image(ref)["Id"])
         except ImageNotFound:
             return None
         except _TRANSPORT_ERRORS as exc:
             raise EngineError(f"the engine could not inspect {ref}: {exc.__class__.__name__}: {exc}") from None
-
-    def layers(self, image: str) -> list[str]:
-        """The image's layer diff IDs (sha256 of each uncompressed layer tar), bottom first."""
-        try:
-            return list(self.api.inspect_image(image)["RootFS"]["Layers"])
-        except _TRANSPORT_ERRORS as exc:
-            raise EngineError(f"the engine could not inspect {image}: {exc.__class__.__name__}: {exc}") from None
 
     def stores_images_in_containerd(self) -> bool:
         """Whether the engine keeps images in containerd (its image store option): then it exports compressed
@@ -140,21 +175,6 @@ class Engine:
                 raise EngineError(f"the engine could not describe itself: {exc.__class__.__name__}: {exc}") from None
             self._containerd_store = any(pair[:2] == ["driver-type", "io.containerd.snapshotter.v1"] for pair in status)
         return self._containerd_store
-
-    def export(self, image: str) -> io.BufferedReader:
-        """The image as `docker save` writes it (a tar of layer tars and the config), as a stream to read once.
-
-        Closing it closes the connection, which stops the engine's export.
-        """
-        url = f"{self.api.base_url}/v{self.api.api_version}/images/{urllib.parse.quote(image, safe='')}/get"
-        try:
-            response = self.api.get(url, stream=True, timeout=self.api.timeout)
-        except _TRANSPORT_ERRORS as exc:
-            raise EngineError(f"the engine could not export {image}: {exc.__class__.__name__}: {exc}") from None
-        if response.status_code != 200:
-            response.close()
-            raise EngineError(f"the engine could not export {image}: {response.status_code} {response.text[:200]}")
-        return io.BufferedReader(_ExportReader(response, image), buffer_size=_EXPORT_CHUNK)
 
     def pull(self, ref: str, *, progress: Progress = _no_progress) -> None:
         """Pull `ref` (a pinned `repo[:tag]@sha256:...` is pulled by its digest); EngineError on any error chunk."""
@@ -171,71 +191,98 @@ class Engine:
         except _TRANSPORT_ERRORS as exc:
             raise EngineError(f"pull of {ref} failed: {exc.__class__.__name__}: {exc}") from None
 
-    def push(self, repository: str, tag: str, *, progress: Progress = _no_progress) -> str:
-        """Push `repository:tag`; return the manifest digest the registry reported. PushError on any error chunk."""
-        digest, layers_done, started = None, 0, time.monotonic()
+    def size(self, image: str) -> int:
+        """Bytes of the image's layers, uncompressed (its own and its base's)."""
         try:
-            for chunk in self.api.push(repository, tag=tag, stream=True, decode=True):
-                detail = _stream_error(chunk)
-                if detail is not None:
-                    raise PushError(f"push of {repository}:{tag} failed: {detail}; "
-                                    "is the registry running and are you logged in (docker login)?")
-                status = chunk.get("status", "")
-                if status in ("Pushed", "Layer already exists", "Mounted from"):
-                    layers_done += 1
-                    progress(f"push: {layers_done} layer(s) done ({status.lower()} {chunk.get('id', '')})"
-                             f"  [{time.monotonic() - started:.0f}s]")
-                aux = chunk.get("aux")
-                if isinstance(aux, dict) and aux.get("Digest"):
-                    digest = aux["Digest"]
+            return int(self.api.inspect_image(image)["Size"])
         except _TRANSPORT_ERRORS as exc:
+            raise EngineError(f"the engine could not inspect {image}: {exc.__class__.__name__}: {exc}") from None
+
+    def tag(self, image: str, repository: str, tag: str) -> None:
+        try:
+            self.api.tag(image, repository, tag)
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineError(f"the engine could not tag {image} as {repository}:{tag}: "
+                              f"{exc.__class__.__name__}: {exc}") from None
+
+    def untag(self, ref: str) -> None:
+        """Remove the tag `ref` (never the image's layers while another tag or a container holds them)."""
+        try:
+            self.api.remove_image(ref, noprune=False)
+        except NotFound:
+            pass
+        except _TRANSPORT_ERRORS as exc:
+            log.warning("could not remove the tag %s from the engine: %s", ref, exc)
+
+    def push(self, repository: str, tag: str, *, token: Token, progress: Progress = _no_progress) -> str:
+        """Push `repository:tag`; return the manifest digest the registry reported. PushError on any error chunk.
+
+        A cancel of `token` cuts the stream: the engine stops the push when its client goes away.
+        """
+        digest: str | None = None
+        layers_done, started = 0, time.monotonic()
+        registry, _ = docker_auth.resolve_repository_name(repository)
+        headers = {}
+        header = docker_auth.get_config_header(self.api, registry)
+        if header:
+            headers["X-Registry-Auth"] = header
+        url = self.api._url("/images/{0}/push", repository)
+        try:
+            response = self.api._post_json(url, None, headers=headers, stream=True, params={"tag": tag})
+            with token.stopping(lambda: _cut(response)):
+                self.api._raise_for_status(response)
+                for chunk in self.api._stream_helper(response, decode=True):
+                    detail = _stream_error(chunk)
+                    if detail is not None:
+                        raise PushError(f"push of {repository}:{tag} failed: {detail}; "
+                                        "is the registry running and are you logged in (docker login)?")
+                    status = chunk.get("status", "")
+                    if status in ("Pushed", "Layer already exists") or status.startswith("Mounted from"):
+                        layers_done += 1
+                        progress(f"push: {layers_done} layer(s) done ({status.lower()} {chunk.get('id', '')})"
+                                 f"  [{time.monotonic() - started:.0f}s]")
+                    aux = chunk.get("aux")
+                    if isinstance(aux, dict) and aux.get("Digest"):
+                        digest = str(aux["Digest"])
+        except _TRANSPORT_ERRORS as exc:
+            token.raise_if_cancelled()
             # Includes a stream the engine cut mid-way (urllib3's IncompleteRead/ProtocolError).
             raise PushError(f"push of {repository}:{tag} failed: {exc.__class__.__name__}: {exc}") from None
+        token.raise_if_cancelled()
         if not digest:
             raise PushError(f"push of {repository}:{tag} ended without a digest from the registry")
         return digest
 
     def run(self, image: str, command: list[str], *, network: bool = False, network_mode: str | None = None,
             environment: Mapping[str, str] | None = None, volumes: Mapping[str, Mapping[str, str]] | None = None,
-            timeout: float | None = None, labels: Mapping[str, str] | None = None) -> RunResult:
+            timeout: float | None = None, labels: Mapping[str, str] | None = None,
+            token: Token | None = None) -> RunResult:
         """Run `command` in a fresh container of `image` (no network unless asked); return its exit code and output.
 
         `network_mode` ("host", "none", a network's name) wins over `network` when given; `labels` are the
         container's, so that `docker ps --filter label=...` finds it while it runs.
         """
-        networking: dict[str, Any] = {"network_mode": network_mode} if network_mode else {"network_disabled": not network}
+        networking: dict[str, Any] = ({"network_mode": network_mode} if network_mode
+                                      else {"network_disabled": not network})
         try:
             container = self._client.containers.create(
                 image, command, environment=dict(environment or {}), volumes=dict(volumes or {}), detach=True,
                 labels=dict(labels or {}), **networking)
             try:
-                container.start()
-                result = container.wait(timeout=timeout)
+                if token is not None:
+                    with token.stopping(lambda: container.remove(force=True)):
+                        container.start()
+                        result = container.wait(timeout=timeout)
+                    token.raise_if_cancelled()
+                else:
+                    container.start()
+                    result = container.wait(timeout=timeout)
                 output = container.logs(stdout=True, stderr=True).decode(errors="replace")
                 return RunResult(int(result.get("StatusCode", -1)), output)
             finally:
-                container.remove(force=True)
+                with contextlib.suppress(NotFound):
+                    container.remove(force=True)
         except _TRANSPORT_ERRORS as exc:
+            if token is not None:
+                token.raise_if_cancelled()
             raise EngineError(f"running a container of {image} failed: {exc.__class__.__name__}: {exc}") from None
-
-
-class _ExportReader(io.RawIOBase):
-    """The body of an export response as a readable file, so `tarfile` can stream it."""
-
-    def __init__(self, response: requests.Response, image: str) -> None:
-        self._response = response
-        self._image = image
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        try:
-            return self._response.raw.readinto(buffer)
-        except _TRANSPORT_ERRORS as exc:
-            raise EngineError(f"export of {self._image} from the engine broke off: "
-                              f"{exc.__class__.__name__}: {exc}") from None
-
-    def close(self) -> None:
-        self._response.close()
-        super().close()

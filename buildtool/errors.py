@@ -77,3 +77,16 @@ class PlatformError(BuildtoolError):
     """The local training platform could not serve or seed: a bad uid or option, or a port already in use."""
 
     exit_code = 12
+
+
+class Interrupted(BuildtoolError):
+    """SIGINT or SIGTERM stopped the run; the exit code is the shell's for that signal (128 + its number)."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}: the running builds, checks and pushes "
+                         "were stopped, their staging images deleted; no tag and no image map was written after "
+                         "the signal")

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Bring up the local build infrastructure on a Debian machine:
-#   1. Debian packages (docker.io, docker-registry, debootstrap, ...)
-#   2. a Docker engine (an engine that already answers is used as it is)
-#   3. a local registry on $BUILDTOOL_REGISTRY_ADDR (default 127.0.0.1:5000)
-#   4. the python base image in that registry (scripts/bootstrap-base.sh)
+#   1. Debian packages the bootstrap needs (debootstrap, curl, python3, ...)
+#   2. a Docker engine: one that already answers (Docker CE on a CI runner, say)
+#      is used as it is; docker.io is installed and started only when none does
+#   3. a local registry on $BUILDTOOL_REGISTRY_ADDR (default 127.0.0.1:5000);
+#      docker-registry is installed only when nothing answers there
+#   4. skopeo, which pushes images with large layers (installed only if missing)
+#   5. the python base image in that registry (scripts/bootstrap-base.sh)
 #
 # Idempotent: a second run finds everything up and changes nothing.
 # stdout carries exactly one line, BUILDTOOL_BASE_IMAGE=<ref>, so callers can
@@ -31,7 +34,9 @@ BASE_IMAGE=$REGISTRY_ADDR/$BASE_REPO:$BASE_TAG
 
 DOCKER_WAIT=60     # seconds to wait for an engine to answer
 REGISTRY_WAIT=30   # seconds to wait for the registry to answer
-PACKAGES=(docker.io docker-registry debootstrap debian-archive-keyring iptables ca-certificates curl python3 python3-venv)
+PACKAGES=(debootstrap debian-archive-keyring ca-certificates curl python3 python3-venv)
+ENGINE_PACKAGES=(docker.io iptables)  # only when no engine answers
+REGISTRY_PACKAGES=(docker-registry)   # only when no registry answers
 
 log() { printf 'infra: %s\n' "$*" >&2; }
 die() { printf 'infra: error: %s\n' "$*" >&2; exit 1; }
@@ -66,11 +71,11 @@ live_pid() { # $1 pid file, $2 expected comm
 # ---------------------------------------------------------------- packages --
 pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q ' installed$'; }
 
-install_packages() {
+install_packages() { # packages to install unless present
   local missing=() p policy_tmp=""
-  for p in "${PACKAGES[@]}"; do pkg_installed "$p" || missing+=("$p"); done
+  for p in "$@"; do pkg_installed "$p" || missing+=("$p"); done
   if [ ${#missing[@]} -eq 0 ]; then
-    log "packages present: ${PACKAGES[*]}"
+    log "packages present: $*"
     return 0
   fi
   log "installing packages: ${missing[*]}"
@@ -102,7 +107,16 @@ install_packages() {
 }
 
 # ------------------------------------------------------------------ docker --
-docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
+docker_answers() {
+  if command -v docker >/dev/null; then
+    timeout 10 docker info >/dev/null 2>&1
+    return
+  fi
+  # No CLI yet: ask the engine's socket itself, so an engine without our packages is still found.
+  local sock=${DOCKER_HOST:-unix:///var/run/docker.sock}
+  [ "${sock#unix://}" != "$sock" ] && [ -S "${sock#unix://}" ] \
+    && [ "$(curl -s --max-time 5 --unix-socket "${sock#unix://}" http://localhost/_ping 2>/dev/null)" = OK ]
+}
 
 start_docker() {
   local pidfile=$RUN_DIR/dockerd.pid logf=$LOG_DIR/dockerd.log pid extra=() i
@@ -264,9 +278,24 @@ ensure_base_image() {
   base_image_in_registry || die "base image still missing from the registry after bootstrap; run scripts/bootstrap-base.sh and read its errors"
 }
 
-install_packages
+install_packages "${PACKAGES[@]}"
+if docker_answers; then
+  log "a docker engine answers: using it, no engine package installed"
+else
+  install_packages "${ENGINE_PACKAGES[@]}"
+fi
 start_docker
+if [ "$(registry_code)" = 200 ]; then
+  log "a registry answers on $REGISTRY_ADDR: using it, no registry package installed"
+else
+  install_packages "${REGISTRY_PACKAGES[@]}"
+fi
 start_registry
+if command -v skopeo >/dev/null; then
+  log "skopeo present ($(skopeo --version 2>/dev/null || echo '?'))"
+else
+  install_packages skopeo
+fi
 ensure_base_image
 log "base image $BASE_IMAGE"
 printf 'BUILDTOOL_BASE_IMAGE=%s\n' "$BASE_IMAGE"

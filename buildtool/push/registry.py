@@ -2,30 +2,38 @@
 
 Answers "which digest does this tag point at?" and "how big is this image?"
 without the engine, so a plan can be made, and a push checked, from the
-registry alone; and uploads blobs and manifests, so buildtool can push what
-it compressed itself (see publish.py). Credentials come from the engine's
-normal store (docker login).
+registry alone. Its writes are small: a manifest copied under another tag
+(a checked image's content tag, an extra tag), the blob mounts that copy
+needs across repositories, and the deletion of a staging manifest. Layers are
+uploaded by skopeo or the engine (see push/__init__.py), never here.
+
+Every call is retried a bounded number of times on a dropped connection, a
+timeout or a 5xx/429 answer. Credentials come from the engine's store
+(`docker login`) and go only to the registry itself, or to its token service
+when that is HTTPS or on the registry's own loopback host; never from ~/.netrc.
 """
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import logging
 import re
 import threading
+import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import requests
 import requests.auth
-from docker import auth as docker_auth
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+import requests.utils
+import urllib3
 
-from ..errors import PushError, RegistryError
-from ..reference import DOCKER_HUB, Reference
+from ..engine import Credentials, stored_credentials
+from ..errors import RegistryError
+from ..reference import Reference
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +44,25 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 _INDEX_TYPES = MANIFEST_TYPES[:2]
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-_COMMIT_WAIT = 600.0  # seconds a blob upload may wait for the registry's answer after its last byte
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long a call is tried again: `attempts` in all, backoff doubling, `budget` seconds at most."""
+
+    attempts: int = 4
+    backoff: float = 0.5
+    budget: float = 30.0
+
+    def delays(self) -> Iterator[float]:
+        started = time.monotonic()
+        for attempt in range(self.attempts - 1):
+            delay = self.backoff * (2 ** attempt)
+            if time.monotonic() - started + delay > self.budget:
+                return
+            yield delay
 
 
 def _is_loopback(host: str) -> bool:
@@ -68,6 +92,61 @@ def _origin(url: urllib.parse.SplitResult) -> tuple[str, str, int | None]:
     return url.scheme, (url.hostname or "").lower(), url.port or default
 
 
+def realm_may_get_credentials(realm: str, registry_url: str) -> bool:
+    """A token service gets the registry's credentials over HTTPS, or over plain HTTP only on the registry's own
+    loopback host (a local registry and its token service side by side). Anywhere else they could be read on the way."""
+    parts, home = urllib.parse.urlsplit(realm), urllib.parse.urlsplit(registry_url)
+    if parts.scheme == "https":
+        return True
+    host = (parts.hostname or "").lower()
+    return parts.scheme == "http" and host == (home.hostname or "").lower() and _is_loopback(host)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and everything it wraps (urllib3 and requests nest the socket error several levels down)."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack += [e for e in (current.__cause__, current.__context__, getattr(current, "reason", None))
+                  if isinstance(e, BaseException)]
+        stack += [a for a in current.args if isinstance(a, BaseException)]
+
+
+def describe_transport_error(exc: requests.RequestException, host: str, timeout: float) -> str:
+    """Which of the ways a connection fails this was: refused, reset mid-transfer, timed out, or else."""
+    chain = list(_causes(exc))
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return (f"registry {host} refused the connection (nothing listens there): is it running "
+                "(scripts/infra-up.sh) and is the name right?")
+    if isinstance(exc, requests.ConnectTimeout) or any(isinstance(e, urllib3.exceptions.ConnectTimeoutError)
+                                                       for e in chain):
+        return f"registry {host} did not accept a connection within {timeout:.0f}s: is the host reachable?"
+    if isinstance(exc, requests.Timeout) or any(isinstance(e, (TimeoutError, urllib3.exceptions.ReadTimeoutError))
+                                                for e in chain):
+        return f"registry {host} stopped answering for {timeout:.0f}s (timeout): is it overloaded?"
+    cut = (ConnectionResetError, BrokenPipeError, http.client.IncompleteRead, http.client.RemoteDisconnected,
+           urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError)
+    if any(isinstance(e, cut) for e in chain):
+        return (f"the connection to registry {host} was cut mid-transfer (reset or a truncated answer): "
+                "a proxy or the registry dropped it")
+    return f"registry {host} could not be reached: {exc.__class__.__name__}: {exc}"
+
+
+def _require_whole(response: requests.Response) -> None:
+    """A body shorter than its Content-Length is a cut connection (urllib3 1.x hands it over as if complete)."""
+    declared = response.headers.get("Content-Length")
+    if response.request.method == "HEAD" or not declared or not declared.isdigit():
+        return
+    if len(response.content) < int(declared):
+        raise requests.exceptions.ChunkedEncodingError(
+            f"truncated answer: {len(response.content)} of {declared} bytes")
+
+
 @dataclass(frozen=True)
 class ImageSize:
     """Bytes the registry stores for one image: config blob plus compressed layers."""
@@ -80,16 +159,31 @@ class ImageSize:
         return self.layers + self.config
 
 
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest as the registry stores it: its exact bytes (what the digest is over) and media type."""
+
+    body: bytes
+    media_type: str
+    digest: str
+
+    def blobs(self) -> list[str]:
+        """Digests of the config and layers an image manifest refers to."""
+        import json
+
+        document = json.loads(self.body)
+        found = [document["config"]["digest"]] if "config" in document else []
+        return found + [layer["digest"] for layer in document.get("layers", []) if not layer.get("urls")]
+
+
 class Registry:
     """A client for one or more registries, sharing a connection pool and bearer tokens."""
 
-    def __init__(self, timeout: float = 30.0) -> None:
+    def __init__(self, timeout: float = 30.0, retry: RetryPolicy | None = None) -> None:
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
         self._session = requests.Session()
-        retry = Retry(total=3, backoff_factor=0.5, status_forcelist=(502, 503, 504),
-                      allowed_methods=("HEAD", "GET"), raise_on_status=False)
-        for scheme in ("http://", "https://"):
-            self._session.mount(scheme, HTTPAdapter(max_retries=retry, pool_maxsize=8))
+        self._session.trust_env = False  # no ~/.netrc; proxies from the environment are applied per request
         self._tokens: dict[tuple[str, str], str] = {}
         self._basic: dict[str, tuple[str, str]] = {}  # hosts that asked for basic auth: sent up front from then on
         self._lock = threading.Lock()
@@ -101,69 +195,76 @@ class Registry:
         scheme = "http" if _is_loopback(ref.api_host) else "https"
         return f"{scheme}://{ref.api_host}/v2/{ref.path}"
 
-    def _credentials(self, ref: Reference) -> tuple[str, str] | None:
-        registry = None if ref.domain == DOCKER_HUB else ref.domain
-        try:
-            found = docker_auth.resolve_authconfig(docker_auth.load_config(), registry=registry)
-        except Exception as exc:  # a broken credential helper must not hide the real request
-            log.debug("no credentials for %s: %s", ref.domain, exc)
-            return None
-        if found and found.get("username") and found.get("password"):
-            return found["username"], found["password"]
-        return None
+    def _credentials(self, ref: Reference) -> Credentials | None:
+        return stored_credentials(ref.domain)
+
+    def _send(self, method: str, url: str, *, headers: dict[str, str], auth: Any, body: bytes | None,
+              params: dict[str, str] | None = None) -> requests.Response:
+        proxies = requests.utils.get_environ_proxies(url)  # HTTPS_PROXY/NO_PROXY still apply; netrc does not
+        return self._session.request(method, url, headers=headers, data=body, auth=auth, params=params,
+                                     proxies=proxies, timeout=self.timeout, allow_redirects=method in ("GET", "HEAD"))
 
     def _request(self, method: str, url: str, ref: Reference, headers: dict[str, str],
-                 body: bytes | IO[bytes] | None = None,
-                 timeout: float | tuple[float, float] | None = None) -> requests.Response:
+                 body: bytes | None = None) -> requests.Response:
+        """One call, retried on a dropped connection, a timeout or a 5xx/429; RegistryError saying which failure."""
+        delays = self.retry.delays()
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                response = self._request_once(method, url, ref, headers, body)
+            except requests.RequestException as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise RegistryError(f"{method} {ref}: {describe_transport_error(exc, ref.api_host, self.timeout)}"
+                                        f" (tried {tries} time(s))") from None
+                log.debug("%s %s failed (%s); again in %.1fs", method, url, exc.__class__.__name__, delay)
+                time.sleep(delay)
+                continue
+            if response.status_code in _RETRY_STATUS:
+                delay = next(delays, None)
+                if delay is not None:
+                    log.debug("%s %s answered %s; again in %.1fs", method, url, response.status_code, delay)
+                    response.close()
+                    time.sleep(delay)
+                    continue
+            return response
+
+    def _request_once(self, method: str, url: str, ref: Reference, headers: dict[str, str],
+                      body: bytes | None) -> requests.Response:
         parts, home = urllib.parse.urlsplit(url), urllib.parse.urlsplit(self._base_url(ref))
         try:
             foreign = _origin(parts) != _origin(home)
         except ValueError as exc:  # a port out of range
             raise RegistryError(f"registry {ref.api_host}: cannot send {method} to {url}: {exc}") from None
-        if foreign:
-            # An upload Location elsewhere (a storage front end, say): it gets no credential, and never plain HTTP.
+        if foreign:  # a Location elsewhere: no credential goes there, and never plain HTTP from an HTTPS registry
             if home.scheme == "https" and parts.scheme != "https":
-                raise RegistryError(f"registry {ref.api_host} sent {method} for {ref} to {parts.scheme}://{parts.netloc}, "
-                                    "which is not HTTPS; refused")
-            return self._plain_request(method, url, ref, headers, body, timeout)
+                raise RegistryError(f"registry {ref.api_host} sent {method} for {ref} to "
+                                    f"{parts.scheme}://{parts.netloc}, which is not HTTPS; refused")
+            return self._send(method, url, headers=headers, auth=_NO_AUTH, body=body)
         with self._lock:
             token = self._tokens.get((ref.api_host, ref.path))
             basic = self._basic.get(ref.api_host)
         auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            response = self._session.request(method, url, headers={**headers, **auth_headers}, data=body,
-                                             auth=basic if basic and not token else _NO_AUTH,
-                                             timeout=timeout or self.timeout)
-            if response.status_code == 401:
-                response = self._answer_challenge(method, url, ref, headers, response, body, timeout or self.timeout)
-        except requests.RequestException as exc:
-            raise RegistryError(f"registry {ref.api_host} unreachable for {ref}: {exc.__class__.__name__}: {exc}; "
-                                "is it running (scripts/infra-up.sh) and is the name right?") from None
+        response = self._send(method, url, headers={**headers, **auth_headers},
+                              auth=basic if basic and not token else _NO_AUTH, body=body)
+        if response.status_code == 401:
+            response = self._answer_challenge(method, url, ref, headers, response, body)
+        _require_whole(response)
         return response
 
-    def _plain_request(self, method: str, url: str, ref: Reference, headers: dict[str, str],
-                       body: bytes | IO[bytes] | None, timeout: float | tuple[float, float] | None) -> requests.Response:
-        try:
-            return self._session.request(method, url, headers=headers, data=body, auth=_NO_AUTH,
-                                         timeout=timeout or self.timeout)
-        except requests.RequestException as exc:
-            raise RegistryError(f"{urllib.parse.urlsplit(url).netloc} unreachable for {ref}: "
-                                f"{exc.__class__.__name__}: {exc}") from None
-
     def _answer_challenge(self, method: str, url: str, ref: Reference, headers: dict[str, str],
-                          response: requests.Response, body: bytes | IO[bytes] | None,
-                          timeout: float | tuple[float, float]) -> requests.Response:
-        if hasattr(body, "seek"):
-            body.seek(0)  # a file body was (partly) sent with the refused request: send it whole again
+                          response: requests.Response, body: bytes | None) -> requests.Response:
         challenge = response.headers.get("WWW-Authenticate", "")
         scheme = challenge.split(" ", 1)[0].lower()
         creds = self._credentials(ref)
+        pair = (creds.username, creds.password) if creds else None
         if scheme == "basic":
-            if not creds:
+            if not pair:
                 return response
             with self._lock:
-                self._basic[ref.api_host] = creds
-            return self._session.request(method, url, headers=headers, auth=creds, data=body, timeout=timeout)
+                self._basic[ref.api_host] = pair
+            return self._send(method, url, headers=headers, auth=pair, body=body)
         if scheme != "bearer":
             return response
         params = dict(_CHALLENGE.findall(challenge))
@@ -173,17 +274,40 @@ class Registry:
         if url.startswith("https://") and not realm.startswith("https://"):
             raise RegistryError(f"registry {ref.api_host} asks for credentials at {realm}, which is not HTTPS; refused")
         params.setdefault("scope", f"repository:{ref.path}:{'pull' if method in ('GET', 'HEAD') else 'pull,push'}")
-        token_response = self._session.get(realm, params=params, auth=creds, timeout=self.timeout)
+        # Elsewhere over plain HTTP, the token is asked for anonymously: the credentials stay here.
+        auth = pair if pair and realm_may_get_credentials(realm, url) else _NO_AUTH
+        token_response = self._send("GET", realm, headers={}, auth=auth, body=None, params=params)
         if token_response.status_code != 200:
             return response
-        answer = token_response.json()
-        token = answer.get("token") or answer.get("access_token")
+        try:
+            answer = token_response.json()
+        except ValueError:
+            return response
+        token = answer.get("token") or answer.get("access_token") if isinstance(answer, dict) else None
         if not token:
             return response
         with self._lock:
             self._tokens[(ref.api_host, ref.path)] = token
-        return self._session.request(method, url, headers={**headers, "Authorization": f"Bearer {token}"},
-                                     data=body, auth=_NO_AUTH, timeout=timeout)
+        return self._send(method, url, headers={**headers, "Authorization": f"Bearer {token}"}, auth=_NO_AUTH,
+                          body=body)
+
+    def _refused(self, response: requests.Response, ref: Reference, what: str) -> RegistryError:
+        """The error for an answer that is not the expected one: 401 with and without credentials told apart."""
+        status = response.status_code
+        if status == 401:
+            if self._credentials(ref) is None:
+                return RegistryError(f"registry {ref.api_host} requires credentials for {what} of {ref}, and none are "
+                                     f"stored for it: run `docker login {ref.domain}`")
+            return RegistryError(f"registry {ref.api_host} refused the stored credentials for {what} of {ref} (401): "
+                                 f"they are wrong or expired; run `docker login {ref.domain}` again")
+        if status == 403:
+            return RegistryError(f"registry {ref.api_host} denied {what} of {ref} (403): the stored account lacks "
+                                 "the permission")
+        detail = response.text[:200].strip() if response.request.method != "HEAD" else ""
+        return RegistryError(f"registry {ref.api_host} answered {status} for {what} of {ref}"
+                             + (f": {detail}" if detail else ""))
+
+    # -- reads -------------------------------------------------------------------------------------------------
 
     def digest(self, ref: Reference) -> str | None:
         """Digest the registry serves for `ref` (tag or digest), or None if it holds no such manifest."""
@@ -193,23 +317,39 @@ class Registry:
         if response.status_code == 404:
             return None
         if response.status_code != 200:
-            raise RegistryError(f"registry answered {response.status_code} for the manifest of {ref}"
-                                + ("; log in with `docker login " + ref.domain + "`" if response.status_code in (401, 403) else ""))
+            raise self._refused(response, ref, "the manifest")
         digest = response.headers.get("Docker-Content-Digest")
         if not digest:
             raise RegistryError(f"registry sent no Docker-Content-Digest header for {ref}")
         return digest
 
-    def manifest(self, ref: Reference) -> dict[str, Any]:
+    def raw_manifest(self, ref: Reference) -> Manifest:
+        """The manifest of `ref` (tag or digest) as stored, with the digest it must hash to."""
+        import hashlib
+
         target = ref.digest or ref.tag or "latest"
         response = self._request("GET", f"{self._base_url(ref)}/manifests/{target}", ref,
                                  {"Accept": ", ".join(MANIFEST_TYPES)})
         if response.status_code != 200:
-            raise RegistryError(f"registry answered {response.status_code} for the manifest of {ref}")
+            raise self._refused(response, ref, "the manifest")
+        body = response.content
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if ref.digest and digest != ref.digest:
+            raise RegistryError(f"registry sent a manifest for {ref} that hashes to {digest}")
+        return Manifest(body, response.headers.get("Content-Type", MANIFEST_TYPES[-1]).split(";")[0], digest)
+
+    def manifest(self, ref: Reference) -> dict[str, Any]:
+        import json
+
+        raw = self.raw_manifest(ref)
         try:
-            return response.json()
+            document = json.loads(raw.body)
         except ValueError:
-            raise RegistryError(f"registry sent a manifest for {ref} that is not JSON") from None
+            raise RegistryError(f"registry sent a manifest for {ref} that is complete but not JSON "
+                                f"({len(raw.body)} bytes)") from None
+        if not isinstance(document, dict):
+            raise RegistryError(f"registry sent a manifest for {ref} that is not a JSON object")
+        return document
 
     def platform_manifest(self, ref: Reference, platform: str = "linux/amd64") -> dict[str, Any]:
         """The image manifest of `ref` for `platform`: an index is resolved to that platform's entry."""
@@ -229,83 +369,58 @@ class Registry:
         layers = sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
         return ImageSize(layers=layers, config=int(manifest.get("config", {}).get("size", 0)))
 
-    # -- blobs and manifests: what a push writes ----------------------------------------------------------------
+    # -- writes: copying a manifest under another tag, and removing a staging manifest ----------------------------
 
-    def blob(self, ref: Reference, digest: str) -> bytes:
-        """The content of blob `digest` in `ref`'s repository (used for image configs: small)."""
-        response = self._request("GET", f"{self._base_url(ref)}/blobs/{digest}", ref, {})
-        if response.status_code != 200:
-            raise RegistryError(f"registry answered {response.status_code} for blob {digest} of {ref.repository}")
-        return response.content
-
-    def has_blob(self, ref: Reference, digest: str) -> bool:
-        response = self._request("HEAD", f"{self._base_url(ref)}/blobs/{digest}", ref, {})
-        if response.status_code in (200, 404):
-            return response.status_code == 200
-        raise PushError(f"registry answered {response.status_code} when asked for blob {digest} of {ref.repository}")
-
-    def mount_blob(self, ref: Reference, digest: str, source_path: str) -> bool:
-        """Link blob `digest` from repository `source_path` (same registry) into `ref`'s; False if the registry declined."""
-        query = urllib.parse.urlencode({"mount": digest, "from": source_path})
-        response = self._request("POST", f"{self._base_url(ref)}/blobs/uploads/?{query}", ref, {"Content-Length": "0"})
+    def mount_blob(self, ref: Reference, digest: str, source: Reference) -> None:
+        """Link blob `digest` of `source`'s repository (same registry) into `ref`'s; no byte moves."""
+        head = self._request("HEAD", f"{self._base_url(ref)}/blobs/{digest}", ref, {})
+        if head.status_code == 200:
+            return
+        query = urllib.parse.urlencode({"mount": digest, "from": source.path})
+        response = self._request("POST", f"{self._base_url(ref)}/blobs/uploads/?{query}", ref,
+                                 {"Content-Length": "0"})
         if response.status_code == 201:
-            return True
+            return
         if response.status_code == 202:  # declined: the registry opened an upload instead; close it
             location = response.headers.get("Location")
             if location:
                 self._request("DELETE", urllib.parse.urljoin(response.url, location), ref, {})
-            return False
-        if response.status_code in (400, 401, 403, 404, 405):  # mounting unsupported or the source unreadable: upload
-            log.debug("mount of %s from %s into %s refused: %s", digest, source_path, ref.path, response.status_code)
-            return False
-        raise PushError(f"push of {ref} failed: registry answered {response.status_code} when mounting "
-                        f"{digest} from {source_path}: {response.text[:200]}")
+            raise RegistryError(f"registry {ref.api_host} declined to mount blob {digest} from {source.repository} "
+                                f"into {ref.repository}; it must allow cross-repository mounts")
+        raise self._refused(response, ref, f"mounting blob {digest}")
 
-    def upload_blob(self, ref: Reference, path: Path, digest: str) -> None:
-        """Upload file `path` as blob `digest` into `ref`'s repository (one POST, one streamed PUT)."""
-        started = self._request("POST", f"{self._base_url(ref)}/blobs/uploads/", ref, {"Content-Length": "0"})
-        location = started.headers.get("Location")
-        if started.status_code != 202 or not location:
-            hint = "; log in with `docker login " + ref.domain + "`" if started.status_code in (401, 403) else ""
-            raise PushError(f"push of {ref} failed: registry answered {started.status_code} when starting "
-                            f"an upload: {started.text[:200]}{hint}")
-        url = urllib.parse.urljoin(started.url, location)
-        url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
-        size = path.stat().st_size
-        with path.open("rb") as body:
-            # A registry may take a while to commit a large blob after the last byte: wait longer for its answer.
-            finished = self._request("PUT", url, ref, {"Content-Type": "application/octet-stream",
-                                                       "Content-Length": str(size)}, body=body,
-                                     timeout=(self.timeout, max(self.timeout, _COMMIT_WAIT)))
-        if finished.status_code != 201:
-            raise PushError(f"push of {ref} failed: registry answered {finished.status_code} for blob "
-                            f"{digest} ({size} bytes): {finished.text[:200]}")
-        stored = finished.headers.get("Docker-Content-Digest", digest)
-        if stored != digest:
-            raise PushError(f"push of {ref} failed: blob {digest} was stored as {stored}")
-
-    def put_manifest(self, ref: Reference, body: bytes, media_type: str = DOCKER_MANIFEST) -> str | None:
-        """Store manifest `body` under `ref`'s tag; return the digest the registry reports (None if it says none)."""
+    def put_manifest(self, ref: Reference, manifest: Manifest) -> None:
+        """Store `manifest` under `ref`'s tag; RegistryError unless the registry stores it under the same digest."""
         if not ref.tag:
-            raise PushError(f"{ref}: a manifest is stored under a tag")
+            raise RegistryError(f"{ref}: a manifest is stored under a tag")
         response = self._request("PUT", f"{self._base_url(ref)}/manifests/{ref.tag}", ref,
-                                 {"Content-Type": media_type}, body=body)
+                                 {"Content-Type": manifest.media_type}, body=manifest.body)
         if response.status_code not in (200, 201):
-            raise PushError(f"push of {ref} failed: registry answered {response.status_code} for the manifest: "
-                            f"{response.text[:200]}")
-        return response.headers.get("Docker-Content-Digest")
+            raise self._refused(response, ref, "storing the manifest")
+        stored = response.headers.get("Docker-Content-Digest", manifest.digest)
+        if stored != manifest.digest:
+            raise RegistryError(f"tagging {ref} stored digest {stored}, not {manifest.digest}")
+
+    def copy(self, source: Reference, target: Reference, manifest: Manifest | None = None) -> str:
+        """Put the manifest `source` (pinned) under `target` (repository and tag), mounting its blobs first when the
+        repositories differ. `manifest`: its content, when read already. Returns the digest, the same on both sides."""
+        manifest = manifest or self.raw_manifest(source)
+        if source.repository != target.repository:
+            for blob in manifest.blobs():
+                self.mount_blob(target, blob, source)
+        self.put_manifest(target, manifest)
+        return manifest.digest
 
     def add_tag(self, ref: Reference, tag: str) -> None:
         """Point `tag` at the manifest `ref` (pinned by digest) too: the manifest is copied, no layer moves."""
         if not ref.digest:
             raise RegistryError(f"{ref}: a tag is added to a digest-pinned reference only")
-        base = self._base_url(ref)
-        got = self._request("GET", f"{base}/manifests/{ref.digest}", ref, {"Accept": ", ".join(MANIFEST_TYPES)})
-        if got.status_code != 200:
-            raise RegistryError(f"registry answered {got.status_code} for the manifest of {ref}")
-        media_type = got.headers.get("Content-Type", MANIFEST_TYPES[-1])
-        put = self._request("PUT", f"{base}/manifests/{tag}", ref, {"Content-Type": media_type}, body=got.content)
-        if put.status_code not in (200, 201):
-            raise RegistryError(f"registry answered {put.status_code} when tagging {ref} as {tag}: {put.text[:200]}")
-        if put.headers.get("Docker-Content-Digest", ref.digest) != ref.digest:
-            raise RegistryError(f"tagging {ref} as {tag} stored another digest: {put.headers['Docker-Content-Digest']}")
+        self.copy(ref, Reference(ref.domain, ref.path, tag))
+
+    def delete_manifest(self, ref: Reference) -> None:
+        """Delete the manifest `ref` (pinned) and every tag of its repository pointing at it; absent is fine."""
+        if not ref.digest:
+            raise RegistryError(f"{ref}: a manifest is deleted by digest only")
+        response = self._request("DELETE", f"{self._base_url(ref)}/manifests/{ref.digest}", ref, {})
+        if response.status_code not in (200, 202, 404):
+            raise self._refused(response, ref, "deleting the manifest")

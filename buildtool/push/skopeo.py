@@ -1,0 +1,129 @@
+"""Pushing through skopeo: `skopeo copy docker-daemon:IMAGE docker://TARGET`.
+
+skopeo reads the image from the engine, compresses the layers the registry
+lacks on every core (pgzip), retries failed transfers, mounts blobs it has
+pushed before from other repositories, and writes the manifest's digest to a
+file. Its credentials come from the engine's store, written to a 0600 authfile
+in the run's folder for the one registry it pushes to (credential helpers are
+resolved here, as the engine's CLI resolves them).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from ..engine import stored_credentials
+from ..errors import PushError
+from ..reference import DIGEST_RE
+from .job import PushJob
+from .registry import _is_loopback
+
+RETRY_TIMES = 3
+_KILL_AFTER = 1.0  # seconds between SIGTERM and SIGKILL when a push is stopped
+_TAIL_LINES = 15
+_HEARTBEAT = 15.0
+_MILESTONES = ("Copying blob", "Copying config", "Writing manifest")
+
+
+def find() -> str | None:
+    """The skopeo executable on PATH, or None."""
+    return shutil.which("skopeo")
+
+
+def write_authfile(folder: Path, domain: str) -> Path:
+    """A containers-auth.json (the engine's config.json format) holding only `domain`'s stored credentials."""
+    auths: dict[str, dict[str, str]] = {}
+    found = stored_credentials(domain)
+    if found is not None:
+        entry = {"auth": base64.b64encode(f"{found.username}:{found.password}".encode()).decode()}
+        if found.identity_token:
+            entry["identitytoken"] = found.identity_token
+        auths[domain] = entry
+    path = folder / f"auth-{uuid.uuid4().hex[:8]}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"auths": auths}, handle)
+    return path
+
+
+def command(executable: str, job: PushJob, authfile: Path, digestfile: Path) -> list[str]:
+    """The skopeo command line for `job` (plain HTTP, without TLS, only to a registry on this machine)."""
+    argv = [executable, "copy", "--retry-times", str(RETRY_TIMES), "--dest-compress-level", str(job.level),
+            "--digestfile", str(digestfile), "--authfile", str(authfile)]
+    if _is_loopback(job.staging.api_host):
+        argv.append("--dest-tls-verify=false")
+    return argv + [f"docker-daemon:{job.local}", f"docker://{job.staging}"]
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """SIGTERM now, SIGKILL shortly after if it is still there; never blocks (it runs in a signal handler)."""
+    if process.poll() is None:
+        process.terminate()
+        timer = threading.Timer(_KILL_AFTER, process.kill)
+        timer.daemon = True
+        timer.start()
+
+
+class SkopeoPusher:
+    """Large new layers: skopeo compresses on every core."""
+
+    name = "skopeo"
+
+    def __init__(self, executable: str) -> None:
+        self.executable = executable
+
+    def push(self, job: PushJob) -> str:
+        authfile = write_authfile(job.workdir, job.staging.domain)
+        digestfile = job.workdir / f"digest-{uuid.uuid4().hex[:8]}"
+        tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        started = last = time.monotonic()
+        try:
+            # Its own session: a terminal's Ctrl-C reaches buildtool, which stops skopeo itself (as on SIGTERM).
+            process = subprocess.Popen(command(self.executable, job, authfile, digestfile), stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                       errors="replace", env={**os.environ, "TMPDIR": str(job.workdir)},
+                                       start_new_session=True)
+        except OSError as exc:
+            raise PushError(f"cannot run {self.executable}: {exc}; install skopeo (apt-get install skopeo) "
+                            "or set push_with = \"engine\"") from None
+        try:
+            with job.token.stopping(lambda: _stop(process)):
+                assert process.stdout is not None
+                for raw in process.stdout:
+                    line = raw.rstrip()
+                    if not line:
+                        continue
+                    tail.append(line)
+                    now = time.monotonic()
+                    if line.startswith(_MILESTONES) or now - last > _HEARTBEAT:
+                        job.progress(f"push (skopeo): {line[:100]}  [{now - started:.0f}s]")
+                        last = now
+                code = process.wait()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            authfile.unlink(missing_ok=True)
+        job.token.raise_if_cancelled()
+        if code != 0:
+            detail = " | ".join(tail) or "no output"
+            raise PushError(f"skopeo exited with {code} pushing {job.local} to {job.staging}: {detail[-600:]}")
+        try:
+            digest = digestfile.read_text().strip()
+        except OSError as exc:
+            raise PushError(f"skopeo wrote no digest for {job.staging}: {exc}") from None
+        finally:
+            digestfile.unlink(missing_ok=True)
+        if not DIGEST_RE.match(digest):
+            raise PushError(f"skopeo reported {digest!r} as the digest of {job.staging}, not sha256:<64 hex>")
+        return digest
+

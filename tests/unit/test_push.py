@@ -1,0 +1,234 @@
+"""The push's decisions and its rule: which pusher, the content tag only after the check, nothing after a signal.
+
+The registry is a real local HTTP server keeping manifests per repository as the
+distribution server does (tests/unit/test_registry_writes.py); the pusher is a
+stand-in that stores a manifest under the staging tag, as skopeo or the engine
+would. The real ones run in tests/integration/test_push_safety.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from buildtool import push
+from buildtool.config import Config
+from buildtool.errors import BuildError, Interrupted, PushError
+from buildtool.interrupt import Token
+from buildtool.push.engine_push import EnginePusher
+from buildtool.push.registry import Manifest, Registry, RetryPolicy
+from buildtool.push.skopeo import SkopeoPusher, command
+from buildtool.reference import parse
+
+from .test_registry_writes import MANIFEST, MANIFEST_DIGEST, Store, docker_config, serve  # noqa: F401
+
+
+class _Engine:
+    def __init__(self, containerd: bool = False) -> None:
+        self.containerd = containerd
+
+    def stores_images_in_containerd(self) -> bool:
+        return self.containerd
+
+
+def _config(push_with: str) -> Config:
+    return Config(path=Path("pyproject.toml"), root=Path("."), registry="127.0.0.1:5000", repository="t",
+                  base_image="b", platform="linux/amd64", image_map=Path("image_map.yaml"),
+                  output=Path("pipeline.yaml"), pipeline="p:f", steps_module="s", image_pull_policy="IfNotPresent",
+                  images=(), push_with=push_with)
+
+
+@pytest.fixture
+def with_skopeo(tmp_path, monkeypatch):
+    """A PATH holding an executable named skopeo (found by name, never run here)."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    exe = folder / "skopeo"
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", str(folder))
+    return exe
+
+
+@pytest.fixture
+def without_skopeo(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+
+
+LARGE, SMALL = push.SKOPEO_FROM_BYTES, push.SKOPEO_FROM_BYTES - 1
+
+
+@pytest.mark.parametrize("push_with, containerd, new_bytes, expected", [
+    ("auto", False, LARGE, "skopeo"),
+    ("auto", False, SMALL, "engine"),
+    ("auto", False, 0, "engine"),
+    ("auto", True, LARGE, "engine"),  # compressed layers already: the engine sends them as they are
+    ("skopeo", False, 0, "skopeo"),
+    ("engine", False, LARGE, "engine"),
+])
+def test_the_pusher_is_chosen_by_the_size_of_the_new_layers(with_skopeo, push_with, containerd, new_bytes, expected):
+    chosen = push.pusher_for(_config(push_with), _Engine(containerd), new_bytes)  # type: ignore[arg-type]
+    assert chosen.name == expected
+    assert isinstance(chosen, SkopeoPusher if expected == "skopeo" else EnginePusher)
+
+
+def test_without_skopeo_the_engine_pushes_even_large_layers(without_skopeo):
+    assert push.pusher_for(_config("auto"), _Engine(), LARGE).name == "engine"  # type: ignore[arg-type]
+
+
+def test_skopeo_asked_for_but_missing_is_a_push_error_with_the_fix(without_skopeo):
+    with pytest.raises(PushError, match=r"skopeo is not installed; install it \(apt-get install skopeo"):
+        push.pusher_for(_config("skopeo"), _Engine(), 0)  # type: ignore[arg-type]
+
+
+def _job(host: str, tmp_path: Path, token: Token | None = None, tag: str = "in-0123456789abcdef") -> push.PushJob:
+    target = parse(f"{host}/lab/training:{tag}")
+    return push.PushJob("training", f"{host}/lab/training:{tag}", "sha256:" + "e" * 64, target,
+                        push.staging_reference(target), tmp_path, 6, token or Token(), lambda message: None)
+
+
+def test_skopeo_command_line(tmp_path):
+    job = _job("127.0.0.1:5000", tmp_path)
+    argv = command("/usr/bin/skopeo", job, tmp_path / "auth.json", tmp_path / "digest")
+    assert argv[:2] == ["/usr/bin/skopeo", "copy"]
+    assert argv[argv.index("--retry-times") + 1] == "3"
+    assert argv[argv.index("--dest-compress-level") + 1] == "6"
+    assert argv[argv.index("--authfile") + 1] == str(tmp_path / "auth.json")
+    assert "--dest-tls-verify=false" in argv  # loopback only
+    assert argv[-2:] == [f"docker-daemon:{job.local}", f"docker://{job.staging}"]
+    remote = _job("registry.example.com", tmp_path)
+    assert "--dest-tls-verify=false" not in command("skopeo", remote, tmp_path / "a", tmp_path / "d")
+
+
+def test_the_staging_reference_is_another_repository_and_never_the_content_tag():
+    target = parse("127.0.0.1:5000/lab/training:in-0123456789abcdef")
+    first, second = push.staging_reference(target), push.staging_reference(target)
+    assert first.repository == "127.0.0.1:5000/lab/training/staging"
+    assert first.tag and first.tag.startswith("unchecked-0123456789abcdef-") and first.tag != second.tag
+    assert not first.tag.startswith("in-")
+
+
+def test_the_authfile_holds_only_the_target_registry_and_is_private(tmp_path, docker_config):  # noqa: F811
+    from buildtool.push.skopeo import write_authfile
+
+    docker_config({"127.0.0.1:5000": ("robot", "pw"), "other.example.com": ("x", "y")})
+    path = write_authfile(tmp_path, "127.0.0.1:5000")
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    import json
+
+    assert list(json.loads(path.read_text())["auths"]) == ["127.0.0.1:5000"]
+
+
+class StagingPusher:
+    """Stores the manifest under the staging tag, as skopeo or the engine would, and can be told to wait."""
+
+    name = "stand-in"
+
+    def __init__(self, registry: Registry, store: Store, blobs: set[str]) -> None:
+        self.registry, self.store, self.blobs = registry, store, blobs
+        self.release = threading.Event()
+        self.release.set()
+
+    def push(self, job: push.PushJob) -> str:
+        self.store.blobs.setdefault(job.staging.path, set()).update(self.blobs)
+        manifest = Manifest(MANIFEST, "application/vnd.docker.distribution.manifest.v2+json", MANIFEST_DIGEST)
+        self.registry.put_manifest(job.staging, manifest)
+        while not self.release.wait(0.05):
+            job.token.raise_if_cancelled()
+        return MANIFEST_DIGEST
+
+
+@pytest.fixture
+def setup(serve, docker_config, tmp_path):  # noqa: F811  (fixtures shared with test_registry_writes)
+    store = Store()
+    server = serve(store)
+    registry = Registry(timeout=5, retry=RetryPolicy(attempts=2, backoff=0.01, budget=2))
+    pusher = StagingPusher(registry, store, {"sha256:" + "1" * 64, "sha256:" + "2" * 64})
+    return store, server, registry, pusher
+
+
+def _tags(store: Store, repository: str) -> set[str]:
+    return {ref for repo, ref in store.manifests if repo == repository and not ref.startswith("sha256:")}
+
+
+def test_the_content_tag_appears_only_after_the_check_passed(setup, tmp_path):
+    store, server, registry, pusher = setup
+    job = _job(server.host, tmp_path)
+    seen_during_check: list[set[str]] = []
+
+    def check() -> None:
+        pusher_done = threading.Event()
+        for _ in range(100):  # wait until the push has staged the image
+            if _tags(store, "lab/training/staging"):
+                pusher_done.set()
+                break
+            threading.Event().wait(0.02)
+        assert pusher_done.is_set()
+        seen_during_check.append(_tags(store, "lab/training"))
+
+    assert push.publish_checked(job, pusher, registry, check) == MANIFEST_DIGEST
+    assert seen_during_check == [set()]  # staged, checked, and not pullable under its content tag meanwhile
+    assert _tags(store, "lab/training") == {"in-0123456789abcdef"}
+    assert _tags(store, "lab/training/staging") == set()  # the staging tag went with its manifest
+
+
+def test_a_failed_check_stops_the_push_and_leaves_no_tag(setup, tmp_path):
+    store, server, registry, pusher = setup
+    pusher.release.clear()  # the push is still running when the check fails
+    job = _job(server.host, tmp_path)
+
+    def check() -> None:
+        for _ in range(100):
+            if _tags(store, "lab/training/staging"):
+                break
+            threading.Event().wait(0.02)
+        raise BuildError("step training imports sklearn: not installed in image training")
+
+    with pytest.raises(BuildError, match="not installed"):
+        push.publish_checked(job, pusher, registry, check)
+    assert job.token.cancelled
+    assert _tags(store, "lab/training") == set()
+    assert _tags(store, "lab/training/staging") == set()
+
+
+def test_no_content_tag_after_a_signal(setup, tmp_path):
+    store, server, registry, pusher = setup
+    run_token = Token()
+    job = _job(server.host, tmp_path, token=run_token.child())
+
+    def check() -> None:
+        run_token.cancel(signal.SIGTERM)  # the signal lands while the image is checked
+
+    with pytest.raises(Interrupted) as caught:
+        push.publish_checked(job, pusher, registry, check)
+    assert caught.value.exit_code == 143
+    assert _tags(store, "lab/training") == set()
+    assert _tags(store, "lab/training/staging") == set()
+
+
+def test_a_push_error_is_rewrapped_once_naming_the_image(setup, tmp_path):
+    store, server, registry, pusher = setup
+    store.refuse_mount = True  # the tag copy cannot link the blobs
+    job = _job(server.host, tmp_path)
+    with pytest.raises(PushError) as caught:
+        push.publish_checked(job, pusher, registry, lambda: None)
+    message = str(caught.value)
+    assert message.startswith(f"push of {job.target} failed: registry ") and message.count("push of") == 1
+    assert _tags(store, "lab/training") == set() and _tags(store, "lab/training/staging") == set()
+
+
+def test_a_token_stops_what_registers_and_refuses_to_publish():
+    token = Token()
+    stopped = []
+    child = token.child()
+    with child.stopping(lambda: stopped.append("skopeo")):
+        token.cancel(signal.SIGINT)
+    assert stopped == ["skopeo"] and child.cancelled
+    with pytest.raises(Interrupted) as caught, token.publishing():
+        pass
+    assert caught.value.exit_code == 130
+    assert os.EX_OK == 0

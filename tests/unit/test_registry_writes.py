@@ -1,0 +1,369 @@
+"""The registry client against small real HTTP servers: tag copies, staging deletes, retries, and where
+credentials go.
+
+The servers answer like the distribution server (mounts answer 201 or 202,
+manifests carry Docker-Content-Digest). They stand in for faults the real
+registry cannot be made to produce here: a token service on another host, a
+503, a connection cut mid-answer, an answer that never comes. Credentials come
+from a real engine config file (DOCKER_CONFIG), as `docker login` writes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import json
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from buildtool.errors import RegistryError
+from buildtool.push.registry import Manifest, Registry, RetryPolicy, realm_may_get_credentials
+from buildtool.reference import parse
+
+USER, PASSWORD = "robot", "s3cret-pw"
+FAST = RetryPolicy(attempts=3, backoff=0.01, budget=5)
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class Server(http.server.ThreadingHTTPServer):
+    """A real HTTP server on a loopback address whose answers a test scripts, recording every request."""
+
+    daemon_threads = True
+
+    def __init__(self, handle: Callable[[_Handler], None], address: str = "127.0.0.1") -> None:
+        super().__init__((address, 0), _Handler)
+        self.handle_request_fn = handle
+        self.seen: list[tuple[str, str, str | None]] = []  # method, path, Authorization header
+
+    @property
+    def host(self) -> str:
+        return f"{self.server_address[0]}:{self.server_address[1]}"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: Server
+    protocol_version = "HTTP/1.1"
+
+    def answer(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.body = self.rfile.read(length) if length else b""
+        self.server.seen.append((self.command, self.path, self.headers.get("Authorization")))
+        self.server.handle_request_fn(self)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _handle
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(handle: Callable[[_Handler], None], address: str = "127.0.0.1") -> Server:
+        server = Server(handle, address)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, tuple[str, str]]], None]:
+    """Write the engine's credential store (config.json, as `docker login` does) and point DOCKER_CONFIG at it.
+    HOME moves too, with a ~/.netrc that must never be read."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text("machine 127.0.0.1 login netrc-user password netrc-secret\n"
+                                 "machine 127.0.0.2 login netrc-user password netrc-secret\n")
+    (home / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("NETRC", raising=False)
+    folder = tmp_path / "docker"
+    folder.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+
+    def write(auths: dict[str, tuple[str, str]]) -> None:
+        entries = {host: {"auth": base64.b64encode(f"{u}:{p}".encode()).decode()} for host, (u, p) in auths.items()}
+        (folder / "config.json").write_text(json.dumps({"auths": entries}))
+
+    write({})
+    return write
+
+
+def client() -> Registry:
+    return Registry(timeout=5, retry=FAST)
+
+
+# -- credentials --------------------------------------------------------------------------------------------------
+
+
+def _token_registry(serve: Callable[..., Server], realm_address: str) -> tuple[Server, Server, list[str | None]]:
+    """A registry asking for a bearer token at a plain-HTTP realm on `realm_address`; the realm records what it got."""
+    realm_hits: list[str | None] = []
+
+    def realm(h: _Handler) -> None:
+        realm_hits.append(h.headers.get("Authorization"))
+        h.answer(200, {"Content-Type": "application/json"}, b'{"token": "the-token"}')
+
+    token_service = serve(realm, address=realm_address)
+
+    def registry(h: _Handler) -> None:
+        if h.headers.get("Authorization") == "Bearer the-token":
+            h.answer(200, {"Docker-Content-Digest": "sha256:" + "a" * 64})
+        else:
+            h.answer(401, {"WWW-Authenticate": f'Bearer realm="http://{token_service.host}/token",service="reg"'})
+
+    return serve(registry), token_service, realm_hits
+
+
+def test_a_plain_http_token_service_on_another_host_never_gets_the_credentials(serve, docker_config):
+    reg, token_service, realm_hits = _token_registry(serve, "127.0.0.2")
+    docker_config({reg.host: (USER, PASSWORD)})
+    registry = client()
+    assert registry.digest(parse(f"{reg.host}/lab/training:t1")) == "sha256:" + "a" * 64
+    assert realm_hits == [None]  # asked anonymously: neither the stored credentials nor ~/.netrc's
+    assert all(auth in (None, "Bearer the-token") for _, _, auth in reg.seen)
+
+
+def test_a_token_service_beside_a_loopback_registry_gets_them(serve, docker_config):
+    reg, token_service, realm_hits = _token_registry(serve, "127.0.0.1")
+    docker_config({reg.host: (USER, PASSWORD)})
+    assert client().digest(parse(f"{reg.host}/lab/training:t1")) == "sha256:" + "a" * 64
+    assert realm_hits == [basic(USER, PASSWORD)]
+
+
+def test_without_stored_credentials_netrc_is_never_read(serve, docker_config):
+    reg, token_service, realm_hits = _token_registry(serve, "127.0.0.1")
+    client().digest(parse(f"{reg.host}/lab/training:t1"))
+    assert realm_hits == [None]
+    assert all(auth is None or auth.startswith("Bearer") for _, _, auth in reg.seen)
+
+
+@pytest.mark.parametrize("realm, registry_url, allowed", [
+    ("https://auth.example.com/token", "https://registry.example.com/v2/x", True),
+    ("https://auth.example.com/token", "http://127.0.0.1:5000/v2/x", True),
+    ("http://127.0.0.1:5001/token", "http://127.0.0.1:5000/v2/x", True),
+    ("http://127.0.0.2:5001/token", "http://127.0.0.1:5000/v2/x", False),
+    ("http://auth.example.com/token", "http://127.0.0.1:5000/v2/x", False),
+    ("http://auth.example.com/token", "https://registry.example.com/v2/x", False),
+    ("ftp://127.0.0.1/token", "http://127.0.0.1:5000/v2/x", False),
+])
+def test_which_token_service_may_get_credentials(realm, registry_url, allowed):
+    assert realm_may_get_credentials(realm, registry_url) is allowed
+
+
+def test_an_https_registry_never_sends_to_plain_http():
+    ref = parse("registry.example.com/lab/training:t1")
+    with pytest.raises(RegistryError, match="which is not HTTPS; refused"):
+        client()._request("PUT", "http://registry.example.com/v2/upload/1", ref, {})
+
+
+# -- failures told apart, and retried --------------------------------------------------------------------------
+
+
+def _basic_registry(h: _Handler) -> None:
+    if h.headers.get("Authorization") != basic(USER, PASSWORD):
+        h.answer(401, {"WWW-Authenticate": 'Basic realm="reg"'})
+    else:
+        h.answer(200, {"Docker-Content-Digest": "sha256:" + "b" * 64})
+
+
+def test_a_401_without_stored_credentials_says_log_in(serve, docker_config):
+    reg = serve(_basic_registry)
+    with pytest.raises(RegistryError, match=r"requires credentials .* none are stored for it: run `docker login 127"):
+        client().digest(parse(f"{reg.host}/lab/training:t1"))
+
+
+def test_a_401_with_wrong_credentials_says_they_are_wrong(serve, docker_config):
+    reg = serve(_basic_registry)
+    docker_config({reg.host: (USER, "wrong")})
+    with pytest.raises(RegistryError, match=r"refused the stored credentials .* wrong or expired"):
+        client().digest(parse(f"{reg.host}/lab/training:t1"))
+    docker_config({reg.host: (USER, PASSWORD)})
+    assert client().digest(parse(f"{reg.host}/lab/training:t1")) == "sha256:" + "b" * 64
+
+
+def test_a_503_is_retried_with_backoff(serve, docker_config):
+    answers = iter([503, 502, 200])
+
+    def flaky(h: _Handler) -> None:
+        h.answer(next(answers), {"Docker-Content-Digest": "sha256:" + "c" * 64})
+
+    reg = serve(flaky)
+    assert client().digest(parse(f"{reg.host}/lab/training:t1")) == "sha256:" + "c" * 64
+    assert [m for m, _, _ in reg.seen] == ["HEAD"] * 3
+
+
+def test_retries_stop_at_the_cap_and_report_the_last_answer(serve, docker_config):
+    reg = serve(lambda h: h.answer(503))
+    with pytest.raises(RegistryError, match="answered 503"):
+        client().digest(parse(f"{reg.host}/lab/training:t1"))
+    assert len(reg.seen) == FAST.attempts
+
+
+def test_the_retry_budget_caps_the_time_spent():
+    policy = RetryPolicy(attempts=10, backoff=1.0, budget=3.5)
+    assert list(policy.delays()) == [1.0, 2.0]  # 4.0 more would pass the budget
+
+
+def test_a_refused_connection_is_named_as_such(docker_config):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match=r"refused the connection \(nothing listens there\).*tried 3 time"):
+        client().digest(parse(f"127.0.0.1:{port}/lab/training:t1"))
+    assert time.monotonic() - started < 5
+
+
+def test_an_answer_cut_mid_transfer_is_named_as_such(serve, docker_config):
+    def cut(h: _Handler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
+        h.send_header("Content-Length", "5000")
+        h.end_headers()
+        h.wfile.write(b'{"schemaVersion": 2, "lay')
+        h.wfile.flush()
+        h.close_connection = True
+        h.connection.shutdown(socket.SHUT_RDWR)
+
+    reg = serve(cut)
+    with pytest.raises(RegistryError, match="cut mid-transfer") as caught:
+        client().manifest(parse(f"{reg.host}/lab/training:t1"))
+    assert "not JSON" not in str(caught.value)
+    assert len(reg.seen) == FAST.attempts  # retried, then reported
+
+
+def test_an_answer_that_never_comes_is_a_timeout(serve, docker_config):
+    release = threading.Event()
+    reg = serve(lambda h: release.wait(10))
+    registry = Registry(timeout=0.5, retry=RetryPolicy(attempts=2, backoff=0.01, budget=5))
+    try:
+        with pytest.raises(RegistryError, match=r"stopped answering for 0s \(timeout\)|stopped answering for 1s"):
+            registry.digest(parse(f"{reg.host}/lab/training:t1"))
+    finally:
+        release.set()
+
+
+# -- the tag copy a checked image gets, and the staging manifest's removal --------------------------------------
+
+
+class Store:
+    """Manifests and blob links per repository, as the distribution server keeps them."""
+
+    def __init__(self) -> None:
+        self.manifests: dict[tuple[str, str], bytes] = {}  # (repository, tag or digest) -> body
+        self.blobs: dict[str, set[str]] = {}  # repository -> linked blob digests
+        self.refuse_mount = False
+
+    def __call__(self, h: _Handler) -> None:
+        url = urllib.parse.urlsplit(h.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        repo, _, rest = url.path.removeprefix("/v2/").partition("/blobs/")
+        if rest or url.path.endswith("/blobs/uploads/"):
+            if h.command == "HEAD":
+                h.answer(200 if rest in self.blobs.get(repo, set()) else 404)
+            elif h.command == "POST" and "mount" in query:
+                if self.refuse_mount:
+                    h.answer(202, {"Location": f"/v2/{repo}/blobs/uploads/opened"})
+                else:
+                    self.blobs.setdefault(repo, set()).add(query["mount"])
+                    h.answer(201)
+            else:
+                h.answer(204 if h.command == "DELETE" else 404)
+            return
+        repo, _, ref = url.path.removeprefix("/v2/").partition("/manifests/")
+        if h.command == "PUT":
+            digest = "sha256:" + hashlib.sha256(h.body).hexdigest()
+            self.manifests[(repo, ref)] = self.manifests[(repo, digest)] = h.body
+            h.answer(201, {"Docker-Content-Digest": digest})
+        elif h.command == "DELETE":
+            body = self.manifests.get((repo, ref))
+            for key in [k for k, v in self.manifests.items() if k[0] == repo and v == body]:
+                del self.manifests[key]  # the manifest and every tag of the repository pointing at it
+            h.answer(202 if body else 404)
+        elif (repo, ref) in self.manifests:
+            body = self.manifests[(repo, ref)]
+            h.answer(200, {"Docker-Content-Digest": "sha256:" + hashlib.sha256(body).hexdigest(),
+                           "Content-Type": "application/vnd.docker.distribution.manifest.v2+json"}, body)
+        else:
+            h.answer(404)
+
+
+MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                       "config": {"digest": "sha256:" + "1" * 64, "size": 1},
+                       "layers": [{"digest": "sha256:" + "2" * 64, "size": 2}]}, indent=3).encode()
+MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+
+
+def test_a_copy_across_repositories_mounts_the_blobs_then_tags(serve, docker_config):
+    store = Store()
+    reg = serve(store)
+    store.manifests[("lab/training/staging", MANIFEST_DIGEST)] = MANIFEST
+    store.blobs["lab/training/staging"] = {"sha256:" + "1" * 64, "sha256:" + "2" * 64}
+    registry = client()
+    source = parse(f"{reg.host}/lab/training/staging:unchecked-x@{MANIFEST_DIGEST}")
+    assert registry.copy(source, parse(f"{reg.host}/lab/training:in-0123")) == MANIFEST_DIGEST
+    assert store.blobs["lab/training"] == store.blobs["lab/training/staging"]
+    assert store.manifests[("lab/training", "in-0123")] == MANIFEST  # byte for byte: the digest stays
+    methods = [m for m, _, _ in reg.seen]
+    assert methods.index("PUT") > max(i for i, m in enumerate(methods) if m == "POST")  # blobs first
+
+
+def test_a_declined_mount_fails_the_copy_before_any_tag(serve, docker_config):
+    store = Store()
+    store.refuse_mount = True
+    reg = serve(store)
+    store.manifests[("lab/training/staging", MANIFEST_DIGEST)] = MANIFEST
+    with pytest.raises(RegistryError, match="declined to mount"):
+        client().copy(parse(f"{reg.host}/lab/training/staging:u@{MANIFEST_DIGEST}"),
+                      parse(f"{reg.host}/lab/training:in-0123"))
+    assert ("lab/training", "in-0123") not in store.manifests
+    assert ("DELETE", "/v2/lab/training/blobs/uploads/opened", None) in reg.seen  # the opened upload is closed
+
+
+def test_a_manifest_whose_bytes_do_not_hash_to_its_digest_is_refused(serve, docker_config):
+    store = Store()
+    reg = serve(store)
+    store.manifests[("lab/training/staging", "sha256:" + "9" * 64)] = MANIFEST
+    with pytest.raises(RegistryError, match="hashes to"):
+        client().raw_manifest(parse(f"{reg.host}/lab/training/staging@sha256:{'9' * 64}"))
+
+
+def test_deleting_the_staging_manifest_leaves_other_repositories_alone(serve, docker_config):
+    store = Store()
+    reg = serve(store)
+    for repo, tag in (("lab/training/staging", "unchecked-1"), ("lab/training", "in-0123")):
+        store.manifests[(repo, tag)] = store.manifests[(repo, MANIFEST_DIGEST)] = MANIFEST
+    client().delete_manifest(parse(f"{reg.host}/lab/training/staging@{MANIFEST_DIGEST}"))
+    assert ("lab/training/staging", "unchecked-1") not in store.manifests
+    assert store.manifests[("lab/training", "in-0123")] == MANIFEST
+    client().delete_manifest(parse(f"{reg.host}/lab/training/staging@{MANIFEST_DIGEST}"))  # gone already: fine
+
+
+def test_manifest_blobs_are_its_config_and_layers():
+    assert Manifest(MANIFEST, "x", MANIFEST_DIGEST).blobs() == ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
