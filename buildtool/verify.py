@@ -27,10 +27,10 @@ WORKFLOW = "(workflow)"  # the label of places that apply to every template
 _CONTAINER_FIELDS = ("container", "script")
 _CONTAINER_LISTS = ("initContainers", "sidecars")
 # Fields that hand the pod's contents to something buildtool cannot see.
-_OUTSIDE = {
-    "templateRef": "runs a template of another WorkflowTemplate, which this file does not show",
-    "workflowTemplateRef": "runs another WorkflowTemplate, which this file does not show",
-    "manifestFrom": "reads its manifest from an artifact, which this file does not show",
+_OUTSIDE = {  # by lowercase name
+    "templateref": "runs a template of another WorkflowTemplate, which this file does not show",
+    "workflowtemplateref": "runs another WorkflowTemplate, which this file does not show",
+    "manifestfrom": "reads its manifest from an artifact, which this file does not show",
 }
 
 
@@ -88,17 +88,17 @@ def _anywhere(node: Any, template: str, where: str, embedded: bool = False) -> I
     if isinstance(node, dict):
         for key, value in node.items():
             path = f"{where}.{key}" if where else str(key)
-            if key == "image":
+            # Go's encoding/json, which reads these documents in the cluster, matches field names ignoring case.
+            field = key.lower() if isinstance(key, str) else key
+            if field == "image":
                 yield Found(template, path, value)
-            elif key in ("podSpecPatch", "manifest"):
+            elif field in ("podspecpatch", "manifest"):
                 yield from _embedded(value, template, path, embedded)
-            elif key in _OUTSIDE:
-                yield Found(template, path, None, _OUTSIDE[key])
-            elif key == "metadata" and isinstance(value, dict):
-                yield from _annotation(value, template, path)
-                yield from _anywhere({k: v for k, v in value.items() if k != "annotations"}, template, path,
-                                     embedded)
+            elif field in _OUTSIDE:
+                yield Found(template, path, None, _OUTSIDE[field])
             else:
+                if key == "metadata" and isinstance(value, dict):
+                    yield from _annotation(value, template, path)
                 yield from _anywhere(value, template, path, embedded)
     elif isinstance(node, list):
         for index, item in enumerate(node):

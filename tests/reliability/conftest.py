@@ -127,7 +127,7 @@ def assert_refused(outcome: Outcome, code: int, fragment: str, *, secrets: Seque
     line = lines[0]
     assert line.startswith("buildtool: error: "), line
     assert fragment in line, f"{fragment!r} not in {line!r}"
-    assert "unexpected" not in line and "Traceback" not in outcome.err
+    assert "error: unexpected " not in line and "Traceback" not in outcome.err
     for secret in secrets:
         assert secret not in outcome.out + outcome.err, "a secret shows in the output"
     return line

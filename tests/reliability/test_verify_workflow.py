@@ -92,6 +92,15 @@ def workflow_patch(w: Workflow) -> None:
     w["spec"]["podSpecPatch"] = json.dumps(patch(PINNED_MINER))
 
 
+def patch_field_case(w: Workflow) -> None:
+    """Go's encoding/json matches `Image` to `image`: the cluster would run it."""
+    template(w, "training")["podSpecPatch"] = json.dumps({"containers": [{"name": "main", "Image": MINER}]})
+
+
+def image_in_annotations(w: Workflow) -> None:
+    template(w, "training")["metadata"]["annotations"]["x"] = {"image": MINER}
+
+
 def patch_unparsable(w: Workflow) -> None:
     template(w, "training")["podSpecPatch"] = '{"containers": [{"name": "main", "image": '
 
@@ -206,6 +215,8 @@ DATA_ROWS: list[tuple[str, Callable[[Workflow], None], str]] = [
     ("podspecpatch-template-json", template_patch_json,
      f"template upload-model: podSpecPatch.containers[0].image: {MINER}"),
     ("podspecpatch-workflow", workflow_patch, f"spec.podSpecPatch.containers[0].image: {PINNED_MINER} applies to every"),
+    ("podspecpatch-field-case", patch_field_case, f"template training: podSpecPatch.containers[0].Image: {MINER}"),
+    ("image-in-annotations", image_in_annotations, f"template training: metadata.annotations.x.image: {MINER}"),
     ("podspecpatch-unparsable", patch_unparsable, "template training: podSpecPatch: cannot be read"),
     ("podspecpatch-not-a-string", patch_not_a_string, "template training: podSpecPatch: expected a YAML or JSON string"),
     ("podspecpatch-in-podspecpatch", patch_in_patch, "podSpecPatch.podSpecPatch: a document embedded in an embedded"),
