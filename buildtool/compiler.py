@@ -10,8 +10,8 @@ import importlib
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import fsutil, image_map, staleness, verify
 from .config import Config
@@ -82,12 +82,14 @@ def compile_pipeline(config: Config, output: Path, *, allow_stale: bool = False)
                 try:
                     kfp.compiler.Compiler().compile(pipeline_func, str(tmp))
                 except Exception as exc:
-                    raise CompileError(f"kfp could not compile {config.pipeline}: {exc.__class__.__name__}: {exc}") from None
+                    raise CompileError(f"kfp could not compile {config.pipeline}: "
+                                       f"{exc.__class__.__name__}: {exc}") from None
             for warning in caught:
                 log.debug("kfp: %s", warning.message)
             problems = verify.pin_problems(verify.load_workflow(tmp), loaded.steps)
             if problems:
-                raise CompileError(f"compiled pipeline is not pinned as {config.image_map} says: " + "; ".join(problems))
+                raise CompileError(f"compiled pipeline is not pinned as {config.image_map} says: "
+                                   + "; ".join(problems))
     except OSError as exc:  # the folder is missing rights, the disk is full: the old output stays
         raise CompileError(f"{output}: cannot write the workflow: {exc.strerror or exc}") from None
     return notes

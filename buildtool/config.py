@@ -8,9 +8,10 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from . import reference
 from .errors import ConfigError
@@ -153,8 +154,9 @@ def _image(path: Path, root: Path, name: str, table: Mapping[str, Any]) -> Image
         if _SECRET_NAME.search(arg):
             raise _fail(path, f"{prefix}build_args.{arg}", "looks like a secret; build args are recorded in the image history, pass secrets at run time instead")
         if _URL_CREDENTIAL.search(value):  # the value itself is never shown
-            raise _fail(path, f"{prefix}build_args.{arg}", "the value carries a user:password@ credential; build args "
-                                                           "are recorded in the image history, pass secrets at run time instead")
+            raise _fail(path, f"{prefix}build_args.{arg}", "the value carries a user:password@ credential; build "
+                                                           "args are recorded in the image history, pass secrets at "
+                                                           "run time instead")
     return ImageConfig(
         name=name, context=context, dockerfile=dockerfile, step=table.get("step"),
         base=table.get("base"), base_image=table.get("base_image"),

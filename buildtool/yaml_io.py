@@ -39,7 +39,7 @@ def _where(exc: yaml.MarkedYAMLError) -> str:
     return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
 
 
-class _StrictLoader(_Loader):  # type: ignore[misc, valid-type]
+class _StrictLoader(_Loader):  # type: ignore[misc]
     """Safe loader that refuses duplicate and merge keys."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -60,16 +60,20 @@ class _StrictLoader(_Loader):  # type: ignore[misc, valid-type]
         return mapping
 
 
+def _line(event: yaml.Event) -> int:
+    return event.start_mark.line + 1 if event.start_mark is not None else 0
+
+
 def _check_events(text: str, max_depth: int, max_nodes: int) -> None:
     """Refuse anchors, aliases, deep nesting and too many nodes, before anything is built."""
     depth = nodes = 0
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, yaml.AliasEvent):
-            raise YamlProblem(f"alias *{shown(event.anchor, 40)} at line {event.start_mark.line + 1}; "
+            raise YamlProblem(f"alias *{shown(event.anchor, 40)} at line {_line(event)}; "
                               "anchors and aliases are not accepted")
         if isinstance(event, yaml.NodeEvent):
             if event.anchor is not None:
-                raise YamlProblem(f"anchor &{shown(event.anchor, 40)} at line {event.start_mark.line + 1}; "
+                raise YamlProblem(f"anchor &{shown(event.anchor, 40)} at line {_line(event)}; "
                                   "anchors and aliases are not accepted")
             nodes += 1
             if nodes > max_nodes:
@@ -77,7 +81,7 @@ def _check_events(text: str, max_depth: int, max_nodes: int) -> None:
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > max_depth:
-                raise YamlProblem(f"nested deeper than {max_depth} levels at line {event.start_mark.line + 1}")
+                raise YamlProblem(f"nested deeper than {max_depth} levels at line {_line(event)}")
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
 
@@ -90,7 +94,8 @@ def parse(text: str, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) 
         _check_events(text, max_depth, max_nodes)
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
-        raise YamlProblem(f"not valid YAML: {shown(exc.problem or exc.context or 'parse error')}{_where(exc)}") from None
+        problem = shown(exc.problem or exc.context or "parse error")
+        raise YamlProblem(f"not valid YAML: {problem}{_where(exc)}") from None
     except yaml.YAMLError as exc:
         raise YamlProblem(f"not valid YAML: {shown(str(exc).splitlines()[0] if str(exc) else 'parse error')}") from None
     except RecursionError:

@@ -8,7 +8,7 @@ map does not hand out.
 from __future__ import annotations
 
 import json
-import time
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ from ..conftest import write_project
 from ..unit.test_compile_and_check import write_lock
 from .conftest import DOCUMENTED, Outcome, run_in_process
 
-FUZZ = settings(max_examples=200, deadline=None, database=None,
+EXAMPLES = int(os.environ.get("BUILDTOOL_FUZZ_EXAMPLES", "100"))  # raise it for a longer hunt
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SECONDS = 5  # per input, on a shared machine; the unbounded readers took minutes
 
@@ -57,7 +58,7 @@ def mutated(draw: st.DrawFn, original: bytes) -> bytes:
 KEYS = st.sampled_from(["image", "podSpecPatch", "manifest", "containers", "sidecars", "initContainers",
                         "containerSet", "script", "container", "templateRef", "metadata", "annotations",
                         verify.COMPONENT_SPEC, "templates", "spec", "name", "resource", "templateDefaults",
-                        "steps", "images", "reference", "training", "x"])
+                        "steps", "images", "reference", "training", "x", "Image", "PodSpecPatch"])
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
                     st.text(max_size=30), st.sampled_from(["evil.example.com/miner:latest",
                                                            "evil.example.com/m@sha256:" + "e" * 64,
@@ -65,6 +66,10 @@ SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan
                                                            "kind: Pod\nspec: {containers: [{image: evil}]}"]))
 VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                        st.dictionaries(KEYS, inner, max_size=4)), max_leaves=20)
+
+
+def dump(data: Any) -> bytes:
+    return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper)).encode()
 
 
 def paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -121,6 +126,8 @@ class Files:
         self.root = root
         self.map = (root / "image_map.yaml").read_bytes()
         self.workflow = (root / "pipeline.yaml").read_bytes()
+        self.map_data = yaml.safe_load(self.map)
+        self.workflow_data = yaml.safe_load(self.workflow)
 
     def run(self, name: str, data: bytes, *args: str) -> Outcome:
         (self.root / name).write_bytes(data)
@@ -145,8 +152,8 @@ def test_map_bytes_end_in_a_documented_code(files: Files, data: st.DataObject) -
 @FUZZ
 @given(data=st.data())
 def test_map_structures_end_in_a_documented_code(files: Files, data: st.DataObject) -> None:
-    hostile = data.draw(grafted(yaml.safe_load(files.map)))
-    ends_well(files.run("image_map.yaml", yaml.safe_dump(hostile).encode(), "check"))
+    hostile = data.draw(grafted(files.map_data))
+    ends_well(files.run("image_map.yaml", dump(hostile), "check"))
 
 
 @FUZZ
@@ -169,8 +176,8 @@ def images_anywhere(node: Any) -> Iterator[Any]:
 @FUZZ
 @given(data=st.data())
 def test_verify_never_passes_a_foreign_image(files: Files, data: st.DataObject) -> None:
-    hostile = data.draw(grafted(yaml.safe_load(files.workflow)))
-    outcome = files.run("pipeline.yaml", yaml.safe_dump(hostile).encode(), "verify", "--offline")
+    hostile = data.draw(grafted(files.workflow_data))
+    outcome = files.run("pipeline.yaml", dump(hostile), "verify", "--offline")
     ends_well(outcome)
     if outcome.code == 0:
         handed_out = set(image_map.parse(files.map.decode(), Path("image_map.yaml")).steps.values())
