@@ -164,7 +164,13 @@ def _template(template: Mapping[str, Any], name: str) -> Iterator[Found]:
             yield item
 
 
-def images_in(workflow: Mapping[str, Any]) -> Iterator[Found]:
+def images_in(workflow: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
+    """(template, where, image) for every place of `workflow` that names an image; image None where unreadable."""
+    for found in places(workflow):
+        yield found.template, found.where, found.image
+
+
+def places(workflow: Mapping[str, Any]) -> Iterator[Found]:
     """Every place of `workflow` that names an image or could not be read, templates first."""
     spec = workflow.get("spec")
     if not isinstance(spec, dict):
@@ -203,7 +209,7 @@ def pin_problems(workflow: Mapping[str, Any], steps: Mapping[str, str]) -> list[
     template (workflow podSpecPatch, templateDefaults) serves no step and is refused. Never raises.
     """
     try:
-        found = list(images_in(workflow))
+        found = list(places(workflow))
     except RecursionError:
         return ["the workflow is nested too deeply to read"]
     problems, seen = [], set()
@@ -241,7 +247,7 @@ def summary(path: Path, problems: list[str], limit: int = 10) -> str:
 def registry_problems(workflow: Mapping[str, Any], registry: Registry) -> list[str]:
     """Pinned images of the workflow that the registry does not serve."""
     problems = []
-    for image in sorted({f.image for f in images_in(workflow) if reference.is_pinned(f.image)}):
+    for image in sorted({f.image for f in places(workflow) if reference.is_pinned(f.image)}):
         ref = reference.parse(image)
         found = registry.digest(ref)
         if found != ref.digest:
