@@ -94,7 +94,7 @@ def parse(text: str, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) 
         _check_events(text, max_depth, max_nodes)
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
-        problem = shown(exc.problem or exc.context or "parse error")
+        problem = shown(" ".join(part for part in (exc.context, exc.problem) if part) or "parse error")
         raise YamlProblem(f"not valid YAML: {problem}{_where(exc)}") from None
     except yaml.YAMLError as exc:
         raise YamlProblem(f"not valid YAML: {shown(str(exc).splitlines()[0] if str(exc) else 'parse error')}") from None

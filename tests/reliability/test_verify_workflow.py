@@ -184,6 +184,11 @@ def template_ref(w: Workflow) -> None:
     dag["templateRef"] = {"name": "elsewhere", "template": "miner"}
 
 
+def inline_template(w: Workflow) -> None:
+    """Argo 3.2+ runs a template written inline in a DAG task."""
+    template(w, "pipeline")["dag"]["tasks"][0]["inline"] = {"container": {"image": MINER}}
+
+
 def workflow_template_ref(w: Workflow) -> None:
     w["spec"]["workflowTemplateRef"] = {"name": "elsewhere"}
 
@@ -239,6 +244,7 @@ DATA_ROWS: list[tuple[str, Callable[[Workflow], None], str]] = [
     ("component-spec-differs", annotation_differs, "template training: pipelines.kubeflow.org/component_spec annot"),
     ("component-spec-unreadable", annotation_unreadable, "component_spec annotation: cannot be read"),
     ("template-ref", template_ref, "template pipeline: dag.tasks[0].templateRef: runs a template of another"),
+    ("dag-inline-template", inline_template, f"template pipeline: dag.tasks[0].inline.container.image: {MINER}"),
     ("workflow-template-ref", workflow_template_ref, "spec.workflowTemplateRef: runs another WorkflowTemplate"),
     ("newline-in-image", newline_in_image, "evil.example.com/x:1\\nbuildtool: ok"),
     ("not-a-workflow", not_a_workflow, "not an Argo Workflow (kind: Workflow)"),
