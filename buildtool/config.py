@@ -127,7 +127,7 @@ def _image(path: Path, root: Path, name: str, table: Mapping[str, Any]) -> Image
     _check_keys(path, prefix, table, _IMAGE_KEYS)
     if "context" not in table:
         raise _fail(path, f"{prefix}context", "missing; set the build context folder, e.g. context = \"images/{name}\"")
-    context = (root / table["context"]).resolve()
+    context = _resolve(path, f"{prefix}context", root / table["context"])
     if not context.is_relative_to(root):
         raise _fail(path, f"{prefix}context", f"folder {context} lies outside the repository {root}; "
                                               "keep build contexts inside it, where review sees what they send")
@@ -171,6 +171,14 @@ def _check_reference(path: Path, key: str, value: str) -> None:
         raise _fail(path, key, f"{value!r} is not a valid image reference (e.g. python:3.11-slim)") from None
 
 
+def _resolve(path: Path, key: str, target: Path) -> Path:
+    """`target` with links followed; a link loop is a ConfigError, not a crash."""
+    try:
+        return target.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise _fail(path, key, f"{target} cannot be resolved ({exc.__class__.__name__}); fix the link") from None
+
+
 def _check_registry(path: Path, registry: str, overridden: bool) -> None:
     """A first label without a dot, a port or `localhost` is a Docker Hub namespace, not a registry."""
     host = registry.split("/", 1)[0]
@@ -185,7 +193,7 @@ def _check_registry(path: Path, registry: str, overridden: bool) -> None:
 
 def _generated(path: Path, root: Path, key: str, value: str) -> Path:
     """A file buildtool writes (image_map, output): inside the repository, and not a folder or the configuration."""
-    target = (root / value).resolve()
+    target = _resolve(path, key, root / value)
     if not target.is_relative_to(root):
         raise _fail(path, key, f"{value!r} lies outside the repository {root}; keep it inside "
                                "(compile --output takes any path)")
@@ -240,11 +248,12 @@ def load(path: Path, *, registry: str | None = None, repository: str | None = No
     if base_image:
         values["base_image"] = base_image
     _check_reference(path, "base_image", values["base_image"])
-    _check_registry(path, values["registry"], bool(registry))
     try:
         reference.parse(f"{values['registry']}/{values['repository']}/x")
     except ValueError:
-        raise _fail(path, "registry", f"{values['registry']}/{values['repository']} is not a valid registry host[:port]/repository prefix") from None
+        prefix = f"{values['registry']}/{values['repository']}"
+        raise _fail(path, "registry", f"{prefix!r} is not a valid registry host[:port]/repository prefix") from None
+    _check_registry(path, values["registry"], bool(registry))
     if not _PLATFORM.match(values["platform"]):
         raise _fail(path, "platform", f"{values['platform']!r} is not os/arch[/variant], e.g. linux/amd64")
     if values["image_pull_policy"] not in PULL_POLICIES:

@@ -53,6 +53,12 @@ def context_link_outside(root: Path) -> None:
     replace(root, 'context = "images/upload"', 'context = "images/linked"')
 
 
+def context_link_loop(root: Path) -> None:
+    (root / "loop1").symlink_to(root / "loop2")
+    (root / "loop2").symlink_to(root / "loop1")
+    replace(root, 'context = "images/upload"', 'context = "loop1"')
+
+
 def no_dockerignore(root: Path) -> None:
     (root / "images" / "download" / ".dockerignore").unlink()
 
@@ -70,6 +76,7 @@ ROWS: list[tuple[str, Callable[[Path], None], str, tuple[str, ...]]] = [
      "registry: 'mycompany/ml' has no dot, port or 'localhost'", ()),
     ("context-outside", context_outside, "images.upload.context: folder", ()),
     ("context-link-outside", context_link_outside, "lies outside the repository", ()),
+    ("context-link-loop", context_link_loop, "loop1 cannot be resolved (RuntimeError); fix the link", ()),
     ("context-without-dockerignore", no_dockerignore, "images.download.context: no .dockerignore in", ()),
     ("dockerignore-a-folder", dockerignore_a_folder, "images.download.context: no .dockerignore in", ()),
     ("output-is-the-map", lambda r: setting(r, 'output = "image_map.yaml"'),
@@ -108,11 +115,15 @@ def test_config_trap_is_refused(locked_project: Path, edit: Callable[[Path], Non
     guard.check()
 
 
-def test_registry_from_the_environment_is_checked_too(locked_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BUILDTOOL_REGISTRY", "mycompany")
+@pytest.mark.parametrize("value, fragment", [
+    ("mycompany", "registry: 'mycompany' (from --registry or BUILDTOOL_REGISTRY) has no dot"),
+    ("reg.example.com\nbuildtool: ok", "registry: 'reg.example.com\\nbuildtool: ok/t' is not a valid registry"),
+])
+def test_registry_from_the_environment_is_checked_too(locked_project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      value: str, fragment: str) -> None:
+    monkeypatch.setenv("BUILDTOOL_REGISTRY", value)
     guard = Guard(locked_project)
-    assert_refused(run_in_process(locked_project, "check"), CONFIG_CODE,
-                   "registry: 'mycompany' (from --registry or BUILDTOOL_REGISTRY) has no dot")
+    assert_refused(run_in_process(locked_project, "check"), CONFIG_CODE, fragment)
     guard.check()
 
 
