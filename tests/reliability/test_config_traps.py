@@ -159,3 +159,11 @@ def test_compile_output_anywhere_else_is_written(locked_project: Path) -> None:
     outcome = run_in_process(locked_project, "compile", "--output", str(output))
     assert outcome.code == 0, outcome.err
     assert output.read_text().startswith("apiVersion: argoproj.io/v1alpha1")
+
+
+def test_compile_output_that_cannot_be_written_keeps_everything(locked_project: Path) -> None:
+    """A folder nobody may create files in: the compile error (9), nothing half-written."""
+    guard = Guard(locked_project)
+    outcome = run_in_process(locked_project, "compile", "--output", "/proc/pipeline.yaml")
+    assert_refused(outcome, 9, "/proc/pipeline.yaml: cannot write the workflow")
+    guard.check()
