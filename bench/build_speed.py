@@ -372,7 +372,7 @@ class CaseResult:
     @property
     def ratios(self) -> list[float]:
         """buildtool / plain, run by run (each pair ran back to back)."""
-        return [t / p for t, p in zip(self.tool, self.plain)]
+        return [t / p for t, p in zip(self.tool, self.plain, strict=True)]
 
     def add(self, runs: Mapping[str, Run]) -> None:
         self.plain.append(runs["plain"].seconds)
@@ -382,7 +382,8 @@ class CaseResult:
     def as_json(self) -> dict[str, object]:
         ratios = self.ratios
         return {"case": self.case, "title": CASE_TITLES[self.case], "skipped": self.skipped or None,
-                "plain_seconds": [round(x, 2) for x in self.plain], "buildtool_seconds": [round(x, 2) for x in self.tool],
+                "plain_seconds": [round(x, 2) for x in self.plain],
+                "buildtool_seconds": [round(x, 2) for x in self.tool],
                 "paired_ratios": [round(x, 4) for x in ratios],
                 "median_ratio": round(median(ratios), 4) if ratios else None,
                 "target": RATIO_TARGETS.get(self.case), "to_cold_ratios": [round(x, 4) for x in self.to_cold],

@@ -19,7 +19,7 @@ from . import config as configuration
 from . import image_map, staleness, verify
 from . import plan as planning
 from .dev import platform_server as platform_defaults
-from .errors import BuildtoolError, ImageMapError, VerifyError
+from .errors import BuildtoolError, ImageMapError
 
 log = logging.getLogger("buildtool")
 
@@ -103,7 +103,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     loaded = image_map.load(config.image_map)
-    image_map.require_steps(loaded, set(config.steps), config.image_map)
+    image_map.require_locked(loaded, config.steps, config.image_map)
     staleness.require_fresh(config, loaded)
     print(f"{config.image_map} matches the working tree ({len(config.images)} images)")
     return 0
@@ -112,21 +112,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     config = _config(args)
     path = Path(args.pipeline) if args.pipeline else config.output
-    workflow = verify.load_workflow(path)
-    loaded = image_map.load(config.image_map)
-    problems = verify.pin_problems(workflow, loaded.steps)
-    if not args.offline:
+    if args.offline:
+        verify.verify_pipeline(config, path, None)
+    else:
         from .push.registry import Registry
 
         registry = Registry()
         try:
-            problems += verify.registry_problems(workflow, registry)
+            verify.verify_pipeline(config, path, registry)
         finally:
             registry.close()
-    if problems:
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
-        raise VerifyError(f"{path}: {len(problems)} problem(s) (listed above)")
     print(f"{path}: every image is pinned, matches {config.image_map.name}"
           + ("" if args.offline else " and exists in the registry"))
     return 0

@@ -10,12 +10,12 @@ import importlib
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import fsutil, image_map, staleness, verify
 from .config import Config
-from .errors import CompileError
+from .errors import CompileError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,36 @@ def load_factory(config: Config) -> Callable[..., Callable]:
     return factory
 
 
+def check_output(config: Config, output: Path) -> None:
+    """ConfigError for an output path that is a folder, the image map or the configuration itself."""
+    try:
+        _check_output(config, output)
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a folder we may not look into
+        raise ConfigError(f"--output {output}: cannot be used: {exc}") from None
+
+
+def _check_output(config: Config, output: Path) -> None:
+    target = output.resolve()
+    if output.is_dir():
+        raise ConfigError(f"--output {output}: is a folder; name the file to write, e.g. {output / 'pipeline.yaml'}")
+    if target == config.image_map.resolve():
+        raise ConfigError(f"--output {output}: is the image map ({config.image_map}), which the workflow would "
+                          "overwrite; write the workflow elsewhere, e.g. pipeline.yaml")
+    if target == config.path.resolve():
+        raise ConfigError(f"--output {output}: is the configuration ({config.path}); write the workflow elsewhere, "
+                          "e.g. pipeline.yaml")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--output {output}: {parent} is a file, not a folder; choose another path")
+            break
+
+
 def compile_pipeline(config: Config, output: Path, *, allow_stale: bool = False) -> list[str]:
     """Compile to `output`; return warnings (for a stale map with allow_stale)."""
+    check_output(config, output)
     loaded = image_map.load(config.image_map)
-    image_map.require_steps(loaded, set(config.steps), config.image_map)
+    image_map.require_locked(loaded, config.steps, config.image_map)
     notes = staleness.require_fresh(config, loaded, allow_stale=allow_stale)
     factory = load_factory(config)
     import kfp.compiler  # heavy: imported only when compiling
@@ -50,16 +76,21 @@ def compile_pipeline(config: Config, output: Path, *, allow_stale: bool = False)
                                 credentials=config.credentials)
     except Exception as exc:
         raise CompileError(f"{config.pipeline}: building the pipeline failed: {exc.__class__.__name__}: {exc}") from None
-    with fsutil.atomic_output(output, suffix=".yaml") as tmp:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                kfp.compiler.Compiler().compile(pipeline_func, str(tmp))
-            except Exception as exc:
-                raise CompileError(f"kfp could not compile {config.pipeline}: {exc.__class__.__name__}: {exc}") from None
-        for warning in caught:
-            log.debug("kfp: %s", warning.message)
-        problems = verify.pin_problems(verify.load_workflow(tmp), loaded.steps)
-        if problems:
-            raise CompileError(f"compiled pipeline is not pinned as {config.image_map} says: " + "; ".join(problems))
+    try:
+        with fsutil.atomic_output(output, suffix=".yaml") as tmp:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    kfp.compiler.Compiler().compile(pipeline_func, str(tmp))
+                except Exception as exc:
+                    raise CompileError(f"kfp could not compile {config.pipeline}: "
+                                       f"{exc.__class__.__name__}: {exc}") from None
+            for warning in caught:
+                log.debug("kfp: %s", warning.message)
+            problems = verify.pin_problems(verify.load_workflow(tmp), loaded.steps)
+            if problems:
+                raise CompileError(f"compiled pipeline is not pinned as {config.image_map} says: "
+                                   + "; ".join(problems))
+    except OSError as exc:  # the folder is missing rights, the disk is full: the old output stays
+        raise CompileError(f"{output}: cannot write the workflow: {exc.strerror or exc}") from None
     return notes

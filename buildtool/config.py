@@ -8,9 +8,10 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from . import reference
 from .errors import ConfigError
@@ -21,8 +22,12 @@ PUSH_WAYS = ("auto", "skopeo", "engine")  # who pushes an image (see push/__init
 # How the steps get the platform credentials: pipeline parameters, or a Kubernetes Secret (a DNS-1123 name).
 CREDENTIALS_PARAMETERS, CREDENTIALS_K8S_SECRET = "parameters", "k8s-secret:"
 _K8S_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-# Build args are recorded in the image's history: refuse names that look like secrets.
-_SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY)", re.I)
+# Build args are recorded in the image's history: refuse names that look like secrets,
+# and values that carry a URL credential (https://user:password@host/...).
+_SECRET_NAME = re.compile(
+    r"PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|CREDENTIAL|PRIVATE|AUTH(?!OR)|COOKIE|NETRC|API_?KEY|ACCESS_?KEY"
+    r"|(?:^|_)(?:KEY|PAT|PASS|PWD)(?:_|$)", re.I)
+_URL_CREDENTIAL = re.compile(r"://[^/?#@\s:]*:[^/?#\s]*@")
 _IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$")
 
@@ -126,9 +131,15 @@ def _image(path: Path, root: Path, name: str, table: Mapping[str, Any]) -> Image
     _check_keys(path, prefix, table, _IMAGE_KEYS)
     if "context" not in table:
         raise _fail(path, f"{prefix}context", "missing; set the build context folder, e.g. context = \"images/{name}\"")
-    context = (root / table["context"]).resolve()
+    context = _resolve(path, f"{prefix}context", root / table["context"])
+    if not context.is_relative_to(root):
+        raise _fail(path, f"{prefix}context", f"folder {context} lies outside the repository {root}; "
+                                              "keep build contexts inside it, where review sees what they send")
     if not context.is_dir():
         raise _fail(path, f"{prefix}context", f"folder {context} does not exist")
+    if not (context / ".dockerignore").is_file():
+        raise _fail(path, f"{prefix}context", f"no .dockerignore in {context}; add one that lets through only what "
+                                              "the Dockerfile copies (e.g. '*' then '!Dockerfile')")
     dockerfile = table.get("dockerfile", "Dockerfile")
     if not (context / dockerfile).resolve().is_relative_to(context):
         raise _fail(path, f"{prefix}dockerfile", f"{dockerfile!r} is outside the context {context}; keep it inside")
@@ -146,6 +157,10 @@ def _image(path: Path, root: Path, name: str, table: Mapping[str, Any]) -> Image
             raise _fail(path, f"{prefix}build_args.{arg}", "BASE_IMAGE is set by buildtool from base/base_image; set those instead")
         if _SECRET_NAME.search(arg):
             raise _fail(path, f"{prefix}build_args.{arg}", "looks like a secret; build args are recorded in the image history, pass secrets at run time instead")
+        if _URL_CREDENTIAL.search(value):  # the value itself is never shown
+            raise _fail(path, f"{prefix}build_args.{arg}", "the value carries a user:password@ credential; build "
+                                                           "args are recorded in the image history, pass secrets at "
+                                                           "run time instead")
     return ImageConfig(
         name=name, context=context, dockerfile=dockerfile, step=table.get("step"),
         base=table.get("base"), base_image=table.get("base_image"),
@@ -168,6 +183,39 @@ def _check_credentials(path: Path, value: str) -> None:
         raise _fail(path, "credentials", f"{value!r} is neither \"{CREDENTIALS_PARAMETERS}\" nor "
                     f"\"{CREDENTIALS_K8S_SECRET}NAME\" with NAME a Kubernetes Secret name (lowercase letters, "
                     "digits, '-' and '.'), e.g. \"k8s-secret:platform-credentials\"")
+
+
+def _resolve(path: Path, key: str, target: Path) -> Path:
+    """`target` with links followed; a link loop is a ConfigError, not a crash."""
+    try:
+        return target.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise _fail(path, key, f"{target} cannot be resolved ({exc.__class__.__name__}); fix the link") from None
+
+
+def _check_registry(path: Path, registry: str, overridden: bool) -> None:
+    """A first label without a dot, a port or `localhost` is a Docker Hub namespace, not a registry."""
+    host = registry.split("/", 1)[0]
+    if "." in host or ":" in host or host == "localhost":
+        return
+    source = " (from --registry or BUILDTOOL_REGISTRY)" if overridden else ""
+    raise _fail(path, "registry", f"{registry!r}{source} has no dot, port or 'localhost', so images would go to "
+                                  f"docker.io/{registry}/...; give the registry host (e.g. {host}.example.com or "
+                                  f"{host}:5000), or registry = \"docker.io\" and repository = \"{host}/...\" "
+                                  "for Docker Hub")
+
+
+def _generated(path: Path, root: Path, key: str, value: str) -> Path:
+    """A file buildtool writes (image_map, output): inside the repository, and not a folder or the configuration."""
+    target = _resolve(path, key, root / value)
+    if not target.is_relative_to(root):
+        raise _fail(path, key, f"{value!r} lies outside the repository {root}; keep it inside "
+                               "(compile --output takes any path)")
+    if target == path:
+        raise _fail(path, key, f"{value!r} is the configuration file itself; name a YAML file, e.g. {_DEFAULTS[key]}")
+    if target.is_dir():
+        raise _fail(path, key, f"{value!r} is a folder; name a file, e.g. {_DEFAULTS[key]}")
+    return target
 
 
 def _check_graph(path: Path, images: tuple[ImageConfig, ...]) -> None:
@@ -217,7 +265,9 @@ def load(path: Path, *, registry: str | None = None, repository: str | None = No
     try:
         reference.parse(f"{values['registry']}/{values['repository']}/x")
     except ValueError:
-        raise _fail(path, "registry", f"{values['registry']}/{values['repository']} is not a valid registry host[:port]/repository prefix") from None
+        prefix = f"{values['registry']}/{values['repository']}"
+        raise _fail(path, "registry", f"{prefix!r} is not a valid registry host[:port]/repository prefix") from None
+    _check_registry(path, values["registry"], bool(registry))
     if not _PLATFORM.match(values["platform"]):
         raise _fail(path, "platform", f"{values['platform']!r} is not os/arch[/variant], e.g. linux/amd64")
     if values["image_pull_policy"] not in PULL_POLICIES:
@@ -231,6 +281,9 @@ def load(path: Path, *, registry: str | None = None, repository: str | None = No
     if ":" not in values["pipeline"]:
         raise _fail(path, "pipeline", f"{values['pipeline']!r} is not 'module:function'")
     root = path.parent
+    if _generated(path, root, "output", values["output"]) == _generated(path, root, "image_map", values["image_map"]):
+        raise _fail(path, "output", f"{values['output']!r} is also the image_map; the workflow would overwrite the "
+                                    "lock: give them different files (default pipeline.yaml and image_map.yaml)")
     images_table = table.get("images", {})
     if not images_table:
         raise _fail(path, "images", "no images configured; add [tool.buildtool.images.NAME] tables")

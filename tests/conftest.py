@@ -48,6 +48,7 @@ def write_project(root: Path, extra: str = "") -> Path:
         context = root / "images" / name
         context.mkdir(parents=True, exist_ok=True)
         (context / "Dockerfile").write_text(f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nLABEL image={name}\n")
+        (context / ".dockerignore").write_text("*.secret\n")
     (root / "images" / "training" / "requirements.txt").write_text("numpy==1\n")
     (root / "images" / "training" / ".dockerignore").write_text("*.secret\ndata/\n")
     shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))

@@ -15,15 +15,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import verify
+from .. import verify, yaml_io
 from ..errors import BuildtoolError, RunError
 
-__all__ = ["MAX_NODES", "MAX_TASKS", "MAX_TEMPLATES", "MAX_WORKFLOW_BYTES", "NAME_RE", "escape",
+__all__ = ["MAX_TASKS", "MAX_TEMPLATES", "MAX_WORKFLOW_BYTES", "NAME_RE", "escape",
            "read_workflow", "require_pinned", "require_runnable", "workflow_images"]
 
-MAX_WORKFLOW_BYTES = 1024 * 1024  # 30 times the compiled pipeline; PyYAML parses it in seconds
+MAX_WORKFLOW_BYTES = yaml_io.MAX_BYTES  # the one cap on YAML buildtool reads; ~30 times a compiled pipeline
 #: Mappings, lists and scalars in the parsed document.
-MAX_NODES = 200_000
 MAX_TEMPLATES = 1000
 MAX_TASKS = 1000
 
@@ -68,7 +67,7 @@ def escape(text: object) -> str:
 
 
 def read_workflow(path: Path) -> dict[str, Any]:
-    """The workflow at `path`: a regular file under MAX_WORKFLOW_BYTES, parsed, with no YAML aliases."""
+    """The workflow at `path`, read as verify reads it (yaml_io: size-capped, no aliases, bounded nesting)."""
     try:
         if not path.is_file():
             raise RunError(f"{escape(path)}: not a regular file; give the compiled workflow (pipeline.yaml)")
@@ -79,33 +78,9 @@ def read_workflow(path: Path) -> dict[str, Any]:
         raise RunError(f"{escape(path)}: {size} bytes, over the {MAX_WORKFLOW_BYTES}-byte limit for a workflow; "
                        "a compiled pipeline is far smaller: compile it again with `buildtool compile`")
     try:
-        workflow = verify.load_workflow(path)
-    except RecursionError:
-        raise RunError(f"{escape(path)}: nested too deeply to be a compiled workflow") from None
-    except UnicodeDecodeError as exc:
-        raise RunError(f"{escape(path)}: not UTF-8 (byte {exc.start}); give the compiled workflow") from None
-    except BuildtoolError as exc:  # not found, not YAML, not a Workflow: a run error here
+        return verify.load_workflow(path)
+    except BuildtoolError as exc:  # not found, not YAML, aliases, not a Workflow: a run error here
         raise RunError(str(exc)) from None
-    _require_tree(workflow, path)
-    return workflow
-
-
-def _require_tree(document: Any, path: Path) -> None:
-    """No mapping or list reached twice (a YAML alias) and at most MAX_NODES nodes, walked without recursion."""
-    seen: set[int] = set()
-    stack = [document]
-    count = 0
-    while stack:
-        node = stack.pop()
-        count += 1
-        if count > MAX_NODES:
-            raise RunError(f"{escape(path)}: more than {MAX_NODES} YAML nodes; not a compiled workflow")
-        if isinstance(node, (dict, list)):
-            if id(node) in seen:
-                raise RunError(f"{escape(path)}: uses YAML anchors/aliases, which a compiled workflow never has; "
-                               "compile it again with `buildtool compile`")
-            seen.add(id(node))
-            stack.extend(node.values() if isinstance(node, dict) else node)
 
 
 def require_runnable(workflow: Mapping[str, Any]) -> None:
