@@ -63,7 +63,7 @@ def scan(root: Path, dockerfile: str = "Dockerfile") -> BuildContext:
         info = os.lstat(full)
         posix = Path(rel).as_posix()
         if stat.S_ISLNK(info.st_mode):
-            entries.append(ContextEntry(posix, "link", sha256=hashlib.sha256(os.readlink(full).encode()).hexdigest()))
+            entries.append(ContextEntry(posix, "link", sha256=sha256_text(os.readlink(full))))
         elif stat.S_ISDIR(info.st_mode):
             entries.append(ContextEntry(posix, "dir"))
         else:
