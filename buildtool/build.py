@@ -50,10 +50,6 @@ class Result:
     action: str
     seconds: float
 
-    @property
-    def pinned(self) -> bool:
-        return reference.is_pinned(self.reference)
-
 
 def resolve_external(registry: Registry, text: str) -> str:
     """Pin an external base reference by digest (a reference that has one is taken as is)."""

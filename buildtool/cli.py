@@ -1,6 +1,9 @@
 """The `buildtool` command: parses arguments, renders progress, maps errors to exit codes.
 
 Only this module prints or exits; everything it calls raises BuildtoolError subclasses.
+Importing it loads no engine, HTTP, kfp or multipart library: each command imports
+the modules that reach those inside its function, so `--help` and the offline
+commands start fast and a missing optional piece breaks only the command using it.
 """
 
 from __future__ import annotations
@@ -11,14 +14,12 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import build as building
 from . import config as configuration
-from . import image_map, staleness, verify
-from . import plan as planning
-from .dev import platform_server as platform_defaults
+from . import dev as dev_defaults
+from . import image_map
 from .errors import BuildtoolError, ImageMapError
 
 log = logging.getLogger("buildtool")
@@ -62,6 +63,8 @@ def _previous_map(config: configuration.Config) -> image_map.ImageMap | None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from . import build as building
+    from . import plan as planning
     from .interrupt import Token, on_signals
     from .push.registry import Registry
 
@@ -101,6 +104,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from . import staleness
+
     config = _config(args)
     loaded = image_map.load(config.image_map)
     image_map.require_locked(loaded, config.steps, config.image_map)
@@ -110,6 +115,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from . import verify
+
     config = _config(args)
     path = Path(args.pipeline) if args.pipeline else config.output
     if args.offline:
@@ -127,22 +134,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_image_map(args: argparse.Namespace) -> tuple[image_map.ImageMap | None, Path | None]:
-    """The image map `run` checks images against: --image-map, else the configuration's map if it exists."""
-    if args.image_map:
-        return image_map.load(Path(args.image_map)), Path(args.image_map)
-    if not Path(args.config).is_file():
-        return None, None
-    path = _config(args).image_map
-    return (image_map.load(path), path) if path.exists() else (None, None)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from .dev import local_run, run_checks
 
     path = Path(args.pipeline) if args.pipeline else _config(args).output
     workflow = run_checks.read_workflow(path)
-    loaded, map_path = _run_image_map(args)
+    loaded, map_path = run_checks.image_map_for_run(Path(args.image_map) if args.image_map else None,
+                                                    Path(args.config), lambda: _config(args))
     steps = local_run.plan_checked(workflow, args.param, os.environ, None if loaded is None else loaded.steps,
                                    local_run.SECRET_VARIABLES | set(args.secret_env))
     if map_path is None:
@@ -207,7 +205,8 @@ def _print_created(path: Path, created: bool) -> None:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="buildtool", description=DESCRIPTION,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    top.add_argument("--config", default="pyproject.toml", help="pyproject.toml holding [tool.buildtool] (default: %(default)s)")
+    top.add_argument("--config", default="pyproject.toml",
+                     help="pyproject.toml holding [tool.buildtool] (default: %(default)s)")
     top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -221,8 +220,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--tag", action="append", default=[], metavar="TAG",
                    help="with --push, also tag every image TAG in the registry (e.g. the git commit); repeatable")
     b.add_argument("--jobs", "-j", type=int, default=2, help="images built at once (default: %(default)s)")
-    b.add_argument("--registry", help="registry host[:port] (default: [tool.buildtool] registry, or BUILDTOOL_REGISTRY)")
-    b.add_argument("--base-image", help="external base image (default: [tool.buildtool] base_image, or BUILDTOOL_BASE_IMAGE)")
+    b.add_argument("--registry",
+                   help="registry host[:port] (default: [tool.buildtool] registry, or BUILDTOOL_REGISTRY)")
+    b.add_argument("--base-image",
+                   help="external base image (default: [tool.buildtool] base_image, or BUILDTOOL_BASE_IMAGE)")
     b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("compile", help="compile the pipeline against the image map",
@@ -271,7 +272,8 @@ def parser() -> argparse.ArgumentParser:
 
     def dataset_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--data", default=".platform-data", help="folder of stored files (default: %(default)s)")
-        command.add_argument("--samples", type=int, default=200, help="samples in a generated dataset (default: %(default)s)")
+        command.add_argument("--samples", type=int, default=dev_defaults.DEFAULT_SAMPLES,
+                             help="samples in a generated dataset (default: %(default)s)")
         command.add_argument("--format", choices=("seed", "safe"), default="seed",
                              help="dataset layout: seed is the platform's object array (read by a restricted "
                                   "unpickler); safe is a structured array, no pickle (default: %(default)s)")
@@ -282,9 +284,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--accounts", help="YAML/JSON file 'accounts: {ACCESS_KEY: SECRET_KEY}' "
                                       "(default: DATA/accounts.yaml, created with a random secret)")
     s.add_argument("--seed-dataset", metavar="UID", help="store a generated training dataset under UID first")
-    s.add_argument("--token-ttl", type=float, default=platform_defaults.DEFAULT_TOKEN_TTL, metavar="SECONDS",
+    s.add_argument("--token-ttl", type=float, default=dev_defaults.DEFAULT_TOKEN_TTL, metavar="SECONDS",
                    help="seconds a login token stays valid (default: %(default)s)")
-    s.add_argument("--workers", type=int, default=platform_defaults.DEFAULT_WORKERS,
+    s.add_argument("--workers", type=int, default=dev_defaults.DEFAULT_WORKERS,
                    help="connections served at once; more get a 503 (default: %(default)s)")
     dataset_options(s)
     s.set_defaults(func=cmd_platform_serve)
@@ -299,8 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    command: Callable[[argparse.Namespace], int] = args.func
     try:
-        return args.func(args)
+        return command(args)
     except BuildtoolError as exc:
         print(f"buildtool: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 from . import fsutil, image_map, staleness, verify
 from .config import Config
@@ -20,7 +21,7 @@ from .errors import CompileError, ConfigError
 log = logging.getLogger(__name__)
 
 
-def load_factory(config: Config) -> Callable[..., Callable]:
+def load_factory(config: Config) -> Callable[..., Callable[..., Any]]:
     """Import the configured `module:function` from the project folder."""
     module_name, _, attribute = config.pipeline.partition(":")
     root = str(config.root)
@@ -31,10 +32,10 @@ def load_factory(config: Config) -> Callable[..., Callable]:
         raise CompileError(f"{config.path}: [tool.buildtool] pipeline: cannot import {module_name!r}: {exc}") from None
     finally:
         sys.path.remove(root)
-    factory = getattr(module, attribute, None)
+    factory: object = getattr(module, attribute, None)
     if not callable(factory):
         raise CompileError(f"{config.path}: [tool.buildtool] pipeline: {module_name} has no function {attribute!r}")
-    return factory
+    return cast("Callable[..., Callable[..., Any]]", factory)  # the user's pipeline factory: untyped by nature
 
 
 def check_output(config: Config, output: Path) -> None:
@@ -75,7 +76,8 @@ def compile_pipeline(config: Config, output: Path, *, allow_stale: bool = False)
         pipeline_func = factory(dict(loaded.steps), image_pull_policy=config.image_pull_policy,
                                 credentials=config.credentials)
     except Exception as exc:
-        raise CompileError(f"{config.pipeline}: building the pipeline failed: {exc.__class__.__name__}: {exc}") from None
+        raise CompileError(f"{config.pipeline}: building the pipeline failed: "
+                           f"{exc.__class__.__name__}: {exc}") from None
     try:
         with fsutil.atomic_output(output, suffix=".yaml") as tmp:
             with warnings.catch_warnings(record=True) as caught:

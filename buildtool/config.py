@@ -127,7 +127,8 @@ def _image(path: Path, root: Path, name: str, table: Mapping[str, Any]) -> Image
     if not isinstance(table, dict):
         raise _fail(path, f"images.{name}", "expected a table ([tool.buildtool.images.NAME])")
     if not _IMAGE_NAME.match(name):
-        raise _fail(path, f"images.{name}", "image names are lowercase letters, digits and . _ - (they become repository names)")
+        raise _fail(path, f"images.{name}",
+                    "image names are lowercase letters, digits and . _ - (they become repository names)")
     _check_keys(path, prefix, table, _IMAGE_KEYS)
     if "context" not in table:
         raise _fail(path, f"{prefix}context", "missing; set the build context folder, e.g. context = \"images/{name}\"")
@@ -144,9 +145,11 @@ def _image(path: Path, root: Path, name: str, table: Mapping[str, Any]) -> Image
     if not (context / dockerfile).resolve().is_relative_to(context):
         raise _fail(path, f"{prefix}dockerfile", f"{dockerfile!r} is outside the context {context}; keep it inside")
     if not (context / dockerfile).is_file():
-        raise _fail(path, f"{prefix}dockerfile", f"no Dockerfile at {context / dockerfile}; create it or set dockerfile = \"...\" relative to the context")
+        raise _fail(path, f"{prefix}dockerfile", f"no Dockerfile at {context / dockerfile}; create it or set "
+                                                 "dockerfile = \"...\" relative to the context")
     if "base" in table and "base_image" in table:
-        raise _fail(path, prefix + "base", "set either base (a project image) or base_image (an external reference), not both")
+        raise _fail(path, prefix + "base",
+                    "set either base (a project image) or base_image (an external reference), not both")
     if "base_image" in table:
         _check_reference(path, prefix + "base_image", table["base_image"])
     args = table.get("build_args", {})
@@ -154,9 +157,11 @@ def _image(path: Path, root: Path, name: str, table: Mapping[str, Any]) -> Image
         if not isinstance(value, str):
             raise _fail(path, f"{prefix}build_args.{arg}", f"expected a string, got {type(value).__name__} {value!r}")
         if arg == BASE_IMAGE_ARG:
-            raise _fail(path, f"{prefix}build_args.{arg}", "BASE_IMAGE is set by buildtool from base/base_image; set those instead")
+            raise _fail(path, f"{prefix}build_args.{arg}",
+                        "BASE_IMAGE is set by buildtool from base/base_image; set those instead")
         if _SECRET_NAME.search(arg):
-            raise _fail(path, f"{prefix}build_args.{arg}", "looks like a secret; build args are recorded in the image history, pass secrets at run time instead")
+            raise _fail(path, f"{prefix}build_args.{arg}", "looks like a secret; build args are recorded in the image "
+                                                           "history, pass secrets at run time instead")
         if _URL_CREDENTIAL.search(value):  # the value itself is never shown
             raise _fail(path, f"{prefix}build_args.{arg}", "the value carries a user:password@ credential; build "
                                                            "args are recorded in the image history, pass secrets at "
@@ -228,14 +233,16 @@ def _check_graph(path: Path, images: tuple[ImageConfig, ...]) -> None:
             raise _fail(path, f"images.{image.name}.base", f"no image named {image.base!r}{hint}")
         if image.step:
             if image.step in steps:
-                raise _fail(path, f"images.{image.name}.step", f"step {image.step!r} is already served by image {steps[image.step]!r}")
+                raise _fail(path, f"images.{image.name}.step",
+                            f"step {image.step!r} is already served by image {steps[image.step]!r}")
             steps[image.step] = image.name
     bases = {i.name: i.base for i in images}
     for start in bases:
         seen, current = [start], bases[start]
         while current:
             if current in seen:
-                raise _fail(path, f"images.{start}.base", f"images build on each other in a cycle: {' -> '.join(seen + [current])}")
+                raise _fail(path, f"images.{start}.base",
+                            f"images build on each other in a cycle: {' -> '.join(seen + [current])}")
             seen.append(current)
             current = bases[current]
 
@@ -271,7 +278,8 @@ def load(path: Path, *, registry: str | None = None, repository: str | None = No
     if not _PLATFORM.match(values["platform"]):
         raise _fail(path, "platform", f"{values['platform']!r} is not os/arch[/variant], e.g. linux/amd64")
     if values["image_pull_policy"] not in PULL_POLICIES:
-        raise _fail(path, "image_pull_policy", f"{values['image_pull_policy']!r} is not one of {', '.join(PULL_POLICIES)}")
+        raise _fail(path, "image_pull_policy",
+                    f"{values['image_pull_policy']!r} is not one of {', '.join(PULL_POLICIES)}")
     if values["push_with"] not in PUSH_WAYS:
         raise _fail(path, "push_with", f"{values['push_with']!r} is not one of {', '.join(PUSH_WAYS)}")
     level = values["compression_level"]

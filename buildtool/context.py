@@ -1,8 +1,8 @@
 """What a build sends to the engine: the context's files after `.dockerignore`.
 
-Uses docker-py's own exclusion matcher and reads `.dockerignore` the way
-docker-py's `build()` does, so the files hashed here are exactly the files the
-engine receives.
+Uses docker-py's own exclusion matcher (through engine.py, the SDK's one door)
+and reads `.dockerignore` the way docker-py's `build()` does, so the files
+hashed here are exactly the files the engine receives.
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
-
-from docker.utils import build as docker_build
 
 _CHUNK = 1 << 20
 
@@ -36,13 +33,6 @@ class BuildContext:
     excludes: tuple[str, ...]
     entries: tuple[ContextEntry, ...]
 
-    def tar(self) -> IO[bytes]:
-        """The context as docker-py would send it (a temp file, rewound)."""
-        fileobj: IO[bytes] = docker_build.tar(
-            str(self.root), exclude=list(self.excludes), dockerfile=(self.dockerfile, None))
-        fileobj.seek(0)
-        return fileobj
-
 
 def read_dockerignore(root: Path) -> list[str]:
     """Patterns of `root/.dockerignore`, filtered exactly as docker-py's build() does."""
@@ -63,16 +53,17 @@ def file_sha256(path: Path) -> str:
 
 def scan(root: Path, dockerfile: str = "Dockerfile") -> BuildContext:
     """List and hash every path the engine would receive for a build of `root`."""
+    from .engine import context_paths  # here, not at the top: engine.py imports this module
+
     excludes = read_dockerignore(root)
-    # exclude_paths appends to the list it is given: hand it a copy.
-    kept = docker_build.exclude_paths(str(root), list(excludes), dockerfile=dockerfile)
+    kept = context_paths(root, excludes, dockerfile)
     entries = []
     for rel in sorted(kept):
         full = root / rel
         info = os.lstat(full)
         posix = Path(rel).as_posix()
         if stat.S_ISLNK(info.st_mode):
-            entries.append(ContextEntry(posix, "link", sha256=hashlib.sha256(os.readlink(full).encode()).hexdigest()))
+            entries.append(ContextEntry(posix, "link", sha256=sha256_text(os.readlink(full))))
         elif stat.S_ISDIR(info.st_mode):
             entries.append(ContextEntry(posix, "dir"))
         else:

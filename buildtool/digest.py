@@ -7,12 +7,12 @@ and repository names are not inputs: the same sources give the same tag anywhere
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .context import BuildContext, sha256_text
+from .reference import content_digest
 
 ENCODING_VERSION = "buildtool-inputs/1"
 TAG_PREFIX = "in-"
@@ -55,7 +55,7 @@ def compute(context: BuildContext, build_args: Mapping[str, str], platform: str,
     # Sorted keys, no whitespace, ASCII only: one byte string per set of inputs.
     encoded = json.dumps({"encoding": ENCODING_VERSION, "dockerfile": context.dockerfile, "inputs": items},
                          sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-    return Inputs(digest="sha256:" + hashlib.sha256(encoded).hexdigest(), items=_shorten(items))
+    return Inputs(digest=content_digest(encoded), items=_shorten(items))
 
 
 def _shorten(items: Mapping[str, str]) -> dict[str, str]:

@@ -14,13 +14,15 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import docker
 import requests
 import urllib3
 from docker import auth as docker_auth
 from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.utils import build as docker_build
 
 from . import reference
 from .context import BuildContext
@@ -71,6 +73,21 @@ def stored_credentials(domain: str) -> Credentials | None:
     return None
 
 
+def context_paths(root: Path, excludes: list[str], dockerfile: str) -> set[str]:
+    """The paths below `root` that a build sends, by docker-py's own `.dockerignore` matcher (no engine call)."""
+    # exclude_paths appends to the list it is given: hand it a copy.
+    kept: set[str] = docker_build.exclude_paths(str(root), list(excludes), dockerfile=dockerfile)
+    return kept
+
+
+def context_tar(context: BuildContext) -> IO[bytes]:
+    """The context as docker-py sends it (a temp file, rewound): the same files `context_paths` listed."""
+    fileobj: IO[bytes] = docker_build.tar(
+        str(context.root), exclude=list(context.excludes), dockerfile=(context.dockerfile, None))
+    fileobj.seek(0)
+    return fileobj
+
+
 def _cut(response: requests.Response) -> None:
     """Stop a streamed response from another thread: shut its socket down, which wakes a blocked read."""
     try:
@@ -119,7 +136,7 @@ class Engine:
         current_step, image_id, started = "(before the first step)", None, time.monotonic()
         last_report = started
         try:
-            stream = self.api.build(fileobj=context.tar(), custom_context=True, dockerfile=context.dockerfile,
+            stream = self.api.build(fileobj=context_tar(context), custom_context=True, dockerfile=context.dockerfile,
                                     tag=tag, buildargs=dict(build_args),
                                     platform=platform, labels=dict(labels or {}), cache_from=cache_from or None,
                                     rm=True, forcerm=True, decode=True)

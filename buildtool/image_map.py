@@ -115,7 +115,8 @@ def load(path: Path) -> ImageMap:
 def require_steps(image_map: ImageMap, steps: list[str] | set[str], path: Path) -> None:
     missing = sorted(set(steps) - set(image_map.steps))
     if missing:
-        raise ImageMapError(f"{path}: no image for step(s) {', '.join(missing)}; run `buildtool build --push` to regenerate the map")
+        raise ImageMapError(f"{path}: no image for step(s) {', '.join(missing)}; "
+                            "run `buildtool build --push` to regenerate the map")
 
 
 def require_locked(image_map: ImageMap, served: Mapping[str, str], path: Path) -> None:

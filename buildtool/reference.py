@@ -6,6 +6,7 @@ Follows the grammar of the distribution project's `reference` package
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -24,6 +25,13 @@ _REFERENCE = re.compile(
 _PATH = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 TAG_RE = re.compile(rf"^{_TAG}$")
 DIGEST_RE = re.compile(rf"^{_DIGEST}$")
+
+
+
+def content_digest(data: bytes) -> str:
+    """The content digest of `data`, as registries and the image map write it: `sha256:<64 hex>`."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"

@@ -6,7 +6,8 @@ from the map itself, and names the images and inputs that changed.
 
 from __future__ import annotations
 
-from . import context, digest, plan as planning, reference, step_imports
+from . import context, digest, reference, step_imports
+from . import plan as planning
 from .config import Config
 from .errors import StaleMapError
 from .image_map import ImageMap

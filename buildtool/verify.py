@@ -12,12 +12,14 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import image_map, reference, yaml_io
 from .config import Config
 from .errors import VerifyError
-from .push.registry import Registry
+
+if TYPE_CHECKING:  # the registry client (and requests) loads only where a command checks the registry
+    from .push.registry import Registry
 
 COMPONENT_SPEC = "pipelines.kubeflow.org/component_spec"
 MAX_TEMPLATES = 1000  # kfp makes one per step and one per DAG; a thousand is far beyond any real pipeline

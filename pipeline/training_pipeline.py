@@ -19,7 +19,6 @@ import kfp.onprem
 from kfp import dsl
 from kfp.components import func_to_container_op
 
-STEPS = ("download_training_dataset", "training", "upload_model")
 #: `credentials` values: the seed's access_key/secret_key pipeline parameters, or a Kubernetes Secret.
 PARAMETERS = "parameters"
 K8S_SECRET = "k8s-secret:"

@@ -30,6 +30,8 @@ import numpy as np
 from platform_client.archive import make_zip
 from platform_client.dataset import pack_training_dataset
 
+from . import DEFAULT_SAMPLES
+
 __all__ = ["DATASET_MEMBER", "STEPS", "DIMS", "make_training_arrays", "write_training_dataset"]
 
 logger = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ DIMS = 3
 _NOISE = 0.05
 
 
-def make_training_arrays(samples: int = 200, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_training_arrays(samples: int = DEFAULT_SAMPLES, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``x`` of shape (samples, 100, 3) and ``y`` of shape (samples, 3), float32."""
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
@@ -58,7 +60,8 @@ def make_training_arrays(samples: int = 200, *, seed: int = 0) -> tuple[np.ndarr
     return x.astype(np.float32), y.astype(np.float32)
 
 
-def write_training_dataset(path: Path | str, *, samples: int = 200, seed: int = 0, format: str = "seed") -> Path:
+def write_training_dataset(path: Path | str, *, samples: int = DEFAULT_SAMPLES, seed: int = 0,
+                           format: str = "seed") -> Path:
     """Write a zip holding ``training_dataset.npy`` to `path`; return `path`.
 
     `format` is ``"seed"`` (the platform's object-dtype layout) or ``"safe"``

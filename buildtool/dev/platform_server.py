@@ -47,6 +47,7 @@ import multipart  # type: ignore[import-untyped]  # the library ships no type in
 
 from .. import fsutil
 from ..errors import ConfigError, PlatformError
+from . import DEFAULT_TOKEN_TTL, DEFAULT_WORKERS
 
 __all__ = [
     "DEFAULT_TOKEN_TTL",
@@ -90,8 +91,6 @@ _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
 METADATA_DIR = "model_metadata"
 
 DEFAULT_MAX_BODY_BYTES = 1024**3  # an upload
-DEFAULT_TOKEN_TTL = 3600.0
-DEFAULT_WORKERS = 16
 DEFAULT_HEADER_TIMEOUT = 5.0  # request line and headers (and a JSON body) must arrive within this
 DEFAULT_IO_TIMEOUT = 30.0  # each read or write on the socket
 JSON_BODY_LIMIT = 64 * 1024  # login, download and accuracy bodies are a few hundred bytes

@@ -11,14 +11,16 @@ are single safe path components, only digest-pinned images (the same check as
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import verify, yaml_io
+from .. import image_map, verify, yaml_io
+from ..config import Config
 from ..errors import BuildtoolError, RunError
+from ..image_map import ImageMap
 
-__all__ = ["MAX_TASKS", "MAX_TEMPLATES", "MAX_WORKFLOW_BYTES", "NAME_RE", "escape",
+__all__ = ["MAX_TASKS", "MAX_TEMPLATES", "MAX_WORKFLOW_BYTES", "NAME_RE", "escape", "image_map_for_run",
            "read_workflow", "require_pinned", "require_runnable", "workflow_images"]
 
 MAX_WORKFLOW_BYTES = yaml_io.MAX_BYTES  # the one cap on YAML buildtool reads; ~30 times a compiled pipeline
@@ -352,3 +354,15 @@ def _dag(value: Any, where: str) -> Iterator[str]:
         yield from _refused(arguments, _TASK_ARGUMENTS, here + ".arguments")
         yield from _parameters(arguments.get("parameters"), here + ".arguments.parameters", _TASK_PARAMETER)
         yield from _artifacts(arguments.get("artifacts"), here + ".arguments.artifacts", _TASK_ARTIFACT)
+
+
+def image_map_for_run(explicit: Path | None, config_file: Path,
+                      load_config: Callable[[], Config]) -> tuple[ImageMap | None, Path | None]:
+    """The image map `run` checks images against, and its path: `explicit` (--image-map), else the
+    configuration's map when the configuration file and the map exist, else none (pins are checked alone)."""
+    if explicit is not None:
+        return image_map.load(explicit), explicit
+    if not config_file.is_file():
+        return None, None
+    path = load_config().image_map
+    return (image_map.load(path), path) if path.exists() else (None, None)

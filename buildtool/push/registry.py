@@ -33,7 +33,7 @@ import urllib3
 
 from ..engine import Credentials, stored_credentials
 from ..errors import RegistryError
-from ..reference import Reference
+from ..reference import Reference, content_digest
 
 log = logging.getLogger(__name__)
 
@@ -325,15 +325,13 @@ class Registry:
 
     def raw_manifest(self, ref: Reference) -> Manifest:
         """The manifest of `ref` (tag or digest) as stored, with the digest it must hash to."""
-        import hashlib
-
         target = ref.digest or ref.tag or "latest"
         response = self._request("GET", f"{self._base_url(ref)}/manifests/{target}", ref,
                                  {"Accept": ", ".join(MANIFEST_TYPES)})
         if response.status_code != 200:
             raise self._refused(response, ref, "the manifest")
         body = response.content
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        digest = content_digest(body)
         if ref.digest and digest != ref.digest:
             raise RegistryError(f"registry sent a manifest for {ref} that hashes to {digest}")
         return Manifest(body, response.headers.get("Content-Type", MANIFEST_TYPES[-1]).split(";")[0], digest)

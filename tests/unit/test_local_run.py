@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 from buildtool import cli
-from buildtool.dev import local_run
+from buildtool.dev import local_run, run_checks
 from buildtool.engine import RunResult
-from buildtool.errors import EngineError, RunError
+from buildtool.errors import EngineError, ImageMapError, RunError
 
 from ..reliability.run_fixtures import SECRET_NAME, compile_project
+from .test_compile_and_check import write_lock
 
 SECRET = "sk-unit-7d1e-do-not-show"
 ARGUMENTS = {
@@ -355,3 +356,21 @@ def test_make_folder_refuses_a_symlink_and_creates_inside(tmp_path):
     with pytest.raises(RunError, match="a symlink in the work folder"):
         local_run._make_folder(root.resolve(), "t", "a")
     assert local_run._make_folder(root.resolve(), "t", "b") == (root / "t" / "b").resolve()
+
+
+def test_run_checks_against_the_given_map_else_the_configured_one_else_none(project, tmp_path):
+    loaded, lock = write_lock(project)
+    no_config = tmp_path / "absent.toml"
+
+    def not_loaded():
+        raise AssertionError("the configuration was loaded although it was not needed")
+
+    found, path = run_checks.image_map_for_run(None, loaded.path, lambda: loaded)
+    assert path == loaded.image_map and found is not None and found.steps == lock.steps
+    found, path = run_checks.image_map_for_run(loaded.image_map, no_config, not_loaded)  # --image-map wins
+    assert path == loaded.image_map and found is not None and found.steps == lock.steps
+    assert run_checks.image_map_for_run(None, no_config, not_loaded) == (None, None)
+    loaded.image_map.unlink()
+    assert run_checks.image_map_for_run(None, loaded.path, lambda: loaded) == (None, None)  # pins checked alone
+    with pytest.raises(ImageMapError, match="not found"):  # a named map that is missing is refused
+        run_checks.image_map_for_run(loaded.image_map, loaded.path, lambda: loaded)
