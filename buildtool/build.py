@@ -162,7 +162,8 @@ def execute(prepared: Prepared, engine: Engine | None, registry: Registry, confi
         running: dict[Future[Result], ImagePlan] = {}
         while (pending and not errors) or running:
             for image in [i for i in pending if not i.base_image or i.base_image in results]:
-                if errors:
+                # Hand the pool only what a free worker starts now: a queued image would start after a failure.
+                if errors or len(running) >= max(1, jobs):
                     break
                 pending.remove(image)
                 running[pool.submit(_run_one, image, prepared, dict(results), engine, registry, config, push,
