@@ -12,6 +12,7 @@ registry does not serve) is scripted per image name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -53,6 +54,11 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.failures: list[BaseException] = []  # the fake's own bugs, reported when it closes
+        self.connections: set[socket.socket] = set()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.connections.add(request)
+        super().process_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         failure = sys.exc_info()[1]
@@ -147,8 +153,12 @@ class _Served:
         raise NotImplementedError
 
     def close(self) -> None:
+        """Stop listening and drop the open (keep-alive) connections: as an engine that went away."""
         self._server.shutdown()
         self._server.server_close()
+        for connection in list(self._server.connections):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     @property
     def failures(self) -> list[BaseException]:
@@ -190,6 +200,11 @@ class FakeRegistry(_Served):
         with self._lock:
             _, body = self._manifests.get((path, tag), ("", b"{}"))
             self._manifests[(path, tag)] = (digest, body)
+
+    def forget(self, path: str, reference: str) -> None:
+        """Stop serving `path:reference` (a manifest deleted, a registry wiped)."""
+        with self._lock:
+            self._manifests.pop((path, reference), None)
 
     def served(self, path: str, reference: str) -> str | None:
         with self._lock:

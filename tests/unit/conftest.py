@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +14,8 @@ from buildtool import cli
 
 from ..conftest import write_project
 from ..fake_engine import FakeEngine, FakeRegistry, fakes
+
+CLI_DEADLINE = 30.0  # seconds; a whole fake build takes about one
 
 
 @dataclass
@@ -30,11 +34,29 @@ class FakeSetup:
         return self.root / "image_map.yaml"
 
     def cli(self, *args: str) -> tuple[int, str, str]:
-        """Run `buildtool --config <project> ARGS` in this process; (exit code, stdout, stderr)."""
+        """Run `buildtool --config <project> ARGS` in this process; (exit code, stdout, stderr).
+
+        In a thread with a deadline: a run that never ends (an executor waiting on work that will
+        not come) fails the test instead of hanging the suite.
+        """
         self.capsys.readouterr()
-        code = cli.main(["--config", str(self.project), *args])
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["code"] = cli.main(["--config", str(self.project), *args])
+            except BaseException as exc:  # handed to the test's thread
+                box["raised"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(CLI_DEADLINE)
         out, err = self.capsys.readouterr()
-        return code, out, err
+        if thread.is_alive():
+            pytest.fail(f"buildtool {' '.join(args)} still running after {CLI_DEADLINE}s; stderr so far:\n{err}")
+        if "raised" in box:
+            raise box["raised"]
+        return box["code"], out, err
 
 
 @pytest.fixture
