@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,6 +58,16 @@ class FakeSetup:
         if "raised" in box:
             raise box["raised"]
         return box["code"], out, err
+
+
+@pytest.fixture(autouse=True)
+def _forget_modules_of_the_test_project(tmp_path: Path) -> Iterator[None]:
+    """The pipeline package a test imports lives in its tmp_path: drop it from sys.modules afterwards,
+    so the next test (or a forked mutation-testing worker) imports its own copy, not a deleted one."""
+    yield
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path.parent.parent)):
+            del sys.modules[name]
 
 
 @pytest.fixture

@@ -243,7 +243,7 @@ def run_in_subprocess(fake: FakeSetup, *args: str) -> subprocess.CompletedProces
     """The CLI in a child process, so that an executor that never stops fails the test instead of hanging it."""
     env = {**os.environ, "DOCKER_HOST": fake.engine.host, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "buildtool", "--config", str(fake.project), *args],
-                          capture_output=True, text=True, timeout=30, env=env, cwd=fake.root)
+                          capture_output=True, text=True, timeout=30, env=env, cwd=REPO)
 
 
 def test_with_one_job_nothing_builds_after_the_first_failure(fake: FakeSetup) -> None:
