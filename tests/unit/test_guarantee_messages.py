@@ -1,0 +1,330 @@
+"""What the guarantee modules tell the user, to the word: verify's problems, staleness and digest
+explanations, compile's refusals. A message that loses the file, the step or the reason is a bug
+(bench/mutation.sh finds those these tests would miss)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import yaml
+
+from buildtool import compiler, config, digest, image_map, staleness, verify
+from buildtool.errors import CompileError, ImageMapError, VerifyError
+
+from .test_compile_and_check import write_lock
+
+PIN = "r.example/t/training:in-1@sha256:" + "1" * 64
+UPLOAD = "r.example/t/upload:in-1@sha256:" + "2" * 64
+
+
+# -- verify ----------------------------------------------------------------------------------------------------
+
+def test_load_workflow_names_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    with pytest.raises(VerifyError) as caught:
+        verify.load_workflow(path)
+    assert str(caught.value) == f"{path}: not found; compile it with `buildtool compile`"
+    path.write_text("kind: [unclosed\n")
+    with pytest.raises(VerifyError) as caught:
+        verify.load_workflow(path)
+    assert str(caught.value) == f"{path}: not valid YAML (ParserError)"
+    for text in ("- kind: Workflow\n", "kind: Pod\n", "just text\n"):
+        path.write_text(text)
+        with pytest.raises(VerifyError) as caught:
+            verify.load_workflow(path)
+        assert str(caught.value) == f"{path}: not an Argo Workflow (kind: Workflow); compile it with `buildtool compile`"
+    path.write_text("kind: Workflow\nspec: {}\n")
+    assert verify.load_workflow(path) == {"kind": "Workflow", "spec": {}}
+
+
+def test_a_workflow_without_templates_has_no_images_and_every_step_is_unrun():
+    for workflow in ({"kind": "Workflow"}, {"kind": "Workflow", "spec": {}}):
+        assert list(verify.images_in(workflow)) == []
+        assert verify.pin_problems(workflow, {"training": PIN}) == [
+            "step training: in the image map but no template of the workflow runs it"]
+
+
+def test_pin_problems_name_template_place_and_reason():
+    spec = '{"implementation": {"container": {"image": "%s"}}}'
+    workflow = {"kind": "Workflow", "spec": {"templates": [
+        {"name": "training", "container": {"image": PIN},
+         "metadata": {"annotations": {verify.COMPONENT_SPEC: spec % PIN}}},
+        {"name": "upload-model", "container": {}},
+        {"name": "other-step", "container": {"image": UPLOAD}},
+        {"container": {"image": "r.example/t/x:latest"}},
+        {"name": "broken", "metadata": {"annotations": {verify.COMPONENT_SPEC: "{not json"}}},
+        {"name": "dag", "dag": {"tasks": []}},
+    ]}}
+    assert verify.pin_problems(workflow, {"training": PIN, "upload_model": UPLOAD, "download": UPLOAD}) == [
+        "template upload-model: container.image: no image found",
+        "template other-step: container.image: serves no step of the image map (download, training, upload_model)",
+        "template ?: container.image: r.example/t/x:latest is not pinned by digest "
+        "(expected exactly one '@sha256:<64 hex>')",
+        f"template broken: {verify.COMPONENT_SPEC} annotation: no image found",
+        "step download: in the image map but no template of the workflow runs it",
+    ]
+
+
+# -- staleness and digest explanations -------------------------------------------------------------------------
+
+def test_staleness_describe_joins_images_and_reasons(project):
+    loaded = config.load(project)
+    text = staleness.describe({"training": ["file a changed", "build arg B changed"], "base": ["platform changed"]},
+                              loaded)
+    assert text == "image base: platform changed | image training (step training): file a changed; build arg B changed"
+
+
+def test_explain_names_every_kind_of_change():
+    before = {"platform": "linux/amd64", "base": "sha256:1", "imports": "", "file:a.txt": "aaa",
+              "file:run.sh": "bbb", "file:gone.txt": "ccc", "link:l": "t1", "dir:d": "", "arg:A": "1",
+              "file:x:y": "1", "odd:thing": "1", "plain": "1"}
+    after = {"platform": "linux/arm64", "base": "sha256:2", "imports": "os", "file:a.txt": "ddd",
+             "file:run.sh": "x:bbb", "file:new.txt": "eee", "link:l": "t2", "dir:e": "", "arg:A": "2",
+             "file:x:y": "2", "odd:thing": "2"}
+    assert digest.explain(before, after) == [
+        "build arg A changed",
+        "base image changed (sha256:1 -> sha256:2)",
+        "folder d removed",
+        "folder e added",
+        "file a.txt changed",
+        "file gone.txt removed",
+        "file new.txt added",
+        "file run.sh executable bit changed",
+        "file x:y changed",
+        "modules the step imports changed (- -> os)",
+        "link l changed",
+        "odd thing changed",
+        "plain removed",
+        "platform changed (linux/amd64 -> linux/arm64)",
+    ]
+    assert digest.explain({"imports": "os"}, {"imports": ""}) == ["modules the step imports changed (os -> -)"]
+    assert digest.explain({"file:s": "x:abc"}, {"file:s": "abc"}) == ["file s executable bit changed"]
+    assert digest.explain({"link:s": "x:abc"}, {"link:s": "abc"}) == ["link s changed"]
+
+
+# -- compile ---------------------------------------------------------------------------------------------------
+
+FACTORY = """\
+import warnings
+
+from pipeline.training_pipeline import make_pipeline as real
+
+
+def make_pipeline(img_name_map, image_pull_policy="IfNotPresent"):
+{body}
+"""
+
+
+def use_factory(project, name: str, body: str) -> config.Config:
+    (project.parent / f"{name}.py").write_text(FACTORY.format(body=body))
+    project.write_text(project.read_text().replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
+                                                   f'pipeline = "{name}:make_pipeline"'))
+    return config.load(project)
+
+
+def test_a_factory_that_fails_is_a_compile_error_naming_it(project):
+    write_lock(project)
+    loaded = use_factory(project, "fails_early", "    raise ValueError('no such step')")
+    with pytest.raises(CompileError) as caught:
+        compiler.compile_pipeline(loaded, loaded.output)
+    assert str(caught.value) == "fails_early:make_pipeline: building the pipeline failed: ValueError: no such step"
+
+
+def test_a_pipeline_kfp_cannot_compile_is_a_compile_error_naming_it(project):
+    write_lock(project)
+    loaded = use_factory(project, "fails_in_kfp", "    def pipeline():\n        raise RuntimeError('inside')\n"
+                                                  "    return pipeline")
+    with pytest.raises(CompileError) as caught:
+        compiler.compile_pipeline(loaded, loaded.output)
+    assert str(caught.value) == "kfp could not compile fails_in_kfp:make_pipeline: RuntimeError: inside"
+    assert not loaded.output.exists()
+
+
+def test_kfp_warnings_go_to_the_debug_log(project, caplog):
+    write_lock(project)
+    loaded = use_factory(project, "warns", "    pipeline = real(img_name_map, image_pull_policy=image_pull_policy)\n"
+                                           "    def warned(*args, **kwargs):\n"
+                                           "        warnings.warn('a note from the pipeline')\n"
+                                           "        return pipeline(*args, **kwargs)\n"
+                                           "    warned.__signature__ = __import__('inspect').signature(pipeline)\n"
+                                           "    warned._component_human_name = 'pipeline'\n"
+                                           "    return warned")
+    caplog.set_level(logging.DEBUG, logger="buildtool.compiler")
+    compiler.compile_pipeline(loaded, loaded.output)
+    assert "kfp: a note from the pipeline" in [r.getMessage() for r in caplog.records if r.name == "buildtool.compiler"]
+
+
+def test_the_configured_pull_policy_reaches_every_step(project):
+    project.write_text(project.read_text().replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
+                                                   'pipeline = "pipeline.training_pipeline:make_pipeline"\n'
+                                                   'image_pull_policy = "Always"'))
+    loaded, _ = write_lock(project)
+    compiler.compile_pipeline(loaded, loaded.output)
+    workflow = yaml.safe_load(loaded.output.read_text())
+    policies = {t["name"]: t["container"]["imagePullPolicy"] for t in workflow["spec"]["templates"] if "container" in t}
+    assert policies == {"download-training-dataset": "Always", "training": "Always", "upload-model": "Always"}
+
+
+def test_a_missing_factory_function_names_the_setting(project):
+    loaded = use_factory(project, "no_factory", "    pass")
+    broken = config.load(project)
+    text = project.read_text().replace("no_factory:make_pipeline", "no_factory:missing")
+    project.write_text(text)
+    broken = config.load(project)
+    with pytest.raises(CompileError) as caught:
+        compiler.load_factory(broken)
+    assert str(caught.value) == f"{broken.path}: [tool.buildtool] pipeline: no_factory has no function 'missing'"
+    assert loaded.pipeline == "no_factory:make_pipeline"
+
+
+def test_the_project_pipeline_module_wins_over_a_same_named_one_elsewhere(project, tmp_path_factory, monkeypatch):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "shadowed.py").write_text("def make_pipeline(img_name_map, image_pull_policy=None):\n    return 'wrong'\n")
+    monkeypatch.syspath_prepend(str(elsewhere))
+    loaded = use_factory(project, "shadowed", "    return 'right'")
+    assert compiler.load_factory(loaded)({}) == "right"
+
+
+def test_a_map_without_a_step_names_the_map_file(project):
+    loaded, lock = write_lock(project)
+    text = image_map.render(lock).replace("  upload_model:", "  other_step:")
+    loaded.image_map.write_text(text)
+    with pytest.raises(ImageMapError) as caught:
+        compiler.compile_pipeline(loaded, loaded.output)
+    assert str(caught.value) == (f"{loaded.image_map}: no image for step(s) upload_model; "
+                                 "run `buildtool build --push` to regenerate the map")
+
+
+# -- image map: hostile entries, each refused naming file and key ---------------------------------------------
+
+GOOD = {"reference": PIN, "inputs_digest": "sha256:" + "3" * 64, "base": "image:base", "inputs": {"file:a": "1"}}
+
+
+@pytest.mark.parametrize("entry, key, problem", [
+    (3, "images.x", "expected a mapping with reference, inputs_digest, base, inputs"),
+    ({**GOOD, "reference": "r.example/t/x:in-1"}, "images.x.reference",
+     "not pinned by digest (expected exactly one '@sha256:<64 hex>')"),
+    ({k: v for k, v in GOOD.items() if k != "reference"}, "images.x.reference", "expected a string, got NoneType"),
+    ({**GOOD, "inputs_digest": None}, "images.x.inputs_digest", "expected sha256:<64 hex>"),
+    ({**GOOD, "inputs_digest": "sha256:abc"}, "images.x.inputs_digest", "expected sha256:<64 hex>"),
+    ({**GOOD, "base": 5}, "images.x.base", "expected a string"),
+    ({**GOOD, "inputs": ["file:a"]}, "images.x.inputs", "expected a mapping"),
+])
+def test_hostile_lock_entries_are_refused_naming_file_and_key(tmp_path, entry, key, problem):
+    path = tmp_path / "image_map.yaml"
+    path.write_text(yaml.safe_dump({"steps": {"training": PIN}, "images": {"x": entry}}))
+    with pytest.raises(ImageMapError) as caught:
+        image_map.load(path)
+    assert str(caught.value) == f"{path}: {key}: {problem}"
+
+
+def test_a_good_lock_entry_loads_as_written(tmp_path):
+    path = tmp_path / "image_map.yaml"
+    path.write_text(yaml.safe_dump({"steps": {"training": PIN}, "images": {"x": GOOD}}))
+    assert image_map.load(path).images["x"] == image_map.LockedImage(PIN, GOOD["inputs_digest"], "image:base",
+                                                                      {"file:a": "1"})
+
+
+# -- staleness: every way a lock can stop matching the tree ----------------------------------------------------
+
+EXTERNAL = "127.0.0.1:5000/lib/python:3.11"
+DIGEST = "sha256:" + "1" * 64
+
+
+def fresh_lock(project, external_pin: str = EXTERNAL + "@" + DIGEST) -> tuple[config.Config, image_map.ImageMap]:
+    """The lock `build --push` writes for this tree (each context scanned with its own Dockerfile name)."""
+    from buildtool import context, plan, step_imports
+
+    loaded = config.load(project)
+    contexts = {i.name: context.scan(i.context, i.dockerfile) for i in loaded.images}
+    external = loaded.external_base(loaded.image("base"))
+    inputs = plan.compute_inputs(loaded, contexts, {external: DIGEST}, step_imports.for_config(loaded))
+    the_plan = plan.make_plan(loaded, inputs, {external: external_pin}, {}, None)
+    images = {i.name: image_map.LockedImage(f"{i.tagged}@sha256:{n:064x}", i.inputs.digest, i.base_label,
+                                            dict(i.inputs.items)) for n, i in enumerate(the_plan.images)}
+    lock = image_map.ImageMap({i.step: images[i.name].reference for i in the_plan.images if i.step}, images)
+    loaded.image_map.write_text(image_map.render(lock))
+    return loaded, lock
+
+
+def relabel(lock: image_map.ImageMap, **bases: str) -> image_map.ImageMap:
+    images = dict(lock.images)
+    for name, base in bases.items():
+        old = images[name]
+        images[name] = image_map.LockedImage(old.reference, old.inputs_digest, base, old.inputs)
+    return image_map.ImageMap(lock.steps, images)
+
+
+def test_images_missing_from_the_lock_or_built_on_another_image_are_all_named(project):
+    loaded, lock = fresh_lock(project)
+    images = {k: v for k, v in relabel(lock, download="image:training", upload="image:other").images.items()
+              if k != "base"}
+    assert staleness.stale_images(loaded, image_map.ImageMap(lock.steps, images)) == {
+        "base": ["not recorded in the image map"],
+        "download": ["now builds on image base, the map says image:training"],
+        "upload": ["now builds on image base, the map says image:other"],
+    }
+
+
+@pytest.mark.parametrize("locked_base", ["image:base", EXTERNAL])
+def test_an_external_base_recorded_as_a_project_image_or_unpinned_is_stale(project, locked_base):
+    loaded, lock = fresh_lock(project)
+    assert staleness.stale_images(loaded, relabel(lock, base=locked_base)) == {
+        "base": [f"now builds on {EXTERNAL}, the map says {locked_base}"]}
+
+
+def test_another_base_image_names_the_one_to_export(project):
+    _, lock = fresh_lock(project)
+    other = config.load(project, base_image="python:3.11-slim")
+    assert staleness.stale_images(other, lock) == {"base": [
+        f"base image is now python:3.11-slim, the map was built on {EXTERNAL}@{DIGEST} "
+        f"(if this machine builds on that, export BUILDTOOL_BASE_IMAGE={EXTERNAL})"]}
+
+
+def test_a_base_configured_by_digest_must_be_that_digest(project):
+    _, lock = fresh_lock(project)
+    assert staleness.stale_images(config.load(project, base_image=f"{EXTERNAL}@{DIGEST}"), lock) == {}
+    other = "sha256:" + "4" * 64
+    stale = staleness.stale_images(config.load(project, base_image=f"{EXTERNAL}@{other}"), lock)
+    assert list(stale) == ["base"] and stale["base"][0].startswith(f"base image is now {EXTERNAL}@{other}")
+
+
+@pytest.mark.parametrize("configured, pinned", [
+    ("127.0.0.1:5000/lib/python", "127.0.0.1:5000/lib/python@" + DIGEST),
+    ("127.0.0.1:5000/lib/python:latest", "127.0.0.1:5000/lib/python@" + DIGEST),
+    ("127.0.0.1:5000/lib/python", "127.0.0.1:5000/lib/python:latest@" + DIGEST),
+])
+def test_no_tag_means_latest_on_either_side(project, configured, pinned):
+    project.write_text(project.read_text().replace(f'base_image = "{EXTERNAL}"', f'base_image = "{configured}"'))
+    loaded, lock = fresh_lock(project, external_pin=pinned)
+    assert staleness.stale_images(loaded, lock) == {}
+
+
+def test_a_custom_dockerfile_name_is_read_as_the_build_reads_it(project):
+    images = project.parent / "images" / "upload"
+    (images / "Dockerfile").rename(images / "build.Dockerfile")
+    project.write_text(project.read_text().replace('context = "images/upload"',
+                                                   'context = "images/upload"\ndockerfile = "build.Dockerfile"'))
+    loaded, lock = fresh_lock(project)
+    assert staleness.stale_images(loaded, lock) == {}
+
+
+def test_a_changed_digest_with_the_same_fingerprints_still_is_stale(project):
+    loaded, lock = fresh_lock(project)
+    old = lock.images["training"]
+    images = {**lock.images, "training": image_map.LockedImage(old.reference, "sha256:" + "5" * 64, old.base,
+                                                               old.inputs)}
+    assert staleness.stale_images(loaded, image_map.ImageMap(lock.steps, images)) == {
+        "training": ["inputs digest changed"]}
+
+
+def test_require_fresh_says_how_to_go_on(project):
+    loaded, lock = fresh_lock(project)
+    stale = relabel(lock, upload="image:other")
+    with pytest.raises(Exception) as caught:
+        staleness.require_fresh(loaded, stale)
+    assert str(caught.value) == (
+        f"{loaded.image_map} is stale: image upload (step upload_model): now builds on image base, the map says "
+        "image:other; run `buildtool build --push` to rebuild (or pass --allow-stale to compile against it anyway)")
+    assert staleness.require_fresh(loaded, stale, allow_stale=True) == [str(caught.value).split(" (or pass")[0]]
