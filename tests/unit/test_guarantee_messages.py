@@ -328,3 +328,84 @@ def test_require_fresh_says_how_to_go_on(project):
         f"{loaded.image_map} is stale: image upload (step upload_model): now builds on image base, the map says "
         "image:other; run `buildtool build --push` to rebuild (or pass --allow-stale to compile against it anyway)")
     assert staleness.require_fresh(loaded, stale, allow_stale=True) == [str(caught.value).split(" (or pass")[0]]
+
+
+def test_unknown_top_level_keys_are_named(tmp_path):
+    path = tmp_path / "image_map.yaml"
+    path.write_text(f"steps:\n  training: {PIN}\nzeta: 1\n5: x\n")
+    with pytest.raises(ImageMapError) as caught:
+        image_map.load(path)
+    assert str(caught.value) == f"{path}: unknown top-level key(s) 5, zeta; expected steps and images"
+
+
+def test_the_map_renders_exactly_as_reviewed(tmp_path):
+    lock = image_map.ImageMap(
+        steps={"upload_model": UPLOAD, "training": PIN},
+        images={"upload": image_map.LockedImage(UPLOAD, "sha256:" + "3" * 64, "image:base",
+                                                {"platform": "linux/amd64", "file:b": "2", "file:a": "x:1"}),
+                "training": image_map.LockedImage(PIN, "sha256:" + "4" * 64, "image:base", {})})
+    assert image_map.render(lock) == image_map.HEADER + f"""\
+steps:
+  training: {PIN}
+  upload_model: {UPLOAD}
+images:
+  training:
+    reference: {PIN}
+    inputs_digest: sha256:{"4" * 64}
+    base: image:base
+    inputs: {{}}
+  upload:
+    reference: {UPLOAD}
+    inputs_digest: sha256:{"3" * 64}
+    base: image:base
+    inputs:
+      file:a: x:1
+      file:b: '2'
+      platform: linux/amd64
+"""
+    assert image_map.render(image_map.ImageMap(steps={"training": PIN})) == image_map.HEADER + f"steps:\n  training: {PIN}\n"
+
+
+# -- the inputs digest: a fixed encoding, so tags stay the same from one version to the next ---------------------
+
+def test_the_inputs_digest_is_the_documented_canonical_encoding(tmp_path):
+    import hashlib
+    import json
+    import os
+
+    from buildtool import context
+
+    root = tmp_path / "ctx"
+    (root / "d").mkdir(parents=True)
+    files = {"Dockerfile": b"FROM x\n", "run.sh": b"echo\n", "caf\u00e9.txt": b"c", "d/f": b"f",
+             ".dockerignore": b"*.secret\n", "key.secret": b"hidden"}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    (root / "run.sh").chmod(0o755)
+    for name in files:
+        if name != "run.sh":
+            (root / name).chmod(0o644)
+    os.symlink("run.sh", root / "l")
+
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    full = {"platform": "linux/amd64", "base": "sha256:" + "1" * 64, "imports": "json,os",
+            "file:.dockerignore": sha(files[".dockerignore"]), "file:Dockerfile": sha(files["Dockerfile"]),
+            "file:caf\u00e9.txt": sha(b"c"), "file:d/f": sha(b"f"), "dir:d": "", "link:l": sha(b"run.sh"),
+            "file:run.sh": "x:" + sha(b"echo\n"), "arg:A": sha(b"1")}
+    encoded = json.dumps({"encoding": "buildtool-inputs/1", "dockerfile": "Dockerfile", "inputs": full},
+                         sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    inputs = digest.compute(context.scan(root), {"A": "1"}, "linux/amd64", "sha256:" + "1" * 64, ["os", "json"])
+    assert inputs.digest == "sha256:" + hashlib.sha256(encoded).hexdigest()
+    assert inputs.tag == "in-" + hashlib.sha256(encoded).hexdigest()[:16]
+    short = {k: (v if k in ("platform", "base", "imports") or not v else
+                 ("x:" if v.startswith("x:") else "") + v.removeprefix("x:")[:16]) for k, v in full.items()}
+    assert dict(inputs.items) == short
+    assert list(inputs.items) == sorted(short)
+    assert inputs.items["file:run.sh"] == "x:" + sha(b"echo\n")[:16] and inputs.items["dir:d"] == ""
+    # Pinned, so a change to the encoding shows up here before it retags every image.
+    assert inputs.digest == GOLDEN_INPUTS_DIGEST
+
+
+GOLDEN_INPUTS_DIGEST = "sha256:4b3fbfa67d36fa9bb4000ccbf08c7a6ada883f9499ce72cefaed6f56613883c9"
