@@ -409,3 +409,63 @@ def test_the_inputs_digest_is_the_documented_canonical_encoding(tmp_path):
 
 
 GOLDEN_INPUTS_DIGEST = "sha256:4b3fbfa67d36fa9bb4000ccbf08c7a6ada883f9499ce72cefaed6f56613883c9"
+
+
+# -- plan: what enters each digest, and why an image is built -------------------------------------------------
+
+def test_each_image_digest_takes_the_platform_its_base_and_only_a_step_image_its_imports(project):
+    from buildtool import context, plan
+
+    loaded = config.load(project)
+    contexts = {i.name: context.scan(i.context, i.dockerfile) for i in loaded.images}
+    inputs = plan.compute_inputs(loaded, contexts, {EXTERNAL: DIGEST}, {"training": ["numpy", "os"]})
+    assert inputs["base"].items["base"] == DIGEST and inputs["base"].items["platform"] == "linux/amd64"
+    assert "imports" not in inputs["base"].items
+    assert inputs["training"].items["base"] == inputs["base"].digest
+    assert inputs["training"].items["imports"] == "numpy,os"
+    assert inputs["base"] == digest.compute(contexts["base"], {}, "linux/amd64", DIGEST)
+
+
+def test_a_long_platform_is_kept_whole_in_the_fingerprints(tmp_path):
+    from buildtool import context
+
+    (tmp_path / "Dockerfile").write_text("FROM x\n")
+    assert digest.compute(context.scan(tmp_path), {}, "linux/riscv64/rva22u64", DIGEST).items["platform"] == \
+        "linux/riscv64/rva22u64"
+
+
+def test_why_an_image_is_built_and_what_a_reuse_points_at(project):
+    from buildtool import plan
+
+    loaded, lock = fresh_lock(project)
+    from buildtool import context, step_imports
+
+    contexts = {i.name: context.scan(i.context, i.dockerfile) for i in loaded.images}
+    inputs = plan.compute_inputs(loaded, contexts, {EXTERNAL: DIGEST}, step_imports.for_config(loaded))
+    pins = {EXTERNAL: f"{EXTERNAL}@{DIGEST}"}
+    held = "sha256:" + "6" * 64
+    again = plan.make_plan(loaded, inputs, pins, {"base": held}, lock)
+    assert again.get("base").existing_digest == held and again.get("base").action == "reuse"
+    assert again.get("upload").reasons == ("inputs unchanged, but the registry does not hold that tag",)
+    old = lock.images["upload"]
+    moved = image_map.ImageMap(lock.steps, {**lock.images, "upload": image_map.LockedImage(
+        old.reference, "sha256:" + "5" * 64, old.base, old.inputs)})
+    assert plan.make_plan(loaded, inputs, pins, {"base": held}, moved).get("upload").reasons == (
+        "inputs digest changed",)
+
+
+def test_a_pipeline_setting_with_two_colons_names_the_function_part(project):
+    project.write_text(project.read_text().replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
+                                                   'pipeline = "pipeline.training_pipeline:make:pipeline"'))
+    loaded = config.load(project)
+    with pytest.raises(CompileError) as caught:
+        compiler.load_factory(loaded)
+    assert str(caught.value).endswith("pipeline: pipeline.training_pipeline has no function 'make:pipeline'")
+
+
+def test_an_unpinned_step_names_the_map_file(tmp_path):
+    path = tmp_path / "image_map.yaml"
+    path.write_text("steps:\n  training: r.example/t/training:in-1\n")
+    with pytest.raises(ImageMapError) as caught:
+        image_map.load(path)
+    assert str(caught.value).startswith(f"{path}: steps.training: 'r.example/t/training:in-1' is not pinned")

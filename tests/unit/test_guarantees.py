@@ -62,6 +62,8 @@ def test_compile_refuses_a_pipeline_that_runs_other_images_than_the_map(project,
     assert message.startswith(f"compiled pipeline is not pinned as {rogue.image_map} says: ")
     assert problem in message
     assert "component_spec annotation" in message  # kfp's copy of the image is checked too
+    problems = message.removeprefix(f"compiled pipeline is not pinned as {rogue.image_map} says: ").split("; ")
+    assert len(problems) == 2 and all(p.startswith("template ") for p in problems)  # the container and kfp's copy
     assert rogue.output.read_text() == "previous output\n"
     assert [p.name for p in project.parent.iterdir() if p.name.startswith(".pipeline")] == []
 
