@@ -53,10 +53,12 @@ def test_build_push_pins_what_the_registry_serves_and_a_second_run_reuses(fake: 
     assert lock.steps["training"] == lock.images["training"].reference
     # The base is built on the pinned external base; dependents on the base's pinned reference.
     args = {image_name(b.tag): b.buildargs for b in fake.engine.builds}
-    assert args["base"]["BASE_IMAGE"] == f"{fake.registry.host}/lib/python:3.11@" + fake.registry.served("lib/python", "3.11")
+    external = f"{fake.registry.host}/lib/python:3.11@" + str(fake.registry.served("lib/python", "3.11"))
+    assert args["base"]["BASE_IMAGE"] == external
     assert args["training"] == {"BASE_IMAGE": lock.images["base"].reference, "EXTRA": "1"}
     labels = {image_name(b.tag): b.labels for b in fake.engine.builds}
-    assert labels["upload"] == {"buildtool.inputs-digest": lock.images["upload"].inputs_digest, "buildtool.image": "upload"}
+    assert labels["upload"] == {"buildtool.inputs-digest": lock.images["upload"].inputs_digest,
+                                "buildtool.image": "upload"}
     # What the engine received is what was hashed: .dockerignore'd files stay home.
     training = next(b for b in fake.engine.builds if image_name(b.tag) == "training")
     assert training.files == [".dockerignore", "Dockerfile", "requirements.txt"]
@@ -150,7 +152,8 @@ def test_a_failed_build_names_the_step_and_shows_the_log_tail(fake: FakeSetup) -
 def test_an_error_inside_the_push_stream_fails_the_build_with_exit_7(fake: FakeSetup) -> None:
     fake.engine.push_streams["upload"] = [
         {"status": "Preparing", "id": "aaaa"},
-        {"errorDetail": {"message": "unauthorized: authentication required"}, "error": "unauthorized: authentication required"},
+        {"errorDetail": {"message": "unauthorized: authentication required"},
+         "error": "unauthorized: authentication required"},
     ]
     code, _, err = fake.cli("build", "--push")
     assert code == 7
@@ -160,7 +163,8 @@ def test_an_error_inside_the_push_stream_fails_the_build_with_exit_7(fake: FakeS
 
 
 def test_a_push_stream_cut_midway_fails_the_build(fake: FakeSetup) -> None:
-    fake.engine.push_streams["download"] = [{"status": "Preparing", "id": "aaaa"}, {"status": "Pushing", "id": "aaaa"}, CUT]
+    fake.engine.push_streams["download"] = [{"status": "Preparing", "id": "aaaa"}, {"status": "Pushing", "id": "aaaa"},
+                                            CUT]
     code, _, err = fake.cli("build", "--push")
     assert code == 7
     assert "/t/download:in-" in error_line(err)
@@ -168,7 +172,8 @@ def test_a_push_stream_cut_midway_fails_the_build(fake: FakeSetup) -> None:
 
 
 def test_a_step_import_missing_from_its_image_fails_before_the_push(fake: FakeSetup) -> None:
-    fake.engine.run_results["training"] = (0, probe_output({"tensorflow": "ModuleNotFoundError: No module named 'tensorflow'"}))
+    missing = {"tensorflow": "ModuleNotFoundError: No module named 'tensorflow'"}
+    fake.engine.run_results["training"] = (0, probe_output(missing))
     code, _, err = fake.cli("build", "--push", "--jobs", "1")
     assert code == 6
     assert "step training imports tensorflow: not installed in image training" in error_line(err)
@@ -177,7 +182,8 @@ def test_a_step_import_missing_from_its_image_fails_before_the_push(fake: FakeSe
 
 
 def test_broken_requirements_in_an_image_fail_the_build(fake: FakeSetup) -> None:
-    fake.engine.run_results["upload"] = (0, probe_output(pip_code=1, pip_output="numpy 1 has requirement x, you have y\n"))
+    broken = "numpy 1 has requirement x, you have y\n"
+    fake.engine.run_results["upload"] = (0, probe_output(pip_code=1, pip_output=broken))
     code, _, err = fake.cli("build", "--push")
     assert code == 6
     assert "image upload: `pip check` found broken requirements: numpy 1 has requirement x" in error_line(err)

@@ -33,7 +33,8 @@ def test_load_workflow_names_the_file_and_the_fix(tmp_path):
         path.write_text(text)
         with pytest.raises(VerifyError) as caught:
             verify.load_workflow(path)
-        assert str(caught.value) == f"{path}: not an Argo Workflow (kind: Workflow); compile it with `buildtool compile`"
+        assert str(caught.value) == (f"{path}: not an Argo Workflow (kind: Workflow); "
+                                     "compile it with `buildtool compile`")
     path.write_text("kind: Workflow\nspec: {}\n")
     assert verify.load_workflow(path) == {"kind": "Workflow", "spec": {}}
 
@@ -180,7 +181,8 @@ def test_a_missing_factory_function_names_the_setting(project):
 
 def test_the_project_pipeline_module_wins_over_a_same_named_one_elsewhere(project, tmp_path_factory, monkeypatch):
     elsewhere = tmp_path_factory.mktemp("elsewhere")
-    (elsewhere / "shadowed.py").write_text("def make_pipeline(img_name_map, image_pull_policy=None):\n    return 'wrong'\n")
+    (elsewhere / "shadowed.py").write_text("def make_pipeline(img_name_map, image_pull_policy=None):\n"
+                                           "    return 'wrong'\n")
     monkeypatch.syspath_prepend(str(elsewhere))
     loaded = use_factory(project, "shadowed", "    return 'right'")
     assert compiler.load_factory(loaded)({}) == "right"
@@ -363,7 +365,8 @@ images:
       file:b: '2'
       platform: linux/amd64
 """
-    assert image_map.render(image_map.ImageMap(steps={"training": PIN})) == image_map.HEADER + f"steps:\n  training: {PIN}\n"
+    bare = image_map.ImageMap(steps={"training": PIN})
+    assert image_map.render(bare) == image_map.HEADER + f"steps:\n  training: {PIN}\n"
 
 
 # -- the inputs digest: a fixed encoding, so tags stay the same from one version to the next ---------------------

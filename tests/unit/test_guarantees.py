@@ -41,7 +41,8 @@ def make_pipeline(img_name_map, image_pull_policy="IfNotPresent"):
 
 
 @pytest.mark.parametrize("case, step, image, problem", [
-    ("other_pin", "training", repr(OTHER_PIN), f"template training: container.image: {OTHER_PIN} differs from the map's"),
+    ("other_pin", "training", repr(OTHER_PIN),
+     f"template training: container.image: {OTHER_PIN} differs from the map's"),
     ("unpinned", "upload_model", repr("127.0.0.1:5000/t/upload:latest"),
      "template upload-model: container.image: 127.0.0.1:5000/t/upload:latest is not pinned by digest"),
     ("swapped", "download_training_dataset", 'img_name_map["training"]',
