@@ -31,13 +31,13 @@ if [ "$status" -ne 0 ] && ! grep -q "mutations/second" "$LOG"; then
 fi
 
 "$VENV/bin/mutmut" results --all true 2>/dev/null > mutants/results.txt
-"$VENV/bin/python" - "$OUT" "$seconds" "$JOBS" <<'PY'
+"$VENV/bin/python" - "$OUT" "$seconds" "$JOBS" "$VENV" <<'PY'
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
-out, seconds, jobs = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+out, seconds, jobs, venv = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 results = {}
 for line in Path("mutants/results.txt").read_text().splitlines():
     name, _, status = line.strip().rpartition(": ")
@@ -57,7 +57,7 @@ lines = [
     "",
 ]
 for name in survivors:
-    diff = subprocess.run([".venv/bin/mutmut", "show", name], capture_output=True, text=True).stdout
+    diff = subprocess.run([f"{venv}/bin/mutmut", "show", name], capture_output=True, text=True).stdout
     changed = [l for l in diff.splitlines() if l[:1] in "-+" and not l.startswith(("---", "+++"))]
     lines.append(f"{name}: {results[name]}")
     lines.extend(f"    {l.strip()[:1]} {l[1:].strip()}" for l in changed)
