@@ -215,6 +215,7 @@ def execute(prepared: Prepared, engine: Engine | None, registry: Registry, confi
     try:
         while (pending and not errors) or running:
             for image in [i for i in pending if not i.base_image or i.base_image in results]:
+                # A free worker starts an image now; a queued one would still start after a failure.
                 if errors or len(running) >= max(1, jobs):
                     break
                 pending.remove(image)

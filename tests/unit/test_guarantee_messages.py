@@ -1,0 +1,474 @@
+"""What the guarantee modules tell the user, to the word: verify's problems, staleness and digest
+explanations, compile's refusals. A message that loses the file, the step or the reason is a bug
+(bench/mutation.sh finds those these tests would miss)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import yaml
+
+from buildtool import compiler, config, digest, image_map, staleness, verify
+from buildtool.errors import CompileError, ImageMapError, VerifyError
+
+from .test_compile_and_check import write_lock
+
+PIN = "r.example/t/training:in-1@sha256:" + "1" * 64
+UPLOAD = "r.example/t/upload:in-1@sha256:" + "2" * 64
+
+
+# -- verify ----------------------------------------------------------------------------------------------------
+
+def test_load_workflow_names_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    with pytest.raises(VerifyError) as caught:
+        verify.load_workflow(path)
+    assert str(caught.value) == f"{path}: not found; compile it with `buildtool compile`"
+    path.write_text("kind: [unclosed\n")
+    with pytest.raises(VerifyError) as caught:
+        verify.load_workflow(path)
+    assert str(caught.value) == f"{path}: not valid YAML (ParserError)"
+    for text in ("- kind: Workflow\n", "kind: Pod\n", "just text\n"):
+        path.write_text(text)
+        with pytest.raises(VerifyError) as caught:
+            verify.load_workflow(path)
+        assert str(caught.value) == (f"{path}: not an Argo Workflow (kind: Workflow); "
+                                     "compile it with `buildtool compile`")
+    path.write_text("kind: Workflow\nspec: {}\n")
+    assert verify.load_workflow(path) == {"kind": "Workflow", "spec": {}}
+
+
+def test_a_workflow_without_templates_has_no_images_and_every_step_is_unrun():
+    for workflow in ({"kind": "Workflow"}, {"kind": "Workflow", "spec": {}}):
+        assert list(verify.images_in(workflow)) == []
+        assert verify.pin_problems(workflow, {"training": PIN}) == [
+            "step training: in the image map but no template of the workflow runs it"]
+
+
+def test_pin_problems_name_template_place_and_reason():
+    spec = '{"implementation": {"container": {"image": "%s"}}}'
+    workflow = {"kind": "Workflow", "spec": {"templates": [
+        {"name": "training", "container": {"image": PIN},
+         "metadata": {"annotations": {verify.COMPONENT_SPEC: spec % PIN}}},
+        {"name": "upload-model", "container": {}},
+        {"name": "other-step", "container": {"image": UPLOAD}},
+        {"container": {"image": "r.example/t/x:latest"}},
+        {"name": "broken", "metadata": {"annotations": {verify.COMPONENT_SPEC: "{not json"}}},
+        {"name": "dag", "dag": {"tasks": []}},
+    ]}}
+    assert verify.pin_problems(workflow, {"training": PIN, "upload_model": UPLOAD, "download": UPLOAD}) == [
+        "template upload-model: container.image: no image found",
+        "template other-step: container.image: serves no step of the image map (download, training, upload_model)",
+        "template ?: container.image: r.example/t/x:latest is not pinned by digest "
+        "(expected exactly one '@sha256:<64 hex>')",
+        f"template broken: {verify.COMPONENT_SPEC} annotation: no image found",
+        "step download: in the image map but no template of the workflow runs it",
+    ]
+
+
+# -- staleness and digest explanations -------------------------------------------------------------------------
+
+def test_staleness_describe_joins_images_and_reasons(project):
+    loaded = config.load(project)
+    text = staleness.describe({"training": ["file a changed", "build arg B changed"], "base": ["platform changed"]},
+                              loaded)
+    assert text == "image base: platform changed | image training (step training): file a changed; build arg B changed"
+
+
+def test_explain_names_every_kind_of_change():
+    before = {"platform": "linux/amd64", "base": "sha256:1", "imports": "", "file:a.txt": "aaa",
+              "file:run.sh": "bbb", "file:gone.txt": "ccc", "link:l": "t1", "dir:d": "", "arg:A": "1",
+              "file:x:y": "1", "odd:thing": "1", "plain": "1"}
+    after = {"platform": "linux/arm64", "base": "sha256:2", "imports": "os", "file:a.txt": "ddd",
+             "file:run.sh": "x:bbb", "file:new.txt": "eee", "link:l": "t2", "dir:e": "", "arg:A": "2",
+             "file:x:y": "2", "odd:thing": "2"}
+    assert digest.explain(before, after) == [
+        "build arg A changed",
+        "base image changed (sha256:1 -> sha256:2)",
+        "folder d removed",
+        "folder e added",
+        "file a.txt changed",
+        "file gone.txt removed",
+        "file new.txt added",
+        "file run.sh executable bit changed",
+        "file x:y changed",
+        "modules the step imports changed (- -> os)",
+        "link l changed",
+        "odd thing changed",
+        "plain removed",
+        "platform changed (linux/amd64 -> linux/arm64)",
+    ]
+    assert digest.explain({"imports": "os"}, {"imports": ""}) == ["modules the step imports changed (os -> -)"]
+    assert digest.explain({"file:s": "x:abc"}, {"file:s": "abc"}) == ["file s executable bit changed"]
+    assert digest.explain({"link:s": "x:abc"}, {"link:s": "abc"}) == ["link s changed"]
+
+
+# -- compile ---------------------------------------------------------------------------------------------------
+
+FACTORY = """\
+import warnings
+
+from pipeline.training_pipeline import make_pipeline as real
+
+
+def make_pipeline(img_name_map, image_pull_policy="IfNotPresent"):
+{body}
+"""
+
+
+def use_factory(project, name: str, body: str) -> config.Config:
+    (project.parent / f"{name}.py").write_text(FACTORY.format(body=body))
+    project.write_text(project.read_text().replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
+                                                   f'pipeline = "{name}:make_pipeline"'))
+    return config.load(project)
+
+
+def test_a_factory_that_fails_is_a_compile_error_naming_it(project):
+    write_lock(project)
+    loaded = use_factory(project, "fails_early", "    raise ValueError('no such step')")
+    with pytest.raises(CompileError) as caught:
+        compiler.compile_pipeline(loaded, loaded.output)
+    assert str(caught.value) == "fails_early:make_pipeline: building the pipeline failed: ValueError: no such step"
+
+
+def test_a_pipeline_kfp_cannot_compile_is_a_compile_error_naming_it(project):
+    write_lock(project)
+    loaded = use_factory(project, "fails_in_kfp", "    def pipeline():\n        raise RuntimeError('inside')\n"
+                                                  "    return pipeline")
+    with pytest.raises(CompileError) as caught:
+        compiler.compile_pipeline(loaded, loaded.output)
+    assert str(caught.value) == "kfp could not compile fails_in_kfp:make_pipeline: RuntimeError: inside"
+    assert not loaded.output.exists()
+
+
+def test_kfp_warnings_go_to_the_debug_log(project, caplog):
+    write_lock(project)
+    loaded = use_factory(project, "warns", "    pipeline = real(img_name_map, image_pull_policy=image_pull_policy)\n"
+                                           "    def warned(*args, **kwargs):\n"
+                                           "        warnings.warn('a note from the pipeline')\n"
+                                           "        return pipeline(*args, **kwargs)\n"
+                                           "    warned.__signature__ = __import__('inspect').signature(pipeline)\n"
+                                           "    warned._component_human_name = 'pipeline'\n"
+                                           "    return warned")
+    caplog.set_level(logging.DEBUG, logger="buildtool.compiler")
+    compiler.compile_pipeline(loaded, loaded.output)
+    assert "kfp: a note from the pipeline" in [r.getMessage() for r in caplog.records if r.name == "buildtool.compiler"]
+
+
+def test_the_configured_pull_policy_reaches_every_step(project):
+    project.write_text(project.read_text().replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
+                                                   'pipeline = "pipeline.training_pipeline:make_pipeline"\n'
+                                                   'image_pull_policy = "Always"'))
+    loaded, _ = write_lock(project)
+    compiler.compile_pipeline(loaded, loaded.output)
+    workflow = yaml.safe_load(loaded.output.read_text())
+    policies = {t["name"]: t["container"]["imagePullPolicy"] for t in workflow["spec"]["templates"] if "container" in t}
+    assert policies == {"download-training-dataset": "Always", "training": "Always", "upload-model": "Always"}
+
+
+def test_a_missing_factory_function_names_the_setting(project):
+    loaded = use_factory(project, "no_factory", "    pass")
+    broken = config.load(project)
+    text = project.read_text().replace("no_factory:make_pipeline", "no_factory:missing")
+    project.write_text(text)
+    broken = config.load(project)
+    with pytest.raises(CompileError) as caught:
+        compiler.load_factory(broken)
+    assert str(caught.value) == f"{broken.path}: [tool.buildtool] pipeline: no_factory has no function 'missing'"
+    assert loaded.pipeline == "no_factory:make_pipeline"
+
+
+def test_the_project_pipeline_module_wins_over_a_same_named_one_elsewhere(project, tmp_path_factory, monkeypatch):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "shadowed.py").write_text("def make_pipeline(img_name_map, image_pull_policy=None):\n"
+                                           "    return 'wrong'\n")
+    monkeypatch.syspath_prepend(str(elsewhere))
+    loaded = use_factory(project, "shadowed", "    return 'right'")
+    assert compiler.load_factory(loaded)({}) == "right"
+
+
+def test_a_map_without_a_step_names_the_map_file(project):
+    loaded, lock = write_lock(project)
+    text = image_map.render(lock).replace("  upload_model:", "  other_step:")
+    loaded.image_map.write_text(text)
+    with pytest.raises(ImageMapError) as caught:
+        compiler.compile_pipeline(loaded, loaded.output)
+    assert str(caught.value) == (f"{loaded.image_map}: no image for step(s) upload_model; "
+                                 "run `buildtool build --push` to regenerate the map")
+
+
+# -- image map: hostile entries, each refused naming file and key ---------------------------------------------
+
+GOOD = {"reference": PIN, "inputs_digest": "sha256:" + "3" * 64, "base": "image:base", "inputs": {"file:a": "1"}}
+
+
+@pytest.mark.parametrize("entry, key, problem", [
+    (3, "images.x", "expected a mapping with reference, inputs_digest, base, inputs"),
+    ({**GOOD, "reference": "r.example/t/x:in-1"}, "images.x.reference",
+     "not pinned by digest (expected exactly one '@sha256:<64 hex>')"),
+    ({k: v for k, v in GOOD.items() if k != "reference"}, "images.x.reference", "expected a string, got NoneType"),
+    ({**GOOD, "inputs_digest": None}, "images.x.inputs_digest", "expected sha256:<64 hex>"),
+    ({**GOOD, "inputs_digest": "sha256:abc"}, "images.x.inputs_digest", "expected sha256:<64 hex>"),
+    ({**GOOD, "base": 5}, "images.x.base", "expected a string"),
+    ({**GOOD, "inputs": ["file:a"]}, "images.x.inputs", "expected a mapping"),
+])
+def test_hostile_lock_entries_are_refused_naming_file_and_key(tmp_path, entry, key, problem):
+    path = tmp_path / "image_map.yaml"
+    path.write_text(yaml.safe_dump({"steps": {"training": PIN}, "images": {"x": entry}}))
+    with pytest.raises(ImageMapError) as caught:
+        image_map.load(path)
+    assert str(caught.value) == f"{path}: {key}: {problem}"
+
+
+def test_a_good_lock_entry_loads_as_written(tmp_path):
+    path = tmp_path / "image_map.yaml"
+    path.write_text(yaml.safe_dump({"steps": {"training": PIN}, "images": {"x": GOOD}}))
+    assert image_map.load(path).images["x"] == image_map.LockedImage(PIN, GOOD["inputs_digest"], "image:base",
+                                                                      {"file:a": "1"})
+
+
+# -- staleness: every way a lock can stop matching the tree ----------------------------------------------------
+
+EXTERNAL = "127.0.0.1:5000/lib/python:3.11"
+DIGEST = "sha256:" + "1" * 64
+
+
+def fresh_lock(project, external_pin: str = EXTERNAL + "@" + DIGEST) -> tuple[config.Config, image_map.ImageMap]:
+    """The lock `build --push` writes for this tree (each context scanned with its own Dockerfile name)."""
+    from buildtool import context, plan, step_imports
+
+    loaded = config.load(project)
+    contexts = {i.name: context.scan(i.context, i.dockerfile) for i in loaded.images}
+    external = loaded.external_base(loaded.image("base"))
+    inputs = plan.compute_inputs(loaded, contexts, {external: DIGEST}, step_imports.for_config(loaded))
+    the_plan = plan.make_plan(loaded, inputs, {external: external_pin}, {}, None)
+    images = {i.name: image_map.LockedImage(f"{i.tagged}@sha256:{n:064x}", i.inputs.digest, i.base_label,
+                                            dict(i.inputs.items)) for n, i in enumerate(the_plan.images)}
+    lock = image_map.ImageMap({i.step: images[i.name].reference for i in the_plan.images if i.step}, images)
+    loaded.image_map.write_text(image_map.render(lock))
+    return loaded, lock
+
+
+def relabel(lock: image_map.ImageMap, **bases: str) -> image_map.ImageMap:
+    images = dict(lock.images)
+    for name, base in bases.items():
+        old = images[name]
+        images[name] = image_map.LockedImage(old.reference, old.inputs_digest, base, old.inputs)
+    return image_map.ImageMap(lock.steps, images)
+
+
+def test_images_missing_from_the_lock_or_built_on_another_image_are_all_named(project):
+    loaded, lock = fresh_lock(project)
+    images = {k: v for k, v in relabel(lock, download="image:training", upload="image:other").images.items()
+              if k != "base"}
+    assert staleness.stale_images(loaded, image_map.ImageMap(lock.steps, images)) == {
+        "base": ["not recorded in the image map"],
+        "download": ["now builds on image base, the map says image:training"],
+        "upload": ["now builds on image base, the map says image:other"],
+    }
+
+
+@pytest.mark.parametrize("locked_base", ["image:base", EXTERNAL])
+def test_an_external_base_recorded_as_a_project_image_or_unpinned_is_stale(project, locked_base):
+    loaded, lock = fresh_lock(project)
+    assert staleness.stale_images(loaded, relabel(lock, base=locked_base)) == {
+        "base": [f"now builds on {EXTERNAL}, the map says {locked_base}"]}
+
+
+def test_another_base_image_names_the_one_to_export(project):
+    _, lock = fresh_lock(project)
+    other = config.load(project, base_image="python:3.11-slim")
+    assert staleness.stale_images(other, lock) == {"base": [
+        f"base image is now python:3.11-slim, the map was built on {EXTERNAL}@{DIGEST} "
+        f"(if this machine builds on that, export BUILDTOOL_BASE_IMAGE={EXTERNAL})"]}
+
+
+def test_a_base_configured_by_digest_must_be_that_digest(project):
+    _, lock = fresh_lock(project)
+    assert staleness.stale_images(config.load(project, base_image=f"{EXTERNAL}@{DIGEST}"), lock) == {}
+    other = "sha256:" + "4" * 64
+    stale = staleness.stale_images(config.load(project, base_image=f"{EXTERNAL}@{other}"), lock)
+    assert list(stale) == ["base"] and stale["base"][0].startswith(f"base image is now {EXTERNAL}@{other}")
+
+
+@pytest.mark.parametrize("configured, pinned", [
+    ("127.0.0.1:5000/lib/python", "127.0.0.1:5000/lib/python@" + DIGEST),
+    ("127.0.0.1:5000/lib/python:latest", "127.0.0.1:5000/lib/python@" + DIGEST),
+    ("127.0.0.1:5000/lib/python", "127.0.0.1:5000/lib/python:latest@" + DIGEST),
+])
+def test_no_tag_means_latest_on_either_side(project, configured, pinned):
+    project.write_text(project.read_text().replace(f'base_image = "{EXTERNAL}"', f'base_image = "{configured}"'))
+    loaded, lock = fresh_lock(project, external_pin=pinned)
+    assert staleness.stale_images(loaded, lock) == {}
+
+
+def test_a_custom_dockerfile_name_is_read_as_the_build_reads_it(project):
+    images = project.parent / "images" / "upload"
+    (images / "Dockerfile").rename(images / "build.Dockerfile")
+    project.write_text(project.read_text().replace('context = "images/upload"',
+                                                   'context = "images/upload"\ndockerfile = "build.Dockerfile"'))
+    loaded, lock = fresh_lock(project)
+    assert staleness.stale_images(loaded, lock) == {}
+
+
+def test_a_changed_digest_with_the_same_fingerprints_still_is_stale(project):
+    loaded, lock = fresh_lock(project)
+    old = lock.images["training"]
+    images = {**lock.images, "training": image_map.LockedImage(old.reference, "sha256:" + "5" * 64, old.base,
+                                                               old.inputs)}
+    assert staleness.stale_images(loaded, image_map.ImageMap(lock.steps, images)) == {
+        "training": ["inputs digest changed"]}
+
+
+def test_require_fresh_says_how_to_go_on(project):
+    loaded, lock = fresh_lock(project)
+    stale = relabel(lock, upload="image:other")
+    with pytest.raises(Exception) as caught:
+        staleness.require_fresh(loaded, stale)
+    assert str(caught.value) == (
+        f"{loaded.image_map} is stale: image upload (step upload_model): now builds on image base, the map says "
+        "image:other; run `buildtool build --push` to rebuild (or pass --allow-stale to compile against it anyway)")
+    assert staleness.require_fresh(loaded, stale, allow_stale=True) == [str(caught.value).split(" (or pass")[0]]
+
+
+def test_unknown_top_level_keys_are_named(tmp_path):
+    path = tmp_path / "image_map.yaml"
+    path.write_text(f"steps:\n  training: {PIN}\nzeta: 1\n5: x\n")
+    with pytest.raises(ImageMapError) as caught:
+        image_map.load(path)
+    assert str(caught.value) == f"{path}: unknown top-level key(s) 5, zeta; expected steps and images"
+
+
+def test_the_map_renders_exactly_as_reviewed(tmp_path):
+    lock = image_map.ImageMap(
+        steps={"upload_model": UPLOAD, "training": PIN},
+        images={"upload": image_map.LockedImage(UPLOAD, "sha256:" + "3" * 64, "image:base",
+                                                {"platform": "linux/amd64", "file:b": "2", "file:a": "x:1"}),
+                "training": image_map.LockedImage(PIN, "sha256:" + "4" * 64, "image:base", {})})
+    assert image_map.render(lock) == image_map.HEADER + f"""\
+steps:
+  training: {PIN}
+  upload_model: {UPLOAD}
+images:
+  training:
+    reference: {PIN}
+    inputs_digest: sha256:{"4" * 64}
+    base: image:base
+    inputs: {{}}
+  upload:
+    reference: {UPLOAD}
+    inputs_digest: sha256:{"3" * 64}
+    base: image:base
+    inputs:
+      file:a: x:1
+      file:b: '2'
+      platform: linux/amd64
+"""
+    bare = image_map.ImageMap(steps={"training": PIN})
+    assert image_map.render(bare) == image_map.HEADER + f"steps:\n  training: {PIN}\n"
+
+
+# -- the inputs digest: a fixed encoding, so tags stay the same from one version to the next ---------------------
+
+def test_the_inputs_digest_is_the_documented_canonical_encoding(tmp_path):
+    import hashlib
+    import json
+    import os
+
+    from buildtool import context
+
+    root = tmp_path / "ctx"
+    (root / "d").mkdir(parents=True)
+    files = {"Dockerfile": b"FROM x\n", "run.sh": b"echo\n", "caf\u00e9.txt": b"c", "d/f": b"f",
+             ".dockerignore": b"*.secret\n", "key.secret": b"hidden"}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    (root / "run.sh").chmod(0o755)
+    for name in files:
+        if name != "run.sh":
+            (root / name).chmod(0o644)
+    os.symlink("run.sh", root / "l")
+
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    full = {"platform": "linux/amd64", "base": "sha256:" + "1" * 64, "imports": "json,os",
+            "file:.dockerignore": sha(files[".dockerignore"]), "file:Dockerfile": sha(files["Dockerfile"]),
+            "file:caf\u00e9.txt": sha(b"c"), "file:d/f": sha(b"f"), "dir:d": "", "link:l": sha(b"run.sh"),
+            "file:run.sh": "x:" + sha(b"echo\n"), "arg:A": sha(b"1")}
+    encoded = json.dumps({"encoding": "buildtool-inputs/1", "dockerfile": "Dockerfile", "inputs": full},
+                         sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    inputs = digest.compute(context.scan(root), {"A": "1"}, "linux/amd64", "sha256:" + "1" * 64, ["os", "json"])
+    assert inputs.digest == "sha256:" + hashlib.sha256(encoded).hexdigest()
+    assert inputs.tag == "in-" + hashlib.sha256(encoded).hexdigest()[:16]
+    short = {k: (v if k in ("platform", "base", "imports") or not v else
+                 ("x:" if v.startswith("x:") else "") + v.removeprefix("x:")[:16]) for k, v in full.items()}
+    assert dict(inputs.items) == short
+    assert list(inputs.items) == sorted(short)
+    assert inputs.items["file:run.sh"] == "x:" + sha(b"echo\n")[:16] and inputs.items["dir:d"] == ""
+    # Pinned, so a change to the encoding shows up here before it retags every image.
+    assert inputs.digest == GOLDEN_INPUTS_DIGEST
+
+
+GOLDEN_INPUTS_DIGEST = "sha256:4b3fbfa67d36fa9bb4000ccbf08c7a6ada883f9499ce72cefaed6f56613883c9"
+
+
+# -- plan: what enters each digest, and why an image is built -------------------------------------------------
+
+def test_each_image_digest_takes_the_platform_its_base_and_only_a_step_image_its_imports(project):
+    from buildtool import context, plan
+
+    loaded = config.load(project)
+    contexts = {i.name: context.scan(i.context, i.dockerfile) for i in loaded.images}
+    inputs = plan.compute_inputs(loaded, contexts, {EXTERNAL: DIGEST}, {"training": ["numpy", "os"]})
+    assert inputs["base"].items["base"] == DIGEST and inputs["base"].items["platform"] == "linux/amd64"
+    assert "imports" not in inputs["base"].items
+    assert inputs["training"].items["base"] == inputs["base"].digest
+    assert inputs["training"].items["imports"] == "numpy,os"
+    assert inputs["base"] == digest.compute(contexts["base"], {}, "linux/amd64", DIGEST)
+
+
+def test_a_long_platform_is_kept_whole_in_the_fingerprints(tmp_path):
+    from buildtool import context
+
+    (tmp_path / "Dockerfile").write_text("FROM x\n")
+    assert digest.compute(context.scan(tmp_path), {}, "linux/riscv64/rva22u64", DIGEST).items["platform"] == \
+        "linux/riscv64/rva22u64"
+
+
+def test_why_an_image_is_built_and_what_a_reuse_points_at(project):
+    from buildtool import plan
+
+    loaded, lock = fresh_lock(project)
+    from buildtool import context, step_imports
+
+    contexts = {i.name: context.scan(i.context, i.dockerfile) for i in loaded.images}
+    inputs = plan.compute_inputs(loaded, contexts, {EXTERNAL: DIGEST}, step_imports.for_config(loaded))
+    pins = {EXTERNAL: f"{EXTERNAL}@{DIGEST}"}
+    held = "sha256:" + "6" * 64
+    again = plan.make_plan(loaded, inputs, pins, {"base": held}, lock)
+    assert again.get("base").existing_digest == held and again.get("base").action == "reuse"
+    assert again.get("upload").reasons == ("inputs unchanged, but the registry does not hold that tag",)
+    old = lock.images["upload"]
+    moved = image_map.ImageMap(lock.steps, {**lock.images, "upload": image_map.LockedImage(
+        old.reference, "sha256:" + "5" * 64, old.base, old.inputs)})
+    assert plan.make_plan(loaded, inputs, pins, {"base": held}, moved).get("upload").reasons == (
+        "inputs digest changed",)
+
+
+def test_a_pipeline_setting_with_two_colons_names_the_function_part(project):
+    project.write_text(project.read_text().replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
+                                                   'pipeline = "pipeline.training_pipeline:make:pipeline"'))
+    loaded = config.load(project)
+    with pytest.raises(CompileError) as caught:
+        compiler.load_factory(loaded)
+    assert str(caught.value).endswith("pipeline: pipeline.training_pipeline has no function 'make:pipeline'")
+
+
+def test_an_unpinned_step_names_the_map_file(tmp_path):
+    path = tmp_path / "image_map.yaml"
+    path.write_text("steps:\n  training: r.example/t/training:in-1\n")
+    with pytest.raises(ImageMapError) as caught:
+        image_map.load(path)
+    assert str(caught.value).startswith(f"{path}: steps.training: 'r.example/t/training:in-1' is not pinned")
