@@ -489,6 +489,10 @@ def case_cold(bench: Bench) -> tuple[CaseResult, list[dict[str, Run]], tuple[Sid
         runs: dict[str, Run] = {}
         for side in ((plain, tool) if rep % 2 == 0 else (tool, plain)):
             bench.empty_engine()
+            if side is tool:
+                # Cold means nothing to start from: a map naming earlier images would let buildtool pull
+                # them for cache_from (the fresh-runner path, case 5), which plain cannot do here.
+                (bench.tree / "image_map.yaml").unlink(missing_ok=True)
             runs[side.kind] = bench.build(side, f"case 4 #{rep + 1}")
         if set(buildtool_plan(runs["buildtool"]).values()) != {"build"}:
             raise BenchError(f"case 4: buildtool reused an image on a fresh prefix (log {runs['buildtool'].log})")
