@@ -53,7 +53,8 @@ _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 # The retry policy, in numbers. The platform client (images/base/platform-client/platform_client/client.py,
 # `retry_policy`) builds the same urllib3 Retry in the same shape; it ships alone in an image, so the two are
-# kept alike by hand: change one, look at the other.
+# kept alike by hand: change one, look at the other. The numbers differ where the calls do: the platform's are
+# all POSTs safe to repeat, tried 5 times on any 5xx, a Retry-After waited up to 30 s inside a pipeline step.
 RETRIES = 3  # tries after the first: 4 in all
 BACKOFF = 0.5  # urllib3's backoff_factor: the waits between tries are 0 s, 1 s, 2 s
 MAX_WAIT = 10.0  # the longest single wait, a server's Retry-After included: 3 waits, 30 s at most
@@ -300,7 +301,7 @@ class Registry:
                  body: bytes | None = None) -> requests.Response:
         """One call under the retry policy; RegistryError saying which failure, and how many tries it took."""
         retry = self.retry
-        tries = 0  # sends whose answer broke off, so far
+        tries = 0  # sends made by the attempts whose answer broke off
         while True:
             try:
                 return self._request_once(method, url, ref, headers, body)
