@@ -301,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # urllib3 warns of every retried connection with its objects' reprs; the registry client logs each retry
+    # itself, and a failure is one error line: the warnings show with -v only.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     command: Callable[[argparse.Namespace], int] = args.func
     try:
         return command(args)

@@ -8,7 +8,9 @@ needs across repositories, and the deletion of a staging manifest. Layers are
 uploaded by skopeo or the engine (see push/__init__.py), never here.
 
 Every call is retried a bounded number of times on a dropped connection, a
-timeout or a 5xx/429 answer. Credentials come from the engine's store
+timeout or a 5xx/429 answer: urllib3's `Retry`, mounted on the session (see
+`retry_policy`), plus one loop for a body cut after its status arrived, which
+urllib3 cannot see. Credentials come from the engine's store
 (`docker login`) and go only to the registry itself, or to its token service
 when that is HTTPS or on the registry's own loopback host; never from ~/.netrc.
 """
@@ -20,16 +22,19 @@ import ipaddress
 import logging
 import re
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import requests
+import requests.adapters
 import requests.auth
 import requests.utils
 import urllib3
+from urllib3.exceptions import MaxRetryError, ProtocolError
+from urllib3.util.retry import Retry
 
 from ..engine import Credentials, stored_credentials
 from ..errors import RegistryError
@@ -45,24 +50,99 @@ MANIFEST_TYPES = (
 )
 _INDEX_TYPES = MANIFEST_TYPES[:2]
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+# The retry policy, in numbers. The platform client (images/base/platform-client/platform_client/client.py,
+# `retry_policy`) builds the same urllib3 Retry in the same shape; it ships alone in an image, so the two are
+# kept alike by hand: change one, look at the other. The numbers differ where the calls do: the platform's are
+# all POSTs safe to repeat, tried 5 times on any 5xx, a Retry-After waited up to 30 s inside a pipeline step.
+RETRIES = 3  # tries after the first: 4 in all
+BACKOFF = 0.5  # urllib3's backoff_factor: the waits between tries are 0 s, 1 s, 2 s
+MAX_WAIT = 10.0  # the longest single wait, a server's Retry-After included: 3 waits, 30 s at most
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# The idempotent calls made here. A blob-mount POST is left out: sent twice after a decline it opens two uploads.
+# urllib3 still retries a connection that never opened, for any method (nothing was sent).
+RETRY_METHODS = frozenset({"HEAD", "GET", "PUT", "DELETE"})
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long a call is tried again: `attempts` in all, backoff doubling, `budget` seconds at most."""
+class RetriesSpent(MaxRetryError):
+    """urllib3's MaxRetryError, with the number of times the request went out (`reason` is the last failure)."""
 
-    attempts: int = 4
-    backoff: float = 0.5
-    budget: float = 30.0
+    def __init__(self, pool: Any, url: str | None, reason: Exception | None = None, tries: int = 1) -> None:
+        super().__init__(pool, url or "", reason)
+        self.tries = tries
 
-    def delays(self) -> Iterator[float]:
-        started = time.monotonic()
-        for attempt in range(self.attempts - 1):
-            delay = self.backoff * (2 ** attempt)
-            if time.monotonic() - started + delay > self.budget:
-                return
-            yield delay
+
+class _Retry(Retry):
+    """urllib3's Retry with every wait capped at `max_wait`, that logs each retry, and gives up with RetriesSpent
+    (the tries made: its history has one entry per failed try, which urllib3's MaxRetryError does not carry)."""
+
+    def __init__(self, *args: Any, max_wait: float = MAX_WAIT, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_wait = max_wait
+
+    def new(self, **kw: Any) -> _Retry:
+        return super().new(max_wait=self.max_wait, **kw)  # urllib3 rebuilds the next Retry from keywords
+
+    def get_backoff_time(self) -> float:
+        return min(super().get_backoff_time(), self.max_wait)
+
+    def get_retry_after(self, response: Any) -> float | None:
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, self.max_wait)
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> _Retry:
+        tries = len(self.history) + 1
+        try:
+            retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        except MaxRetryError as exc:
+            raise RetriesSpent(_pool, url, exc.reason, tries) from exc
+        except Exception as exc:
+            if error is None or exc is not error:
+                raise
+            # A read error on a method not retried (a POST) comes back as it was: give it the count too.
+            raise RetriesSpent(_pool, url, error, tries) from error
+        # urllib3 builds the next one with type(self) (see `new`).
+        assert isinstance(retry, _Retry), "urllib3's Retry.increment returns an instance of the caller's class"
+        cause = f"HTTP {response.status}" if error is None and response is not None else repr(error)
+        log.debug("%s %s: %s; trying again (retries left: %s)", method, url, cause, retry.total)
+        return retry
+
+
+def retry_policy(retries: int = RETRIES, backoff: float = BACKOFF, max_wait: float = MAX_WAIT) -> Retry:
+    """The registry client's one retry policy: dropped connections, timeouts, 429 and 5xx, `retries` times.
+
+    Waits grow as `backoff` * 2**n seconds (urllib3 tries the first retry at once), none longer than `max_wait`,
+    a server's Retry-After included. Redirects are followed by requests (GET and HEAD), not counted here.
+    """
+    return _Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        redirect=False,
+        allowed_methods=RETRY_METHODS,
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=backoff,
+        raise_on_status=False,  # the last answer comes back, so the error can quote it
+        respect_retry_after_header=True,
+        max_wait=max_wait,
+    )
+
+
+class _BodyCut(Exception):
+    """An answer's body broke off (or came short of its Content-Length) after its status had arrived."""
+
+    def __init__(self, tries: int) -> None:
+        super().__init__()
+        self.tries = tries  # the sends urllib3 made for the request that got the cut answer
 
 
 def _is_loopback(host: str) -> bool:
@@ -138,13 +218,14 @@ def describe_transport_error(exc: requests.RequestException, host: str, timeout:
 
 
 def _require_whole(response: requests.Response) -> None:
-    """A body shorter than its Content-Length is a cut connection (urllib3 1.x hands it over as if complete)."""
+    """Read the whole body now. A body shorter than its Content-Length is a cut connection (urllib3 1.x hands it
+    over as if complete)."""
+    body = response.content
     declared = response.headers.get("Content-Length")
     if response.request.method == "HEAD" or not declared or not declared.isdigit():
         return
-    if len(response.content) < int(declared):
-        raise requests.exceptions.ChunkedEncodingError(
-            f"truncated answer: {len(response.content)} of {declared} bytes")
+    if len(body) < int(declared):
+        raise requests.exceptions.ChunkedEncodingError(f"truncated answer: {len(body)} of {declared} bytes")
 
 
 @dataclass(frozen=True)
@@ -179,11 +260,14 @@ class Manifest:
 class Registry:
     """A client for one or more registries, sharing a connection pool and bearer tokens."""
 
-    def __init__(self, timeout: float = 30.0, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, timeout: float = 30.0, retry: Retry | None = None) -> None:
         self.timeout = timeout
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or retry_policy()
         self._session = requests.Session()
         self._session.trust_env = False  # no ~/.netrc; proxies from the environment are applied per request
+        adapter = requests.adapters.HTTPAdapter(max_retries=self.retry)  # every send, token requests included
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
         self._tokens: dict[tuple[str, str], str] = {}
         self._basic: dict[str, tuple[str, str]] = {}  # hosts that asked for basic auth: sent up front from then on
         self._lock = threading.Lock()
@@ -200,35 +284,45 @@ class Registry:
 
     def _send(self, method: str, url: str, *, headers: dict[str, str], auth: Any, body: bytes | None,
               params: dict[str, str] | None = None) -> requests.Response:
+        """One request under the retry policy, its body read whole: _BodyCut if that body broke off."""
         proxies = requests.utils.get_environ_proxies(url)  # HTTPS_PROXY/NO_PROXY still apply; netrc does not
-        return self._session.request(method, url, headers=headers, data=body, auth=auth, params=params,
-                                     proxies=proxies, timeout=self.timeout, allow_redirects=method in ("GET", "HEAD"))
+        response = self._session.request(method, url, headers=headers, data=body, auth=auth, params=params,
+                                         proxies=proxies, timeout=self.timeout, stream=True,
+                                         allow_redirects=method in ("GET", "HEAD"))
+        try:
+            _require_whole(response)
+        except requests.RequestException as exc:
+            response.close()
+            spent = response.raw.retries if isinstance(response.raw, urllib3.HTTPResponse) else None
+            raise _BodyCut(len(spent.history) + 1 if spent else 1) from exc
+        return response
 
     def _request(self, method: str, url: str, ref: Reference, headers: dict[str, str],
                  body: bytes | None = None) -> requests.Response:
-        """One call, retried on a dropped connection, a timeout or a 5xx/429; RegistryError saying which failure."""
-        delays = self.retry.delays()
-        tries = 0
+        """One call under the retry policy; RegistryError saying which failure, and how many tries it took."""
+        retry = self.retry
+        tries = 0  # sends made by the attempts whose answer broke off
         while True:
-            tries += 1
             try:
-                response = self._request_once(method, url, ref, headers, body)
+                return self._request_once(method, url, ref, headers, body)
+            except _BodyCut as cut:
+                # The one retry outside urllib3: requests reads a body after urllib3 has handed the answer over,
+                # so a body that breaks off is never seen by the mounted Retry. It counts against the same policy
+                # here, as a read error (so a POST is not sent again).
+                tries += cut.tries
+                failure = cut.__cause__ if isinstance(cut.__cause__, requests.RequestException) else None
+                try:
+                    retry = retry.increment(method=method, url=url, error=ProtocolError(str(failure)))
+                except MaxRetryError:
+                    reason = describe_transport_error(failure or requests.exceptions.ChunkedEncodingError(),
+                                                      ref.api_host, self.timeout)
+                    raise RegistryError(f"{method} {ref}: {reason} (tried {tries} time(s))") from None
+                retry.sleep()
             except requests.RequestException as exc:
-                delay = next(delays, None)
-                if delay is None:
-                    raise RegistryError(f"{method} {ref}: {describe_transport_error(exc, ref.api_host, self.timeout)}"
-                                        f" (tried {tries} time(s))") from None
-                log.debug("%s %s failed (%s); again in %.1fs", method, url, exc.__class__.__name__, delay)
-                time.sleep(delay)
-                continue
-            if response.status_code in _RETRY_STATUS:
-                delay = next(delays, None)
-                if delay is not None:
-                    log.debug("%s %s answered %s; again in %.1fs", method, url, response.status_code, delay)
-                    response.close()
-                    time.sleep(delay)
-                    continue
-            return response
+                spent = next((e for e in _causes(exc) if isinstance(e, RetriesSpent)), None)
+                tries += spent.tries if spent else 1  # no RetriesSpent: failed before the policy was asked
+                raise RegistryError(f"{method} {ref}: {describe_transport_error(exc, ref.api_host, self.timeout)}"
+                                    f" (tried {tries} time(s))") from None
 
     def _request_once(self, method: str, url: str, ref: Reference, headers: dict[str, str],
                       body: bytes | None) -> requests.Response:
@@ -250,7 +344,6 @@ class Registry:
                               auth=basic if basic and not token else _NO_AUTH, body=body)
         if response.status_code == 401:
             response = self._answer_challenge(method, url, ref, headers, response, body)
-        _require_whole(response)
         return response
 
     def _answer_challenge(self, method: str, url: str, ref: Reference, headers: dict[str, str],

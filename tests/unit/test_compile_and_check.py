@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from buildtool import cli, compiler, config, context, image_map, plan, staleness, step_imports, verify
-from buildtool.errors import CompileError, ImageMapError, StaleMapError
+from buildtool.errors import CompileError, ImageMapError, RegistryError, StaleMapError
 
 EXTERNAL = "127.0.0.1:5000/lib/python:3.11"
 PIN = EXTERNAL + "@sha256:" + "1" * 64
@@ -121,3 +121,26 @@ def test_compile_error_for_a_bad_pipeline_setting(project):
     project.write_text(text)
     with pytest.raises(CompileError, match="cannot import 'pipeline.nowhere'"):
         compiler.compile_pipeline(config.load(project), loaded.output)
+
+
+def test_an_unreachable_registry_is_one_error_line_without_urllib3s_retry_warnings(project, tmp_path):
+    """`verify` against a registry port where nothing listens: the retries happen (urllib3 would warn of each),
+    and stderr holds only the error, naming the failure and the tries."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    loaded, _ = write_lock(project)
+    compiler.compile_pipeline(loaded, loaded.output)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    for path in (loaded.image_map, loaded.output):
+        path.write_text(path.read_text().replace("127.0.0.1:5000/", f"127.0.0.1:{port}/"))
+    env = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "no-docker-config")}
+    done = subprocess.run([sys.executable, "-m", "buildtool", "--config", str(project), "verify"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == RegistryError.exit_code
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("buildtool: error: ")
+    assert f"registry 127.0.0.1:{port} refused the connection" in done.stderr and "(tried 4 time(s))" in done.stderr

@@ -20,7 +20,7 @@ from buildtool.config import Config
 from buildtool.errors import BuildError, Interrupted, PushError
 from buildtool.interrupt import Token
 from buildtool.push.engine_push import EnginePusher
-from buildtool.push.registry import Manifest, Registry, RetryPolicy
+from buildtool.push.registry import Manifest, Registry, retry_policy
 from buildtool.push.skopeo import SkopeoPusher, command
 from buildtool.reference import parse
 
@@ -146,7 +146,7 @@ class StagingPusher:
 def setup(serve, docker_config, tmp_path):  # noqa: F811  (fixtures shared with test_registry_writes)
     store = Store()
     server = serve(store)
-    registry = Registry(timeout=5, retry=RetryPolicy(attempts=2, backoff=0.01, budget=2))
+    registry = Registry(timeout=5, retry=retry_policy(retries=1, backoff=0.01))
     pusher = StagingPusher(registry, store, {"sha256:" + "1" * 64, "sha256:" + "2" * 64})
     return store, server, registry, pusher
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
+import io
 import json
 import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -22,13 +24,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import urllib3
+from urllib3.exceptions import MaxRetryError
 
 from buildtool.errors import RegistryError
-from buildtool.push.registry import Manifest, Registry, RetryPolicy, realm_may_get_credentials
+from buildtool.push.registry import MAX_WAIT, RETRIES, Manifest, Registry, realm_may_get_credentials, retry_policy
 from buildtool.reference import parse
 
 USER, PASSWORD = "robot", "s3cret-pw"
-FAST = RetryPolicy(attempts=3, backoff=0.01, budget=5)
+TRIES = 3
+FAST = retry_policy(retries=TRIES - 1, backoff=0.01)
 
 
 def basic(user: str, password: str) -> str:
@@ -222,12 +227,43 @@ def test_retries_stop_at_the_cap_and_report_the_last_answer(serve, docker_config
     reg = serve(lambda h: h.answer(503))
     with pytest.raises(RegistryError, match="answered 503"):
         client().digest(parse(f"{reg.host}/lab/training:t1"))
-    assert len(reg.seen) == FAST.attempts
+    assert len(reg.seen) == TRIES
 
 
-def test_the_retry_budget_caps_the_time_spent():
-    policy = RetryPolicy(attempts=10, backoff=1.0, budget=3.5)
-    assert list(policy.delays()) == [1.0, 2.0]  # 4.0 more would pass the budget
+def test_the_default_policy_tries_4_times_within_30_seconds():
+    """urllib3's own arithmetic on the policy the registry client mounts: waits 0, 1, 2 s, and a server's
+    Retry-After (here an hour) cut to MAX_WAIT, so three waits stay within the 30 s budget."""
+    policy = retry_policy()
+    answer = urllib3.HTTPResponse(status=503, headers={"Retry-After": "3600"})
+    backoffs, retry_afters = [], []
+    with pytest.raises(MaxRetryError):
+        while True:
+            policy = policy.increment("HEAD", "/v2/lab/training/manifests/t1", response=answer)
+            backoffs.append(policy.get_backoff_time())
+            retry_afters.append(policy.get_retry_after(answer))
+    assert len(backoffs) + 1 == RETRIES + 1 == 4
+    assert backoffs == [0, 1.0, 2.0]
+    assert retry_afters == [MAX_WAIT] * RETRIES and sum(retry_afters) <= 30
+
+
+def test_a_long_retry_after_is_waited_for_but_capped(serve, docker_config):
+    reg = serve(lambda h: h.answer(503, {"Retry-After": "20"}))  # not an hour: an uncapped wait fails, not hangs
+    registry = Registry(timeout=5, retry=retry_policy(retries=2, backoff=0.01, max_wait=0.3))
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match="answered 503"):
+        registry.digest(parse(f"{reg.host}/lab/training:t1"))
+    assert 0.55 < time.monotonic() - started < 3  # two waits of 0.3 s: not 20 s each, and not none
+    assert len(reg.seen) == 3
+
+
+def _reset(h: _Handler) -> None:
+    """Drop the connection with a TCP reset (SO_LINGER 0), without a byte of answer."""
+    h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    h.rfile.close()
+    h.wfile.close()
+    h.connection.close()  # the last reference: the socket closes, with a reset
+    h.wfile = io.BytesIO()  # for the handler's own flush once this returns
+    h.close_connection = True
 
 
 def test_a_refused_connection_is_named_as_such(docker_config):
@@ -240,31 +276,44 @@ def test_a_refused_connection_is_named_as_such(docker_config):
     assert time.monotonic() - started < 5
 
 
-def test_an_answer_cut_mid_transfer_is_named_as_such(serve, docker_config):
-    def cut(h: _Handler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
-        h.send_header("Content-Length", "5000")
-        h.end_headers()
-        h.wfile.write(b'{"schemaVersion": 2, "lay')
-        h.wfile.flush()
-        h.close_connection = True
-        h.connection.shutdown(socket.SHUT_RDWR)
+def _partial(h: _Handler) -> None:
+    h.send_response(200)
+    h.send_header("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
+    h.send_header("Content-Length", "5000")
+    h.end_headers()
+    h.wfile.write(b'{"schemaVersion": 2, "lay')
+    h.wfile.flush()
 
-    reg = serve(cut)
-    with pytest.raises(RegistryError, match="cut mid-transfer") as caught:
+
+def _partial_then_closed(h: _Handler) -> None:
+    _partial(h)
+    h.close_connection = True
+    h.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _partial_then_reset(h: _Handler) -> None:
+    _partial(h)
+    _reset(h)
+
+
+@pytest.mark.parametrize("fault", [_partial_then_closed, _partial_then_reset, _reset],
+                         ids=["body-short-then-closed", "body-short-then-reset", "reset-before-answer"])
+def test_an_answer_cut_mid_transfer_is_named_as_such(serve, docker_config, fault):
+    reg = serve(fault)
+    with pytest.raises(RegistryError, match=rf"cut mid-transfer.*\(tried {TRIES} time\(s\)\)") as caught:
         client().manifest(parse(f"{reg.host}/lab/training:t1"))
     assert "not JSON" not in str(caught.value)
-    assert len(reg.seen) == FAST.attempts  # retried, then reported
+    assert len(reg.seen) == TRIES  # retried, then reported
 
 
 def test_an_answer_that_never_comes_is_a_timeout(serve, docker_config):
     release = threading.Event()
     reg = serve(lambda h: release.wait(10))
-    registry = Registry(timeout=0.5, retry=RetryPolicy(attempts=2, backoff=0.01, budget=5))
+    registry = Registry(timeout=0.5, retry=retry_policy(retries=1, backoff=0.01))
     try:
-        with pytest.raises(RegistryError, match=r"stopped answering for 0s \(timeout\)|stopped answering for 1s"):
+        with pytest.raises(RegistryError, match=r"stopped answering for [01]s \(timeout\).*\(tried 2 time\(s\)\)"):
             registry.digest(parse(f"{reg.host}/lab/training:t1"))
+        assert len(reg.seen) == 2
     finally:
         release.set()
 
@@ -367,3 +416,58 @@ def test_deleting_the_staging_manifest_leaves_other_repositories_alone(serve, do
 
 def test_manifest_blobs_are_its_config_and_layers():
     assert Manifest(MANIFEST, "x", MANIFEST_DIGEST).blobs() == ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
+
+
+# -- which calls the policy retries -----------------------------------------------------------------------------
+
+
+class Flaky(Store):
+    """The Store, failing the first request of one method with `fault`: a 503, or a reset before any answer."""
+
+    def __init__(self, method: str, fault: str) -> None:
+        super().__init__()
+        self.method, self.fault, self.failed = method, fault, ""  # failed: the path that got the fault
+
+    def __call__(self, h: _Handler) -> None:
+        if h.command != self.method or self.failed:
+            return super().__call__(h)
+        self.failed = h.path
+        if self.fault == "503":
+            h.answer(503)
+        else:
+            _reset(h)
+
+
+@pytest.mark.parametrize("method, fault, retried, error", [
+    ("HEAD", "503", True, None),
+    ("GET", "503", True, None),
+    ("PUT", "503", True, None),
+    ("DELETE", "503", True, None),
+    ("HEAD", "reset", True, None),
+    ("PUT", "reset", True, None),
+    # A blob-mount POST is not sent again once it reached the server: a declined mount opens an upload each time.
+    ("POST", "503", False, "answered 503 for mounting blob"),
+    ("POST", "reset", False, r"cut mid-transfer .* \(tried 1 time\(s\)\)"),
+])
+def test_which_calls_are_retried(serve, docker_config, method, fault, retried, error):
+    store = Flaky(method, fault)
+    reg = serve(store)
+    store.manifests[("lab/training/staging", MANIFEST_DIGEST)] = MANIFEST
+    store.manifests[("lab/training", "old")] = store.manifests[("lab/training", MANIFEST_DIGEST)] = MANIFEST
+    store.blobs["lab/training/staging"] = {"sha256:" + "1" * 64, "sha256:" + "2" * 64}
+    registry = client()
+    source = parse(f"{reg.host}/lab/training/staging:u@{MANIFEST_DIGEST}")
+
+    def calls() -> None:
+        assert registry.digest(parse(f"{reg.host}/lab/training:old")) == MANIFEST_DIGEST  # HEAD
+        assert registry.copy(source, parse(f"{reg.host}/lab/training:in-0123")) == MANIFEST_DIGEST  # GET, POST, PUT
+        registry.delete_manifest(parse(f"{reg.host}/lab/training@{MANIFEST_DIGEST}"))  # DELETE
+
+    if error:
+        with pytest.raises(RegistryError, match=error):
+            calls()
+    else:
+        calls()
+        assert ("lab/training", "in-0123") not in store.manifests  # deleted last, with every tag on it
+    assert store.failed
+    assert reg.seen.count((method, store.failed, None)) == (2 if retried else 1)

@@ -109,6 +109,10 @@ def retry_policy(retries: int, backoff: float) -> Retry:
     Waits grow as `backoff` * 2**n seconds (urllib3 tries the first retry at once). Every
     call is a POST that can be repeated safely (a login, a download, an upload or a record
     that overwrites the same uid), so POST is retried. Redirects are never followed.
+
+    buildtool's registry client (buildtool/push/registry.py, `retry_policy`) builds the same
+    urllib3 Retry in the same shape; this package ships alone in an image and cannot import
+    it, so the two are kept alike by hand: change one, look at the other.
     """
     return _Retry(
         total=retries,
