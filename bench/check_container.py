@@ -28,8 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def docker_build(tag: str, context: Path, base: str) -> None:
-    subprocess.run(["docker", "build", "--quiet", "-t", tag, "--build-arg", f"BASE_IMAGE={base}", str(context)],
-                   check=True, stdout=subprocess.DEVNULL)
+    built = subprocess.run(["docker", "build", "--quiet", "-t", tag, "--build-arg", f"BASE_IMAGE={base}",
+                            str(context)], capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        raise SystemExit(f"check_container: error: docker build of {context} failed: {built.stderr.strip()[-500:]}")
 
 
 def main() -> int:

@@ -57,12 +57,18 @@ def fingerprint(path: Iterable[str] | None = None) -> str | None:
 
     None, so that pip check runs, whenever the answer might not be a function of that: a distribution without
     a name or version, two distributions of one name (which one pip takes depends on the order it finds them),
-    or any error reading them.
+    a legacy editable install (*.egg-link), or any error reading them.
     """
     try:
         from importlib import metadata
 
-        found = metadata.distributions(path=list(path)) if path is not None else metadata.distributions()
+        entries_on_path = list(sys.path if path is None else path)
+        for entry in entries_on_path:
+            # pip also reads the distributions that legacy editable installs (*.egg-link) point to;
+            # importlib.metadata does not see them.
+            if os.path.isdir(entry or ".") and any(c.lower().endswith(".egg-link") for c in os.listdir(entry or ".")):
+                return None
+        found = metadata.distributions(path=entries_on_path)
         names: set[str] = set()
         entries = []
         for dist in found:

@@ -86,7 +86,7 @@ def test_a_removed_distribution_changes_the_fingerprint(tmp_path):
 
 def test_no_fingerprint_when_the_answer_might_depend_on_more(tmp_path):
     """None, so that pip check runs: duplicates (which one pip takes depends on the order it finds them),
-    a distribution without a name or version, metadata that cannot be read."""
+    a distribution without a name or version, metadata that cannot be read, a legacy editable install."""
     dup_a, dup_b = sample_site(tmp_path / "a"), tmp_path / "b"
     add_dist(dup_b, "Alpha_", "1.0")
     add_dist(dup_b, "ALPHA", "9.9")  # the same project as "alpha" once names are normalized
@@ -101,6 +101,9 @@ def test_no_fingerprint_when_the_answer_might_depend_on_more(tmp_path):
     folder = add_dist(unreadable, "gamma", "1")
     (folder / "METADATA").write_bytes(b"Metadata-Version: 2.1\nName: gamma\nVersion: 1\nSummary: \xff\xfe\n")
     assert import_probe.fingerprint([str(unreadable)]) is None
+    legacy_editable = sample_site(tmp_path / "egl")
+    (legacy_editable / "gamma.egg-link").write_text(str(tmp_path / "src") + "\n.\n")  # pip reads its target
+    assert import_probe.fingerprint([str(legacy_editable)]) is None
 
 
 def test_the_fingerprint_of_this_venv(tmp_path):
