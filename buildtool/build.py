@@ -25,6 +25,7 @@ from .engine import Engine
 from .errors import BuildError, BuildtoolError, ConfigError, EngineError, Interrupted, RegistryError
 from .image_map import ImageMap, LockedImage
 from .interrupt import Token
+from .pip_check_cache import PipCheckCache
 from .plan import BUILD, ImagePlan, Plan
 from .push import workdir
 from .push.registry import Registry
@@ -80,16 +81,31 @@ def prepare(config: Config, registry: Registry, previous: ImageMap | None) -> Pr
     return Prepared(planning.make_plan(config, inputs, pins, existing, previous), contexts, modules)
 
 
-def check_image(engine: Engine, image: ImagePlan, modules: list[str], events: Events, token: Token) -> None:
-    """Before anything is pushed: the step's imports load in its image (no network), and `pip check` passes."""
-    probe = step_imports.parse_probe(engine.run(image.tagged, step_imports.probe_command(modules), token=token).output)
+def check_image(engine: Engine, image: ImagePlan, modules: list[str], events: Events, token: Token,
+                pip_checks: PipCheckCache) -> None:
+    """Before anything is pushed: the step's imports load in its image (no network), and `pip check` passes.
+
+    pip check is skipped when the image's distributions (their fingerprint) already passed it in another image.
+    """
+    known = pip_checks.known()
+    output = engine.run(image.tagged, step_imports.probe_command(modules, known), token=token).output
+    try:
+        probe = step_imports.parse_probe(output, known)
+    except BuildError as exc:
+        raise BuildError(f"image {image.name}: {exc}") from None
     if probe.failed_imports:
         raise BuildError(step_imports.describe_failures(str(image.step), image.name, probe.failed_imports)
                          + "; add the package to the image's requirements")
-    if probe.pip_check_code != 0:
-        raise BuildError(f"image {image.name}: `pip check` found broken requirements: "
-                         f"{probe.pip_check_output.strip()[-800:]}")
-    events(image.name, f"imports of step {image.step} load ({', '.join(modules)}); pip check passed")
+    if probe.pip_check_code is None:
+        pip_check = "pip check: same distributions as an image already checked"
+    elif probe.pip_check_code != 0:
+        found = "; ".join(line.strip() for line in probe.pip_check_output.splitlines() if line.strip())
+        raise BuildError(f"image {image.name}: `pip check` found broken requirements: {found[-800:]}")
+    else:
+        pip_check = "pip check passed"
+        if probe.fingerprint is not None:
+            pip_checks.record(probe.fingerprint)
+    events(image.name, f"imports of step {image.step} load ({', '.join(modules)}); {pip_check}")
 
 
 def cache_source(engine: Engine, image: ImagePlan, previous: ImageMap | None, events: Events) -> list[str]:
@@ -138,6 +154,7 @@ class _Run:
     token: Token
     workdir: Path | None
     previous: ImageMap | None
+    pip_checks: PipCheckCache
 
 
 def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Result:
@@ -168,7 +185,7 @@ def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Resu
 
     def check() -> None:
         if modules is not None:
-            check_image(engine, image, modules, events, check_token)
+            check_image(engine, image, modules, events, check_token, run.pip_checks)
 
     if not run.push:
         check()
@@ -192,13 +209,15 @@ _STOP_WAIT = 1.0  # seconds the main thread gives running images to stop and cle
 
 def execute(prepared: Prepared, engine: Engine | None, registry: Registry, config: Config, *, push: bool, jobs: int,
             events: Events, token: Token | None = None, workdir: Path | None = None,
-            previous: ImageMap | None = None) -> dict[str, Result]:
+            previous: ImageMap | None = None, pip_checks: PipCheckCache | None = None) -> dict[str, Result]:
     """Run the plan: an image starts once its base is done; on the first failure nothing new starts.
 
     Images run in daemon threads that the main thread waits for in short slices, so a signal reaches it at
     once; the token then stops what the images run (skopeo, the engine's push, check containers).
     """
-    run = _Run(prepared, engine, registry, config, push, events, token or Token(), workdir, previous)
+    if pip_checks is None:
+        pip_checks = PipCheckCache.default()
+    run = _Run(prepared, engine, registry, config, push, events, token or Token(), workdir, previous, pip_checks)
     results: dict[str, Result] = {}
     pending = list(prepared.plan.images)
     errors: list[BuildtoolError] = []

@@ -8,40 +8,32 @@ image must provide. Found with `ast`, never by running the function.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import json
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import import_probe, pip_check_cache
 from .errors import BuildError, ConfigError
 
 if TYPE_CHECKING:
     from .config import Config
 
-# Runs inside the image, in one container: `pip check` in a subprocess while the
-# modules named on the command line are imported; prints both results as JSON.
-PROBE = """\
-import importlib, json, subprocess, sys
-pip = subprocess.Popen([sys.executable, "-m", "pip", "check"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-failed = {}
-for name in sys.argv[1:]:
-    try:
-        importlib.import_module(name)
-    except BaseException as exc:
-        failed[name] = f"{type(exc).__name__}: {exc}"
-pip_output = pip.communicate()[0].decode(errors="replace")
-print("IMPORT-PROBE " + json.dumps({"imports": failed, "pip_check": [pip.returncode, pip_output[-2000:]]}))
-"""
-
 
 @dataclass(frozen=True)
 class ProbeResult:
     failed_imports: Mapping[str, str]  # module -> error
-    pip_check_code: int
+    pip_check_code: int | None  # None: skipped, the fingerprint had passed before
     pip_check_output: str
+    fingerprint: str | None  # of the image's distributions (import_probe.fingerprint); None if not computable
+
+    @property
+    def pip_check_skipped(self) -> bool:
+        return self.pip_check_code is None
 
 
 def imported_modules(source: str) -> set[str]:
@@ -89,18 +81,49 @@ def for_config(config: Config) -> dict[str, list[str]]:
     return step_modules(config.steps_module, steps, config.root, config.path)
 
 
-def probe_command(modules: list[str]) -> list[str]:
-    return ["python3", "-c", PROBE, *modules]
+@functools.cache
+def _probe_source() -> str:
+    return Path(import_probe.__file__).read_text(encoding="utf-8")
 
 
-def parse_probe(output: str) -> ProbeResult:
-    """Parse the probe's output; BuildError if it printed nothing usable (no python3 in the image, say)."""
-    for line in output.splitlines():
-        if line.startswith("IMPORT-PROBE "):
-            data = json.loads(line.removeprefix("IMPORT-PROBE "))
-            code, pip_output = data["pip_check"]
-            return ProbeResult(data["imports"], int(code), pip_output)
-    raise BuildError(f"the import check printed no result; output was: {output.strip()[-500:]}")
+def probe_command(modules: list[str], known: Collection[str] = ()) -> list[str]:
+    """The command that checks an image (import_probe): `known` are fingerprints that already passed pip check."""
+    return ["python3", "-c", _probe_source(), ",".join(sorted(known)), *modules]
+
+
+def _probe_data(output: str) -> object:
+    # The last marker line: the probe prints its own after every step module has run (and maybe printed).
+    lines = [line for line in output.splitlines() if line.startswith(import_probe.MARKER)]
+    if not lines:
+        raise BuildError(f"the import check printed no result; output was: {output.strip()[-500:]}")
+    try:
+        return json.loads(lines[-1].removeprefix(import_probe.MARKER))
+    except (json.JSONDecodeError, RecursionError):
+        raise BuildError(f"the import check printed a malformed result: {lines[-1][:300]}") from None
+
+
+def parse_probe(output: str, known: Collection[str] = ()) -> ProbeResult:
+    """Parse the probe's output; BuildError if it printed nothing usable (no python3 in the image, say), or
+    claims to have skipped pip check for a fingerprint that was not among the `known` ones it was given."""
+    data = _probe_data(output)
+    malformed = BuildError(f"the import check printed a malformed result: {str(data)[:300]}")
+    if not isinstance(data, dict):
+        raise malformed
+    imports, fingerprint, pip_check = data.get("imports"), data.get("fingerprint"), data.get("pip_check")
+    if not isinstance(imports, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in imports.items()):
+        raise malformed
+    if fingerprint is not None and not pip_check_cache.is_fingerprint(fingerprint):
+        raise malformed
+    if pip_check is None:
+        if fingerprint is None or fingerprint not in known:
+            raise BuildError("the import check says it skipped pip check for distributions not known to pass it "
+                             f"(fingerprint {fingerprint}): that result is not the check's own; does a step "
+                             f"module print lines starting with {import_probe.MARKER.strip()!r}?")
+        return ProbeResult(imports, None, "", fingerprint)
+    if (not isinstance(pip_check, list) or len(pip_check) != 2 or not isinstance(pip_check[0], int)
+            or isinstance(pip_check[0], bool) or not isinstance(pip_check[1], str)):
+        raise malformed
+    return ProbeResult(imports, pip_check[0], pip_check[1], fingerprint)
 
 
 def describe_failures(step: str, image: str, failures: Mapping[str, str]) -> str:
