@@ -107,7 +107,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(data)
 
-    def stream(self, chunks: list[Chunk]) -> None:
+    def stream(self, chunks: list[Chunk], delay: float = 0.0) -> None:
         """A chunked JSON stream as the engine sends for build, push and pull; CUT drops the connection."""
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -122,6 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = (json.dumps(chunk) + "\r\n").encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
+            time.sleep(delay)
         self.wfile.write(b"0\r\n\r\n")
 
     def route(self) -> tuple[str, dict[str, str]]:
@@ -375,6 +376,7 @@ class FakeEngine(_Served):
     - `push_reports[name]`: a digest the push reports instead of the stored one;
     - `run_results[name]`: (exit code, output) of containers of that image (default: the import probe passes);
     - `build_delays[name]`: seconds its build takes;
+    - `push_delays[name]`: seconds between the chunks of its push (a long upload, to cancel);
     - `sizes[name]`: the bytes its inspect reports (default 10 MB);
     - `on_build`: called with the tag before each build answers (to edit sources mid-run, say).
     """
@@ -388,6 +390,7 @@ class FakeEngine(_Served):
     export_tars: dict[str, bytes] = field(default_factory=dict)
     driver_status: list[list[str]] = field(default_factory=lambda: [["Backing Filesystem", "extfs"]])
     build_delays: dict[str, float] = field(default_factory=dict)  # seconds before a build answers
+    push_delays: dict[str, float] = field(default_factory=dict)  # seconds between the chunks of a push
     sizes: dict[str, int] = field(default_factory=dict)
     on_build: Callable[[str], None] | None = None
 
@@ -509,7 +512,8 @@ class FakeEngine(_Served):
             request.body()
             with self._lock:
                 self.pushes.append(f"{repository}:{query.get('tag', '')}")
-            request.stream(self._push_stream(repository, query.get("tag", "latest")))
+            request.stream(self._push_stream(repository, query.get("tag", "latest")),
+                           delay=self.push_delays.get(image_name(repository), 0.0))
         elif path.startswith("/containers/"):
             self._containers(request, method, path, query)
         else:
