@@ -28,7 +28,8 @@ def test_load_workflow_names_the_file_and_the_fix(tmp_path):
     path.write_text("kind: [unclosed\n")
     with pytest.raises(VerifyError) as caught:
         verify.load_workflow(path)
-    assert str(caught.value) == f"{path}: not valid YAML (ParserError)"
+    assert str(caught.value) == (f"{path}: not valid YAML: while parsing a flow sequence did not find expected ',' "
+                                 "or ']' (line 2, column 1); compile it again with `buildtool compile`")
     for text in ("- kind: Workflow\n", "kind: Pod\n", "just text\n"):
         path.write_text(text)
         with pytest.raises(VerifyError) as caught:
@@ -39,11 +40,18 @@ def test_load_workflow_names_the_file_and_the_fix(tmp_path):
     assert verify.load_workflow(path) == {"kind": "Workflow", "spec": {}}
 
 
-def test_a_workflow_without_templates_has_no_images_and_every_step_is_unrun():
-    for workflow in ({"kind": "Workflow"}, {"kind": "Workflow", "spec": {}}):
-        assert list(verify.images_in(workflow)) == []
-        assert verify.pin_problems(workflow, {"training": PIN}) == [
-            "step training: in the image map but no template of the workflow runs it"]
+def test_a_workflow_without_templates_is_a_problem_and_every_step_is_unrun():
+    """Fail closed: a workflow whose spec or templates cannot be read names that place, and runs no step."""
+    unrun = "step training: in the image map but no template of the workflow runs it"
+    for workflow, where, problem in (
+            ({"kind": "Workflow"}, "spec", "expected a mapping, got nothing"),
+            ({"kind": "Workflow", "spec": {}}, "spec.templates", "expected a list of templates, got nothing"),
+            ({"kind": "Workflow", "spec": {"templates": {}}}, "spec.templates", "expected a list of templates, got dict")):
+        assert list(verify.images_in(workflow)) == [(verify.WORKFLOW, where, None)]
+        assert verify.pin_problems(workflow, {"training": PIN}) == [f"{where}: {problem}", unrun]
+    empty = {"kind": "Workflow", "spec": {"templates": []}}
+    assert list(verify.images_in(empty)) == []
+    assert verify.pin_problems(empty, {"training": PIN}) == [unrun]
 
 
 def test_pin_problems_name_template_place_and_reason():
@@ -54,16 +62,20 @@ def test_pin_problems_name_template_place_and_reason():
         {"name": "upload-model", "container": {}},
         {"name": "other-step", "container": {"image": UPLOAD}},
         {"container": {"image": "r.example/t/x:latest"}},
+        {"name": "unpinned", "container": {"image": "r.example/t/x:latest"}},
         {"name": "broken", "metadata": {"annotations": {verify.COMPONENT_SPEC: "{not json"}}},
         {"name": "dag", "dag": {"tasks": []}},
     ]}}
     assert verify.pin_problems(workflow, {"training": PIN, "upload_model": UPLOAD, "download": UPLOAD}) == [
-        "template upload-model: container.image: no image found",
-        "template other-step: container.image: serves no step of the image map (download, training, upload_model)",
-        "template ?: container.image: r.example/t/x:latest is not pinned by digest "
+        "template upload-model: container.image: container holds no image (dict)",
+        f"template other-step: container.image: {UPLOAD} serves no step of the image map "
+        "(download, training, upload_model)",
+        "template #3: spec.templates[3]: expected a mapping with a name",
+        "template unpinned: container.image: r.example/t/x:latest is not pinned by digest "
         "(expected exactly one '@sha256:<64 hex>')",
-        f"template broken: {verify.COMPONENT_SPEC} annotation: no image found",
+        f"template broken: {verify.COMPONENT_SPEC} annotation: cannot be read as a kfp component spec",
         "step download: in the image map but no template of the workflow runs it",
+        "step upload_model: in the image map but no template of the workflow runs it",
     ]
 
 
@@ -112,7 +124,7 @@ import warnings
 from pipeline.training_pipeline import make_pipeline as real
 
 
-def make_pipeline(img_name_map, image_pull_policy="IfNotPresent"):
+def make_pipeline(img_name_map, image_pull_policy="IfNotPresent", **settings):
 {body}
 """
 
@@ -144,7 +156,7 @@ def test_a_pipeline_kfp_cannot_compile_is_a_compile_error_naming_it(project):
 
 def test_kfp_warnings_go_to_the_debug_log(project, caplog):
     write_lock(project)
-    loaded = use_factory(project, "warns", "    pipeline = real(img_name_map, image_pull_policy=image_pull_policy)\n"
+    loaded = use_factory(project, "warns", "    pipeline = real(img_name_map, image_pull_policy=image_pull_policy, **settings)\n"
                                            "    def warned(*args, **kwargs):\n"
                                            "        warnings.warn('a note from the pipeline')\n"
                                            "        return pipeline(*args, **kwargs)\n"
