@@ -46,7 +46,8 @@ def test_a_workflow_without_templates_is_a_problem_and_every_step_is_unrun():
     for workflow, where, problem in (
             ({"kind": "Workflow"}, "spec", "expected a mapping, got nothing"),
             ({"kind": "Workflow", "spec": {}}, "spec.templates", "expected a list of templates, got nothing"),
-            ({"kind": "Workflow", "spec": {"templates": {}}}, "spec.templates", "expected a list of templates, got dict")):
+            ({"kind": "Workflow", "spec": {"templates": {}}}, "spec.templates",
+             "expected a list of templates, got dict")):
         assert list(verify.images_in(workflow)) == [(verify.WORKFLOW, where, None)]
         assert verify.pin_problems(workflow, {"training": PIN}) == [f"{where}: {problem}", unrun]
     empty = {"kind": "Workflow", "spec": {"templates": []}}
@@ -156,7 +157,8 @@ def test_a_pipeline_kfp_cannot_compile_is_a_compile_error_naming_it(project):
 
 def test_kfp_warnings_go_to_the_debug_log(project, caplog):
     write_lock(project)
-    loaded = use_factory(project, "warns", "    pipeline = real(img_name_map, image_pull_policy=image_pull_policy, **settings)\n"
+    loaded = use_factory(project, "warns", "    pipeline = real(img_name_map, image_pull_policy=image_pull_policy,"
+                                           " **settings)\n"
                                            "    def warned(*args, **kwargs):\n"
                                            "        warnings.warn('a note from the pipeline')\n"
                                            "        return pipeline(*args, **kwargs)\n"
