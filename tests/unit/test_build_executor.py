@@ -301,13 +301,15 @@ def test_with_one_job_nothing_builds_after_the_first_failure(fake: FakeSetup) ->
 
 
 def test_with_two_jobs_the_running_build_finishes_but_its_dependents_never_start(fake: FakeSetup) -> None:
-    add_independent_images(fake, "aaa")
+    """base still builds when aaa fails: base ends, but neither its dependents nor bbb (waiting for a free
+    worker, its base ready) start."""
+    add_independent_images(fake, "aaa", "bbb")
     fake.engine.build_streams["aaa"] = FakeEngine.build_failing("2/3 : RUN false", "no")
     fake.engine.build_delays["base"] = 1.0  # still building when aaa fails
     done = run_in_subprocess(fake, "build", "--push", "--jobs", "2")
     assert done.returncode == 6, done.stderr
     assert "/t/aaa:in-" in error_line(done.stderr)
     assert sorted(built(fake.engine)) == ["aaa", "base"]
-    assert not {"download", "training", "upload"} & set(built(fake.engine) + pushed(fake.engine))
+    assert not {"download", "training", "upload", "bbb"} & set(built(fake.engine) + pushed(fake.engine))
     assert not fake.image_map.exists()
 
