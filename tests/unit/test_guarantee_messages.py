@@ -486,3 +486,64 @@ def test_an_unpinned_step_names_the_map_file(tmp_path):
     with pytest.raises(ImageMapError) as caught:
         image_map.load(path)
     assert str(caught.value).startswith(f"{path}: steps.training: 'r.example/t/training:in-1' is not pinned")
+
+
+# -- verify: every place a template can name an image, each problem worded exactly ---------------------------
+
+def test_every_container_field_and_its_malformed_forms_are_named():
+    """containerSet, script, initContainers, sidecars, annotations, templateDefaults and podSpecPatch: an image in
+    each is read (containerSet and script run their step), and each malformed form is a problem naming its place."""
+    spec = '{"implementation": {"container": %s}}'
+    workflow = {"kind": "Workflow", "metadata": {"name": "w"}, "spec": {"templates": [
+        {"name": "training", "containerSet": {"containers": [{"image": PIN}, {"name": "no-image"}]}},
+        {"name": "upload-model", "script": {"image": UPLOAD}, "initContainers": {"image": PIN},
+         "sidecars": [{"image": PIN}, "text"]},
+        {"name": "set-not-a-map", "containerSet": ["x"]},
+        {"name": "set-without-list", "containerSet": {"containers": None}},
+        {"name": "script-no-image", "script": {"source": "x"}},
+        {"name": "a1", "container": {"image": PIN}, "metadata": {"annotations": [1]}},
+        {"name": "a2", "container": {"image": PIN}, "metadata": {"annotations": {verify.COMPONENT_SPEC: spec % "{}"}}},
+        {"name": "a3", "container": {"image": PIN},
+         "metadata": {"annotations": {verify.COMPONENT_SPEC: spec % f'{{"image": "{UPLOAD}"}}', "other": "x"}}},
+        "not a template",
+    ], "templateDefaults": {"container": {"image": PIN}},
+        "podSpecPatch": f'{{"containers": [{{"name": "main", "image": "{PIN}"}}]}}'}}
+    other = f"{PIN} serves no step of the image map (training, upload_model)"
+    everywhere = f"{PIN} applies to every template and serves no step of the image map"
+    assert verify.pin_problems(workflow, {"training": PIN, "upload_model": UPLOAD}) == [
+        "template training: containerSet.containers[1].image: holds no image (dict)",
+        "template upload-model: initContainers: expected a list of containers, got dict",
+        f"template upload-model: sidecars[0].image: {PIN} differs from the map's {UPLOAD}",
+        "template upload-model: sidecars[1].image: holds no image (str)",
+        f"template upload-model: initContainers.image: {PIN} differs from the map's {UPLOAD}",
+        "template set-not-a-map: containerSet: expected a mapping, got list",
+        "template set-without-list: containerSet.containers: expected a list of containers, got nothing",
+        "template script-no-image: script.image: script holds no image (dict)",
+        f"template a1: container.image: {other}",
+        "template a1: metadata.annotations: expected a mapping, got list",
+        f"template a2: container.image: {other}",
+        f"template a2: {verify.COMPONENT_SPEC} annotation: names no image",
+        f"template a3: container.image: {other}",
+        f"template a3: {verify.COMPONENT_SPEC} annotation: {UPLOAD} serves no step of the image map "
+        "(training, upload_model)",
+        "template #8: spec.templates[8]: expected a mapping with a name",
+        f"spec.templateDefaults.container.image: {everywhere}",
+        f"spec.podSpecPatch.containers[0].image: {everywhere}",
+    ]
+    images = list(verify.images_in(workflow))
+    assert images[:3] == [("training", "containerSet.containers[0].image", PIN),
+                          ("training", "containerSet.containers[1].image", None),
+                          ("upload-model", "script.image", UPLOAD)]
+    assert (verify.WORKFLOW, "spec.templateDefaults.container.image", PIN) in images
+
+
+def test_unreadable_defaults_too_many_templates_and_the_summary_line():
+    assert verify.pin_problems({"kind": "Workflow", "spec": {"templates": [], "templateDefaults": [1]}}, {}) == [
+        "spec.templateDefaults: expected a mapping, got list"]
+    many = {"kind": "Workflow", "spec": {"templates": [{"name": "a"}] * (verify.MAX_TEMPLATES + 1)}}
+    assert verify.pin_problems(many, {}) == [
+        f"spec.templates: {verify.MAX_TEMPLATES + 1} templates, more than the {verify.MAX_TEMPLATES} buildtool reads"]
+    assert verify.summary("p.yaml", [str(n) for n in range(12)]) == (
+        "p.yaml: 12 problem(s): 0; 1; 2; 3; 4; 5; 6; 7; 8; 9; and 2 more")
+    assert verify.summary("p.yaml", ["a", "b"], limit=1) == "p.yaml: 2 problem(s): a; and 1 more"
+    assert verify.summary("p.yaml", ["a"]) == "p.yaml: 1 problem(s): a"
