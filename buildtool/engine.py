@@ -265,6 +265,10 @@ class Engine:
             token.raise_if_cancelled()
             # Includes a stream the engine cut mid-way (urllib3's IncompleteRead/ProtocolError).
             raise PushError(f"push of {repository}:{tag} failed: {exc.__class__.__name__}: {exc}") from None
+        except (ValueError, AttributeError):
+            # The cancel closed the response under the reading thread: http.client fails mid-chunk, not cleanly.
+            token.raise_if_cancelled()
+            raise
         token.raise_if_cancelled()
         if not digest:
             raise PushError(f"push of {repository}:{tag} ended without a digest from the registry")

@@ -41,10 +41,17 @@ def probe_output(failed: dict[str, str] | None = None, pip_code: int = 0, pip_ou
     return "IMPORT-PROBE " + json.dumps({"imports": failed or {}, "pip_check": [pip_code, pip_output]}) + "\n"
 
 
+STAGING = "staging"  # the repository component an image is pushed under while it is checked (push/job.py)
+
+
 def image_name(reference: str) -> str:
-    """`host:port/repo/NAME:tag` -> NAME: scripts are keyed by the image's own name."""
-    last = reference.split("@")[0].rsplit("/", 1)[-1]
-    return last.split(":")[0]
+    """`host:port/repo/NAME:tag` (or its staging `host:port/repo/NAME/staging:tag`) -> NAME: scripts are keyed
+    by the image's own name."""
+    parts = reference.split("@")[0].split("/")
+    names = [part.split(":")[0] for part in parts]
+    if len(names) > 1 and names[-1] == STAGING:
+        return names[-2]
+    return names[-1]
 
 
 class _Server(ThreadingHTTPServer):
@@ -100,7 +107,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(data)
 
-    def stream(self, chunks: list[Chunk]) -> None:
+    def stream(self, chunks: list[Chunk], delay: float = 0.0) -> None:
         """A chunked JSON stream as the engine sends for build, push and pull; CUT drops the connection."""
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -115,6 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = (json.dumps(chunk) + "\r\n").encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
+            time.sleep(delay)
         self.wfile.write(b"0\r\n\r\n")
 
     def route(self) -> tuple[str, dict[str, str]]:
@@ -168,7 +176,14 @@ class _Served:
 # -- the registry ---------------------------------------------------------------------------------------------
 
 class FakeRegistry(_Served):
-    """Distribution API v2, read side: /v2/, HEAD and GET of manifests. What a push stores comes from the engine."""
+    """Distribution API v2: /v2/; HEAD, GET, PUT and DELETE of manifests; HEAD of blobs and their cross-repository
+    mount (POST /blobs/uploads/?mount=&from=). What a push stores comes from the engine.
+
+    As the real registry (distribution), a manifest PUT is refused while a blob it names is not in its
+    repository, and a DELETE by digest removes every tag of the repository pointing at that manifest.
+    `moved_after_put[path]`: a digest served for a tag of `path` once a manifest was put there (someone else
+    moved the tag right after).
+    """
 
     MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -176,8 +191,13 @@ class FakeRegistry(_Served):
         super().__init__()
         self.host = f"127.0.0.1:{self.port}"
         self._manifests: dict[tuple[str, str], tuple[str, bytes]] = {}  # (repository path, tag or digest)
+        self._blobs: dict[str, set[str]] = {}  # repository path -> blob digests it holds
         self._lock = threading.Lock()
         self.heads: list[str] = []  # "path:reference" of every HEAD, in order
+        self.puts: list[str] = []  # "path:tag" of every manifest stored by PUT
+        self.deletes: list[str] = []  # "path@digest" of every manifest DELETE that removed something
+        self.mounts: list[str] = []  # "from-path -> path digest" of every blob mounted
+        self.moved_after_put: dict[str, str] = {}
 
     def store(self, path: str, tag: str, layers: tuple[int, ...] = (1000, 2000)) -> str:
         """Hold an image manifest under `path:tag`; return its digest."""
@@ -193,7 +213,19 @@ class FakeRegistry(_Served):
         with self._lock:
             self._manifests[(path, tag)] = (digest, body)
             self._manifests[(path, digest)] = (digest, body)
+            self._blobs.setdefault(path, set()).update(self._blobs_of(body))
         return digest
+
+    @staticmethod
+    def _blobs_of(body: bytes) -> list[str]:
+        document = json.loads(body)
+        return [document["config"]["digest"]] + [layer["digest"] for layer in document.get("layers", [])]
+
+    def tags(self, path: str) -> dict[str, str]:
+        """The tags `path` holds, with the digest each serves."""
+        with self._lock:
+            return {ref: found[0] for (repo, ref), found in self._manifests.items()
+                    if repo == path and not ref.startswith("sha256:")}
 
     def serve_instead(self, path: str, tag: str, digest: str) -> None:
         """Answer `path:tag` with another digest than the one stored (a tag moved by someone else)."""
@@ -211,14 +243,27 @@ class FakeRegistry(_Served):
             found = self._manifests.get((path, reference))
         return found[0] if found else None
 
+    @staticmethod
+    def _error(request: _Handler, status: int, code: str, message: str, head: bool = False) -> None:
+        request.send(status, {"errors": [{"code": code, "message": message}]}, head=head)
+
     def handle(self, request: _Handler, method: str) -> None:
-        path, _ = request.route()
+        path, query = request.route()
         if path == "/v2/" or path == "/v2":
             request.send(200, {}, head=method == "HEAD")
             return
         repo, marker, target = path.removeprefix("/v2/").rpartition("/manifests/")
-        if not marker or method not in ("GET", "HEAD"):
-            request.send(404, {"errors": [{"code": "UNSUPPORTED", "message": f"{method} {path}"}]})
+        if not marker:
+            self._blob_request(request, method, path, query)
+            return
+        if method == "PUT":
+            self._put(request, repo, target)
+            return
+        if method == "DELETE":
+            self._delete(request, repo, target)
+            return
+        if method not in ("GET", "HEAD"):
+            self._error(request, 405, "UNSUPPORTED", f"{method} {path}")
             return
         if method == "HEAD":
             with self._lock:
@@ -232,6 +277,71 @@ class FakeRegistry(_Served):
         digest, body = found
         request.send(200, body, content_type=self.MEDIA_TYPE, head=method == "HEAD",
                      headers={"Docker-Content-Digest": digest})
+
+    def _put(self, request: _Handler, repo: str, tag: str) -> None:
+        body = request.body()
+        if request.headers.get("Content-Type") != self.MEDIA_TYPE:
+            self._error(request, 400, "MANIFEST_INVALID", f"media type {request.headers.get('Content-Type')}")
+            return
+        try:
+            blobs = self._blobs_of(body)
+        except (ValueError, KeyError, TypeError):
+            self._error(request, 400, "MANIFEST_INVALID", "manifest invalid")
+            return
+        digest = sha256(body)
+        with self._lock:
+            missing = [blob for blob in blobs if blob not in self._blobs.get(repo, set())]
+            if not missing:
+                served = self.moved_after_put.get(repo, digest)
+                self._manifests[(repo, tag)] = (served, body)
+                self._manifests[(repo, digest)] = (digest, body)
+                self.puts.append(f"{repo}:{tag}")
+        if missing:
+            self._error(request, 400, "MANIFEST_BLOB_UNKNOWN", f"blob unknown to registry: {missing[0]}")
+            return
+        request.send(201, headers={"Docker-Content-Digest": digest, "Location": f"/v2/{repo}/manifests/{digest}"})
+
+    def _delete(self, request: _Handler, repo: str, digest: str) -> None:
+        if not digest.startswith("sha256:"):
+            self._error(request, 400, "UNSUPPORTED", "a manifest is deleted by digest")
+            return
+        with self._lock:
+            gone = [key for key, (served, _) in self._manifests.items() if key[0] == repo and served == digest]
+            gone += [(repo, digest)] if (repo, digest) in self._manifests else []
+            for key in gone:
+                self._manifests.pop(key, None)
+            if gone:
+                self.deletes.append(f"{repo}@{digest}")
+        if not gone:
+            self._error(request, 404, "MANIFEST_UNKNOWN", "manifest unknown")
+            return
+        request.send(202)
+
+    def _blob_request(self, request: _Handler, method: str, path: str, query: dict[str, str]) -> None:
+        repo, marker, digest = path.removeprefix("/v2/").rpartition("/blobs/")
+        if marker and method == "HEAD" and digest.startswith("sha256:"):
+            with self._lock:
+                held = digest in self._blobs.get(repo, set())
+            request.send(200 if held else 404, headers={"Docker-Content-Digest": digest} if held else {}, head=True)
+            return
+        repo, marker, _ = path.removeprefix("/v2/").rpartition("/blobs/uploads")
+        if marker and method == "POST":
+            request.body()
+            blob, source = query.get("mount", ""), query.get("from", "")
+            with self._lock:
+                mounted = blob in self._blobs.get(source, set())
+                if mounted:
+                    self._blobs.setdefault(repo, set()).add(blob)
+                    self.mounts.append(f"{source} -> {repo} {blob}")
+            if mounted:
+                request.send(201, headers={"Location": f"/v2/{repo}/blobs/{blob}", "Docker-Content-Digest": blob})
+            else:  # what distribution does when it cannot mount: open an upload instead
+                request.send(202, headers={"Location": f"/v2/{repo}/blobs/uploads/fake-upload"})
+            return
+        if marker and method == "DELETE":  # an upload cancelled
+            request.send(204)
+            return
+        self._error(request, 404, "UNSUPPORTED", f"{method} {path}")
 
 
 # -- the engine -----------------------------------------------------------------------------------------------
@@ -257,7 +367,7 @@ class Container:
 
 @dataclass
 class FakeEngine(_Served):
-    """Docker Engine API 1.41: version, ping, info, build, inspect, export, push, pull and containers.
+    """Docker Engine API 1.41: version, ping, info, build, inspect, tag, untag, export, push, pull and containers.
 
     Scripts, keyed by image name (the last path component of the repository):
     - `build_streams[name]`: the chunks its build sends (default: two steps and the image ID);
@@ -266,6 +376,8 @@ class FakeEngine(_Served):
     - `push_reports[name]`: a digest the push reports instead of the stored one;
     - `run_results[name]`: (exit code, output) of containers of that image (default: the import probe passes);
     - `build_delays[name]`: seconds its build takes;
+    - `push_delays[name]`: seconds between the chunks of its push (a long upload, to cancel);
+    - `sizes[name]`: the bytes its inspect reports (default 10 MB);
     - `on_build`: called with the tag before each build answers (to edit sources mid-run, say).
     """
 
@@ -278,6 +390,8 @@ class FakeEngine(_Served):
     export_tars: dict[str, bytes] = field(default_factory=dict)
     driver_status: list[list[str]] = field(default_factory=lambda: [["Backing Filesystem", "extfs"]])
     build_delays: dict[str, float] = field(default_factory=dict)  # seconds before a build answers
+    push_delays: dict[str, float] = field(default_factory=dict)  # seconds between the chunks of a push
+    sizes: dict[str, int] = field(default_factory=dict)
     on_build: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
@@ -288,6 +402,7 @@ class FakeEngine(_Served):
         self.pulls: list[str] = []
         self.containers: dict[str, Container] = {}
         self.images: dict[str, str] = {}  # reference -> image ID
+        self.untagged: list[str] = []  # references removed by DELETE /images/<reference>
         self.calls: list[str] = []  # "METHOD /path" of every request, version prefix removed
         self._lock = threading.Lock()
 
@@ -364,11 +479,28 @@ class FakeEngine(_Served):
                 {"status": "Status: Downloaded newer image"}]))
         elif path.startswith("/images/") and path.endswith("/json"):
             ref = path[len("/images/"):-len("/json")]
-            if ref in self.images:
-                request.send(200, {"Id": self.images[ref], "RootFS": {"Type": "layers", "Layers": [
-                    sha256(f"diff {ref}".encode())]}})
+            with self._lock:  # by reference, or by image ID as the engine also answers
+                known = ref if ref in self.images else next((r for r, i in self.images.items() if i == ref), None)
+            if known is not None:
+                request.send(200, {"Id": self.images[known], "Size": self.sizes.get(image_name(known), 10 ** 7),
+                                   "RootFS": {"Type": "layers", "Layers": [sha256(f"diff {known}".encode())]}})
             else:
                 request.send(404, {"message": f"No such image: {ref}"})
+        elif path.startswith("/images/") and path.endswith("/tag") and method == "POST":
+            ref = path[len("/images/"):-len("/tag")]
+            with self._lock:
+                image_id = self.images.get(ref) or (ref if ref in self.images.values() else None)
+                if image_id is not None:
+                    self.images[f"{query.get('repo', '')}:{query.get('tag') or 'latest'}"] = image_id
+            request.send(201 if image_id else 404, None if image_id else {"message": f"No such image: {ref}"})
+        elif path.startswith("/images/") and method == "DELETE":
+            ref = path[len("/images/"):]
+            with self._lock:
+                image_id = self.images.pop(ref, None)
+                if image_id is not None:
+                    self.untagged.append(ref)
+            request.send(200 if image_id else 404, [{"Untagged": ref}] if image_id else
+                         {"message": f"No such image: {ref}"})
         elif path.startswith("/images/") and path.endswith("/get"):
             ref = path[len("/images/"):-len("/get")]
             if ref in self.export_tars:
@@ -380,7 +512,8 @@ class FakeEngine(_Served):
             request.body()
             with self._lock:
                 self.pushes.append(f"{repository}:{query.get('tag', '')}")
-            request.stream(self._push_stream(repository, query.get("tag", "latest")))
+            request.stream(self._push_stream(repository, query.get("tag", "latest")),
+                           delay=self.push_delays.get(image_name(repository), 0.0))
         elif path.startswith("/containers/"):
             self._containers(request, method, path, query)
         else:

@@ -81,11 +81,17 @@ def _rewrap(exc: BaseException, job: PushJob) -> BaseException:
 
 
 def _discard(registry: Registry, job: PushJob, digest: str | None) -> None:
-    """Delete the staging manifest (and so its tag); a failure here is logged, never raised over the real one."""
+    """Delete the staging manifest (and so its tag); a failure here is logged, never raised over the real one.
+
+    The digest the pusher reported goes first; then whatever the staging tag still serves (a pusher that
+    reported another digest than the one the registry stored must not leave the unchecked image behind).
+    """
     try:
-        digest = digest or registry.digest(job.staging)
         if digest:
             registry.delete_manifest(job.staging.with_digest(digest))
+        left = registry.digest(job.staging)
+        if left:
+            registry.delete_manifest(job.staging.with_digest(left))
     except BuildtoolError as exc:
         log.warning("could not delete the staging image %s: %s", job.staging, exc)
 

@@ -1,8 +1,11 @@
 """`buildtool build` end to end through the CLI, on a fake engine and a fake registry (tests/fake_engine.py).
 
 The engine pushes (push_with = "engine"), so every engine call is the docker SDK's, and what the
-registry serves after a push is the fake registry's answer. Each test states an outcome a user sees:
-exit code, error line, the image map, and which builds and pushes reached the engine.
+registry serves after a push is the fake registry's answer. An image is pushed to its staging
+repository (`<repository>/staging:unchecked-...`) while its import check runs; only then is its
+manifest copied under the content tag (blob mounts, manifest PUT) and the staging manifest deleted.
+Each test states an outcome a user sees: exit code, error line, the image map, which builds and
+pushes reached the engine, and which tags the registry ends up holding.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ def built(engine: FakeEngine) -> list[str]:
 
 def pushed(engine: FakeEngine) -> list[str]:
     return [image_name(p) for p in engine.pushes]
+
+
+def content_tags(fake: FakeSetup, name: str) -> list[str]:
+    return sorted(fake.registry.tags(f"t/{name}"))
+
+
+def staging_tags(fake: FakeSetup, name: str) -> list[str]:
+    return sorted(fake.registry.tags(f"t/{name}/staging"))
 
 
 def error_line(err: str) -> str:
@@ -67,6 +78,15 @@ def test_build_push_pins_what_the_registry_serves_and_a_second_run_reuses(fake: 
     assert probed == ["download", "training", "upload"]
     assert all(c.removed and "IMPORT-PROBE" in " ".join(c.command) for c in fake.engine.containers.values())
     assert f"{fake.image_map} updated" in out
+    # Each image went through its staging repository: pushed there, copied under its content tag (its blobs
+    # mounted, not uploaded again), then the staging manifest deleted and the engine's staging tag removed.
+    for name in ("base", "download", "training", "upload"):
+        tag = lock.images[name].reference.split("@")[0].rsplit(":", 1)[1]
+        assert content_tags(fake, name) == [tag] and staging_tags(fake, name) == []
+        assert any(m.startswith(f"t/{name}/staging -> t/{name} ") for m in fake.registry.mounts)
+    assert sorted(image_name(p) for p in fake.engine.pushes) == ["base", "download", "training", "upload"]
+    assert all("/staging:unchecked-" in p for p in fake.engine.pushes)
+    assert sorted(fake.engine.untagged) == sorted(fake.engine.pushes)
     before = fake.image_map.read_bytes()
 
     fake.engine.builds.clear()
@@ -85,8 +105,10 @@ def test_a_push_whose_digest_the_registry_does_not_serve_fails_and_keeps_the_map
     code, _, err = fake.cli("build", "--push")
     assert code == 7
     line = error_line(err)
-    assert f"reported {other} but the registry serves sha256:" in line and "/t/training:in-" in line
+    assert "/t/training:in-" in line and "/t/training/staging:unchecked-" in line
+    assert f"@{other}" in line and "answered 404 for the manifest" in line
     assert fake.image_map.read_text() == "previous map\n"
+    assert content_tags(fake, "training") == [] and staging_tags(fake, "training") == []
 
 
 def test_a_push_the_registry_holds_nothing_for_fails(fake: FakeSetup) -> None:
@@ -94,8 +116,20 @@ def test_a_push_the_registry_holds_nothing_for_fails(fake: FakeSetup) -> None:
     fake.engine.push_streams["upload"] = [{"status": "Pushed", "id": "aaaa"}, {"aux": {"Tag": "x", "Digest": digest}}]
     code, _, err = fake.cli("build", "--push")
     assert code == 7
-    assert f"reported {digest} but the registry serves None" in error_line(err)
-    assert not fake.image_map.exists()
+    line = error_line(err)
+    assert "/t/upload:in-" in line and f"@{digest}" in line and "answered 404 for the manifest" in line
+    assert not fake.image_map.exists() and content_tags(fake, "upload") == []
+
+
+def test_a_content_tag_the_registry_serves_another_digest_for_fails(fake: FakeSetup) -> None:
+    """The copy succeeded, but the tag then points elsewhere (moved by someone else): the map must not pin it."""
+    moved = sha256(b"someone else's manifest")
+    fake.registry.moved_after_put["t/download"] = moved
+    code, _, err = fake.cli("build", "--push")
+    assert code == 7
+    line = error_line(err)
+    assert "/t/download:in-" in line and f"but the registry serves {moved}" in line
+    assert not fake.image_map.exists() and staging_tags(fake, "download") == []
 
 
 def test_sources_edited_after_the_plan_are_not_built_under_the_planned_tag(fake: FakeSetup) -> None:
@@ -158,8 +192,9 @@ def test_an_error_inside_the_push_stream_fails_the_build_with_exit_7(fake: FakeS
     code, _, err = fake.cli("build", "--push")
     assert code == 7
     line = error_line(err)
-    assert "/t/upload:in-" in line and "unauthorized: authentication required" in line and "docker login" in line
-    assert not fake.image_map.exists()
+    assert "/t/upload/staging:unchecked-" in line and "unauthorized: authentication required" in line
+    assert "docker login" in line
+    assert not fake.image_map.exists() and content_tags(fake, "upload") == []
 
 
 def test_a_push_stream_cut_midway_fails_the_build(fake: FakeSetup) -> None:
@@ -167,8 +202,8 @@ def test_a_push_stream_cut_midway_fails_the_build(fake: FakeSetup) -> None:
                                             CUT]
     code, _, err = fake.cli("build", "--push")
     assert code == 7
-    assert "/t/download:in-" in error_line(err)
-    assert not fake.image_map.exists()
+    assert "/t/download/staging:unchecked-" in error_line(err)
+    assert not fake.image_map.exists() and content_tags(fake, "download") == []
 
 
 def test_a_step_import_missing_from_its_image_fails_before_the_push(fake: FakeSetup) -> None:
@@ -177,7 +212,9 @@ def test_a_step_import_missing_from_its_image_fails_before_the_push(fake: FakeSe
     code, _, err = fake.cli("build", "--push", "--jobs", "1")
     assert code == 6
     assert "step training imports tensorflow: not installed in image training" in error_line(err)
-    assert "training" in built(fake.engine) and "training" not in pushed(fake.engine)
+    # The push to the staging repository runs beside the check; a failed check leaves nothing of it.
+    assert "training" in built(fake.engine)
+    assert content_tags(fake, "training") == [] and staging_tags(fake, "training") == []
     assert not fake.image_map.exists()
 
 
@@ -242,6 +279,7 @@ def add_independent_images(fake: FakeSetup, *names: str) -> None:
             context = fake.root / "images" / name
             context.mkdir(parents=True)
             (context / "Dockerfile").write_text(f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nLABEL image={name}\n")
+            (context / ".dockerignore").write_text("*\n!Dockerfile\n")
             handle.write(INDEPENDENT.format(name=name))
 
 
@@ -263,13 +301,15 @@ def test_with_one_job_nothing_builds_after_the_first_failure(fake: FakeSetup) ->
 
 
 def test_with_two_jobs_the_running_build_finishes_but_its_dependents_never_start(fake: FakeSetup) -> None:
-    add_independent_images(fake, "aaa")
+    """base still builds when aaa fails: base ends, but neither its dependents nor bbb (waiting for a free
+    worker, its base ready) start."""
+    add_independent_images(fake, "aaa", "bbb")
     fake.engine.build_streams["aaa"] = FakeEngine.build_failing("2/3 : RUN false", "no")
     fake.engine.build_delays["base"] = 1.0  # still building when aaa fails
     done = run_in_subprocess(fake, "build", "--push", "--jobs", "2")
     assert done.returncode == 6, done.stderr
     assert "/t/aaa:in-" in error_line(done.stderr)
     assert sorted(built(fake.engine)) == ["aaa", "base"]
-    assert not {"download", "training", "upload"} & set(built(fake.engine) + pushed(fake.engine))
+    assert not {"download", "training", "upload", "bbb"} & set(built(fake.engine) + pushed(fake.engine))
     assert not fake.image_map.exists()
 

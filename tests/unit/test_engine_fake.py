@@ -6,9 +6,9 @@ The real engine reports failures inside HTTP-200 streams; these tests script tho
 
 from __future__ import annotations
 
-import io
 import socket
-import tarfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,8 @@ import pytest
 from buildtool import context
 from buildtool import engine as engine_module
 from buildtool.engine import Engine
-from buildtool.errors import BuildError, EngineError, PushError
+from buildtool.errors import BuildError, EngineError, Interrupted, PushError
+from buildtool.interrupt import Token
 
 from ..fake_engine import CUT, FakeEngine, FakeRegistry, probe_output, sha256
 
@@ -120,7 +121,7 @@ def test_an_engine_that_announces_no_id_is_asked_for_the_tag(parts):
 def test_push_returns_the_digest_the_stream_reports(parts):
     fake, registry, client, _ = parts
     lines: list[str] = []
-    digest = client.push(f"{registry.host}/t/app", "in-1", progress=lines.append)
+    digest = client.push(f"{registry.host}/t/app", "in-1", token=Token(), progress=lines.append)
     assert digest == registry.served("t/app", "in-1")
     assert fake.pushes == [f"{registry.host}/t/app:in-1"]
     assert [line.split("  [")[0] for line in lines] == ["push: 1 layer(s) done (pushed aaaaaaaaaaaa)",
@@ -138,7 +139,7 @@ def test_an_error_in_the_push_stream_is_a_push_error(parts, chunk, shown):
     fake.push_streams["app"] = [{"status": "Preparing", "id": "a"}, {"status": "Pushed", "id": "a"}, chunk,
                                 {"aux": {"Digest": "sha256:" + "d" * 64}}]
     with pytest.raises(PushError) as caught:
-        client.push("r/t/app", "in-1")
+        client.push("r/t/app", "in-1", token=Token())
     assert str(caught.value) == (f"push of r/t/app:in-1 failed: {shown}; "
                                  "is the registry running and are you logged in (docker login)?")
 
@@ -147,14 +148,44 @@ def test_a_push_stream_cut_midway_is_a_push_error(parts):
     fake, _, client, _ = parts
     fake.push_streams["app"] = [{"status": "Preparing", "id": "a"}, CUT]
     with pytest.raises(PushError, match=r"push of r/t/app:in-1 failed: ProtocolError"):
-        client.push("r/t/app", "in-1")
+        client.push("r/t/app", "in-1", token=Token())
 
 
 def test_a_push_that_reports_no_digest_is_a_push_error(parts):
     fake, _, client, _ = parts
     fake.push_streams["app"] = [{"status": "Pushed", "id": "a"}, {"aux": {"Tag": "in-1"}}]
     with pytest.raises(PushError, match="push of r/t/app:in-1 ended without a digest from the registry"):
-        client.push("r/t/app", "in-1")
+        client.push("r/t/app", "in-1", token=Token())
+
+
+def test_a_cancelled_push_stops_its_stream_and_raises_interrupted(parts):
+    """A signal (or a failed check) cancels the push's token: the stream is cut at once, not read to its end."""
+    fake, _, client, _ = parts
+    fake.push_streams["app"] = [{"status": "Preparing", "id": "a"}] + [{"status": "Pushing", "id": "a"}] * 3
+    fake.push_delays["app"] = 10.0  # an upload that would take long
+    token = Token()
+    threading.Timer(0.3, token.cancel).start()
+    started = time.monotonic()
+    with pytest.raises(Interrupted):
+        client.push("r/t/app", "in-1", token=token)
+    assert time.monotonic() - started < 5.0
+    already = Token()
+    already.cancel()
+    with pytest.raises(Interrupted):
+        client.push("r/t/app", "in-1", token=already)
+
+
+def test_tag_and_untag_the_staging_reference(parts):
+    """The engine's push needs a local name: the staging tag is added, then removed again (absent is fine)."""
+    fake, _, client, _ = parts
+    fake.images["r/t/app:in-1"] = "sha256:" + "b" * 64
+    client.tag("sha256:" + "b" * 64, "r/t/app/staging", "unchecked-1")
+    assert fake.images["r/t/app/staging:unchecked-1"] == "sha256:" + "b" * 64
+    client.untag("r/t/app/staging:unchecked-1")
+    assert "r/t/app/staging:unchecked-1" not in fake.images and fake.images["r/t/app:in-1"] == "sha256:" + "b" * 64
+    client.untag("r/t/app/staging:unchecked-1")  # already gone: nothing to do
+    with pytest.raises(EngineError, match="the engine could not tag sha256:0+ as r/t/app/staging:x: "):
+        client.tag("sha256:" + "0" * 64, "r/t/app/staging", "x")
 
 
 def test_pull_by_digest_and_its_error_chunks(parts):
@@ -182,12 +213,14 @@ def test_run_returns_exit_code_and_output_and_removes_the_container(parts):
     assert client.run("r/t/other:1", ["true"]).output == probe_output()
 
 
-def test_inspect_layers_and_the_image_store(parts):
+def test_inspect_size_and_the_image_store(parts):
     fake, _, client, _ = parts
     assert client.image_id("r/t/app:none") is None
     fake.images["r/t/app:1"] = "sha256:" + "f" * 64
+    fake.sizes["app"] = 123456789
     assert client.image_id("r/t/app:1") == "sha256:" + "f" * 64
-    assert client.layers("r/t/app:1") == [sha256(b"diff r/t/app:1")]
+    assert client.size("r/t/app:1") == 123456789
+    assert client.size("sha256:" + "f" * 64) == 123456789  # by image ID, as the push sizes a built image
     assert client.stores_images_in_containerd() is False
     fake.driver_status = [["driver-type", "io.containerd.snapshotter.v1"]]
     assert client.stores_images_in_containerd() is False  # asked once per connection
@@ -196,36 +229,22 @@ def test_inspect_layers_and_the_image_store(parts):
     again.close()
 
 
-def test_export_streams_the_saved_image(parts):
-    fake, _, client, _ = parts
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        body = b'[{"Config": "c.json", "Layers": []}]'
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(body)
-        tar.addfile(info, io.BytesIO(body))
-    fake.export_tars["r/t/app:1"] = data.getvalue()
-    with client.export("r/t/app:1") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-        member = next(iter(tar))
-        assert member.name == "manifest.json" and tar.extractfile(member).read() == body
-    with pytest.raises(EngineError, match="the engine could not export r/t/app:2: 404"):
-        client.export("r/t/app:2")
-
-
 def test_an_engine_gone_mid_session_is_an_engine_error_for_every_call(parts):
     fake, _, client, ctx = parts
     fake.close()
     with pytest.raises(EngineError, match="the engine could not inspect r/t/app:1: ConnectionError"):
         client.image_id("r/t/app:1")
     with pytest.raises(EngineError, match="the engine could not inspect r/t/app:1"):
-        client.layers("r/t/app:1")
+        client.size("r/t/app:1")
     with pytest.raises(EngineError, match="the engine could not describe itself"):
         client.stores_images_in_containerd()
-    with pytest.raises(EngineError, match="the engine could not export r/t/app:1"):
-        client.export("r/t/app:1")
+    with pytest.raises(EngineError, match="the engine could not tag r/t/app:1 as r/t/app/staging:x"):
+        client.tag("r/t/app:1", "r/t/app/staging", "x")
+    with pytest.raises(EngineError, match="pull of r/t/app:1 failed: ConnectionError"):
+        client.pull("r/t/app:1")
     with pytest.raises(EngineError, match="running a container of r/t/app:1 failed: ConnectionError"):
         client.run("r/t/app:1", ["true"])
     with pytest.raises(BuildError, match=r"build of r/t/app:1 failed at \(before the first step\): ConnectionError"):
         client.build(ctx, "r/t/app:1", {})
     with pytest.raises(PushError, match="push of r/t/app:1 failed: ConnectionError"):
-        client.push("r/t/app", "1")
+        client.push("r/t/app", "1", token=Token())

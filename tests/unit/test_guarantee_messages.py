@@ -28,7 +28,8 @@ def test_load_workflow_names_the_file_and_the_fix(tmp_path):
     path.write_text("kind: [unclosed\n")
     with pytest.raises(VerifyError) as caught:
         verify.load_workflow(path)
-    assert str(caught.value) == f"{path}: not valid YAML (ParserError)"
+    assert str(caught.value) == (f"{path}: not valid YAML: while parsing a flow sequence did not find expected ',' "
+                                 "or ']' (line 2, column 1); compile it again with `buildtool compile`")
     for text in ("- kind: Workflow\n", "kind: Pod\n", "just text\n"):
         path.write_text(text)
         with pytest.raises(VerifyError) as caught:
@@ -39,11 +40,19 @@ def test_load_workflow_names_the_file_and_the_fix(tmp_path):
     assert verify.load_workflow(path) == {"kind": "Workflow", "spec": {}}
 
 
-def test_a_workflow_without_templates_has_no_images_and_every_step_is_unrun():
-    for workflow in ({"kind": "Workflow"}, {"kind": "Workflow", "spec": {}}):
-        assert list(verify.images_in(workflow)) == []
-        assert verify.pin_problems(workflow, {"training": PIN}) == [
-            "step training: in the image map but no template of the workflow runs it"]
+def test_a_workflow_without_templates_is_a_problem_and_every_step_is_unrun():
+    """Fail closed: a workflow whose spec or templates cannot be read names that place, and runs no step."""
+    unrun = "step training: in the image map but no template of the workflow runs it"
+    for workflow, where, problem in (
+            ({"kind": "Workflow"}, "spec", "expected a mapping, got nothing"),
+            ({"kind": "Workflow", "spec": {}}, "spec.templates", "expected a list of templates, got nothing"),
+            ({"kind": "Workflow", "spec": {"templates": {}}}, "spec.templates",
+             "expected a list of templates, got dict")):
+        assert list(verify.images_in(workflow)) == [(verify.WORKFLOW, where, None)]
+        assert verify.pin_problems(workflow, {"training": PIN}) == [f"{where}: {problem}", unrun]
+    empty = {"kind": "Workflow", "spec": {"templates": []}}
+    assert list(verify.images_in(empty)) == []
+    assert verify.pin_problems(empty, {"training": PIN}) == [unrun]
 
 
 def test_pin_problems_name_template_place_and_reason():
@@ -54,16 +63,20 @@ def test_pin_problems_name_template_place_and_reason():
         {"name": "upload-model", "container": {}},
         {"name": "other-step", "container": {"image": UPLOAD}},
         {"container": {"image": "r.example/t/x:latest"}},
+        {"name": "unpinned", "container": {"image": "r.example/t/x:latest"}},
         {"name": "broken", "metadata": {"annotations": {verify.COMPONENT_SPEC: "{not json"}}},
         {"name": "dag", "dag": {"tasks": []}},
     ]}}
     assert verify.pin_problems(workflow, {"training": PIN, "upload_model": UPLOAD, "download": UPLOAD}) == [
-        "template upload-model: container.image: no image found",
-        "template other-step: container.image: serves no step of the image map (download, training, upload_model)",
-        "template ?: container.image: r.example/t/x:latest is not pinned by digest "
+        "template upload-model: container.image: container holds no image (dict)",
+        f"template other-step: container.image: {UPLOAD} serves no step of the image map "
+        "(download, training, upload_model)",
+        "template #3: spec.templates[3]: expected a mapping with a name",
+        "template unpinned: container.image: r.example/t/x:latest is not pinned by digest "
         "(expected exactly one '@sha256:<64 hex>')",
-        f"template broken: {verify.COMPONENT_SPEC} annotation: no image found",
+        f"template broken: {verify.COMPONENT_SPEC} annotation: cannot be read as a kfp component spec",
         "step download: in the image map but no template of the workflow runs it",
+        "step upload_model: in the image map but no template of the workflow runs it",
     ]
 
 
@@ -112,7 +125,7 @@ import warnings
 from pipeline.training_pipeline import make_pipeline as real
 
 
-def make_pipeline(img_name_map, image_pull_policy="IfNotPresent"):
+def make_pipeline(img_name_map, image_pull_policy="IfNotPresent", **settings):
 {body}
 """
 
@@ -144,7 +157,8 @@ def test_a_pipeline_kfp_cannot_compile_is_a_compile_error_naming_it(project):
 
 def test_kfp_warnings_go_to_the_debug_log(project, caplog):
     write_lock(project)
-    loaded = use_factory(project, "warns", "    pipeline = real(img_name_map, image_pull_policy=image_pull_policy)\n"
+    loaded = use_factory(project, "warns", "    pipeline = real(img_name_map, image_pull_policy=image_pull_policy,"
+                                           " **settings)\n"
                                            "    def warned(*args, **kwargs):\n"
                                            "        warnings.warn('a note from the pipeline')\n"
                                            "        return pipeline(*args, **kwargs)\n"
@@ -472,3 +486,64 @@ def test_an_unpinned_step_names_the_map_file(tmp_path):
     with pytest.raises(ImageMapError) as caught:
         image_map.load(path)
     assert str(caught.value).startswith(f"{path}: steps.training: 'r.example/t/training:in-1' is not pinned")
+
+
+# -- verify: every place a template can name an image, each problem worded exactly ---------------------------
+
+def test_every_container_field_and_its_malformed_forms_are_named():
+    """containerSet, script, initContainers, sidecars, annotations, templateDefaults and podSpecPatch: an image in
+    each is read (containerSet and script run their step), and each malformed form is a problem naming its place."""
+    spec = '{"implementation": {"container": %s}}'
+    workflow = {"kind": "Workflow", "metadata": {"name": "w"}, "spec": {"templates": [
+        {"name": "training", "containerSet": {"containers": [{"image": PIN}, {"name": "no-image"}]}},
+        {"name": "upload-model", "script": {"image": UPLOAD}, "initContainers": {"image": PIN},
+         "sidecars": [{"image": PIN}, "text"]},
+        {"name": "set-not-a-map", "containerSet": ["x"]},
+        {"name": "set-without-list", "containerSet": {"containers": None}},
+        {"name": "script-no-image", "script": {"source": "x"}},
+        {"name": "a1", "container": {"image": PIN}, "metadata": {"annotations": [1]}},
+        {"name": "a2", "container": {"image": PIN}, "metadata": {"annotations": {verify.COMPONENT_SPEC: spec % "{}"}}},
+        {"name": "a3", "container": {"image": PIN},
+         "metadata": {"annotations": {verify.COMPONENT_SPEC: spec % f'{{"image": "{UPLOAD}"}}', "other": "x"}}},
+        "not a template",
+    ], "templateDefaults": {"container": {"image": PIN}},
+        "podSpecPatch": f'{{"containers": [{{"name": "main", "image": "{PIN}"}}]}}'}}
+    other = f"{PIN} serves no step of the image map (training, upload_model)"
+    everywhere = f"{PIN} applies to every template and serves no step of the image map"
+    assert verify.pin_problems(workflow, {"training": PIN, "upload_model": UPLOAD}) == [
+        "template training: containerSet.containers[1].image: holds no image (dict)",
+        "template upload-model: initContainers: expected a list of containers, got dict",
+        f"template upload-model: sidecars[0].image: {PIN} differs from the map's {UPLOAD}",
+        "template upload-model: sidecars[1].image: holds no image (str)",
+        f"template upload-model: initContainers.image: {PIN} differs from the map's {UPLOAD}",
+        "template set-not-a-map: containerSet: expected a mapping, got list",
+        "template set-without-list: containerSet.containers: expected a list of containers, got nothing",
+        "template script-no-image: script.image: script holds no image (dict)",
+        f"template a1: container.image: {other}",
+        "template a1: metadata.annotations: expected a mapping, got list",
+        f"template a2: container.image: {other}",
+        f"template a2: {verify.COMPONENT_SPEC} annotation: names no image",
+        f"template a3: container.image: {other}",
+        f"template a3: {verify.COMPONENT_SPEC} annotation: {UPLOAD} serves no step of the image map "
+        "(training, upload_model)",
+        "template #8: spec.templates[8]: expected a mapping with a name",
+        f"spec.templateDefaults.container.image: {everywhere}",
+        f"spec.podSpecPatch.containers[0].image: {everywhere}",
+    ]
+    images = list(verify.images_in(workflow))
+    assert images[:3] == [("training", "containerSet.containers[0].image", PIN),
+                          ("training", "containerSet.containers[1].image", None),
+                          ("upload-model", "script.image", UPLOAD)]
+    assert (verify.WORKFLOW, "spec.templateDefaults.container.image", PIN) in images
+
+
+def test_unreadable_defaults_too_many_templates_and_the_summary_line():
+    assert verify.pin_problems({"kind": "Workflow", "spec": {"templates": [], "templateDefaults": [1]}}, {}) == [
+        "spec.templateDefaults: expected a mapping, got list"]
+    many = {"kind": "Workflow", "spec": {"templates": [{"name": "a"}] * (verify.MAX_TEMPLATES + 1)}}
+    assert verify.pin_problems(many, {}) == [
+        f"spec.templates: {verify.MAX_TEMPLATES + 1} templates, more than the {verify.MAX_TEMPLATES} buildtool reads"]
+    assert verify.summary("p.yaml", [str(n) for n in range(12)]) == (
+        "p.yaml: 12 problem(s): 0; 1; 2; 3; 4; 5; 6; 7; 8; 9; and 2 more")
+    assert verify.summary("p.yaml", ["a", "b"], limit=1) == "p.yaml: 2 problem(s): a; and 1 more"
+    assert verify.summary("p.yaml", ["a"]) == "p.yaml: 1 problem(s): a"
