@@ -357,8 +357,16 @@ def test_an_upload_cut_off_midway_leaves_nothing(platform_server):
     )
     with socket.create_connection(("127.0.0.1", platform_server.port), timeout=5) as connection:
         connection.sendall(head + b'--b0undary\r\nContent-Disposition: form-data; name="file"\r\n\r\n' + b"x" * MB)
-    deadline = time.monotonic() + 5
-    while any(".upload-" in name for name in _files(platform_server.data_dir)) and time.monotonic() < deadline:
+    # The server handles the request on a worker of its own: wait for its temp file to appear (it may
+    # already be gone on a fast machine), then for it to go, so the check below cannot run too early.
+    def uploading() -> bool:
+        return any(".upload-" in name for name in _files(platform_server.data_dir))
+
+    deadline = time.monotonic() + 2
+    while not uploading() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    deadline = time.monotonic() + 10
+    while uploading() and time.monotonic() < deadline:
         time.sleep(0.05)
 
     assert _files(platform_server.data_dir) == ["training_dataset", f"training_dataset/{DATASET_UID}"]
