@@ -179,15 +179,20 @@ def test_a_killed_runs_folder_is_removed_by_the_next_run(small_project, registry
 SLOW_MODULE = "import time\ntime.sleep(8)\n"
 
 
-def test_the_content_tag_is_not_pullable_while_the_image_is_checked(small_project, registry):
-    """The check imports a module that takes 8 s: meanwhile the image waits under a staging tag only."""
+def _training_imports_slowly(small_project, module: str) -> None:
+    """The training step imports `slow_import` (`module`'s source), so its import check takes that long."""
     training = small_project.parent / "images" / "training"
-    (training / "slow_import.py").write_text(SLOW_MODULE)
+    (training / "slow_import.py").write_text(module)
     (training / "Dockerfile").write_text(
         "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY slow_import.py /opt/slow/\nENV PYTHONPATH=/opt/slow\n")
     steps = small_project.parent / "small_steps.py"
     steps.write_text(steps.read_text().replace("def training(input, output):\n    import json",
                                                "def training(input, output):\n    import json, slow_import"))
+
+
+def test_the_content_tag_is_not_pullable_while_the_image_is_checked(small_project, registry):
+    """The check imports a module that takes 8 s: meanwhile the image waits under a staging tag only."""
+    _training_imports_slowly(small_project, SLOW_MODULE)
     prefix = config.load(small_project).repository
     process = buildtool(small_project, "build", "--push")
     reader = Reader(process)
@@ -285,13 +290,7 @@ def test_a_fresh_runner_reuses_the_previous_images_layers(small_project, engine_
 
 
 def test_a_signal_during_the_check_stops_its_container(small_project, registry, engine_client):
-    training = small_project.parent / "images" / "training"
-    (training / "slow_import.py").write_text("import time\ntime.sleep(60)\n")
-    (training / "Dockerfile").write_text(
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY slow_import.py /opt/slow/\nENV PYTHONPATH=/opt/slow\n")
-    steps = small_project.parent / "small_steps.py"
-    steps.write_text(steps.read_text().replace("def training(input, output):\n    import json",
-                                               "def training(input, output):\n    import json, slow_import"))
+    _training_imports_slowly(small_project, "import time\ntime.sleep(60)\n")
     prefix = config.load(small_project).repository
     process = buildtool(small_project, "build", "--push")
     reader = Reader(process)
