@@ -9,8 +9,13 @@ It ships with buildtool and may face a hostile network, so it fails closed:
 
 - credentials are checked before a body is read: an unauthenticated request
   costs its headers and nothing more, and a login body is at most 64 KiB;
-- each request has a deadline for its request line and headers, and every read
-  or write a timeout, so a half-sent request ends;
+- each request has a deadline for its request line and headers (a JSON body
+  shares it), an upload's body or a download's answer one that grows only with
+  the bytes moved (`body_timeout` plus one second per `min_body_rate` bytes),
+  and every read or write a timeout, so a half-sent or trickled request ends;
+- a framing error (a duplicate or malformed Content-Length, a
+  Transfer-Encoding) closes the connection: the rest of the bytes are never
+  read as another request;
 - at most `workers` connections are served at once; the next ones get a 503 at
   once and are closed, so no thread or memory grows with the number of clients;
 - an upload goes through a streaming multipart parser into a temporary file
@@ -93,6 +98,8 @@ METADATA_DIR = "model_metadata"
 DEFAULT_MAX_BODY_BYTES = 1024**3  # an upload
 DEFAULT_HEADER_TIMEOUT = 5.0  # request line and headers (and a JSON body) must arrive within this
 DEFAULT_IO_TIMEOUT = 30.0  # each read or write on the socket
+DEFAULT_BODY_TIMEOUT = 10.0  # an upload's body or a download's answer: this, ...
+DEFAULT_MIN_BODY_RATE = 256 * 1024  # ... plus one second per this many bytes moved
 JSON_BODY_LIMIT = 64 * 1024  # login, download and accuracy bodies are a few hundred bytes
 MAX_SEED_SAMPLES = 100_000  # ~120 MB of float32: a dev dataset, not a memory bomb
 
@@ -112,11 +119,14 @@ _BUSY_ANSWER = (
 class _Refusal(Exception):
     """Answer the request with `status` and a JSON error message."""
 
-    def __init__(self, status: HTTPStatus, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, status: HTTPStatus, message: str, headers: Mapping[str, str] | None = None, *, close: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+        self.close = close  # where the request ends is unknown: the connection must not serve another
 
 
 class _ClientGone(Exception):
@@ -226,10 +236,14 @@ class PlatformServer:
         workers: int = DEFAULT_WORKERS,
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         io_timeout: float = DEFAULT_IO_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        min_body_rate: int = DEFAULT_MIN_BODY_RATE,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise PlatformError(f"port {port!r} is not valid: give a number from 0 to 65535")
-        for name, value in (("token_ttl", token_ttl), ("header_timeout", header_timeout), ("io_timeout", io_timeout)):
+        timeouts = {"token_ttl": token_ttl, "header_timeout": header_timeout, "io_timeout": io_timeout,
+                    "body_timeout": body_timeout, "min_body_rate": min_body_rate}
+        for name, value in timeouts.items():
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise PlatformError(f"{name} {value!r} is not valid: give a positive number of seconds")
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
@@ -242,6 +256,8 @@ class PlatformServer:
         self.workers = workers
         self.header_timeout = float(header_timeout)
         self.io_timeout = float(io_timeout)
+        self.body_timeout = float(body_timeout)
+        self.min_body_rate = float(min_body_rate)
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (account, expiry on the monotonic clock)
         self._lock = threading.Lock()
         self._httpd: _HTTPServer | None = None
@@ -465,6 +481,17 @@ class _DeadlineReader(io.RawIOBase):
             self._connection.settimeout(self._io_timeout)
 
 
+class _BodyClock:
+    """The deadline of a body in transit: `body_timeout` from its start, one second more per `min_body_rate` bytes."""
+
+    def __init__(self, platform: PlatformServer) -> None:
+        self.deadline = time.monotonic() + platform.body_timeout
+        self._rate = platform.min_body_rate
+
+    def moved(self, count: int) -> None:
+        self.deadline += count / self._rate
+
+
 class _Handler(BaseHTTPRequestHandler):
     platform: PlatformServer
     protocol_version = "HTTP/1.1"
@@ -577,7 +604,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(size))
             self.end_headers()
             try:
-                shutil.copyfileobj(source, self.wfile, _CHUNK_BYTES)
+                self._send_file(source)
             except OSError as exc:
                 self.close_connection = True
                 logger.info("download of %s %r: the client went away (%s)", file_type, uid, exc)
@@ -630,13 +657,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _declared_length(self) -> int:
         """The body's length as Content-Length declares it (0 if absent); a malformed one is refused."""
         if self.headers.get("Transfer-Encoding") is not None:
-            raise _Refusal(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length, not a Transfer-Encoding")
+            raise _Refusal(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length, not a Transfer-Encoding", close=True)
         values = {value.strip() for value in self.headers.get_all("Content-Length") or []}
         if len(values) > 1:
-            raise _Refusal(HTTPStatus.BAD_REQUEST, "more than one Content-Length")
+            raise _Refusal(HTTPStatus.BAD_REQUEST, "more than one Content-Length", close=True)
         value = values.pop() if values else "0"
         if not _CONTENT_LENGTH.fullmatch(value):
-            raise _Refusal(HTTPStatus.BAD_REQUEST, f"Content-Length {value[:40]!r} is not a number of bytes")
+            message = f"Content-Length {value[:40]!r} is not a number of bytes"
+            raise _Refusal(HTTPStatus.BAD_REQUEST, message, close=True)
         return int(value)
 
     def _accept_body(self, limit: int, *, required: bool = False) -> int:
@@ -658,10 +686,11 @@ class _Handler(BaseHTTPRequestHandler):
         return _json_object(body)
 
     def _body_chunks(self) -> Iterator[bytes]:
-        """The body in chunks as it arrives; a JSON body shares the header deadline, an upload only the timeouts."""
-        if self._unread > JSON_BODY_LIMIT:
-            self._reader.deadline = None
+        """The body in chunks as it arrives; a JSON body shares the header deadline, an upload has its own."""
+        clock = _BodyClock(self.platform) if self._unread > JSON_BODY_LIMIT else None
         while self._unread > 0:
+            if clock is not None:
+                self._reader.deadline = clock.deadline
             try:
                 chunk = self.rfile.read1(min(self._unread, _CHUNK_BYTES))
             except OSError as exc:
@@ -670,15 +699,30 @@ class _Handler(BaseHTTPRequestHandler):
             if not chunk:
                 raise _ClientGone(f"the connection closed with {self._unread} bytes of the body unsent")
             self._unread -= len(chunk)
+            if clock is not None:
+                clock.moved(len(chunk))
             yield chunk
 
     # -- answering ----------------------------------------------------------
 
+    def _send_file(self, source: Any) -> None:
+        """Copy `source` to the client within the answer's deadline: a slow reader does not keep a worker."""
+        clock = _BodyClock(self.platform)
+        while chunk := source.read(_CHUNK_BYTES):
+            remaining = clock.deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the client did not read the answer in time")
+            self.connection.settimeout(min(self.platform.io_timeout, remaining))
+            self.wfile.write(chunk)
+            clock.moved(len(chunk))
+        self.connection.settimeout(self.platform.io_timeout)
+
     def _refuse(self, refusal: _Refusal) -> None:
-        if self._unread:
+        unread = bool(self._unread) or refusal.close
+        if unread:
             self.close_connection = True  # the rest of the body is not read: the connection cannot be reused
         self._send_json(refusal.status, {"error": refusal.message}, refusal.headers)
-        if self._unread:
+        if unread:
             self._linger()
 
     def _linger(self) -> None:

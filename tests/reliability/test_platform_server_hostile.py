@@ -501,3 +501,121 @@ def test_100_continue_only_after_the_credentials(platform_server, authorized, fi
         answer = connection.recv(200)
 
     assert answer.startswith(first_answer)
+
+
+# -- framing: after a framing error the connection ends, so the rest is never a second request ---------------
+
+_SMUGGLED = _request("POST", LOGIN_PATH, {}, _json({"account_name": ACCESS_KEY, "password": SECRET_KEY}))
+
+
+def _framed(headers: bytes) -> bytes:
+    """A login whose framing headers are `headers`, followed on the same connection by a smuggled good login."""
+    head = b"POST %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (LOGIN_PATH.encode(), headers)
+    return head + b"{}" + _SMUGGLED
+
+
+FRAMING = [
+    ("content-length-twice", _framed(b"Content-Length: 2\r\nContent-Length: %d\r\n" % (2 + len(_SMUGGLED))), 400),
+    ("content-length-twice-same-line", _framed(b"Content-Length: 2, 2\r\n"), 400),
+    ("content-length-text", _framed(b"Content-Length: 2x\r\n"), 400),
+    ("content-length-and-chunked", _framed(b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n"), 411),
+    ("chunked-only", _framed(b"Transfer-Encoding: chunked\r\n"), 411),
+    ("transfer-encoding-identity", _framed(b"Content-Length: 2\r\nTransfer-Encoding: identity\r\n"), 411),
+]
+
+
+@pytest.mark.parametrize(("data", "status"), [case[1:] for case in FRAMING], ids=[case[0] for case in FRAMING])
+def test_a_framing_error_closes_the_connection(platform_server, data, status):
+    before = _files(platform_server.data_dir)
+    with socket.create_connection(("127.0.0.1", platform_server.port), timeout=5) as connection:
+        connection.sendall(data)
+        received = b""
+        started = time.monotonic()
+        while time.monotonic() - started < 4:
+            try:
+                chunk = connection.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            received += chunk
+        closed_after = time.monotonic() - started
+
+    assert received.startswith(b"HTTP/1.1 %d " % status), received[:200]
+    assert received.count(b"HTTP/1.1 ") == 1  # one answer: the smuggled login was never served
+    assert b"token" not in received
+    assert b"Connection: close" in received
+    assert SECRET_KEY.encode() not in received
+    assert closed_after < 3  # closed by the server, not by this test's patience
+    assert _files(platform_server.data_dir) == before
+    _login_token(platform_server)  # and the server still serves
+
+
+# -- a total deadline: bodies trickled by authenticated clients do not hold the workers ----------------------
+
+
+def _trickle_upload(port: int, token: str, stop: threading.Event) -> None:
+    """An authenticated upload that sends its body one byte every 2 s until the server hangs up (or `stop`)."""
+    head = _request("POST", UPLOAD, {"Authorization": f"Bearer {token}", **FORM, "Uid": "m1", "Content-Length": "4096"})
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(head)
+        while not stop.wait(2.0):
+            try:
+                connection.sendall(b"-")
+            except OSError:
+                return
+
+
+def _slow_download(port: int, token: str, stop: threading.Event) -> None:
+    """An authenticated download read one small piece every 2 s, so the server's writes wait on it."""
+    body = _json({"training_dataset_uid": "ds-large"})
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        connection.sendall(_request("POST", DOWNLOAD, {"Authorization": f"Bearer {token}"}, body))
+        while not stop.wait(2.0):
+            try:
+                if not connection.recv(16):
+                    return
+            except OSError:
+                return
+
+
+@pytest.mark.parametrize("client", [_trickle_upload, _slow_download], ids=["upload-trickled", "download-read-slowly"])
+def test_16_slow_authenticated_requests_do_not_hold_login_for_long(tmp_path, client):
+    workers, body_timeout = 16, 1.5
+    large = tmp_path / "large.zip"
+    large.write_bytes(b"\0" * (64 * MB))  # more than the socket buffers hold
+    with PlatformServer(
+        tmp_path / "data", {ACCESS_KEY: SECRET_KEY}, workers=workers, body_timeout=body_timeout, min_body_rate=MB
+    ) as server:
+        seed_dataset(server.data_dir, "ds-large", large)
+        token = _login_token(server)
+        before = _files(server.data_dir)
+        stop = threading.Event()
+        threads = [threading.Thread(target=client, args=(server.port, token, stop)) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)  # every worker is now serving a slow client
+        started = time.monotonic()
+        statuses = []
+        try:
+            while time.monotonic() - started < 20:
+                login = _request("POST", LOGIN_PATH, {}, _json({"account_name": ACCESS_KEY, "password": SECRET_KEY}))
+                answer = raw_request(server.port, login, timeout=5)
+                statuses.append(answer.status)
+                if answer.status == 200:
+                    break
+                time.sleep(0.2)
+            waited = time.monotonic() - started
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        after = _files(server.data_dir)
+
+    assert statuses[0] == 503  # the slow clients did hold every worker
+    assert statuses[-1] == 200
+    assert set(statuses[:-1]) <= {503, None}
+    # Their deadline freed the workers (plus the few MB the socket buffers took): not a per-read timeout (30 s).
+    assert waited < body_timeout + 6
+    assert after == before  # no upload stored, no temporary file left
