@@ -4,26 +4,39 @@ skopeo reads the image from the engine, compresses the layers the registry
 lacks on every core (pgzip), retries failed transfers, mounts blobs it has
 pushed before from other repositories, and writes the manifest's digest to a
 file. Its credentials come from the engine's store, written to a 0600 authfile
-in the run's folder for the one registry it pushes to (credential helpers are
-resolved here, as the engine's CLI resolves them).
+in a private (0700) folder of the run's folder for the one registry it pushes
+to (credential helpers are resolved here, as the engine's CLI resolves them);
+the next run removes a folder a killed run left.
+
+skopeo runs in a session of its own, so a terminal's Ctrl-C reaches buildtool
+alone, which then stops skopeo in order (interrupt.py: the token is set before
+skopeo's exit is seen, so the exit reads as the signal, not as a failed push).
+A SIGKILL of buildtool gives it no such chance: skopeo is started with a
+parent-death signal (PR_SET_PDEATHSIG, SIGKILL), so it never outlives the
+buildtool thread that started it and never writes a manifest nobody checks.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from ..engine import stored_credentials
 from ..errors import PushError
 from ..reference import DIGEST_RE
+from . import workdir
 from .job import PushJob
 from .registry import _is_loopback
 
@@ -32,6 +45,7 @@ _KILL_AFTER = 1.0  # seconds between SIGTERM and SIGKILL when a push is stopped
 _TAIL_LINES = 15
 _HEARTBEAT = 15.0
 _MILESTONES = ("Copying blob", "Copying config", "Writing manifest")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def find() -> str | None:
@@ -48,7 +62,7 @@ def write_authfile(folder: Path, domain: str) -> Path:
         if found.identity_token:
             entry["identitytoken"] = found.identity_token
         auths[domain] = entry
-    path = folder / f"auth-{uuid.uuid4().hex[:8]}.json"
+    path = workdir.private_folder(folder / "auth") / f"auth-{uuid.uuid4().hex[:8]}.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump({"auths": auths}, handle)
@@ -62,6 +76,23 @@ def command(executable: str, job: PushJob, authfile: Path, digestfile: Path) -> 
     if _is_loopback(job.staging.api_host):
         argv.append("--dest-tls-verify=false")
     return argv + [f"docker-daemon:{job.local}", f"docker://{job.staging}"]
+
+
+def _dies_with_parent() -> Callable[[], None]:
+    """A preexec_fn that makes the child get SIGKILL when the thread that started it ends (buildtool killed).
+
+    libc is looked up here, in the parent: between fork and exec the child only makes two system calls.
+    """
+    prctl = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            os._exit(126)  # no guarantee, no push: subprocess reports the exit
+        if os.getppid() != parent:  # buildtool died before the signal was armed
+            os._exit(126)
+
+    return preexec
 
 
 def _stop(process: subprocess.Popen[str]) -> None:
@@ -88,10 +119,12 @@ class SkopeoPusher:
         started = last = time.monotonic()
         try:
             # Its own session: a terminal's Ctrl-C reaches buildtool, which stops skopeo itself (as on SIGTERM).
+            # The parent-death signal fires when this thread ends: it waits for skopeo below, so only a
+            # buildtool that dies ends skopeo that way.
             process = subprocess.Popen(command(self.executable, job, authfile, digestfile), stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                                        errors="replace", env={**os.environ, "TMPDIR": str(job.workdir)},
-                                       start_new_session=True)
+                                       start_new_session=True, preexec_fn=_dies_with_parent())
         except OSError as exc:
             raise PushError(f"cannot run {self.executable}: {exc}; install skopeo (apt-get install skopeo) "
                             "or set push_with = \"engine\"") from None

@@ -1,7 +1,7 @@
 """The push's temporary folder: one per run, removed at the end, and by the next run if this one was killed.
 
 skopeo spools the engine's export of an image there (TMPDIR), and the
-authfile it reads lives there too. A run holds an exclusive lock on the
+authfile it reads lives in a private folder inside it (`private_folder`). A run holds an exclusive lock on the
 folder's `.lock` for its lifetime; a folder whose lock can be taken belongs to
 a run that is gone (killed, the machine rebooted) and is removed at the start
 of the next one.
@@ -14,10 +14,13 @@ import fcntl
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from ..errors import PushError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,18 @@ def clean_stale(root: Path | None = None) -> list[Path]:
         log.info("removed %s, left by a run that did not finish", folder)
         removed.append(folder)
     return removed
+
+
+def private_folder(path: Path) -> Path:
+    """`path` as a folder only this user can enter (0700), created if missing; refused if anyone else could."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise PushError(f"{path} is not a private folder of this user (0700): remove it and run again")
+    return path
 
 
 @contextlib.contextmanager

@@ -1,0 +1,129 @@
+"""buildtool killed with SIGKILL mid-push: skopeo must not outlive it, and its credentials go with the next run.
+
+Each row kills a buildtool process that is pushing through a stand-in for skopeo: an executable that takes
+skopeo's arguments, reads its authfile, and writes its "staging manifest" (a file) only after a few seconds,
+as a real push writes the manifest last. Whatever the row, the same invariants hold: the stand-in is gone
+within a second, no manifest is written after the kill, the authfile sat in a folder only its user can
+enter, and the next run's start removes that folder with the credentials in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from buildtool.push import workdir
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "registry-password-never-left-behind"
+
+# A stand-in for `skopeo copy ... --digestfile F --authfile A SRC DEST` that pushes slowly.
+FAKE_SKOPEO = """\
+#!{python}
+import json, os, sys, time
+args = sys.argv[1:]
+authfile = args[args.index("--authfile") + 1]
+digestfile = args[args.index("--digestfile") + 1]
+json.load(open(authfile))  # skopeo reads its credentials first
+with open(os.environ["FAKE_SKOPEO_STATE"] + "/pid", "w") as out:
+    out.write(str(os.getpid()))
+print("Copying blob sha256:0000", flush=True)
+time.sleep(4)  # the layers go up...
+with open(os.environ["FAKE_SKOPEO_STATE"] + "/manifest", "w") as out:
+    out.write("written")  # ...and the manifest last: the unchecked staging image
+with open(digestfile, "w") as out:
+    out.write("sha256:" + "a" * 64)
+"""
+
+# The pushing buildtool: the skopeo pusher of one image, credentials from the engine's store (DOCKER_CONFIG).
+BUILDTOOL = """\
+import sys
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from buildtool import reference
+from buildtool.interrupt import Token
+from buildtool.push import workdir
+from buildtool.push.job import PushJob, staging_reference
+from buildtool.push.skopeo import SkopeoPusher
+
+target = reference.parse("registry.example.com:5000/lab/training:in-" + "1" * 16)
+with workdir.run_folder(Path({root!r})) as folder:
+    print(folder, flush=True)
+    job = PushJob("training", "lab/training:in-" + "1" * 16, "sha256:" + "e" * 64, target,
+                  staging_reference(target), folder, 6, Token(), lambda message: print(message, flush=True))
+    SkopeoPusher({skopeo!r}).push(job)
+"""
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    os.killpg(process.pid, signal.SIGKILL)  # what CI does to a cancelled job's process group
+
+
+def _kill_process(process: subprocess.Popen[str]) -> None:
+    process.kill()  # the OOM killer, or `kill -9` of buildtool alone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead: it waits for a parent that is gone to be reaped by init.
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("kill", [_kill_group, _kill_process], ids=["process-group-killed", "buildtool-killed"])
+def test_skopeo_dies_with_buildtool_and_its_authfile_goes_next_run(tmp_path, kill):
+    state, root, config = tmp_path / "state", tmp_path / "tmp", tmp_path / "docker"
+    for folder in (state, root, config):
+        folder.mkdir()
+    skopeo = tmp_path / "skopeo"
+    skopeo.write_text(FAKE_SKOPEO.format(python=sys.executable))
+    skopeo.chmod(0o755)
+    auth = {"auths": {"registry.example.com:5000": {"auth": __import__("base64").b64encode(
+        f"lab:{SECRET}".encode()).decode()}}}
+    (config / "config.json").write_text(json.dumps(auth))
+    env = {**os.environ, "DOCKER_CONFIG": str(config), "FAKE_SKOPEO_STATE": str(state)}
+    script = BUILDTOOL.format(repo=str(REPO), root=str(root), skopeo=str(skopeo))
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, text=True,
+                               env=env, start_new_session=True)  # a process group of its own, as under CI
+    try:
+        assert process.stdout is not None
+        folder = Path(process.stdout.readline().strip())
+        deadline = time.monotonic() + 20
+        while not (state / "pid").exists() or not (state / "pid").read_text():
+            assert time.monotonic() < deadline and process.poll() is None, "the stand-in never started"
+            time.sleep(0.05)
+        pid = int((state / "pid").read_text())
+        authfiles = list((folder / "auth").glob("auth-*.json"))
+        auth_mode = stat.S_IMODE((folder / "auth").stat().st_mode)
+
+        kill(process)
+        process.wait()
+        killed_at = time.monotonic()
+        while _alive(pid) and time.monotonic() - killed_at < 5:
+            time.sleep(0.02)
+        gone_after = time.monotonic() - killed_at
+        time.sleep(4.5)  # as long as the stand-in would have taken to write its manifest
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert gone_after < 1.0, f"skopeo outlived buildtool by {gone_after:.1f} s"
+    assert not (state / "manifest").exists()  # no unchecked staging manifest written after the kill
+    assert len(authfiles) == 1 and SECRET not in authfiles[0].name
+    assert auth_mode == 0o700
+    assert authfiles[0].exists()  # a SIGKILL leaves it; the next start removes it
+    assert workdir.clean_stale(root) == [folder]
+    assert not folder.exists()
+    assert not any(SECRET in path.read_text(errors="replace") for path in root.rglob("*") if path.is_file())
