@@ -223,9 +223,13 @@ class Engine:
                               f"{exc.__class__.__name__}: {exc}") from None
 
     def untag(self, ref: str) -> None:
-        """Remove the tag `ref` (never the image's layers while another tag or a container holds them)."""
+        """Remove the tag `ref` (never another tag, nor an image a running container uses).
+
+        Forced: when another build moved the image's other tag away meanwhile, `ref` is its last one and the
+        engine refuses a plain removal while a container (the image's check) uses it, which left the tag.
+        """
         try:
-            self.api.remove_image(ref, noprune=False)
+            self.api.remove_image(ref, force=True, noprune=False)
         except NotFound:
             pass
         except _TRANSPORT_ERRORS as exc:
