@@ -68,6 +68,24 @@ CASES = [
         ConfigError.exit_code,
         "cannot read the accounts file",
     ),
+    (  # the strict reader: the last of two keys would silently win
+        "serve-accounts-duplicate-key",
+        ["serve", "--accounts", "{tmp}/twice.yaml"],
+        ConfigError.exit_code,
+        "duplicate key dev at line 3",
+    ),
+    (
+        "serve-accounts-alias",
+        ["serve", "--accounts", "{tmp}/alias.yaml"],
+        ConfigError.exit_code,
+        "alias",
+    ),
+    (
+        "serve-accounts-folder",
+        ["serve", "--accounts", "{tmp}"],
+        ConfigError.exit_code,
+        "cannot read the accounts file",
+    ),
 ]
 
 
@@ -77,6 +95,8 @@ CASES = [
 def test_platform_command_errors_are_one_line(tmp_path, capsys, busy_port, arguments, code, fragment):
     (tmp_path / "list.yaml").write_text("accounts: [a, b]\n")
     (tmp_path / "binary.yaml").write_bytes(b"accounts:\n  dev: \xff\xfe\n")
+    (tmp_path / "twice.yaml").write_text("accounts:\n  dev: first-secret\n  dev: second-secret\n")
+    (tmp_path / "alias.yaml").write_text("secret: &s first-secret\naccounts:\n  dev: *s\n")
     data = tmp_path / "data"
     values = {"busy": str(busy_port), "tmp": str(tmp_path)}
     argv = ["platform", *(argument.format(**values) for argument in arguments), "--data", str(data)]
