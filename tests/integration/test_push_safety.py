@@ -163,13 +163,21 @@ def test_a_killed_runs_folder_is_removed_by_the_next_run(small_project, registry
     try:
         reader.wait_for(r"\] training +push via skopeo ", timeout=600)
         time.sleep(2.0)
+        assert skopeo_processes(f"/{prefix}/training/staging"), "skopeo should be pushing now"
     finally:
         process.kill()  # SIGKILL: nothing of buildtool runs any more
         process.wait()
-    for pid in skopeo_processes(f"/{prefix}/training/staging"):
-        os.kill(pid, signal.SIGKILL)  # skopeo runs in its own session; it is ours to end here
+    killed = time.monotonic()
+    while skopeo_processes(f"/{prefix}/training/staging") and time.monotonic() - killed < 5:
+        time.sleep(0.05)
+    # skopeo (in a session of its own) got its parent-death signal: it does not go on pushing.
+    assert time.monotonic() - killed < 1.0, "skopeo outlived buildtool"
+    time.sleep(5)  # longer than the rest of the push would have taken
+    assert staging_tags(registry, f"{prefix}/training") == []  # no unchecked manifest written after the kill
     left = list(tmpdir.glob(workdir.PREFIX + "*"))
     assert left, "the killed run leaves its folder"
+    authfiles = [path for folder in left for path in (folder / "auth").glob("auth-*.json")]
+    assert authfiles and all((path.parent.stat().st_mode & 0o777) == 0o700 for path in authfiles)
     following = buildtool(small_project, "build", "base", tmpdir=tmpdir)  # any build cleans up first
     out, err = following.communicate(timeout=600)
     assert following.returncode == 0, err

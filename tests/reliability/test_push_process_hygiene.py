@@ -9,6 +9,7 @@ enter, and the next run's start removes that folder with the credentials in it.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.push import workdir
+from buildtool.errors import PushError
+from buildtool.push import skopeo, workdir
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "registry-password-never-left-behind"
@@ -51,7 +53,8 @@ from pathlib import Path
 sys.path.insert(0, {repo!r})
 from buildtool import reference
 from buildtool.interrupt import Token
-from buildtool.push import workdir
+from buildtool.errors import PushError
+from buildtool.push import skopeo, workdir
 from buildtool.push.job import PushJob, staging_reference
 from buildtool.push.skopeo import SkopeoPusher
 
@@ -89,8 +92,7 @@ def test_skopeo_dies_with_buildtool_and_its_authfile_goes_next_run(tmp_path, kil
     skopeo = tmp_path / "skopeo"
     skopeo.write_text(FAKE_SKOPEO.format(python=sys.executable))
     skopeo.chmod(0o755)
-    auth = {"auths": {"registry.example.com:5000": {"auth": __import__("base64").b64encode(
-        f"lab:{SECRET}".encode()).decode()}}}
+    auth = {"auths": {"registry.example.com:5000": {"auth": base64.b64encode(f"lab:{SECRET}".encode()).decode()}}}
     (config / "config.json").write_text(json.dumps(auth))
     env = {**os.environ, "DOCKER_CONFIG": str(config), "FAKE_SKOPEO_STATE": str(state)}
     script = BUILDTOOL.format(repo=str(REPO), root=str(root), skopeo=str(skopeo))
@@ -127,3 +129,36 @@ def test_skopeo_dies_with_buildtool_and_its_authfile_goes_next_run(tmp_path, kil
     assert workdir.clean_stale(root) == [folder]
     assert not folder.exists()
     assert not any(SECRET in path.read_text(errors="replace") for path in root.rglob("*") if path.is_file())
+
+
+def _symlink_elsewhere(auth: Path, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    auth.symlink_to(tmp_path / "elsewhere")
+
+
+def _open_to_others(auth: Path, tmp_path: Path) -> None:
+    auth.mkdir()
+    auth.chmod(0o755)
+
+
+def _a_file(auth: Path, tmp_path: Path) -> None:
+    auth.write_text("")
+
+
+@pytest.mark.parametrize("plant", [_symlink_elsewhere, _open_to_others, _a_file],
+                         ids=["auth-folder-symlink", "auth-folder-0755", "auth-folder-is-a-file"])
+def test_credentials_are_never_written_where_others_could_read_them(tmp_path, monkeypatch, plant):
+    config = tmp_path / "docker"
+    config.mkdir()
+    auth = {"auths": {"registry.example.com:5000": {"auth": base64.b64encode(f"lab:{SECRET}".encode()).decode()}}}
+    (config / "config.json").write_text(json.dumps(auth))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    plant(run / "auth", tmp_path)
+
+    with pytest.raises(PushError, match=r"auth is not a private folder of this user \(0700\): remove it"):
+        skopeo.write_authfile(run, "registry.example.com:5000")
+
+    written = [path for path in tmp_path.rglob("*") if path.is_file() and path.name != "config.json"]
+    assert not any(SECRET in path.read_text(errors="replace") for path in written)
