@@ -4,7 +4,8 @@ Each row kills a buildtool process that is pushing through a stand-in for skopeo
 skopeo's arguments, reads its authfile, and writes its "staging manifest" (a file) only after a few seconds,
 as a real push writes the manifest last. Whatever the row, the same invariants hold: the stand-in is gone
 within a second, no manifest is written after the kill, the authfile sat in a folder only its user can
-enter, and the next run's start removes that folder with the credentials in it.
+enter, and the next run's start removes that folder with the credentials in it. The last rows plant a
+folder others could read where the authfile goes: the credentials are refused, never written.
 """
 
 from __future__ import annotations
