@@ -22,6 +22,7 @@ import base64
 import collections
 import ctypes
 import ctypes.util
+import functools
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..engine import stored_credentials
 from ..errors import PushError
@@ -78,17 +80,24 @@ def command(executable: str, job: PushJob, authfile: Path, digestfile: Path) -> 
     return argv + [f"docker-daemon:{job.local}", f"docker://{job.staging}"]
 
 
+@functools.cache
+def _prctl() -> Any:
+    """libc's prctl, looked up once (find_library runs ldconfig)."""
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl
+
+
 def _dies_with_parent() -> Callable[[], None]:
     """A preexec_fn that makes the child get SIGKILL when the thread that started it ends (buildtool killed).
 
     libc is looked up here, in the parent: between fork and exec the child only makes two system calls.
     """
-    prctl = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl
+    prctl = _prctl()
     parent = os.getpid()
 
     def preexec() -> None:
         if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            os._exit(126)  # no guarantee, no push: subprocess reports the exit
+            os.write(2, b"prctl(PR_SET_PDEATHSIG) failed: skopeo could outlive buildtool, so it was not started\n")
+            os._exit(126)  # no guarantee, no push: the push fails with this line
         if os.getppid() != parent:  # buildtool died before the signal was armed
             os._exit(126)
 
