@@ -325,3 +325,18 @@ def test_a_signal_during_the_check_stops_its_container(small_project, registry, 
     assert check_containers() == []  # removed, not left sleeping
     assert served_digest(content_tag(err, "training")) is None
     assert staging_tags(registry, f"{prefix}/training") == []
+
+
+def test_three_builds_of_one_image_at_once_leave_no_staging_tag(small_project, registry, engine_client):
+    set_push_with(small_project, "engine")  # the engine's push tags the image under its staging name locally
+    prefix = config.load(small_project).repository
+    first = buildtool(small_project, "build", "--push")
+    assert first.wait(timeout=600) == 0, first.communicate()[1]
+    (small_project.parent / "images" / "download" / "new.txt").write_text("download changed\n")
+    runs = [buildtool(small_project, "build", "download", "--push") for _ in range(3)]
+    outputs = [r.communicate(timeout=600) for r in runs]
+    assert all(r.returncode in (0, 7) for r in runs), [err for _, err in outputs]
+    assert 0 in [r.returncode for r in runs], [err for _, err in outputs]
+    local = [tag for image in engine_client.images.list() for tag in image.tags if f"/{prefix}/" in tag]
+    assert [tag for tag in local if "/staging:" in tag] == [], local
+    assert staging_tags(registry, f"{prefix}/download") == []
