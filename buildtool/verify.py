@@ -262,7 +262,7 @@ def verify_pipeline(config: Config, path: Path, registry: Registry | None) -> No
     given a registry, served by it. ImageMapError when the map itself is unreadable or not a lock."""
     workflow = load_workflow(path)
     loaded = image_map.load(config.image_map)
-    image_map.require_locked(loaded, config.steps, config.image_map)
+    image_map.require_locked(loaded, config.steps, config.image_map, config.repositories)
     problems = pin_problems(workflow, loaded.steps)
     if registry is not None:
         problems += registry_problems(workflow, registry)

@@ -162,15 +162,18 @@ def test_a_tag_that_only_ends_like_the_inputs_tag_is_stale(project):
     assert "upload" in staleness.stale_images(loaded, image_map.load(loaded.image_map))
 
 
-def test_check_exits_4_on_a_reference_with_another_tag(project, capsys):
+def test_check_exits_3_on_a_reference_whose_tag_is_not_its_inputs_tag(project, capsys):
+    """A tag that is not the one of the recorded inputs digest is a hand edit: the lock is not bound (exit 3)."""
     from buildtool import cli
 
     loaded, lock = write_lock(project)
     wrong = lock.images["download"].reference.split(":in-")[0] + ":in-0123456789abcdef@sha256:" + "7" * 64
     loaded.image_map.write_text(image_map.render(retag(lock, "download", "download_training_dataset", wrong)))
-    assert cli.main(["--config", str(project), "check"]) == 4
+    assert cli.main(["--config", str(project), "check"]) == 3
     err = capsys.readouterr().err
-    assert err.startswith("buildtool: error: ") and "image download (step download_training_dataset)" in err
+    expected = lock.images["download"].reference.split("@")[0]
+    assert err.startswith("buildtool: error: ") and "images.download.reference" in err
+    assert f"not bound to its image: expected {expected}@sha256:<64 hex>" in err
 
 
 # -- verify: the registry is asked -----------------------------------------------------------------------------
