@@ -454,6 +454,29 @@ class Registry:
             raise RegistryError(f"{ref} has no manifest for {platform}")
         return manifest
 
+    def labels(self, ref: Reference, platform: str = "linux/amd64") -> dict[str, str]:
+        """The labels of the image config of `ref` for `platform` (`docker inspect`'s Config.Labels); the config
+        blob is read whole and must hash to the digest its manifest names."""
+        import json
+
+        manifest = self.platform_manifest(ref, platform)
+        config = manifest.get("config")
+        digest = config.get("digest") if isinstance(config, dict) else None
+        if not isinstance(digest, str):
+            raise RegistryError(f"registry sent a manifest for {ref} that names no config blob")
+        response = self._request("GET", f"{self._base_url(ref)}/blobs/{digest}", ref, {})
+        if response.status_code != 200:
+            raise self._refused(response, ref, f"the config blob {digest}")
+        if content_digest(response.content) != digest:
+            raise RegistryError(f"registry sent a config blob for {ref} that does not hash to {digest}")
+        try:
+            labels = (json.loads(response.content).get("config") or {}).get("Labels") or {}
+        except (ValueError, AttributeError):
+            raise RegistryError(f"registry sent a config blob for {ref} that is not an image config") from None
+        if not isinstance(labels, dict):
+            raise RegistryError(f"the image config of {ref} holds labels that are not a mapping")
+        return {str(k): str(v) for k, v in labels.items()}
+
     def size(self, ref: Reference, platform: str = "linux/amd64") -> ImageSize:
         """Compressed size of `ref` for `platform` (an index is resolved to that platform's manifest)."""
         manifest = self.platform_manifest(ref, platform)

@@ -17,6 +17,7 @@ import sys
 import yaml
 
 from buildtool import image_map
+from buildtool.reference import hold_tag
 
 from ..conftest import REPO
 from ..fake_engine import CUT, FakeEngine, image_name, probe_output, sha256
@@ -82,7 +83,9 @@ def test_build_push_pins_what_the_registry_serves_and_a_second_run_reuses(fake: 
     # mounted, not uploaded again), then the staging manifest deleted and the engine's staging tag removed.
     for name in ("base", "download", "training", "upload"):
         tag = lock.images[name].reference.split("@")[0].rsplit(":", 1)[1]
-        assert content_tags(fake, name) == [tag] and staging_tags(fake, name) == []
+        digest = lock.images[name].reference.split("@")[1]  # held by its own digest tag too (garbage collection)
+        assert content_tags(fake, name) == sorted([tag, hold_tag(digest)]) and staging_tags(fake, name) == []
+        assert fake.registry.served(f"t/{name}", hold_tag(digest)) == digest
         assert any(m.startswith(f"t/{name}/staging -> t/{name} ") for m in fake.registry.mounts)
     assert sorted(image_name(p) for p in fake.engine.pushes) == ["base", "download", "training", "upload"]
     assert all("/staging:unchecked-" in p for p in fake.engine.pushes)
