@@ -397,7 +397,11 @@ class Registry:
             return RegistryError(f"registry {ref.api_host} denied {what} of {ref} (403): the stored account lacks "
                                  "the permission")
         detail = response.text[:200].strip() if response.request.method != "HEAD" else ""
-        return RegistryError(f"registry {ref.api_host} answered {status} for {what} of {ref}"
+        tries = ""
+        if status in RETRY_STATUSES:  # retried under the policy: the last answer is the one quoted
+            spent = response.raw.retries if isinstance(response.raw, urllib3.HTTPResponse) else None
+            tries = f" (tried {len(spent.history) + 1 if spent else 1} time(s))"
+        return RegistryError(f"registry {ref.api_host} answered {status} for {what} of {ref}{tries}"
                              + (f": {detail}" if detail else ""))
 
     # -- reads -------------------------------------------------------------------------------------------------
