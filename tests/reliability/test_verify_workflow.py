@@ -257,7 +257,7 @@ def patch_long_s_patch(w: Workflow) -> None:
 
 
 def patch_kelvin_template_ref(w: Workflow) -> None:
-    """The Kelvin sign folds to k under Go's rule: `wor\u212aflowTemplateRef` is `workflowTemplateRef` to the cluster."""
+    """The Kelvin sign folds to k under Go's rule: `wor\u212aflowTemplateRef` is workflowTemplateRef to the cluster."""
     w["spec"]["wor\u212aflowTemplateRef"] = {"name": "elsewhere"}
 
 
@@ -327,7 +327,7 @@ DATA_ROWS: list[tuple[str, Callable[[Workflow], None], str]] = [
      "spec.podSpecPatch.sidecars[0].{{workflow.parameters.k}}: a parameter in a key"),
     ("manifest-parameter-key", manifest_parameter_key,
      "resource.manifest.spec.containers[0].{{inputs.parameters.k}}: a parameter in a key"),
-    ("podspecpatch-field-upper-case", patch_kelvin_key, f"podSpecPatch.containers[0].IMAGE: {MINER}"),
+    ("podspecpatch-field-upper-case", patch_upper_case_key, f"podSpecPatch.containers[0].IMAGE: {MINER}"),
     ("podspecpatch-long-s-sidecars", patch_long_s_sidecars,
      f"podSpecPatch.\u017fidecars[0].image: {MINER} is not pinned"),
     ("manifest-long-s-podspecpatch", patch_long_s_patch,
