@@ -17,7 +17,8 @@ import sys
 import yaml
 
 from buildtool import image_map
-from buildtool.reference import hold_tag
+from buildtool.push.registry import Registry
+from buildtool.reference import Reference, hold_tag, parse
 
 from ..conftest import REPO
 from ..fake_engine import CUT, FakeEngine, image_name, probe_output, sha256
@@ -316,3 +317,44 @@ def test_with_two_jobs_the_running_build_finishes_but_its_dependents_never_start
     assert not {"download", "training", "upload", "bbb"} & set(built(fake.engine) + pushed(fake.engine))
     assert not fake.image_map.exists()
 
+
+
+def test_a_content_tag_moved_to_another_images_bytes_is_rebuilt_not_reused(fake: FakeSetup) -> None:
+    """Someone PUT upload's manifest under download's content tag: the label tells, download is built again."""
+    assert fake.cli("build", "--push")[0] == 0
+    lock = image_map.load(fake.image_map)
+    download, upload = parse(lock.images["download"].reference), parse(lock.images["upload"].reference)
+    client = Registry(timeout=5)
+    try:
+        client.copy(upload, Reference(download.domain, download.path, download.tag))
+    finally:
+        client.close()
+    fake.engine.builds.clear()
+    code, out, err = fake.cli("build", "--push")
+    assert code == 0, err
+    assert built(fake.engine) == ["download"]
+    assert (f"the registry's tag holds {upload.digest}, built from other inputs (label buildtool.inputs-digest="
+            f"{lock.images['upload'].inputs_digest}): rebuilt, not trusted") in out
+    assert f"replace {upload.digest} under {download.tag}: it was built from other inputs" in out + err
+    rebuilt = image_map.load(fake.image_map).images["download"].reference
+    assert upload.digest not in rebuilt
+    assert fake.registry.served(download.path, str(download.tag)) == parse(rebuilt).digest
+
+
+def test_a_build_of_the_same_inputs_already_under_the_content_tag_is_adopted(fake: FakeSetup) -> None:
+    """Another runner pushed the same inputs while this one built: its image is adopted, its tag left alone."""
+    theirs: dict[str, str] = {}
+
+    def other_runner_pushes(tag: str) -> None:
+        if image_name(tag) == "upload" and not theirs:
+            labels = next(b.labels for b in fake.engine.builds if image_name(b.tag) == "upload")
+            path, _, content_tag = tag.partition("/")[2].rpartition(":")
+            theirs["digest"] = fake.registry.store(path, content_tag, (3, 4), labels=labels)
+
+    fake.engine.on_build = other_runner_pushes
+    code, out, err = fake.cli("build", "--push")
+    assert code == 0, err
+    pinned = parse(image_map.load(fake.image_map).images["upload"].reference)
+    assert pinned.digest == theirs["digest"]
+    assert "adopt " in out + err and "the registry already holds a build of the same inputs" in out + err
+    assert fake.registry.served(pinned.path, hold_tag(theirs["digest"])) == theirs["digest"]
