@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from . import fsutil, yaml_io
-from .errors import ImageMapError
 from .digest import TAG_PREFIX
+from .errors import ImageMapError
 from .reference import DIGEST_RE, pinned_problem
 
 REGENERATE = "regenerate it with `buildtool build --push`"
