@@ -325,7 +325,7 @@ class Registry:
         return stored_credentials(ref.domain)
 
     def _send(self, method: str, url: str, *, headers: dict[str, str], auth: Any, body: bytes | None,
-              params: dict[str, str] | None = None, verify: bool | str = True) -> requests.Response:
+              params: list[tuple[str, str]] | None = None, verify: bool | str = True) -> requests.Response:
         """One request under the retry policy, its body read whole: _BodyCut if that body broke off."""
         proxies = requests.utils.get_environ_proxies(url)  # HTTPS_PROXY/NO_PROXY still apply; netrc does not
         response = self._session.request(method, url, headers=headers, data=body, auth=auth, params=params,
@@ -409,9 +409,12 @@ class Registry:
         if url.startswith("https://") and not realm.startswith("https://"):
             raise RegistryError(f"registry {ref.api_host} asks for credentials at {realm}, which is not HTTPS; refused")
         params.setdefault("scope", f"repository:{ref.path}:{'pull' if method in ('GET', 'HEAD') else 'pull,push'}")
+        # A challenge lists several scopes space-separated (a blob mount needs the source repository's pull too);
+        # the token service takes one `scope` parameter for each, as the engine sends them.
+        query = [(k, v) for k, v in params.items() if k != "scope"] + [("scope", s) for s in params["scope"].split()]
         # Elsewhere over plain HTTP, the token is asked for anonymously: the credentials stay here.
         auth = pair if pair and realm_may_get_credentials(realm, url) else _NO_AUTH
-        token_response = self._send("GET", realm, headers={}, auth=auth, body=None, params=params,
+        token_response = self._send("GET", realm, headers={}, auth=auth, body=None, params=query,
                                     verify=self._verify(ref))
         if token_response.status_code != 200:
             return response

@@ -53,6 +53,8 @@ class Distribution:
     config: Path
     host: str
     log: Path
+    scheme: str = "http"
+    ca: Path | None = None  # the CA of its TLS certificate
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -62,7 +64,9 @@ class Distribution:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with contextlib.suppress(requests.RequestException):
-                if requests.get(f"http://{self.host}/v2/", timeout=2).status_code == 200:
+                answer = requests.get(f"{self.scheme}://{self.host}/v2/", timeout=2,
+                                      verify=str(self.ca) if self.ca else True)
+                if answer.status_code in (200, 401):  # 401: it asks for a token, so it serves
                     return
             time.sleep(0.1)
         raise AssertionError(f"registry on {self.host} did not start: {self.log.read_text()[-2000:]}")
@@ -125,11 +129,12 @@ def racing_project(root: Path, registry: str, prefix: str) -> Path:
 
 def remove_local(engine_client: docker.DockerClient, marker: str) -> None:
     """Every local tag and digest reference of the test's repositories (and nothing else)."""
-    for image in engine_client.images.list():
-        for ref in image.tags + image.attrs.get("RepoDigests", []):
+    # The low-level listing: the high-level one inspects every image, and fails on one another test removed.
+    for image in engine_client.api.images():
+        for ref in (image.get("RepoTags") or []) + (image.get("RepoDigests") or []):
             if marker in ref:
                 with contextlib.suppress(docker.errors.APIError):
-                    engine_client.images.remove(ref, force=True)
+                    engine_client.api.remove_image(ref, force=True)
 
 
 def pinned(project: Path) -> dict[str, str]:
