@@ -201,13 +201,16 @@ class FakeRegistry(_Served):
         self._contents: dict[str, bytes] = {}  # config blob digest -> its bytes
 
     def store(self, path: str, tag: str, layers: tuple[int, ...] = (1000, 2000),
-              labels: dict[str, str] | None = None) -> str:
-        """Hold an image manifest under `path:tag`, its config carrying `labels`; return its digest."""
+              labels: dict[str, str] | None = None, config_size: int | None = None) -> str:
+        """Hold an image manifest under `path:tag`, its config carrying `labels`; return its digest.
+
+        `config_size`: the size the manifest declares for its config (a lie, when given)."""
         config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": labels or {}},
                              "comment": f"{path}:{tag}"}, sort_keys=True).encode()
         manifest = {
             "schemaVersion": 2, "mediaType": self.MEDIA_TYPE,
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "size": len(config) if config_size is None else config_size,
                        "digest": sha256(config)},
             "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": size,
                         "digest": sha256(f"layer {path}:{tag}:{n}".encode())} for n, size in enumerate(layers)],

@@ -41,7 +41,7 @@ from urllib3.util.retry import Retry
 
 from ..engine import Credentials, stored_credentials
 from ..errors import RegistryError
-from ..reference import Reference, content_digest
+from ..reference import DIGEST_RE, Reference, content_digest
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # The idempotent calls made here. A blob-mount POST is left out: sent twice after a decline it opens two uploads.
 # urllib3 still retries a connection that never opened, for any method (nothing was sent).
 RETRY_METHODS = frozenset({"HEAD", "GET", "PUT", "DELETE"})
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # an image config is a few KB; a manifest declaring more is not read
 
 
 class RetriesSpent(MaxRetryError):
@@ -512,12 +513,16 @@ class Registry:
         manifest = self.platform_manifest(ref, platform)
         config = manifest.get("config")
         digest = config.get("digest") if isinstance(config, dict) else None
-        if not isinstance(digest, str):
+        if not isinstance(config, dict) or not isinstance(digest, str) or not DIGEST_RE.match(digest):
             raise RegistryError(f"registry sent a manifest for {ref} that names no config blob")
+        size = config.get("size")
+        if not isinstance(size, int) or not 0 < size <= MAX_CONFIG_BYTES:
+            raise RegistryError(f"the manifest of {ref} declares a config blob of {size!r} bytes; an image config "
+                                f"is read only up to {MAX_CONFIG_BYTES} bytes")
         response = self._request("GET", f"{self._base_url(ref)}/blobs/{digest}", ref, {})
         if response.status_code != 200:
             raise self._refused(response, ref, f"the config blob {digest}")
-        if content_digest(response.content) != digest:
+        if len(response.content) != size or content_digest(response.content) != digest:
             raise RegistryError(f"registry sent a config blob for {ref} that does not hash to {digest}")
         try:
             labels = (json.loads(response.content).get("config") or {}).get("Labels") or {}

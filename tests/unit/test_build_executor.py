@@ -358,3 +358,20 @@ def test_a_build_of_the_same_inputs_already_under_the_content_tag_is_adopted(fak
     assert pinned.digest == theirs["digest"]
     assert "adopt " in out + err and "the registry already holds a build of the same inputs" in out + err
     assert fake.registry.served(pinned.path, hold_tag(theirs["digest"])) == theirs["digest"]
+
+
+def test_a_reused_image_without_its_digest_tag_gets_it(fake: FakeSetup) -> None:
+    """An image pushed before digest tags existed: the next build --push reuses it and tags it by its digest."""
+    assert fake.cli("build", "--push")[0] == 0
+    lock = image_map.load(fake.image_map)
+    pins = {name: parse(entry.reference) for name, entry in lock.images.items()}
+    for pin in pins.values():
+        fake.registry.forget(pin.path, hold_tag(str(pin.digest)))
+    fake.engine.builds.clear()
+    code, out, err = fake.cli("build", "--push")
+    assert code == 0, err
+    assert built(fake.engine) == []
+    for name, pin in pins.items():
+        assert fake.registry.served(pin.path, hold_tag(str(pin.digest))) == pin.digest, name
+        assert f"tagged {pin.repository}:sha256-" in out + err
+    assert image_map.load(fake.image_map) == lock
