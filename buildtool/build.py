@@ -21,6 +21,7 @@ from . import plan as planning
 from . import push as pushing
 from .config import BASE_IMAGE_ARG, Config
 from .context import BuildContext
+from .digest import LABEL_INPUTS
 from .engine import Engine
 from .errors import BuildError, BuildtoolError, ConfigError, EngineError, Interrupted, RegistryError
 from .image_map import ImageMap, LockedImage
@@ -33,7 +34,6 @@ from .push.registry import Registry
 log = logging.getLogger(__name__)
 
 Events = Callable[[str, str], None]  # (image name, message)
-LABEL_INPUTS = "buildtool.inputs-digest"
 LABEL_IMAGE = "buildtool.image"
 
 
@@ -78,7 +78,21 @@ def prepare(config: Config, registry: Registry, previous: ImageMap | None) -> Pr
     inputs = planning.compute_inputs(config, contexts, digests, modules)
     existing = {name: registry.digest(reference.parse(f"{config.repository_for(config.image(name))}:{i.tag}"))
                 for name, i in inputs.items()}
-    return Prepared(planning.make_plan(config, inputs, pins, existing, previous), contexts, modules)
+    untrusted = {name: why for name, found in existing.items()
+                 if found and (why := foreign_bytes(registry, config.repository_for(config.image(name)), found,
+                                                    inputs[name].digest, config.platform))}
+    return Prepared(planning.make_plan(config, inputs, pins, existing, previous, untrusted), contexts, modules)
+
+
+def foreign_bytes(registry: Registry, repository: str, digest: str, inputs_digest: str, platform: str) -> str | None:
+    """Why the manifest `digest` of `repository` is not an image of `inputs_digest`, or None if it is: its config's
+    `buildtool.inputs-digest` label must say so. A tag can be moved by anyone who may push; the label travels with
+    the bytes."""
+    found = registry.labels(reference.parse(f"{repository}@{digest}"), platform).get(LABEL_INPUTS)
+    if found == inputs_digest:
+        return None
+    label = f"label {LABEL_INPUTS}={found}" if found else f"no {LABEL_INPUTS} label"
+    return f"the registry's tag holds {digest}, built from other inputs ({label}): rebuilt, not trusted"
 
 
 def check_image(engine: Engine, image: ImagePlan, modules: list[str], events: Events, token: Token,
@@ -288,6 +302,16 @@ class Outcome:
     map_changed: bool | None  # None without --push
 
 
+def hold(registry: Registry, pinned: reference.Reference, events: Events, name: str) -> None:
+    """Keep the pinned manifest tagged by its digest tag, so that moving its content tag never leaves it to the
+    registry's garbage collection (an image pushed before digest tags existed gets its tag on reuse)."""
+    assert pinned.digest is not None, "a result of a push is pinned"
+    tag = reference.hold_tag(pinned.digest)
+    if registry.digest(reference.Reference(pinned.domain, pinned.path, tag)) != pinned.digest:
+        registry.add_tag(pinned, tag)
+        events(name, f"tagged {pinned.repository}:{tag[:19]}… so the pinned image outlives garbage collection")
+
+
 def check_extra_tags(tags: list[str], push: bool) -> None:
     for tag in tags:
         if not push:
@@ -314,6 +338,8 @@ def run(full: Config, selected: Config, prepared: Prepared, registry: Registry, 
         return Outcome(results, {}, None)
     sizes = {}
     for name, result in sorted(results.items()):
+        with token.publishing():
+            hold(registry, reference.parse(result.reference), events, name)
         for tag in extra_tags:
             with token.publishing():
                 registry.add_tag(reference.parse(result.reference), tag)

@@ -108,7 +108,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config = _config(args)
     loaded = image_map.load(config.image_map)
-    image_map.require_locked(loaded, config.steps, config.image_map)
+    image_map.require_locked(loaded, config.steps, config.image_map, config.repositories)
     staleness.require_fresh(config, loaded)
     print(f"{config.image_map} matches the working tree ({len(config.images)} images)")
     return 0

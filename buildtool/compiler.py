@@ -67,7 +67,7 @@ def compile_pipeline(config: Config, output: Path, *, allow_stale: bool = False)
     """Compile to `output`; return warnings (for a stale map with allow_stale)."""
     check_output(config, output)
     loaded = image_map.load(config.image_map)
-    image_map.require_locked(loaded, config.steps, config.image_map)
+    image_map.require_locked(loaded, config.steps, config.image_map, config.repositories)
     notes = staleness.require_fresh(config, loaded, allow_stale=allow_stale)
     factory = load_factory(config)
     import kfp.compiler  # heavy: imported only when compiling

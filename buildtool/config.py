@@ -82,6 +82,11 @@ class Config:
     def repository_for(self, image: ImageConfig) -> str:
         return f"{self.registry}/{self.repository}/{image.name}"
 
+    @property
+    def repositories(self) -> dict[str, str]:
+        """Image name -> the repository its references must name: <registry>/<repository>/<name>."""
+        return {i.name: self.repository_for(i) for i in self.images}
+
     def external_base(self, image: ImageConfig) -> str | None:
         """The external base reference of `image`, or None if it builds on a project image."""
         return None if image.base else (image.base_image or self.base_image)

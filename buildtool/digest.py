@@ -16,6 +16,8 @@ from .reference import content_digest
 
 ENCODING_VERSION = "buildtool-inputs/1"
 TAG_PREFIX = "in-"
+# The image config label that records the inputs digest an image was built from: what ties its bytes to its tag.
+LABEL_INPUTS = "buildtool.inputs-digest"
 _SHORT = 16
 
 

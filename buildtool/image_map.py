@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from . import fsutil, yaml_io
+from .digest import TAG_PREFIX
 from .errors import ImageMapError
 from .reference import DIGEST_RE, pinned_problem
 
@@ -119,9 +120,27 @@ def require_steps(image_map: ImageMap, steps: list[str] | set[str], path: Path) 
                             "run `buildtool build --push` to regenerate the map")
 
 
-def require_locked(image_map: ImageMap, served: Mapping[str, str], path: Path) -> None:
-    """The lock covers what it hands out: every configured step is in `steps`, no other step is, and
-    `steps.<step>` is exactly the reference recorded for the image serving it (`served`: step -> image)."""
+def bound_problem(ref: str, repository: str, inputs_digest: str) -> str | None:
+    """Why the pinned `ref` is not `<repository>:in-<16 hex of inputs_digest>@sha256:<64 hex>`, or None if it is."""
+    expected = f"{repository}:{TAG_PREFIX}{inputs_digest.removeprefix('sha256:')[:16]}"
+    name = ref.split("@", 1)[0]
+    if name == expected:
+        return None
+    return (f"'{yaml_io.shown(ref)}' is not bound to its image: expected {expected}@sha256:<64 hex> (the configured "
+            "registry, repository and image name, and the tag of its inputs_digest)")
+
+
+def require_locked(image_map: ImageMap, served: Mapping[str, str], path: Path,
+                   repositories: Mapping[str, str]) -> None:
+    """The lock covers what it hands out, and is bound to what was built: every configured step is in `steps`, no
+    other step is, `steps.<step>` is exactly the reference recorded for the image serving it (`served`: step ->
+    image), and every recorded reference names its image's repository (`repositories`: image -> registry/
+    repository/name) and the content tag of its inputs digest."""
+    for name, repository in sorted(repositories.items()):
+        recorded = image_map.images.get(name)
+        if recorded is not None and (problem := bound_problem(recorded.reference, repository,
+                                                               recorded.inputs_digest)):
+            raise _fail(path, f"images.{name}.reference", f"{problem}; {REGENERATE}")
     require_steps(image_map, set(served), path)
     unknown = sorted(set(image_map.steps) - set(served))
     if unknown:

@@ -104,12 +104,15 @@ def _reasons_to_build(name: str, inputs: Inputs, previous: ImageMap | None) -> t
 
 
 def make_plan(config: Config, inputs: Mapping[str, Inputs], external_pins: Mapping[str, str],
-              existing: Mapping[str, str | None], previous: ImageMap | None) -> Plan:
+              existing: Mapping[str, str | None], previous: ImageMap | None,
+              untrusted: Mapping[str, str] | None = None) -> Plan:
     """Decide per image: reuse when the registry already holds its inputs tag, else build (and say why).
 
     `external_pins` maps an external base as configured to its pinned reference;
-    `existing` maps image name to the digest the registry holds for its tag (or None).
+    `existing` maps image name to the digest the registry holds for its tag (or None);
+    `untrusted` maps image name to why the image its tag holds is not of its inputs (the tag was moved).
     """
+    untrusted = untrusted or {}
     images = []
     rebuilt: set[str] = set()
     for image in build_order(config):
@@ -119,6 +122,8 @@ def make_plan(config: Config, inputs: Mapping[str, Inputs], external_pins: Mappi
         if image.base in rebuilt:
             # The registry's copy was built on another build of the base: build on the new one.
             action, reasons = BUILD, (f"its base image {image.base} is being rebuilt",)
+        elif found and image.name in untrusted:
+            action, reasons = BUILD, (untrusted[image.name],)
         elif found:
             action, reasons = REUSE, (f"registry already holds {image_inputs.tag} ({found})",)
         else:

@@ -13,19 +13,20 @@ from dataclasses import dataclass
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?"
-_TAG = r"[\w][\w.-]{0,127}"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"sha256:[a-f0-9]{64}"
 
 _REFERENCE = re.compile(
     rf"^(?:(?P<domain>{_DOMAIN})/)?"
     rf"(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
     rf"(?::(?P<tag>{_TAG}))?"
-    rf"(?:@(?P<digest>{_DIGEST}))?$"
+    rf"(?:@(?P<digest>{_DIGEST}))?\Z"
 )
-_PATH = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-TAG_RE = re.compile(rf"^{_TAG}$")
-DIGEST_RE = re.compile(rf"^{_DIGEST}$")
-
+# \Z, not $: `$` also matches before a final newline, and "ref\n" is not a reference.
+_PATH = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
+TAG_RE = re.compile(rf"^{_TAG}\Z")
+DIGEST_RE = re.compile(rf"^{_DIGEST}\Z")
+HOLD_TAG_PREFIX = "sha256-"  # the tag that keeps a pinned manifest tagged: sha256-<64 hex>
 
 
 def content_digest(data: bytes) -> str:
@@ -106,6 +107,14 @@ def pinned_problem(text: object) -> str | None:
     except ValueError:
         return f"name {name!r} is not a valid image name"
     return None
+
+
+def hold_tag(digest: str) -> str:
+    """The digest-named tag that holds the manifest `digest` in its repository, whatever its content tag serves.
+
+    A registry's garbage collection deletes manifests no tag points at; this one always points at the pin.
+    """
+    return HOLD_TAG_PREFIX + digest.removeprefix("sha256:")
 
 
 def is_pinned(text: object) -> bool:

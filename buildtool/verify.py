@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import image_map, reference, yaml_io
 from .config import Config
+from .digest import LABEL_INPUTS
 from .errors import VerifyError
 
 if TYPE_CHECKING:  # the registry client (and requests) loads only where a command checks the registry
@@ -82,7 +83,42 @@ def _embedded(text: Any, template: str, where: str, embedded: bool) -> Iterator[
     except yaml_io.YamlProblem as exc:
         yield Found(template, where, None, f"cannot be read ({exc})")
         return
+    if isinstance(data, str) and PARAMETER in data:
+        yield Found(template, where, None, "the whole document is a parameter: Argo would substitute it")
+        return
+    yield from _parameters(data, template, where, bearing=False)
     yield from _anywhere(data, template, where, embedded=True)
+
+
+def go_fold(key: str) -> str:
+    """`key` as Go's encoding/json matches it against a field name: case ignored under Unicode simple folding
+    (bytes.EqualFold), where the Kelvin sign folds to k and the long s to s. The field names read here are ASCII,
+    and those two are the only other characters whose simple folding reaches an ASCII letter."""
+    return "".join(_GO_FOLD.get(c, c.lower() if c.isascii() else c) for c in key)
+
+
+_GO_FOLD = {"\u212a": "k", "\u017f": "s"}  # KELVIN SIGN, LATIN SMALL LETTER LONG S
+PARAMETER = "{{"  # Argo substitutes {{...}} in keys and values before the document is applied
+# Fields of a pod spec whose value is, or holds, an image: a parameter there could become one.
+_IMAGE_BEARING = {"image", "containers", "initcontainers", "ephemeralcontainers", "sidecars"}
+
+
+def _parameters(node: Any, template: str, where: str, bearing: bool) -> Iterator[Found]:
+    """Inside an embedded document: a parameter in any key, or in any value held by an image-bearing field."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}"
+            if isinstance(key, str) and PARAMETER in key:
+                yield Found(template, path, None, "a parameter in a key: Argo would substitute it before the "
+                                                  "document is applied, so it could name any field")
+            field = go_fold(key) if isinstance(key, str) else key
+            yield from _parameters(value, template, path, bearing or field in _IMAGE_BEARING)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _parameters(item, template, f"{where}[{index}]", bearing)
+    elif bearing and isinstance(node, str) and PARAMETER in node:
+        yield Found(template, where, None, f"{yaml_io.shown(node, 80)} is a parameter under an image-bearing field: "
+                                           "Argo would substitute it, so it could become any image")
 
 
 def _anywhere(node: Any, template: str, where: str, embedded: bool = False) -> Iterator[Found]:
@@ -91,7 +127,7 @@ def _anywhere(node: Any, template: str, where: str, embedded: bool = False) -> I
         for key, value in node.items():
             path = f"{where}.{key}" if where else str(key)
             # Go's encoding/json, which reads these documents in the cluster, matches field names ignoring case.
-            field = key.lower() if isinstance(key, str) else key
+            field = go_fold(key) if isinstance(key, str) else key
             if field == "image":
                 yield Found(template, path, value)
             elif field in ("podspecpatch", "manifest"):
@@ -246,15 +282,45 @@ def summary(path: Path, problems: list[str], limit: int = 10) -> str:
     return f"{path}: {len(problems)} problem(s): {shown}{more}"
 
 
-def registry_problems(workflow: Mapping[str, Any], registry: Registry) -> list[str]:
-    """Pinned images of the workflow that the registry does not serve."""
+def registry_problems(workflow: Mapping[str, Any], registry: Registry,
+                      inputs: Mapping[str, str] | None = None) -> list[str]:
+    """Pinned images of the workflow that the registry does not serve as the lock says.
+
+    Each digest must be in its repository and held there by a tag: the reference's own tag, or the digest tag
+    that keeps a pin safe from garbage collection. `inputs` (pinned reference -> the map's inputs digest): the
+    image's config must carry that inputs digest as its label, so bytes moved under the tag are told apart.
+    """
     problems = []
     for image in sorted({f.image for f in places(workflow) if reference.is_pinned(f.image)}):
         ref = reference.parse(image)
         found = registry.digest(ref)
         if found != ref.digest:
             problems.append(f"{image}: not in the registry" if found is None else f"{image}: registry serves {found}")
+            continue
+        assert ref.digest is not None, "a pinned reference has a digest"
+        if ref.tag and (problem := _untagged(registry, ref, ref.digest)):
+            problems.append(f"{image}: {problem}")
+        expected = (inputs or {}).get(image)
+        if expected is not None:
+            label = registry.labels(ref).get(LABEL_INPUTS)
+            if label != expected:
+                shown = f"{LABEL_INPUTS}={label}" if label else f"no {LABEL_INPUTS} label"
+                problems.append(f"{image}: its image carries {shown}, not the map's inputs digest {expected}: "
+                                "these bytes were not built from what the lock records")
     return problems
+
+
+def _untagged(registry: Registry, ref: reference.Reference, digest: str) -> str | None:
+    """Why no tag of its repository holds `digest` (neither `ref`'s tag nor its digest tag), or None."""
+    by_tag = registry.digest(reference.Reference(ref.domain, ref.path, ref.tag))
+    if by_tag == digest:
+        return None
+    hold = reference.hold_tag(digest)
+    if registry.digest(reference.Reference(ref.domain, ref.path, hold)) == digest:
+        return None
+    serves = f"serves {by_tag}" if by_tag else "is not in the registry"
+    return (f"tag {ref.tag} {serves} and no tag {hold[:19]}… holds the pinned digest in {ref.repository}: the pin is "
+            "untagged, so the registry's garbage collection may delete it; rebuild with `buildtool build --push`")
 
 
 def verify_pipeline(config: Config, path: Path, registry: Registry | None) -> None:
@@ -262,9 +328,10 @@ def verify_pipeline(config: Config, path: Path, registry: Registry | None) -> No
     given a registry, served by it. ImageMapError when the map itself is unreadable or not a lock."""
     workflow = load_workflow(path)
     loaded = image_map.load(config.image_map)
-    image_map.require_locked(loaded, config.steps, config.image_map)
+    image_map.require_locked(loaded, config.steps, config.image_map, config.repositories)
     problems = pin_problems(workflow, loaded.steps)
     if registry is not None:
-        problems += registry_problems(workflow, registry)
+        inputs = {locked.reference: locked.inputs_digest for locked in loaded.images.values()}
+        problems += registry_problems(workflow, registry, inputs)
     if problems:
         raise VerifyError(summary(path, problems))

@@ -181,8 +181,8 @@ class FakeRegistry(_Served):
 
     As the real registry (distribution), a manifest PUT is refused while a blob it names is not in its
     repository, and a DELETE by digest removes every tag of the repository pointing at that manifest.
-    `moved_after_put[path]`: a digest served for a tag of `path` once a manifest was put there (someone else
-    moved the tag right after).
+    `moved_after_put[path]`: a digest served for a content tag (`in-...`) of `path` once a manifest was put there
+    (someone else moved the tag right after).
     """
 
     MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
@@ -198,13 +198,20 @@ class FakeRegistry(_Served):
         self.deletes: list[str] = []  # "path@digest" of every manifest DELETE that removed something
         self.mounts: list[str] = []  # "from-path -> path digest" of every blob mounted
         self.moved_after_put: dict[str, str] = {}
+        self._contents: dict[str, bytes] = {}  # config blob digest -> its bytes
 
-    def store(self, path: str, tag: str, layers: tuple[int, ...] = (1000, 2000)) -> str:
-        """Hold an image manifest under `path:tag`; return its digest."""
+    def store(self, path: str, tag: str, layers: tuple[int, ...] = (1000, 2000),
+              labels: dict[str, str] | None = None, config_size: int | None = None) -> str:
+        """Hold an image manifest under `path:tag`, its config carrying `labels`; return its digest.
+
+        `config_size`: the size the manifest declares for its config (a lie, when given)."""
+        config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": labels or {}},
+                             "comment": f"{path}:{tag}"}, sort_keys=True).encode()
         manifest = {
             "schemaVersion": 2, "mediaType": self.MEDIA_TYPE,
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 100,
-                       "digest": sha256(f"config {path}:{tag}".encode())},
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "size": len(config) if config_size is None else config_size,
+                       "digest": sha256(config)},
             "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": size,
                         "digest": sha256(f"layer {path}:{tag}:{n}".encode())} for n, size in enumerate(layers)],
         }
@@ -214,6 +221,7 @@ class FakeRegistry(_Served):
             self._manifests[(path, tag)] = (digest, body)
             self._manifests[(path, digest)] = (digest, body)
             self._blobs.setdefault(path, set()).update(self._blobs_of(body))
+            self._contents[sha256(config)] = config
         return digest
 
     @staticmethod
@@ -292,7 +300,7 @@ class FakeRegistry(_Served):
         with self._lock:
             missing = [blob for blob in blobs if blob not in self._blobs.get(repo, set())]
             if not missing:
-                served = self.moved_after_put.get(repo, digest)
+                served = self.moved_after_put.get(repo, digest) if tag.startswith("in-") else digest
                 self._manifests[(repo, tag)] = (served, body)
                 self._manifests[(repo, digest)] = (digest, body)
                 self.puts.append(f"{repo}:{tag}")
@@ -319,6 +327,14 @@ class FakeRegistry(_Served):
 
     def _blob_request(self, request: _Handler, method: str, path: str, query: dict[str, str]) -> None:
         repo, marker, digest = path.removeprefix("/v2/").rpartition("/blobs/")
+        if marker and method == "GET" and digest.startswith("sha256:"):
+            with self._lock:
+                content = self._contents.get(digest) if digest in self._blobs.get(repo, set()) else None
+            if content is None:
+                self._error(request, 404, "BLOB_UNKNOWN", "blob unknown to registry")
+            else:
+                request.send(200, content, content_type="application/octet-stream")
+            return
         if marker and method == "HEAD" and digest.startswith("sha256:"):
             with self._lock:
                 held = digest in self._blobs.get(repo, set())
@@ -441,7 +457,8 @@ class FakeEngine(_Served):
         digest = None
         host, _, path = repository.partition("/")
         if self.registry is not None and host == self.registry.host:
-            digest = self.registry.store(path, tag)
+            built = [b for b in self.builds if image_name(b.tag) == name]  # the labels of its latest build
+            digest = self.registry.store(path, tag, labels=built[-1].labels if built else None)
         digest = self.push_reports.get(name, digest) or sha256(f"{repository}:{tag}".encode())
         return [
             {"status": f"The push refers to repository [{repository}]"},

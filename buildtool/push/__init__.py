@@ -5,8 +5,9 @@
   just the new layers, with no export of the whole image) and as the fallback.
 - `publish_checked` pushes the image under a staging reference while the
   image is checked; only once the check passed is the manifest copied under
-  its content tag (`in-<hex>`), the digest the registry serves for that tag
-  verified, and the staging manifest deleted. A failed check, an error or a
+  its digest tag (`sha256-<hex>`, which keeps the pin safe from garbage
+  collection) and its content tag (`in-<hex>`), and the staging manifest
+  deleted (`promote`: another runner's build of the same inputs is adopted). A failed check, an error or a
   signal deletes the staging manifest and never writes the content tag.
 - Every error of the stages is rewrapped here, once, as a PushError naming
   the image.
@@ -21,8 +22,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import Config
+from ..digest import LABEL_INPUTS
 from ..engine import Engine
 from ..errors import BuildtoolError, EngineError, Interrupted, PushError, RegistryError
+from ..reference import Reference, hold_tag
 from . import skopeo
 from .engine_push import EnginePusher
 from .job import PushJob, staging_reference
@@ -134,12 +137,52 @@ def publish_checked(job: PushJob, pusher: Pusher, registry: Registry, check: Cal
         if staged.digest is None or staged.manifest is None:
             raise PushError(f"push of {job.target} by {pusher.name} ended without a digest")
         with job.token.publishing():  # no content tag after a signal
-            registry.copy(job.staging.with_digest(staged.digest), job.target, manifest=staged.manifest)
-        served = registry.digest(job.target)
-        if served != staged.digest:
-            raise PushError(f"push of {job.target} reported {staged.digest} but the registry serves {served}")
+            pinned = promote(registry, job, staged.digest, staged.manifest)
     except BaseException as exc:
         raise _rewrap(exc, job) from None
     finally:
         _discard(registry, job, staged.digest)
-    return staged.digest
+    return pinned
+
+
+def _same_inputs(registry: Registry, theirs: Reference, ours: Reference) -> bool:
+    """Whether two images carry the same inputs-digest label (two builds of the same inputs)."""
+    label = registry.labels(ours).get(LABEL_INPUTS)
+    return label is not None and registry.labels(theirs).get(LABEL_INPUTS) == label
+
+
+def promote(registry: Registry, job: PushJob, digest: str, manifest: Manifest) -> str:
+    """Make the checked image `digest` pullable under its content tag; return the digest the map is to pin.
+
+    Its digest-named tag (`sha256-<hex>`) is written first: whatever later happens to the content tag, the pinned
+    manifest stays tagged, so a registry's garbage collection keeps it. When the content tag already serves another
+    build of the same inputs (another runner got there first), that image is adopted and the tag stays; when it
+    serves other inputs (moved by hand or by an attacker), it is replaced. After the write the tag is read again: a
+    runner that wrote it meanwhile wins the tag, and this image stays pinned under its own digest tag.
+    """
+    ours = job.target.with_digest(digest)
+    registry.copy(job.staging.with_digest(digest), Reference(ours.domain, ours.path, hold_tag(digest)), manifest)
+    current = registry.digest(job.target)
+    if current is not None and current != digest:
+        theirs = job.target.with_digest(current)
+        if _same_inputs(registry, theirs, ours):
+            registry.add_tag(theirs, hold_tag(current))
+            job.progress(f"adopt {theirs}: the registry already holds a build of the same inputs under "
+                         f"{job.target.tag}; this build stays under {hold_tag(digest)[:19]}…")
+            return current
+        job.progress(f"replace {current} under {job.target.tag}: it was built from other inputs")
+    registry.put_manifest(job.target, manifest)
+    served = registry.digest(job.target)
+    if served is None:
+        raise PushError(f"push of {job.target} stored {digest} but the registry serves nothing under the tag")
+    if served != digest:
+        try:
+            same = _same_inputs(registry, job.target.with_digest(served), ours)
+        except RegistryError:  # not even readable: nothing to compare
+            same = False
+        if not same:
+            raise PushError(f"push of {job.target} reported {digest} but the registry serves {served}, not an image "
+                            "of the same inputs: someone else moves this tag")
+        job.progress(f"{job.target.tag} now serves {served}, written by another build meanwhile; this map pins "
+                     f"{digest}, kept under its tag {hold_tag(digest)[:19]}…")
+    return digest

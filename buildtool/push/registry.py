@@ -21,10 +21,13 @@ import http.client
 import ipaddress
 import logging
 import re
+import shutil
+import tempfile
 import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -38,7 +41,7 @@ from urllib3.util.retry import Retry
 
 from ..engine import Credentials, stored_credentials
 from ..errors import RegistryError
-from ..reference import Reference, content_digest
+from ..reference import DIGEST_RE, Reference, content_digest
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # The idempotent calls made here. A blob-mount POST is left out: sent twice after a decline it opens two uploads.
 # urllib3 still retries a connection that never opened, for any method (nothing was sent).
 RETRY_METHODS = frozenset({"HEAD", "GET", "PUT", "DELETE"})
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # an image config is a few KB; a manifest declaring more is not read
 
 
 class RetriesSpent(MaxRetryError):
@@ -143,6 +147,25 @@ class _BodyCut(Exception):
     def __init__(self, tries: int) -> None:
         super().__init__()
         self.tries = tries  # the sends urllib3 made for the request that got the cut answer
+
+
+ENGINE_CERTS = Path("/etc/docker/certs.d")  # where the engine reads a registry's own CA: <host:port>/ca.crt
+
+
+def engine_ca(host: str, certs: Path = ENGINE_CERTS) -> Path | None:
+    """The CA certificate the engine trusts for registry `host[:port]` (certs.d/<host>/ca.crt), if there is one.
+
+    skopeo reads the same folder, so all three (engine, skopeo, this client) trust the same private CA.
+    """
+    if "/" in host or host in ("", ".", ".."):
+        return None
+    path = certs / host / "ca.crt"
+    return path if path.is_file() else None
+
+
+def uses_tls(host: str, certs: Path = ENGINE_CERTS) -> bool:
+    """HTTPS, except to a registry on this machine that has no CA of its own in the engine's certs.d."""
+    return not _is_loopback(host) or engine_ca(host, certs) is not None
 
 
 def _is_loopback(host: str) -> bool:
@@ -260,9 +283,12 @@ class Manifest:
 class Registry:
     """A client for one or more registries, sharing a connection pool and bearer tokens."""
 
-    def __init__(self, timeout: float = 30.0, retry: Retry | None = None) -> None:
+    def __init__(self, timeout: float = 30.0, retry: Retry | None = None, certs: Path = ENGINE_CERTS) -> None:
         self.timeout = timeout
         self.retry = retry or retry_policy()
+        self.certs = certs
+        self._bundles: dict[str, str] = {}  # registry host -> CA bundle file: the usual CAs and its own
+        self._bundle_dir: str | None = None
         self._session = requests.Session()
         self._session.trust_env = False  # no ~/.netrc; proxies from the environment are applied per request
         adapter = requests.adapters.HTTPAdapter(max_retries=self.retry)  # every send, token requests included
@@ -274,20 +300,37 @@ class Registry:
 
     def close(self) -> None:
         self._session.close()
+        if self._bundle_dir is not None:
+            shutil.rmtree(self._bundle_dir, ignore_errors=True)
 
     def _base_url(self, ref: Reference) -> str:
-        scheme = "http" if _is_loopback(ref.api_host) else "https"
+        scheme = "https" if uses_tls(ref.api_host, self.certs) else "http"
         return f"{scheme}://{ref.api_host}/v2/{ref.path}"
+
+    def _verify(self, ref: Reference) -> bool | str:
+        """What TLS trusts for `ref`'s registry and its token service: the usual CAs, plus the registry's own CA
+        from the engine's certs.d (as the engine does, for the token service too)."""
+        ca = engine_ca(ref.api_host, self.certs)
+        if ca is None:
+            return True
+        with self._lock:
+            if ref.api_host not in self._bundles:
+                if self._bundle_dir is None:
+                    self._bundle_dir = tempfile.mkdtemp(prefix="buildtool-ca-")
+                bundle = Path(self._bundle_dir) / f"{len(self._bundles)}.pem"
+                bundle.write_text(Path(requests.utils.DEFAULT_CA_BUNDLE_PATH).read_text() + "\n" + ca.read_text())
+                self._bundles[ref.api_host] = str(bundle)
+            return self._bundles[ref.api_host]
 
     def _credentials(self, ref: Reference) -> Credentials | None:
         return stored_credentials(ref.domain)
 
     def _send(self, method: str, url: str, *, headers: dict[str, str], auth: Any, body: bytes | None,
-              params: dict[str, str] | None = None) -> requests.Response:
+              params: list[tuple[str, str]] | None = None, verify: bool | str = True) -> requests.Response:
         """One request under the retry policy, its body read whole: _BodyCut if that body broke off."""
         proxies = requests.utils.get_environ_proxies(url)  # HTTPS_PROXY/NO_PROXY still apply; netrc does not
         response = self._session.request(method, url, headers=headers, data=body, auth=auth, params=params,
-                                         proxies=proxies, timeout=self.timeout, stream=True,
+                                         proxies=proxies, timeout=self.timeout, stream=True, verify=verify,
                                          allow_redirects=method in ("GET", "HEAD"))
         try:
             _require_whole(response)
@@ -335,13 +378,13 @@ class Registry:
             if home.scheme == "https" and parts.scheme != "https":
                 raise RegistryError(f"registry {ref.api_host} sent {method} for {ref} to "
                                     f"{parts.scheme}://{parts.netloc}, which is not HTTPS; refused")
-            return self._send(method, url, headers=headers, auth=_NO_AUTH, body=body)
+            return self._send(method, url, headers=headers, auth=_NO_AUTH, body=body, verify=self._verify(ref))
         with self._lock:
             token = self._tokens.get((ref.api_host, ref.path))
             basic = self._basic.get(ref.api_host)
         auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
         response = self._send(method, url, headers={**headers, **auth_headers},
-                              auth=basic if basic and not token else _NO_AUTH, body=body)
+                              auth=basic if basic and not token else _NO_AUTH, body=body, verify=self._verify(ref))
         if response.status_code == 401:
             response = self._answer_challenge(method, url, ref, headers, response, body)
         return response
@@ -357,7 +400,7 @@ class Registry:
                 return response
             with self._lock:
                 self._basic[ref.api_host] = pair
-            return self._send(method, url, headers=headers, auth=pair, body=body)
+            return self._send(method, url, headers=headers, auth=pair, body=body, verify=self._verify(ref))
         if scheme != "bearer":
             return response
         params = dict(_CHALLENGE.findall(challenge))
@@ -367,9 +410,13 @@ class Registry:
         if url.startswith("https://") and not realm.startswith("https://"):
             raise RegistryError(f"registry {ref.api_host} asks for credentials at {realm}, which is not HTTPS; refused")
         params.setdefault("scope", f"repository:{ref.path}:{'pull' if method in ('GET', 'HEAD') else 'pull,push'}")
+        # A challenge lists several scopes space-separated (a blob mount needs the source repository's pull too);
+        # the token service takes one `scope` parameter for each, as the engine sends them.
+        query = [(k, v) for k, v in params.items() if k != "scope"] + [("scope", s) for s in params["scope"].split()]
         # Elsewhere over plain HTTP, the token is asked for anonymously: the credentials stay here.
         auth = pair if pair and realm_may_get_credentials(realm, url) else _NO_AUTH
-        token_response = self._send("GET", realm, headers={}, auth=auth, body=None, params=params)
+        token_response = self._send("GET", realm, headers={}, auth=auth, body=None, params=query,
+                                    verify=self._verify(ref))
         if token_response.status_code != 200:
             return response
         try:
@@ -382,7 +429,7 @@ class Registry:
         with self._lock:
             self._tokens[(ref.api_host, ref.path)] = token
         return self._send(method, url, headers={**headers, "Authorization": f"Bearer {token}"}, auth=_NO_AUTH,
-                          body=body)
+                          body=body, verify=self._verify(ref))
 
     def _refused(self, response: requests.Response, ref: Reference, what: str) -> RegistryError:
         """The error for an answer that is not the expected one: 401 with and without credentials told apart."""
@@ -397,7 +444,11 @@ class Registry:
             return RegistryError(f"registry {ref.api_host} denied {what} of {ref} (403): the stored account lacks "
                                  "the permission")
         detail = response.text[:200].strip() if response.request.method != "HEAD" else ""
-        return RegistryError(f"registry {ref.api_host} answered {status} for {what} of {ref}"
+        tries = ""
+        if status in RETRY_STATUSES:  # retried under the policy: the last answer is the one quoted
+            spent = response.raw.retries if isinstance(response.raw, urllib3.HTTPResponse) else None
+            tries = f" (tried {len(spent.history) + 1 if spent else 1} time(s))"
+        return RegistryError(f"registry {ref.api_host} answered {status} for {what} of {ref}{tries}"
                              + (f": {detail}" if detail else ""))
 
     # -- reads -------------------------------------------------------------------------------------------------
@@ -453,6 +504,33 @@ class Registry:
                     return self.manifest(ref.with_digest(entry["digest"]))
             raise RegistryError(f"{ref} has no manifest for {platform}")
         return manifest
+
+    def labels(self, ref: Reference, platform: str = "linux/amd64") -> dict[str, str]:
+        """The labels of the image config of `ref` for `platform` (`docker inspect`'s Config.Labels); the config
+        blob is read whole and must hash to the digest its manifest names."""
+        import json
+
+        manifest = self.platform_manifest(ref, platform)
+        config = manifest.get("config")
+        digest = config.get("digest") if isinstance(config, dict) else None
+        if not isinstance(config, dict) or not isinstance(digest, str) or not DIGEST_RE.match(digest):
+            raise RegistryError(f"registry sent a manifest for {ref} that names no config blob")
+        size = config.get("size")
+        if not isinstance(size, int) or not 0 < size <= MAX_CONFIG_BYTES:
+            raise RegistryError(f"the manifest of {ref} declares a config blob of {size!r} bytes; an image config "
+                                f"is read only up to {MAX_CONFIG_BYTES} bytes")
+        response = self._request("GET", f"{self._base_url(ref)}/blobs/{digest}", ref, {})
+        if response.status_code != 200:
+            raise self._refused(response, ref, f"the config blob {digest}")
+        if len(response.content) != size or content_digest(response.content) != digest:
+            raise RegistryError(f"registry sent a config blob for {ref} that does not hash to {digest}")
+        try:
+            labels = (json.loads(response.content).get("config") or {}).get("Labels") or {}
+        except (ValueError, AttributeError):
+            raise RegistryError(f"registry sent a config blob for {ref} that is not an image config") from None
+        if not isinstance(labels, dict):
+            raise RegistryError(f"the image config of {ref} holds labels that are not a mapping")
+        return {str(k): str(v) for k, v in labels.items()}
 
     def size(self, ref: Reference, platform: str = "linux/amd64") -> ImageSize:
         """Compressed size of `ref` for `platform` (an index is resolved to that platform's manifest)."""

@@ -40,7 +40,7 @@ from ..errors import PushError
 from ..reference import DIGEST_RE
 from . import workdir
 from .job import PushJob
-from .registry import _is_loopback
+from .registry import uses_tls
 
 RETRY_TIMES = 3
 _KILL_AFTER = 1.0  # seconds between SIGTERM and SIGKILL when a push is stopped
@@ -72,10 +72,11 @@ def write_authfile(folder: Path, domain: str) -> Path:
 
 
 def command(executable: str, job: PushJob, authfile: Path, digestfile: Path) -> list[str]:
-    """The skopeo command line for `job` (plain HTTP, without TLS, only to a registry on this machine)."""
+    """The skopeo command line for `job` (plain HTTP, without TLS, only to a registry on this machine that has no
+    CA of its own in the engine's certs.d: skopeo reads that folder too)."""
     argv = [executable, "copy", "--retry-times", str(RETRY_TIMES), "--dest-compress-level", str(job.level),
             "--digestfile", str(digestfile), "--authfile", str(authfile)]
-    if _is_loopback(job.staging.api_host):
+    if not uses_tls(job.staging.api_host):
         argv.append("--dest-tls-verify=false")
     return argv + [f"docker-daemon:{job.local}", f"docker://{job.staging}"]
 

@@ -83,7 +83,53 @@ def steps_not_mapping(text: str) -> str:
     return text[:start] + "steps: abc\n" + text[end:]
 
 
+def recorded(text: str, image: str) -> str:
+    """images.<image>.reference as the map holds it."""
+    return text.split(f"\n  {image}:\n    reference: ", 1)[1].split("\n", 1)[0]
+
+
+def consistent_foreign(text: str) -> str:
+    """Both sections name upload's repository and digest under training's own inputs tag: consistent, and false."""
+    training, upload = recorded(text, "training"), recorded(text, "upload")
+    tag = training.split("@")[0].rsplit(":", 1)[1]
+    forged = upload.split(":in-")[0] + f":{tag}@" + upload.split("@")[1]
+    return text.replace(training, forged)
+
+
+def other_registry(text: str) -> str:
+    training = recorded(text, "training")
+    return text.replace(training, training.replace("127.0.0.1:5000/", "127.0.0.1:5001/", 1))
+
+
+def other_repository(text: str) -> str:
+    training = recorded(text, "training")
+    return text.replace(training, training.replace("/t/training:", "/u/training:", 1))
+
+
+def other_inputs_tag(text: str) -> str:
+    training = recorded(text, "training")
+    return text.replace(training, training.split(":in-")[0] + ":in-0123456789abcdef@" + training.split("@")[1])
+
+
+def trailing_newline(text: str) -> str:
+    training = recorded(text, "training")
+    return text.replace(training, f'"{training}\\n"')
+
+
+def base_other_repository(text: str) -> str:
+    """An image serving no step is bound too: base's reference moved to another repository."""
+    base = recorded(text, "base")
+    return text.replace(base, base.replace("/t/base:", "/t/upload:", 1))
+
+
 TEXT_ROWS: list[tuple[str, Callable[[str], str], str]] = [
+    ("consistent-foreign-repository", consistent_foreign,
+     "images.training.reference: '127.0.0.1:5000/t/upload:in-"),
+    ("consistent-other-registry", other_registry, "is not bound to its image: expected 127.0.0.1:5000/t/training:in-"),
+    ("consistent-other-repository", other_repository, "expected 127.0.0.1:5000/t/training:in-"),
+    ("consistent-other-inputs-tag", other_inputs_tag, ":in-0123456789abcdef@sha256:"),
+    ("reference-ends-in-newline", trailing_newline, "is not 'sha256:' followed by 64 lowercase hex characters"),
+    ("base-other-repository", base_other_repository, "images.base.reference: '127.0.0.1:5000/t/upload:in-"),
     ("steps-foreign-image", foreign_step, "steps.training: evil.example.com/x@sha256:"),
     ("steps-other-mapped-image", another_mapped_image, "differs from images.training.reference"),
     ("duplicate-step-key", duplicate_step, "duplicate key training"),

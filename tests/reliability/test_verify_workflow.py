@@ -197,6 +197,70 @@ def newline_in_image(w: Workflow) -> None:
     template(w, "training")["container"]["image"] = "evil.example.com/x:1\nbuildtool: ok"
 
 
+def with_parameters(w: Workflow, **values: str) -> None:
+    w["spec"].setdefault("arguments", {})["parameters"] = [{"name": k, "value": v} for k, v in values.items()]
+
+
+def patch_parameter_key(w: Workflow) -> None:
+    """Argo substitutes parameters in podSpecPatch before applying it: k=image, img=the miner."""
+    with_parameters(w, k="image", img=MINER)
+    template(w, "training")["podSpecPatch"] = json.dumps(
+        {"containers": [{"name": "main", "{{workflow.parameters.k}}": "{{workflow.parameters.img}}"}]})
+
+
+def patch_parameter_key_only(w: Workflow) -> None:
+    with_parameters(w, k="image")
+    template(w, "training")["podSpecPatch"] = json.dumps(
+        {"containers": [{"name": "main", "{{workflow.parameters.k}}": PINNED_MINER}]})
+
+
+def patch_parameter_image(w: Workflow) -> None:
+    template(w, "training")["podSpecPatch"] = json.dumps(
+        {"containers": [{"name": "main", "image": "{{workflow.parameters.img}}"}]})
+
+
+def patch_parameter_containers(w: Workflow) -> None:
+    """A whole container list as one parameter."""
+    template(w, "training")["podSpecPatch"] = yaml.safe_dump({"initContainers": "{{inputs.parameters.c}}"})
+
+
+def patch_parameter_list_item(w: Workflow) -> None:
+    template(w, "training")["podSpecPatch"] = json.dumps({"containers": ["{{workflow.parameters.c}}"]})
+
+
+def patch_parameter_whole(w: Workflow) -> None:
+    template(w, "training")["podSpecPatch"] = "'{{workflow.parameters.patch}}'"
+
+
+def workflow_patch_parameter_key(w: Workflow) -> None:
+    w["spec"]["podSpecPatch"] = json.dumps({"sidecars": [{"name": "s", "{{workflow.parameters.k}}": "x"}]})
+
+
+def manifest_parameter_key(w: Workflow) -> None:
+    add_template(w, {"name": "miner", "resource": {"action": "create", "manifest": yaml.safe_dump(
+        {"kind": "Pod", "spec": {"containers": [{"name": "m", "{{inputs.parameters.k}}": "x"}]}})}})
+
+
+def patch_upper_case_key(w: Workflow) -> None:
+    template(w, "training")["podSpecPatch"] = json.dumps({"containers": [{"name": "main", "IMAGE": MINER}]})
+
+
+def patch_long_s_sidecars(w: Workflow) -> None:
+    """`\u017fidecars` is `sidecars` to Go's JSON decoding (the long s folds to s)."""
+    template(w, "training")["podSpecPatch"] = json.dumps({"\u017fidecars": [{"name": "s", "image": MINER}]})
+
+
+def patch_long_s_patch(w: Workflow) -> None:
+    """A podSpecPatch inside a resource manifest, its key spelled `pod\u017fpecPatch`: still read."""
+    add_template(w, {"name": "miner", "resource": {"action": "create", "manifest": yaml.safe_dump(
+        {"kind": "Workflow", "spec": {"pod\u017fpecPatch": json.dumps(patch(MINER))}})}})
+
+
+def patch_kelvin_template_ref(w: Workflow) -> None:
+    """The Kelvin sign folds to k under Go's rule: `wor\u212aflowTemplateRef` is workflowTemplateRef to the cluster."""
+    w["spec"]["wor\u212aflowTemplateRef"] = {"name": "elsewhere"}
+
+
 def not_a_workflow(w: Workflow) -> None:
     w["kind"] = "Pod"
 
@@ -247,6 +311,29 @@ DATA_ROWS: list[tuple[str, Callable[[Workflow], None], str]] = [
     ("dag-inline-template", inline_template, f"template pipeline: dag.tasks[0].inline.container.image: {MINER}"),
     ("workflow-template-ref", workflow_template_ref, "spec.workflowTemplateRef: runs another WorkflowTemplate"),
     ("newline-in-image", newline_in_image, "evil.example.com/x:1\\nbuildtool: ok"),
+    ("podspecpatch-parameter-key-and-image", patch_parameter_key,
+     "podSpecPatch.containers[0].{{workflow.parameters.k}}: a parameter in a key"),
+    ("podspecpatch-parameter-key", patch_parameter_key_only,
+     "podSpecPatch.containers[0].{{workflow.parameters.k}}: a parameter in a key"),
+    ("podspecpatch-parameter-image", patch_parameter_image,
+     "podSpecPatch.containers[0].image: {{workflow.parameters.img}} is a parameter under an image-bearing field"),
+    ("podspecpatch-parameter-containers", patch_parameter_containers,
+     "podSpecPatch.initContainers: {{inputs.parameters.c}} is a parameter under an image-bearing field"),
+    ("podspecpatch-parameter-list-item", patch_parameter_list_item,
+     "podSpecPatch.containers[0]: {{workflow.parameters.c}} is a parameter"),
+    ("podspecpatch-parameter-whole", patch_parameter_whole,
+     "podSpecPatch: the whole document is a parameter"),
+    ("workflow-podspecpatch-parameter-key", workflow_patch_parameter_key,
+     "spec.podSpecPatch.sidecars[0].{{workflow.parameters.k}}: a parameter in a key"),
+    ("manifest-parameter-key", manifest_parameter_key,
+     "resource.manifest.spec.containers[0].{{inputs.parameters.k}}: a parameter in a key"),
+    ("podspecpatch-field-upper-case", patch_upper_case_key, f"podSpecPatch.containers[0].IMAGE: {MINER}"),
+    ("podspecpatch-long-s-sidecars", patch_long_s_sidecars,
+     f"podSpecPatch.\u017fidecars[0].image: {MINER} is not pinned"),
+    ("manifest-long-s-podspecpatch", patch_long_s_patch,
+     "resource.manifest.spec.pod\u017fpecPatch: a document embedded in an embedded document"),
+    ("kelvin-workflow-template-ref", patch_kelvin_template_ref,
+     "spec.wor\u212aflowTemplateRef: runs another WorkflowTemplate"),
     ("not-a-workflow", not_a_workflow, "not an Argo Workflow (kind: Workflow)"),
     ("step-without-template", step_missing, "step upload_model: in the image map but no template of the workflow"),
 ]

@@ -17,6 +17,8 @@ import sys
 import yaml
 
 from buildtool import image_map
+from buildtool.push.registry import Registry
+from buildtool.reference import Reference, hold_tag, parse
 
 from ..conftest import REPO
 from ..fake_engine import CUT, FakeEngine, image_name, probe_output, sha256
@@ -82,7 +84,9 @@ def test_build_push_pins_what_the_registry_serves_and_a_second_run_reuses(fake: 
     # mounted, not uploaded again), then the staging manifest deleted and the engine's staging tag removed.
     for name in ("base", "download", "training", "upload"):
         tag = lock.images[name].reference.split("@")[0].rsplit(":", 1)[1]
-        assert content_tags(fake, name) == [tag] and staging_tags(fake, name) == []
+        digest = lock.images[name].reference.split("@")[1]  # held by its own digest tag too (garbage collection)
+        assert content_tags(fake, name) == sorted([tag, hold_tag(digest)]) and staging_tags(fake, name) == []
+        assert fake.registry.served(f"t/{name}", hold_tag(digest)) == digest
         assert any(m.startswith(f"t/{name}/staging -> t/{name} ") for m in fake.registry.mounts)
     assert sorted(image_name(p) for p in fake.engine.pushes) == ["base", "download", "training", "upload"]
     assert all("/staging:unchecked-" in p for p in fake.engine.pushes)
@@ -313,3 +317,61 @@ def test_with_two_jobs_the_running_build_finishes_but_its_dependents_never_start
     assert not {"download", "training", "upload", "bbb"} & set(built(fake.engine) + pushed(fake.engine))
     assert not fake.image_map.exists()
 
+
+
+def test_a_content_tag_moved_to_another_images_bytes_is_rebuilt_not_reused(fake: FakeSetup) -> None:
+    """Someone PUT upload's manifest under download's content tag: the label tells, download is built again."""
+    assert fake.cli("build", "--push")[0] == 0
+    lock = image_map.load(fake.image_map)
+    download, upload = parse(lock.images["download"].reference), parse(lock.images["upload"].reference)
+    client = Registry(timeout=5)
+    try:
+        client.copy(upload, Reference(download.domain, download.path, download.tag))
+    finally:
+        client.close()
+    fake.engine.builds.clear()
+    code, out, err = fake.cli("build", "--push")
+    assert code == 0, err
+    assert built(fake.engine) == ["download"]
+    assert (f"the registry's tag holds {upload.digest}, built from other inputs (label buildtool.inputs-digest="
+            f"{lock.images['upload'].inputs_digest}): rebuilt, not trusted") in out
+    assert f"replace {upload.digest} under {download.tag}: it was built from other inputs" in out + err
+    rebuilt = image_map.load(fake.image_map).images["download"].reference
+    assert upload.digest not in rebuilt
+    assert fake.registry.served(download.path, str(download.tag)) == parse(rebuilt).digest
+
+
+def test_a_build_of_the_same_inputs_already_under_the_content_tag_is_adopted(fake: FakeSetup) -> None:
+    """Another runner pushed the same inputs while this one built: its image is adopted, its tag left alone."""
+    theirs: dict[str, str] = {}
+
+    def other_runner_pushes(tag: str) -> None:
+        if image_name(tag) == "upload" and not theirs:
+            labels = next(b.labels for b in fake.engine.builds if image_name(b.tag) == "upload")
+            path, _, content_tag = tag.partition("/")[2].rpartition(":")
+            theirs["digest"] = fake.registry.store(path, content_tag, (3, 4), labels=labels)
+
+    fake.engine.on_build = other_runner_pushes
+    code, out, err = fake.cli("build", "--push")
+    assert code == 0, err
+    pinned = parse(image_map.load(fake.image_map).images["upload"].reference)
+    assert pinned.digest == theirs["digest"]
+    assert "adopt " in out + err and "the registry already holds a build of the same inputs" in out + err
+    assert fake.registry.served(pinned.path, hold_tag(theirs["digest"])) == theirs["digest"]
+
+
+def test_a_reused_image_without_its_digest_tag_gets_it(fake: FakeSetup) -> None:
+    """An image pushed before digest tags existed: the next build --push reuses it and tags it by its digest."""
+    assert fake.cli("build", "--push")[0] == 0
+    lock = image_map.load(fake.image_map)
+    pins = {name: parse(entry.reference) for name, entry in lock.images.items()}
+    for pin in pins.values():
+        fake.registry.forget(pin.path, hold_tag(str(pin.digest)))
+    fake.engine.builds.clear()
+    code, out, err = fake.cli("build", "--push")
+    assert code == 0, err
+    assert built(fake.engine) == []
+    for name, pin in pins.items():
+        assert fake.registry.served(pin.path, hold_tag(str(pin.digest))) == pin.digest, name
+        assert f"tagged {pin.repository}:sha256-" in out + err
+    assert image_map.load(fake.image_map) == lock

@@ -138,7 +138,8 @@ def test_an_unreachable_registry_is_one_error_line_without_urllib3s_retry_warnin
         port = probe.getsockname()[1]  # closed again: nothing listens there
     for path in (loaded.image_map, loaded.output):
         path.write_text(path.read_text().replace("127.0.0.1:5000/", f"127.0.0.1:{port}/"))
-    env = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "no-docker-config")}
+    env = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "no-docker-config"),
+           "BUILDTOOL_REGISTRY": f"127.0.0.1:{port}"}  # the lock is bound to the configured registry
     done = subprocess.run([sys.executable, "-m", "buildtool", "--config", str(project), "verify"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == RegistryError.exit_code

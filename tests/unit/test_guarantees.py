@@ -19,6 +19,7 @@ import yaml
 from buildtool import compiler, config, fsutil, image_map, staleness, verify
 from buildtool.errors import CompileError, StaleMapError
 from buildtool.push.registry import Registry
+from buildtool.reference import hold_tag, parse
 
 from ..fake_engine import FakeRegistry
 from .conftest import FakeSetup
@@ -162,15 +163,18 @@ def test_a_tag_that_only_ends_like_the_inputs_tag_is_stale(project):
     assert "upload" in staleness.stale_images(loaded, image_map.load(loaded.image_map))
 
 
-def test_check_exits_4_on_a_reference_with_another_tag(project, capsys):
+def test_check_exits_3_on_a_reference_whose_tag_is_not_its_inputs_tag(project, capsys):
+    """A tag that is not the one of the recorded inputs digest is a hand edit: the lock is not bound (exit 3)."""
     from buildtool import cli
 
     loaded, lock = write_lock(project)
     wrong = lock.images["download"].reference.split(":in-")[0] + ":in-0123456789abcdef@sha256:" + "7" * 64
     loaded.image_map.write_text(image_map.render(retag(lock, "download", "download_training_dataset", wrong)))
-    assert cli.main(["--config", str(project), "check"]) == 4
+    assert cli.main(["--config", str(project), "check"]) == 3
     err = capsys.readouterr().err
-    assert err.startswith("buildtool: error: ") and "image download (step download_training_dataset)" in err
+    expected = lock.images["download"].reference.split("@")[0]
+    assert err.startswith("buildtool: error: ") and "images.download.reference" in err
+    assert f"not bound to its image: expected {expected}@sha256:<64 hex>" in err
 
 
 # -- verify: the registry is asked -----------------------------------------------------------------------------
@@ -201,9 +205,36 @@ def test_verify_reports_each_pinned_image_the_registry_does_not_serve(fake_regis
             f"{absent}: not in the registry", f"{moved}: registry serves {held}"]
     finally:
         client.close()
-    # Each distinct pinned image was asked for by its digest; the unpinned one is pin_problems' business.
-    assert set(fake_registry.heads) == {f"t/training:{held}", "t/training:sha256:" + "0" * 64,
+    # Each distinct pinned image was asked for by its digest, and the one found by its tag too; the unpinned one
+    # is pin_problems' business.
+    assert set(fake_registry.heads) == {f"t/training:{held}", "t/training:in-1", "t/training:sha256:" + "0" * 64,
                                         "t/upload:sha256:" + "5" * 64}
+
+
+INPUTS = "sha256:" + "1" * 64
+
+
+def test_verify_binds_a_pin_to_its_tag_or_digest_tag_and_to_its_inputs_label(fake_registry):
+    """The tag must serve the digest, or the digest tag hold it (a pin safe from garbage collection); the image's
+    config must carry the map's inputs digest."""
+    ours = fake_registry.store("t/training", "in-1", labels={"buildtool.inputs-digest": INPUTS})
+    pinned = f"{fake_registry.host}/t/training:in-1@{ours}"
+    client = Registry(timeout=5)
+    try:
+        assert verify.registry_problems(workflow_of(pinned), client, {pinned: INPUTS}) == []
+        other = "sha256:" + "2" * 64
+        (problem,) = verify.registry_problems(workflow_of(pinned), client, {pinned: other})
+        assert problem == (f"{pinned}: its image carries buildtool.inputs-digest={INPUTS}, not the map's inputs "
+                           f"digest {other}: these bytes were not built from what the lock records")
+        # The tag moved to another build: the digest tag still holds the pin.
+        theirs = fake_registry.store("t/training", "in-1", (7, 8), labels={"buildtool.inputs-digest": INPUTS})
+        (problem,) = verify.registry_problems(workflow_of(pinned), client, {pinned: INPUTS})
+        assert problem.startswith(f"{pinned}: tag in-1 serves {theirs} and no tag sha256-")
+        assert "garbage collection may delete it" in problem
+        client.add_tag(parse(pinned), hold_tag(ours))
+        assert verify.registry_problems(workflow_of(pinned), client, {pinned: INPUTS}) == []
+    finally:
+        client.close()
 
 
 def test_build_compile_verify_and_a_registry_that_lost_an_image(fake: FakeSetup) -> None:

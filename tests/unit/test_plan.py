@@ -82,3 +82,17 @@ def test_a_new_import_in_a_step_changes_that_step_image_alone(project):
     from buildtool import digest
     assert digest.explain(before["upload"].items, after["upload"].items) == [
         "modules the step imports changed (os,platform_client -> csv,os,platform_client)"]
+
+
+def test_a_tag_holding_other_inputs_is_built_and_so_are_its_dependents(project):
+    """The registry holds every tag, but base's carries another image's bytes: base and its dependents build."""
+    loaded, inputs = inputs_for(project)
+    held = {name: "sha256:" + "e" * 64 for name in inputs}
+    why = "the registry's tag holds sha256:eee..., built from other inputs (label ...): rebuilt, not trusted"
+    result = plan.make_plan(loaded, inputs, {EXTERNAL: PIN}, held, None, {"base": why})
+    assert {i.name: i.action for i in result.images} == {n: "build" for n in inputs}
+    assert result.get("base").reasons == (why,)
+    assert result.get("training").reasons == ("its base image base is being rebuilt",)
+    only_upload = plan.make_plan(loaded, inputs, {EXTERNAL: PIN}, held, None, {"upload": why})
+    assert {i.name: i.action for i in only_upload.images} == {"base": "reuse", "download": "reuse",
+                                                              "training": "reuse", "upload": "build"}

@@ -22,7 +22,7 @@ from buildtool.interrupt import Token
 from buildtool.push.engine_push import EnginePusher
 from buildtool.push.registry import Manifest, Registry, retry_policy
 from buildtool.push.skopeo import SkopeoPusher, command
-from buildtool.reference import parse
+from buildtool.reference import hold_tag, parse
 
 from .test_registry_writes import MANIFEST, MANIFEST_DIGEST, Store, docker_config, serve  # noqa: F401
 
@@ -172,7 +172,7 @@ def test_the_content_tag_appears_only_after_the_check_passed(setup, tmp_path):
 
     assert push.publish_checked(job, pusher, registry, check) == MANIFEST_DIGEST
     assert seen_during_check == [set()]  # staged, checked, and not pullable under its content tag meanwhile
-    assert _tags(store, "lab/training") == {"in-0123456789abcdef"}
+    assert _tags(store, "lab/training") == {"in-0123456789abcdef", hold_tag(MANIFEST_DIGEST)}  # the pin's own tag
     assert _tags(store, "lab/training/staging") == set()  # the staging tag went with its manifest
 
 
