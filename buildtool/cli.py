@@ -97,6 +97,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     config = _config(args)
     output = Path(args.output) if args.output else config.output
+    if args.check:
+        from . import freshness, verify
+
+        loaded = image_map.load(config.image_map)
+        image_map.require_locked(loaded, config.steps, config.image_map)
+        freshness.require_current(config, verify.load_workflow(output), loaded.steps, label=str(output), full=True)
+        print(f"{output} is what compile makes now")
+        return 0
     for note in compile_pipeline(config, output, allow_stale=args.allow_stale):
         print(f"warning: {note}", file=sys.stderr)
     print(f"wrote {output}")
@@ -111,6 +119,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     image_map.require_locked(loaded, config.steps, config.image_map)
     staleness.require_fresh(config, loaded)
     print(f"{config.image_map} matches the working tree ({len(config.images)} images)")
+    if config.output.exists():
+        from . import freshness, verify
+
+        freshness.require_current(config, verify.load_workflow(config.output), loaded.steps,
+                                  label=str(config.output))
+        print(f"{config.output} is what compile makes from them")
     return 0
 
 
@@ -231,6 +245,8 @@ def parser() -> argparse.ArgumentParser:
                                    "Refuses a missing, incomplete, unpinned or stale map.")
     c.add_argument("--output", "-o", help="where to write the workflow (default: [tool.buildtool] output)")
     c.add_argument("--allow-stale", action="store_true", help="compile against a stale map anyway (prints a warning)")
+    c.add_argument("--check", action="store_true",
+                   help="write nothing; fail (exit 13) if the output differs from what compile would write now")
     c.add_argument("--base-image", help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_compile)
 
