@@ -75,6 +75,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     try:
         with on_signals(Token()) as token:
             prepared = building.prepare(selected, registry, previous)
+            if full.repository_from:
+                print(f"repository {full.repository} (from {full.repository_from}; set [tool.buildtool] "
+                      "repository to choose another)")
             for line in planning.describe(prepared.plan):
                 print(line)
             if args.dry_run:
