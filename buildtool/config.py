@@ -258,7 +258,8 @@ def _derived_repository(path: Path, data: Mapping[str, Any]) -> str:
     derived = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") if isinstance(name, str) else ""
     if not derived:
         raise _fail(path, "repository", "missing, and no [project].name to derive it from; set it, e.g. "
-                                        "repository = \"myteam/myproject\" (images are <registry>/<repository>/<image>)")
+                                        "repository = \"myteam/myproject\" "
+                                        "(images are <registry>/<repository>/<image>)")
     return derived
 
 
