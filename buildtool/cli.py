@@ -184,6 +184,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from . import scaffold
+
+    planned = scaffold.plan(Path(args.config), args.steps_module, pipeline=args.pipeline,
+                            repository=args.repository, registry=args.registry, base_image=args.base_image)
+    scaffold.write(planned)
+    for path, _ in planned.files:
+        print(f"created {path}")
+    print(f"added [tool.buildtool] to {planned.config}: {len(planned.steps)} step image(s) "
+          f"({', '.join(planned.steps)}); next: add each step's packages to its Dockerfile, then "
+          "`buildtool build --push`")
+    return 0
+
+
 def cmd_platform_seed(args: argparse.Namespace) -> int:
     from .dev import platform_server
 
@@ -285,6 +299,21 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="print the resolved steps; run nothing")
     r.add_argument("--base-image", help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_run)
+
+    i = sub.add_parser("init", help="add [tool.buildtool] and an image context per step function; overwrites nothing",
+                       description="Read the step functions of STEPS_MODULE (parsed, not imported) and write a "
+                                   "[tool.buildtool] table into the configuration, with one image per step and its "
+                                   "context (Dockerfile, .dockerignore) under images/. Refuses if the table or any "
+                                   "of those files exists.")
+    i.add_argument("steps_module", metavar="STEPS_MODULE", help="module defining the step functions, e.g. mypkg.steps")
+    i.add_argument("--pipeline", help="module:function of the pipeline factory "
+                                      "(default: the steps module's package's pipeline:make_pipeline)")
+    i.add_argument("--repository", help="images are REGISTRY/REPOSITORY/IMAGE (default: [project].name, else the "
+                                        "folder's name)")
+    i.add_argument("--registry", default="127.0.0.1:5000", help="registry host[:port] (default: %(default)s)")
+    i.add_argument("--base-image", default="python:3.11-slim",
+                   help="external base of the step images (default: %(default)s)")
+    i.set_defaults(func=cmd_init)
 
     p = sub.add_parser("platform", help="the local training platform (its HTTP API), for development and tests")
     psub = p.add_subparsers(dest="platform_command", required=True, metavar="ACTION")
