@@ -20,7 +20,7 @@ from pathlib import Path
 from . import config as configuration
 from . import dev as dev_defaults
 from . import image_map
-from .errors import BuildtoolError, ImageMapError
+from .errors import BuildtoolError, ImageMapError, PlatformError
 
 log = logging.getLogger("buildtool")
 
@@ -198,7 +198,19 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_platform() -> None:
+    """PlatformError when the `platform` extra (the example's local platform) is not installed."""
+    import importlib.util
+
+    missing = [name for name in ("multipart", "numpy", "platform_client") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise PlatformError(f"the local platform needs {', '.join(missing)}, which the toolkit does not install: "
+                            "install the example's `platform` extra with its client, e.g. "
+                            "pip install ./images/base/platform-client '.[platform]' from the example's checkout")
+
+
 def cmd_platform_seed(args: argparse.Namespace) -> int:
+    _require_platform()
     from .dev import platform_server
 
     data = Path(args.data)
@@ -209,6 +221,7 @@ def cmd_platform_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_platform_serve(args: argparse.Namespace) -> int:
+    _require_platform()
     from .dev import platform_server
 
     data = Path(args.data)
