@@ -11,6 +11,7 @@ import importlib
 import inspect
 import logging
 import sys
+import sysconfig
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -104,11 +105,28 @@ def with_pull_policy(pipeline_func: Callable[..., Any], policy: str) -> Callable
     return pipeline
 
 
+def _is_library(module: object) -> bool:
+    """Whether `module` comes from the standard library or an installed distribution (or is buildtool)."""
+    origin = getattr(module, "__file__", None)
+    if getattr(module, "__name__", "").split(".")[0] == __name__.split(".")[0]:
+        return True
+    if origin is None:
+        return False
+    path = Path(origin).resolve()
+    paths = sysconfig.get_paths()
+    return any(path.is_relative_to(Path(paths[key]).resolve())
+               for key in ("stdlib", "platstdlib", "purelib", "platlib"))
+
+
 def _fresh_import(config: Config) -> None:
-    """Forget the project's pipeline and steps modules, so the factory is imported from the files as they are now."""
+    """Forget the project's pipeline and steps modules, so the factory is imported from the files as they are now
+    (in one process, another project's same-named package, or this one before an edit, may be loaded)."""
     tops = {config.pipeline.partition(":")[0].split(".")[0], config.steps_module.split(".")[0]}
-    for name in [n for n in sys.modules if n.split(".")[0] in tops]:
-        del sys.modules[name]
+    for top in tops:
+        if top in sys.modules and _is_library(sys.modules[top]):
+            continue  # a library of the same name stays as it is
+        for name in [n for n in sys.modules if n.split(".")[0] == top]:
+            del sys.modules[name]
 
 
 def create_workflow(config: Config, steps: Mapping[str, str]) -> dict[str, Any]:

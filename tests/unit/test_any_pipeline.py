@@ -159,3 +159,16 @@ def test_extra_keywords_go_only_to_a_factory_that_declares_them(project):
     expected = {"image_pull_policy": "IfNotPresent", "credentials": "parameters"}
     assert compiler.factory_keywords(both, loaded) == expected
     assert compiler.factory_keywords(anything, loaded) == expected
+
+
+def test_a_library_named_like_the_pipeline_package_is_not_reloaded(tmp_path):
+    """The project's modules are imported afresh; a library of the same top-level name stays loaded."""
+    import sys
+
+    import yaml as library
+
+    project = ordinary(tmp_path)
+    project.write_text(project.read_text().replace('steps_module = "mypipe.steps"', 'steps_module = "yaml"'))
+    compiler._fresh_import(config.load(project))
+    assert sys.modules["yaml"] is library
+
