@@ -296,7 +296,7 @@ def load(path: Path, *, registry: str | None = None, repository: str | None = No
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     table = data.get("tool", {}).get("buildtool")
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: no [tool.buildtool] table; add one (see README.md, 'Configuration')")
+        raise ConfigError(f"{path}: no [tool.buildtool] table; `buildtool init STEPS_MODULE` writes one")
     _check_keys(path, "", table, _TOP_KEYS)
     values = {**_DEFAULTS, **{k: v for k, v in table.items() if k != "images"}}
     repository_from = ""
