@@ -287,8 +287,8 @@ def pin_problems(workflow: Mapping[str, Any], steps: Mapping[str, str], external
         elif step is None and external_repository(image, external):
             problem = None  # a third-party component's image, pinned and listed
         elif step is None:
-            listed = "; list its repository in external_images if buildtool is not to build it" if external else ""
-            problem = f"{image} serves no step of the image map ({', '.join(sorted(steps))}){listed}"
+            problem = (f"{image} serves no step of the image map ({', '.join(sorted(steps))}); an image buildtool "
+                       "does not build must be pinned and its repository listed in external_images")
         elif image != steps[step]:
             problem = f"{image} differs from the map's {steps[step]}"
         else:

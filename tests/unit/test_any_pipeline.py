@@ -66,7 +66,7 @@ def test_reused_conditional_looped_and_renamed_steps_compile_and_verify(tmp_path
 @pytest.mark.parametrize(("report", "external", "fragment"), [
     (REPORT_PIN, "", f"template report: container.image: {REPORT_PIN} serves no step of the image map"),
     (f"{REPORT}:1.0", REPORT, f"template report: container.image: {REPORT}:1.0 is not pinned by digest"),
-    (f"127.0.0.1:5000/other/report@sha256:{'7' * 64}", REPORT, "list its repository in external_images"),
+    (f"127.0.0.1:5000/other/report@sha256:{'7' * 64}", REPORT, "its repository listed in external_images"),
 ])
 def test_a_third_party_image_passes_only_pinned_and_listed(tmp_path, capsys, report, external, fragment):
     project = ordinary(tmp_path, report=report, external=external)
