@@ -172,3 +172,26 @@ def test_a_library_named_like_the_pipeline_package_is_not_reloaded(tmp_path):
     compiler._fresh_import(config.load(project))
     assert sys.modules["yaml"] is library
 
+
+
+def test_the_pull_policy_joins_the_pipeline_s_own_conf(tmp_path):
+    """buildtool's transformer is added to the PipelineConf the pipeline set up; the pipeline's settings stay,
+    and a policy the factory set on a task is buildtool's to decide."""
+    project = ordinary(tmp_path)
+    factory = tmp_path / "mypipe" / "pipeline.py"
+    text = factory.read_text()
+    text = text.replace("        report_op(text=again.output)\n",
+                        "        report_op(text=again.output).set_image_pull_policy('Never')\n"
+                        "        conf = dsl.get_pipeline_conf()\n"
+                        "        conf.set_ttl_seconds_after_finished(60)\n"
+                        "        conf.add_op_transformer(lambda op: op.add_pod_annotation('owner', 'ml'))\n")
+    factory.write_text(text)
+    policy = '[tool.buildtool]\nimage_pull_policy = "Always"\n'
+    project.write_text(project.read_text().replace("[tool.buildtool]\n", policy))
+    loaded, lock = write_lock(project)
+    workflow = compiler.create_workflow(loaded, lock.steps)
+    containers = [t for t in workflow["spec"]["templates"] if "container" in t]
+    assert len(containers) == 5
+    assert {t["container"]["imagePullPolicy"] for t in containers} == {"Always"}
+    assert {t["metadata"]["annotations"]["owner"] for t in containers} == {"ml"}
+    assert workflow["spec"]["ttlStrategy"] == {"secondsAfterCompletion": 60}
