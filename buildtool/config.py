@@ -15,6 +15,7 @@ from typing import Any
 
 from . import reference
 from .errors import ConfigError
+from .kfp_names import component_name
 
 BASE_IMAGE_ARG = "BASE_IMAGE"
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -240,6 +241,14 @@ def _check_graph(path: Path, images: tuple[ImageConfig, ...]) -> None:
                 raise _fail(path, f"images.{image.name}.step",
                             f"step {image.step!r} is already served by image {steps[image.step]!r}")
             steps[image.step] = image.name
+    components: dict[str, str] = {}
+    for step, name in sorted(steps.items()):
+        component = component_name(step)
+        if component in components:
+            raise _fail(path, f"images.{name}.step", f"steps {components[component]!r} and {step!r} get the same kfp "
+                                                     f"component name {component!r}, so their templates cannot be "
+                                                     "told apart; rename one function")
+        components[component] = step
     bases = {i.name: i.base for i in images}
     for start in bases:
         seen, current = [start], bases[start]

@@ -9,7 +9,6 @@ anything that cannot be read is a problem too, so the gate fails closed.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import image_map, reference, yaml_io
 from .config import Config
 from .errors import VerifyError
+from .kfp_names import component_name
 
 if TYPE_CHECKING:  # the registry client (and requests) loads only where a command checks the registry
     from .push.registry import Registry
@@ -64,12 +64,6 @@ def load_workflow(path: Path) -> dict[str, Any]:
 def step_of(template_name: str) -> str:
     """kfp names a step's template after its function, with '_' turned into '-'."""
     return template_name.replace("-", "_")
-
-
-def component_name(step: str) -> str:
-    """The component name kfp 1.8 gives a step function (`_python_function_name_to_component_name`)."""
-    spaced = re.sub(" +", " ", step.replace("_", " ")).strip(" ")
-    return spaced[:1].upper() + spaced[1:]
 
 
 def _spec_name(template: Mapping[str, Any]) -> str | None:

@@ -111,6 +111,8 @@ ROWS: list[tuple[str, Callable[[Path], None], str, tuple[str, ...]]] = [
      "external_images[0]: 'gcr.io/x y' is not an image repository", ()),
     ("external-images-a-string", lambda r: setting(r, 'external_images = "gcr.io/team/component"'),
      "external_images: expected a list, got str", ()),
+    ("steps-same-component-name", lambda r: replace(r, 'step = "upload_model"', 'step = "download__training_dataset"'),
+     "images.download.step: steps 'download__training_dataset' and 'download_training_dataset' get the same kfp", ()),
     ("no-repository-no-project-name", lambda r: replace(r, 'repository = "t"\n', ""),
      "repository: missing, and no [project].name to derive it from", ()),
 ]
