@@ -61,7 +61,8 @@ def resolve_external(registry: Registry, text: str) -> str:
         found = registry.digest(ref)
     except RegistryError as exc:
         raise RegistryError(f"cannot resolve base image {text}: {exc}. On a machine without a public registry, "
-                            "run scripts/infra-up.sh and use the base it prints (BUILDTOOL_BASE_IMAGE=...)") from None
+                            "push a Python base image to a registry you can reach and set base_image "
+                            "(or BUILDTOOL_BASE_IMAGE) to it") from None
     if not found:
         raise RegistryError(f"base image {text} not found in {ref.api_host}; push it there or set "
                             "base_image/BUILDTOOL_BASE_IMAGE")

@@ -20,7 +20,7 @@ from pathlib import Path
 from . import config as configuration
 from . import dev as dev_defaults
 from . import image_map
-from .errors import BuildtoolError, ImageMapError
+from .errors import BuildtoolError, ImageMapError, PlatformError
 
 log = logging.getLogger("buildtool")
 
@@ -75,6 +75,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     try:
         with on_signals(Token()) as token:
             prepared = building.prepare(selected, registry, previous)
+            if full.repository_from:
+                print(f"repository {full.repository} (from {full.repository_from}; set [tool.buildtool] "
+                      "repository to choose another)")
             for line in planning.describe(prepared.plan):
                 print(line)
             if args.dry_run:
@@ -97,6 +100,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     config = _config(args)
     output = Path(args.output) if args.output else config.output
+    if args.check:
+        from . import freshness, verify
+
+        loaded = image_map.load(config.image_map)
+        image_map.require_locked(loaded, config.steps, config.image_map, config.repositories)
+        freshness.require_current(config, verify.load_workflow(output), loaded.steps, label=str(output), full=True)
+        print(f"{output} is what compile makes now")
+        return 0
     for note in compile_pipeline(config, output, allow_stale=args.allow_stale):
         print(f"warning: {note}", file=sys.stderr)
     print(f"wrote {output}")
@@ -111,6 +122,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     image_map.require_locked(loaded, config.steps, config.image_map, config.repositories)
     staleness.require_fresh(config, loaded)
     print(f"{config.image_map} matches the working tree ({len(config.images)} images)")
+    if config.output.exists():
+        from . import freshness, verify
+
+        freshness.require_current(config, verify.load_workflow(config.output), loaded.steps,
+                                  label=str(config.output))
+        print(f"{config.output} is what compile makes from them")
     return 0
 
 
@@ -167,7 +184,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from . import scaffold
+
+    planned = scaffold.plan(Path(args.config), args.steps_module, pipeline=args.pipeline,
+                            repository=args.repository, registry=args.registry, base_image=args.base_image)
+    scaffold.write(planned)
+    for path, _ in planned.files:
+        print(f"created {path}")
+    print(f"added [tool.buildtool] to {planned.config}: {len(planned.steps)} step image(s) "
+          f"({', '.join(planned.steps)}); next: add each step's packages to its Dockerfile, then "
+          "`buildtool build --push`")
+    return 0
+
+
+def _require_platform() -> None:
+    """PlatformError when the `platform` extra (the example's local platform) is not installed."""
+    import importlib.util
+
+    missing = [name for name in ("multipart", "numpy", "platform_client") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise PlatformError(f"the local platform needs {', '.join(missing)}, which the toolkit does not install: "
+                            "install the example's `platform` extra with its client, e.g. "
+                            "pip install ./images/base/platform-client '.[platform]' from the example's checkout")
+
+
 def cmd_platform_seed(args: argparse.Namespace) -> int:
+    _require_platform()
     from .dev import platform_server
 
     data = Path(args.data)
@@ -178,6 +221,7 @@ def cmd_platform_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_platform_serve(args: argparse.Namespace) -> int:
+    _require_platform()
     from .dev import platform_server
 
     data = Path(args.data)
@@ -231,6 +275,8 @@ def parser() -> argparse.ArgumentParser:
                                    "Refuses a missing, incomplete, unpinned or stale map.")
     c.add_argument("--output", "-o", help="where to write the workflow (default: [tool.buildtool] output)")
     c.add_argument("--allow-stale", action="store_true", help="compile against a stale map anyway (prints a warning)")
+    c.add_argument("--check", action="store_true",
+                   help="write nothing; fail (exit 13) if the output differs from what compile would write now")
     c.add_argument("--base-image", help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_compile)
 
@@ -266,6 +312,21 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="print the resolved steps; run nothing")
     r.add_argument("--base-image", help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_run)
+
+    i = sub.add_parser("init", help="add [tool.buildtool] and an image context per step function; overwrites nothing",
+                       description="Read the step functions of STEPS_MODULE (parsed, not imported) and write a "
+                                   "[tool.buildtool] table into the configuration, with one image per step and its "
+                                   "context (Dockerfile, .dockerignore) under images/. Refuses if the table or any "
+                                   "of those files exists.")
+    i.add_argument("steps_module", metavar="STEPS_MODULE", help="module defining the step functions, e.g. mypkg.steps")
+    i.add_argument("--pipeline", help="module:function of the pipeline factory "
+                                      "(default: the steps module's package's pipeline:make_pipeline)")
+    i.add_argument("--repository", help="images are REGISTRY/REPOSITORY/IMAGE (default: [project].name, else the "
+                                        "folder's name)")
+    i.add_argument("--registry", default="127.0.0.1:5000", help="registry host[:port] (default: %(default)s)")
+    i.add_argument("--base-image", default="python:3.11-slim",
+                   help="external base of the step images (default: %(default)s)")
+    i.set_defaults(func=cmd_init)
 
     p = sub.add_parser("platform", help="the local training platform (its HTTP API), for development and tests")
     psub = p.add_subparsers(dest="platform_command", required=True, metavar="ACTION")

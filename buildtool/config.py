@@ -15,6 +15,7 @@ from typing import Any
 
 from . import reference
 from .errors import ConfigError
+from .kfp_names import component_name
 
 BASE_IMAGE_ARG = "BASE_IMAGE"
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -67,6 +68,10 @@ class Config:
     compression_level: int = 6
     credentials: str = CREDENTIALS_PARAMETERS
     images: tuple[ImageConfig, ...] = field(default_factory=tuple)
+    # Repositories (no tag or digest) of images buildtool does not build, accepted when pinned by digest.
+    external_images: tuple[str, ...] = ()
+    # Where `repository` came from when the file does not set it (e.g. "[project].name"); "" when it does.
+    repository_from: str = ""
 
     def image(self, name: str) -> ImageConfig:
         for image in self.images:
@@ -95,15 +100,15 @@ class Config:
 _TOP_KEYS = {
     "registry": str, "repository": str, "base_image": str, "platform": str,
     "image_map": str, "output": str, "pipeline": str, "steps_module": str, "image_pull_policy": str,
-    "push_with": str, "compression_level": int, "credentials": str, "images": dict,
+    "push_with": str, "compression_level": int, "credentials": str, "images": dict, "external_images": list,
 }
 _IMAGE_KEYS = {
     "context": str, "dockerfile": str, "step": str, "base": str,
     "base_image": str, "build_args": dict,
 }
-_KIND = {str: "a string", int: "an integer", dict: "a table"}
+_KIND = {str: "a string", int: "an integer", dict: "a table", list: "a list"}
 _DEFAULTS = {
-    "registry": "127.0.0.1:5000", "repository": "buildtool",
+    "registry": "127.0.0.1:5000",
     "base_image": "python:3.11-slim", "platform": "linux/amd64",
     "image_map": "image_map.yaml", "output": "pipeline.yaml",
     "pipeline": "pipeline.training_pipeline:make_pipeline",
@@ -241,6 +246,14 @@ def _check_graph(path: Path, images: tuple[ImageConfig, ...]) -> None:
                 raise _fail(path, f"images.{image.name}.step",
                             f"step {image.step!r} is already served by image {steps[image.step]!r}")
             steps[image.step] = image.name
+    components: dict[str, str] = {}
+    for step, name in sorted(steps.items()):
+        component = component_name(step)
+        if component in components:
+            raise _fail(path, f"images.{name}.step", f"steps {components[component]!r} and {step!r} get the same kfp "
+                                                     f"component name {component!r}, so their templates cannot be "
+                                                     "told apart; rename one function")
+        components[component] = step
     bases = {i.name: i.base for i in images}
     for start in bases:
         seen, current = [start], bases[start]
@@ -250,6 +263,39 @@ def _check_graph(path: Path, images: tuple[ImageConfig, ...]) -> None:
                             f"images build on each other in a cycle: {' -> '.join(seen + [current])}")
             seen.append(current)
             current = bases[current]
+
+
+def _derived_repository(path: Path, data: Mapping[str, Any]) -> str:
+    """`[project].name` as a repository path component, when the file does not set `repository`."""
+    project = data.get("project")
+    name = project.get("name") if isinstance(project, dict) else None
+    derived = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") if isinstance(name, str) else ""
+    if not derived:
+        raise _fail(path, "repository", "missing, and no [project].name to derive it from; set it, e.g. "
+                                        "repository = \"myteam/myproject\" "
+                                        "(images are <registry>/<repository>/<image>)")
+    return derived
+
+
+def _external_images(path: Path, values: Any, own: str) -> tuple[str, ...]:
+    """`external_images`: repository names (no tag, no digest), none of them under buildtool's own prefix."""
+    found = []
+    for index, value in enumerate(values):
+        key = f"external_images[{index}]"
+        if not isinstance(value, str):
+            raise _fail(path, key, f"expected a string, got {type(value).__name__} {value!r}")
+        try:
+            parsed = reference.parse(value)
+        except ValueError:
+            raise _fail(path, key, f"{value!r} is not an image repository (e.g. gcr.io/team/component)") from None
+        if parsed.tag or parsed.digest:
+            raise _fail(path, key, f"{value!r} names a tag or digest; list the repository only "
+                                   f"({parsed.repository}): the pipeline must pin its images by digest")
+        if (parsed.repository + "/").startswith(own + "/"):
+            raise _fail(path, key, f"{value!r} is under {own}, where buildtool pushes its own images; "
+                                   "those are checked against the image map, not listed here")
+        found.append(parsed.repository)
+    return tuple(sorted(set(found)))
 
 
 def load(path: Path, *, registry: str | None = None, repository: str | None = None,
@@ -264,9 +310,12 @@ def load(path: Path, *, registry: str | None = None, repository: str | None = No
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     table = data.get("tool", {}).get("buildtool")
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: no [tool.buildtool] table; add one (see README.md, 'Configuration')")
+        raise ConfigError(f"{path}: no [tool.buildtool] table; `buildtool init STEPS_MODULE` writes one")
     _check_keys(path, "", table, _TOP_KEYS)
     values = {**_DEFAULTS, **{k: v for k, v in table.items() if k != "images"}}
+    repository_from = ""
+    if "repository" not in table and not repository:
+        values["repository"], repository_from = _derived_repository(path, data), "[project].name"
     if registry:
         values["registry"] = registry
     if repository:
@@ -310,6 +359,9 @@ def load(path: Path, *, registry: str | None = None, repository: str | None = No
         image_pull_policy=values["image_pull_policy"],
         push_with=values["push_with"], compression_level=level,
         credentials=values["credentials"], images=images,
+        external_images=_external_images(path, values.get("external_images", []),
+                                         f"{values['registry']}/{values['repository']}"),
+        repository_from=repository_from,
     )
 
 

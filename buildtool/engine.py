@@ -119,7 +119,7 @@ class Engine:
             self._client.ping()
         except DockerException as exc:
             raise EngineError(f"no Docker engine answers ({exc.__class__.__name__}: {exc}); "
-                              "start one with scripts/infra-up.sh or set DOCKER_HOST") from None
+                              "start the Docker engine (systemctl start docker) or set DOCKER_HOST") from None
 
     @property
     def api(self) -> docker.APIClient:

@@ -67,6 +67,12 @@ class VerifyError(BuildtoolError):
     exit_code = 10
 
 
+class StalePipelineError(VerifyError):
+    """A compiled pipeline differs from what `compile` makes now from the current sources and image map."""
+
+    exit_code = 13
+
+
 class RunError(BuildtoolError):
     """A compiled pipeline could not be planned, or one of its steps failed when run locally."""
 

@@ -9,7 +9,7 @@ anything that cannot be read is a problem too, so the gate fails closed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ from . import image_map, reference, yaml_io
 from .config import Config
 from .digest import LABEL_INPUTS
 from .errors import VerifyError
+from .kfp_names import component_name
 
 if TYPE_CHECKING:  # the registry client (and requests) loads only where a command checks the registry
     from .push.registry import Registry
@@ -64,6 +65,55 @@ def load_workflow(path: Path) -> dict[str, Any]:
 def step_of(template_name: str) -> str:
     """kfp names a step's template after its function, with '_' turned into '-'."""
     return template_name.replace("-", "_")
+
+
+def _spec_name(template: Mapping[str, Any]) -> str | None:
+    """The component name recorded in kfp's component_spec annotation, or None when there is none to read."""
+    metadata = template.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    text = annotations.get(COMPONENT_SPEC) if isinstance(annotations, dict) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        name = json.loads(text).get("name")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def template_steps(workflow: Mapping[str, Any], steps: Iterable[str]) -> dict[str, str]:
+    """Template name -> the step it runs, recognised by its component, not by the template's name.
+
+    kfp records the component of every task in the template's component_spec annotation; the
+    component of a step function is named after the function. So a reused step (`prepare-2`), a
+    step inside a condition or a loop and a task with a display name all resolve to their step.
+    A template without that annotation is matched by its name, as kfp writes it (`upload-model`).
+    """
+    by_component = {component_name(step): step for step in steps}
+    names = set(steps)
+    spec = workflow.get("spec")
+    templates = spec.get("templates") if isinstance(spec, dict) else None
+    found: dict[str, str] = {}
+    if not isinstance(templates, list) or len(templates) > MAX_TEMPLATES:
+        return found
+    for template in templates:
+        if not isinstance(template, dict) or not isinstance(template.get("name"), str):
+            continue
+        name: str = template["name"]
+        component = _spec_name(template)
+        if component is not None:
+            if component in by_component:
+                found[name] = by_component[component]
+        elif step_of(name) in names:
+            found[name] = step_of(name)
+    return found
+
+
+def external_repository(image: Any, external: Iterable[str]) -> bool:
+    """Whether `image` is a digest-pinned image of a repository listed in `external_images`."""
+    if not reference.is_pinned(image):
+        return False
+    return reference.parse(image).repository in {reference.parse(r).repository for r in external}
 
 
 def _kind(value: Any) -> str:
@@ -240,35 +290,42 @@ def places(workflow: Mapping[str, Any]) -> Iterator[Found]:
     yield from _anywhere(rest, WORKFLOW, "")
 
 
-def pin_problems(workflow: Mapping[str, Any], steps: Mapping[str, str]) -> list[str]:
+def pin_problems(workflow: Mapping[str, Any], steps: Mapping[str, str], external: Iterable[str] = ()) -> list[str]:
     """Every image of `workflow` that is unpinned, belongs to no step, differs from `steps`, or cannot be read.
 
-    An image in a template must be the map's entry for that template's step; an image outside any
-    template (workflow podSpecPatch, templateDefaults) serves no step and is refused. Never raises.
+    An image in a template must be the map's entry for that template's step (see template_steps), or a
+    digest-pinned image of a repository in `external` (images buildtool does not build, listed in
+    `external_images`); an image outside any template (workflow podSpecPatch, templateDefaults) serves
+    no step and is refused. Never raises.
     """
+    external = tuple(external)
     try:
         found = list(places(workflow))
+        resolved = template_steps(workflow, steps)
     except RecursionError:
         return ["the workflow is nested too deeply to read"]
     problems, seen = [], set()
     for item in found:
         head = item.where if item.template == WORKFLOW else f"template {item.template}: {item.where}"
-        image, step = item.image, step_of(item.template)
+        image, step = item.image, resolved.get(item.template)
         if item.problem is not None:
             problem = item.problem
         elif (why := reference.pinned_problem(image)) is not None:
             problem = f"{yaml_io.shown(image)} is {why}"
         elif item.template == WORKFLOW:
             problem = f"{image} applies to every template and serves no step of the image map"
-        elif step not in steps:
-            problem = f"{image} serves no step of the image map ({', '.join(sorted(steps))})"
+        elif step is None and external_repository(image, external):
+            problem = None  # a third-party component's image, pinned and listed
+        elif step is None:
+            problem = (f"{image} serves no step of the image map ({', '.join(sorted(steps))}); an image buildtool "
+                       "does not build must be pinned and its repository listed in external_images")
         elif image != steps[step]:
             problem = f"{image} differs from the map's {steps[step]}"
         else:
             problem = None
         if problem is not None:
             problems.append(yaml_io.shown(f"{head}: {problem}", 2000))
-        if item.main and item.template != WORKFLOW:
+        if item.main and step is not None:
             seen.add(step)
     for step in sorted(set(steps) - seen):
         problems.append(f"step {step}: in the image map but no template of the workflow runs it")
@@ -298,7 +355,8 @@ def registry_problems(workflow: Mapping[str, Any], registry: Registry,
             problems.append(f"{image}: not in the registry" if found is None else f"{image}: registry serves {found}")
             continue
         assert ref.digest is not None, "a pinned reference has a digest"
-        if ref.tag and (problem := _untagged(registry, ref, ref.digest)):
+        ours = inputs is None or image in inputs  # a third-party image keeps its publisher's tagging
+        if ref.tag and ours and (problem := _untagged(registry, ref, ref.digest)):
             problems.append(f"{image}: {problem}")
         expected = (inputs or {}).get(image)
         if expected is not None:
@@ -325,13 +383,19 @@ def _untagged(registry: Registry, ref: reference.Reference, digest: str) -> str 
 
 def verify_pipeline(config: Config, path: Path, registry: Registry | None) -> None:
     """VerifyError unless every image of the workflow at `path` is pinned, as the (consistent) map says, and,
-    given a registry, served by it. ImageMapError when the map itself is unreadable or not a lock."""
+    given a registry, served by it; StalePipelineError unless it is what `compile` makes now.
+    ImageMapError when the map itself is unreadable or not a lock."""
+    from . import freshness
+
     workflow = load_workflow(path)
     loaded = image_map.load(config.image_map)
     image_map.require_locked(loaded, config.steps, config.image_map, config.repositories)
-    problems = pin_problems(workflow, loaded.steps)
-    if registry is not None:
-        inputs = {locked.reference: locked.inputs_digest for locked in loaded.images.values()}
-        problems += registry_problems(workflow, registry, inputs)
+    problems = pin_problems(workflow, loaded.steps, config.external_images)
     if problems:
         raise VerifyError(summary(path, problems))
+    freshness.require_current(config, workflow, loaded.steps, label=str(path), full=True)
+    if registry is not None:
+        inputs = {locked.reference: locked.inputs_digest for locked in loaded.images.values()}
+        problems = registry_problems(workflow, registry, inputs)
+        if problems:
+            raise VerifyError(summary(path, problems))

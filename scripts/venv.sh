@@ -19,6 +19,7 @@ fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "venv: installing buildtool[test] (the platform client included) into $VENV" >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet -e '.[test]' >&2
+  # The platform client is its own package (the `platform` extra needs it): installed from its folder.
+  "$VENV/bin/python" -m pip install --quiet -e images/base/platform-client -e '.[test]' >&2
   echo "$want" > "$stamp"
 fi

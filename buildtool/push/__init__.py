@@ -61,7 +61,7 @@ def pusher_for(config: Config, engine: Engine, new_bytes: int) -> Pusher:
     if config.push_with == "skopeo":
         if executable is None:
             raise PushError(f"{config.path}: push_with = \"skopeo\" but skopeo is not installed; install it "
-                            "(apt-get install skopeo, or scripts/infra-up.sh) or set push_with = \"auto\"")
+                            "(apt-get install skopeo) or set push_with = \"auto\"")
         return SkopeoPusher(executable)
     if executable is not None and new_bytes >= SKOPEO_FROM_BYTES:
         return SkopeoPusher(executable)

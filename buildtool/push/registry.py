@@ -225,7 +225,7 @@ def describe_transport_error(exc: requests.RequestException, host: str, timeout:
     chain = list(_causes(exc))
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
         return (f"registry {host} refused the connection (nothing listens there): is it running "
-                "(scripts/infra-up.sh) and is the name right?")
+                "and is the name right?")
     if isinstance(exc, requests.ConnectTimeout) or any(isinstance(e, urllib3.exceptions.ConnectTimeoutError)
                                                        for e in chain):
         return f"registry {host} did not accept a connection within {timeout:.0f}s: is the host reachable?"

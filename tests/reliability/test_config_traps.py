@@ -101,6 +101,20 @@ ROWS: list[tuple[str, Callable[[Path], None], str, tuple[str, ...]]] = [
      "build_args.PIP_INDEX_URL: the value carries a user:password@ credential", (SECRET,)),
     ("build-arg-git-credential", build_arg("REPO", f"git+https://oauth2:{SECRET}@git.example.com/x.git"),
      "build_args.REPO: the value carries a user:password@ credential", (SECRET,)),
+    ("external-image-with-tag", lambda r: setting(r, 'external_images = ["gcr.io/team/component:1.0"]'),
+     "external_images[0]: 'gcr.io/team/component:1.0' names a tag or digest; list the repository only", ()),
+    ("external-image-with-digest", lambda r: setting(r, f'external_images = ["gcr.io/team/c@sha256:{"a" * 64}"]'),
+     "external_images[0]: 'gcr.io/team/c@sha256:", ()),
+    ("external-image-buildtool-s-own", lambda r: setting(r, 'external_images = ["127.0.0.1:5000/t/training"]'),
+     "external_images[0]: '127.0.0.1:5000/t/training' is under 127.0.0.1:5000/t, where buildtool pushes", ()),
+    ("external-image-not-a-repository", lambda r: setting(r, 'external_images = ["gcr.io/x y"]'),
+     "external_images[0]: 'gcr.io/x y' is not an image repository", ()),
+    ("external-images-a-string", lambda r: setting(r, 'external_images = "gcr.io/team/component"'),
+     "external_images: expected a list, got str", ()),
+    ("steps-same-component-name", lambda r: replace(r, 'step = "upload_model"', 'step = "download__training_dataset"'),
+     "images.download.step: steps 'download__training_dataset' and 'download_training_dataset' get the same kfp", ()),
+    ("no-repository-no-project-name", lambda r: replace(r, 'repository = "t"\n', ""),
+     "repository: missing, and no [project].name to derive it from", ()),
 ]
 
 

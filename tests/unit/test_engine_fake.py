@@ -46,7 +46,7 @@ def closed_port() -> int:
 ])
 def test_an_engine_that_does_not_answer_is_an_engine_error(monkeypatch, host):
     monkeypatch.setenv("DOCKER_HOST", host)
-    fix = r"; start one with scripts/infra-up.sh or set DOCKER_HOST"
+    fix = r"; start the Docker engine \(systemctl start docker\) or set DOCKER_HOST"
     with pytest.raises(EngineError, match=r"no Docker engine answers \(.*\)" + fix):
         Engine(timeout=5)
 

@@ -14,6 +14,7 @@ from buildtool.errors import CompileError, ImageMapError, VerifyError
 
 from .test_compile_and_check import write_lock
 
+NOT_BUILT = "; an image buildtool does not build must be pinned and its repository listed in external_images"
 PIN = "r.example/t/training:in-1@sha256:" + "1" * 64
 UPLOAD = "r.example/t/upload:in-1@sha256:" + "2" * 64
 
@@ -70,7 +71,7 @@ def test_pin_problems_name_template_place_and_reason():
     assert verify.pin_problems(workflow, {"training": PIN, "upload_model": UPLOAD, "download": UPLOAD}) == [
         "template upload-model: container.image: container holds no image (dict)",
         f"template other-step: container.image: {UPLOAD} serves no step of the image map "
-        "(download, training, upload_model)",
+        f"(download, training, upload_model){NOT_BUILT}",
         "template #3: spec.templates[3]: expected a mapping with a name",
         "template unpinned: container.image: r.example/t/x:latest is not pinned by digest "
         "(expected exactly one '@sha256:<64 hex>')",
@@ -508,7 +509,7 @@ def test_every_container_field_and_its_malformed_forms_are_named():
         "not a template",
     ], "templateDefaults": {"container": {"image": PIN}},
         "podSpecPatch": f'{{"containers": [{{"name": "main", "image": "{PIN}"}}]}}'}}
-    other = f"{PIN} serves no step of the image map (training, upload_model)"
+    other = f"{PIN} serves no step of the image map (training, upload_model){NOT_BUILT}"
     everywhere = f"{PIN} applies to every template and serves no step of the image map"
     assert verify.pin_problems(workflow, {"training": PIN, "upload_model": UPLOAD}) == [
         "template training: containerSet.containers[1].image: holds no image (dict)",
@@ -525,7 +526,7 @@ def test_every_container_field_and_its_malformed_forms_are_named():
         f"template a2: {verify.COMPONENT_SPEC} annotation: names no image",
         f"template a3: container.image: {other}",
         f"template a3: {verify.COMPONENT_SPEC} annotation: {UPLOAD} serves no step of the image map "
-        "(training, upload_model)",
+        f"(training, upload_model){NOT_BUILT}",
         "template #8: spec.templates[8]: expected a mapping with a name",
         f"spec.templateDefaults.container.image: {everywhere}",
         f"spec.podSpecPatch.containers[0].image: {everywhere}",
