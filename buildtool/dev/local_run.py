@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import RunError
 from .run_checks import escape, require_pinned, require_runnable
-from .run_expr import depends_tasks
+from .run_expr import check_when, depends_tasks
 
 __all__ = ["ENV_PARAMETERS", "MAX_ITEMS", "RUN_LABEL", "SECRET_PARAMETERS", "SECRET_VARIABLES", "EnvVar",
            "InputArtifact", "OutputFile", "RunPlan", "Scope", "StepRun", "describe", "loop_items",
@@ -368,8 +368,9 @@ def template_inputs(template: Mapping[str, Any], given: Mapping[str, str], where
 
 
 def resolve_step(plan: RunPlan, template: Mapping[str, Any], node: str, parameters: Mapping[str, str],
-                 artifacts: Mapping[str, str], status: str = "Running", strict: bool = True) -> StepRun:
-    """The container template `template` run as `node` with these inputs: every placeholder resolved."""
+                 artifacts: Mapping[str, str], status: str = "Running") -> StepRun:
+    """The container template `template` run as `node` with these inputs: every placeholder of the template
+    resolved (a value passed in is not read again, so run-time values still shown as `{{...}}` stay text)."""
     where = f"task {node}"
     inputs = template_inputs(template, parameters, where)
     context = workflow_scope(plan, status)
@@ -387,14 +388,14 @@ def resolve_step(plan: RunPlan, template: Mapping[str, Any], node: str, paramete
     _check_paths(reads, writes, where)
     container = template["container"]
     env = _environment(container.get("env") or [], context, plan.environ, plan.passed,
-                       f"{where} (template {template['name']})", strict)
+                       f"{where} (template {template['name']})")
     image = str(container.get("image") or "")
     if not image:
         raise RunError(f"{where}: template {template['name']} has no image")
     return StepRun(
         task=node, template=str(template["name"]), image=image,
-        command=tuple(substitute(str(part), context, where, strict) for part in container.get("command") or []),
-        args=tuple(substitute(str(part), context, where, strict) for part in container.get("args") or []),
+        command=tuple(substitute(str(part), context, where) for part in container.get("command") or []),
+        args=tuple(substitute(str(part), context, where) for part in container.get("args") or []),
         parameters=tuple(sorted(inputs.items())), inputs=tuple(reads), outputs=tuple(writes),
         secrets=plan.secrets, env=env, retries=_retries(template, where), deadline=_deadline(template, where))
 
@@ -455,7 +456,7 @@ def preview(plan: RunPlan) -> list[StepRun]:
     if plan.on_exit is not None:
         template = plan.templates[plan.on_exit]
         if "container" in template:
-            steps.append(resolve_step(plan, template, plan.on_exit, {}, {}, "Succeeded", strict=False))
+            steps.append(resolve_step(plan, template, plan.on_exit, {}, {}, "Succeeded"))
     return steps
 
 
@@ -472,9 +473,11 @@ def _preview_dag(plan: RunPlan, name: str, prefix: str, given: Mapping[str, str]
         child = plan.templates.get(str(task.get("template")))
         if child is None:
             raise RunError(f"{where}: template {escape(repr(task.get('template')))} is not in the workflow")
+        if "when" in task:
+            check_when(str(task["when"]), f"{where}: when")
         parameters, artifacts = task_arguments(task, scope, where, strict=False)
         if "container" in child:
-            steps.append(resolve_step(plan, child, node, parameters, artifacts, strict=False))
+            steps.append(resolve_step(plan, child, node, parameters, artifacts))
         else:
             _preview_dag(plan, task["template"], node + "/", template_inputs(child, parameters, where), steps,
                          depth + 1)
@@ -539,13 +542,13 @@ def _workflow_parameters(spec: Mapping[str, Any]) -> list[tuple[str, str | None]
 
 
 def _environment(entries: Sequence[Mapping[str, Any]], context: Mapping[str, str], environ: Mapping[str, str],
-                 passed: Collection[str], where: str, strict: bool) -> tuple[EnvVar, ...]:
+                 passed: Collection[str], where: str) -> tuple[EnvVar, ...]:
     """The container's environment: plain values resolved, a Secret's key taken from the host's variable."""
     env = []
     for entry in entries:
         name = entry["name"]
         if "value" in entry:
-            env.append(EnvVar(name, substitute(str(entry["value"]), context, where, strict)))
+            env.append(EnvVar(name, substitute(str(entry["value"]), context, where)))
             continue
         ref = entry["valueFrom"]["secretKeyRef"]
         if name not in passed:

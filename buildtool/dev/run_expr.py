@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..errors import RunError
 
-__all__ = ["MAX_EXPRESSION", "depends_holds", "depends_tasks", "when_holds"]
+__all__ = ["MAX_EXPRESSION", "check_when", "depends_holds", "depends_tasks", "when_holds"]
 
 MAX_EXPRESSION = 4096
 _TOKEN = re.compile(r"""\s*(?:
@@ -161,6 +161,25 @@ def when_holds(text: str, values: Mapping[str, str], where: str) -> bool:
         return _compare(left, token.text, _literal(parser.take(), values, parser), parser)
 
     return _Parser(_tokens(text, where), where, text, atom).parse()
+
+
+def check_when(text: str, where: str) -> None:
+    """RunError if `text` is not a `when` expression this parser reads (its values are not needed)."""
+
+    def operand(parser: _Parser) -> None:
+        token = parser.take()
+        if token.kind not in ("placeholder", "string", "number") and token.text not in ("true", "false"):
+            raise parser.error(f"has {token.text!r} where a number, a quoted string or a {{{{...}}}} value belongs")
+
+    def atom(parser: _Parser) -> bool:
+        operand(parser)
+        token = parser.peek()
+        if token is not None and token.text in _COMPARISONS:
+            parser.take()
+            operand(parser)
+        return True
+
+    _Parser(_tokens(text, where), where, text, atom).parse()
 
 
 def _depends_atom(token: _Token, parser: _Parser) -> tuple[str, str | None]:
