@@ -290,7 +290,7 @@ ROWS = [
                                                               [{"name": "p", "valueFrom": {"path": "/p"}}])),
     Row("input-artifact-http", f"template {TRAINING}: inputs.artifacts.{DOWNLOAD_OUT}.http (url) {REFUSED}",
         setting(training_input, "http", {"url": "http://evil.example.com/payload"})),
-    Row("task-when-code", "where a number, a quoted string or a {{...}} value belongs",
+    Row("task-when-code", "expected comparisons joined by &&, || and parentheses",
         setting(training_task, "when", "__import__('os').system('id') == 0")),
     Row("task-when-not-a-string", f"dag.tasks.{TRAINING}.when: expected a string",
         setting(training_task, "when", ["1 == 1"])),
