@@ -62,6 +62,8 @@ class NodeResult:
     parameters: dict[str, str] = field(default_factory=dict)
     #: Why it failed or was skipped.
     reason: str = ""
+    #: A step's output (its last try's), secrets masked.
+    output: str = ""
 
 
 @dataclass(frozen=True)
@@ -357,7 +359,7 @@ class _Executor:
             why = (f"ran past its activeDeadlineSeconds ({step.deadline:.0f}s) and was killed" if result.timed_out
                    else f"failed with exit code {result.exit_code} after {seconds:.0f}s")
             tries = f" ({step.retries + 1} tries)" if step.retries else ""
-            return self.record(NodeResult(step.task, "failed", seconds, reason=(
+            return self.record(NodeResult(step.task, "failed", seconds, output=output, reason=(
                 f"step {step.task} {why}{tries} (image {step.image}); the last lines of its output:\n{tail}")))
         outputs, parameters = {}, {}
         for written in step.outputs:
@@ -369,7 +371,7 @@ class _Executor:
                 _produced(path, what)
                 outputs[written.name] = path
         self.events(step.task, f"done in {seconds:.1f}s" + "".join(f"; {n} in {p}" for n, p in outputs.items()))
-        return self.record(NodeResult(step.task, "succeeded", seconds, outputs, parameters))
+        return self.record(NodeResult(step.task, "succeeded", seconds, outputs, parameters, output=output))
 
 
 def _pull_missing(plan: RunPlan, engine: Engine, events: Events) -> None:

@@ -6,7 +6,9 @@ from kfp import dsl
 from kfp.components import create_component_from_func
 
 ARGUMENTS = {"number": 12}
-OUTPUTS = [("flip", "Output"), ("big", "Output")]
+#: LocalClient does not evaluate a condition (it runs both branches) and passes `flip`'s value to them as the
+#: literal `{{pipelineparam:...}}`, so they fail there: only flip's output compares.
+LOCAL_CLIENT = [("flip", "Output", "flip", None)]
 
 
 def flip(number: int) -> int:
@@ -30,3 +32,14 @@ def make_pipeline(base_image: str) -> Any:
             describe_op("small", doubled.output)
 
     return pipeline
+
+
+def expected(arguments: dict[str, Any]) -> dict[tuple[str, str], str]:
+    doubled = flip(arguments["number"])
+    branch = ("condition-1/describe", "Output") if doubled > 10 else ("condition-2/describe-2", "Output")
+    return {("flip", "Output"): str(doubled), branch: describe("big" if doubled > 10 else "small", doubled)}
+
+
+def skipped(arguments: dict[str, Any]) -> str:
+    """The condition task that must be skipped."""
+    return "condition-2" if flip(arguments["number"]) > 10 else "condition-1"

@@ -6,7 +6,8 @@ from kfp import dsl
 from kfp.components import create_component_from_func
 
 ARGUMENTS = {"fail": "no"}
-OUTPUTS = [("work", "Output")]
+#: LocalClient does not run an ExitHandler's exit step: only the body's output compares.
+LOCAL_CLIENT = [("exit-handler-1/work", "Output", "work", None)]
 
 
 def work(fail: str) -> str:
@@ -30,3 +31,12 @@ def make_pipeline(base_image: str) -> Any:
             work_op(fail)
 
     return pipeline
+
+
+def expected(arguments: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """The body's output when it succeeds, and the exit handler's in any case: the workflow's status."""
+    failing = arguments["fail"] == "yes"
+    values = {("cleanup", "Output"): cleanup("Failed" if failing else "Succeeded")}
+    if not failing:
+        values[("exit-handler-1/work", "Output")] = work(arguments["fail"])
+    return values

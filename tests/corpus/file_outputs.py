@@ -6,7 +6,8 @@ from kfp import dsl
 from kfp.components import InputPath, OutputPath, create_component_from_func
 
 ARGUMENTS = {"text": "hello kfp", "repeat": 3}
-OUTPUTS = [("write-text", "data"), ("count-words", "Output")]
+#: (buildtool node, output, LocalClient's op, loop iteration): what kfp's LocalClient produces to compare with.
+LOCAL_CLIENT = [("write-text", "data", "write-text", None), ("count-words", "Output", "count-words", None)]
 
 
 def write_text(text: str, repeat: int, data_path: OutputPath(str)) -> None:  # type: ignore[valid-type]
@@ -29,3 +30,17 @@ def make_pipeline(base_image: str) -> Any:
         count_op(written.outputs["data"])
 
     return pipeline
+
+
+def expected(arguments: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """Each (task, output)'s file, computed by the component functions themselves (kfp serializes a float
+    with str())."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "data")
+        write_text(arguments["text"], arguments["repeat"], path)
+        with open(path) as handle:
+            text = handle.read()
+        return {("write-text", "data"): text, ("count-words", "Output"): str(count_words(path))}

@@ -7,8 +7,8 @@ from kfp.components import create_component_from_func
 
 ITEMS = [{"who": "ada", "times": 1}, {"who": "bob", "times": 2}]
 ARGUMENTS: dict[str, Any] = {}
-OUTPUTS: list[tuple[str, str]] = []
-LOOP_OUTPUT = ("greet", "Output")
+#: LocalClient raises "Not implemented" for a ParallelFor over a static list: nothing to compare.
+LOCAL_CLIENT: list[tuple[str, str, str, int | None]] = []
 
 
 def greet(who: str, times: int) -> str:
@@ -24,3 +24,7 @@ def make_pipeline(base_image: str) -> Any:
             greet_op(record.who, record.times)
 
     return pipeline
+
+
+def expected(arguments: dict[str, Any]) -> dict[tuple[str, str], str]:
+    return {(f"for-loop-2({index})/greet", "Output"): greet(**item) for index, item in enumerate(ITEMS)}

@@ -6,9 +6,8 @@ from kfp import dsl
 from kfp.components import create_component_from_func
 
 ARGUMENTS = {"count": 3}
-OUTPUTS = [("make-list", "Output")]
-#: The task run once per item, and its output.
-LOOP_OUTPUT = ("square", "Output")
+#: LocalClient stops a ParallelFor after its first item (its `_run_group_dag` returns None, read as a failure).
+LOCAL_CLIENT = [("make-list", "Output", "make-list", None), ("for-loop-1(0)/square", "Output", "square", 0)]
 
 
 def make_list(count: int) -> str:
@@ -32,3 +31,12 @@ def make_pipeline(base_image: str) -> Any:
             square_op(item)
 
     return pipeline
+
+
+def expected(arguments: dict[str, Any]) -> dict[tuple[str, str], str]:
+    import json
+
+    items = json.loads(make_list(arguments["count"]))
+    values = {("make-list", "Output"): make_list(arguments["count"])}
+    values.update({(f"for-loop-1({index})/square", "Output"): str(square(item)) for index, item in enumerate(items)})
+    return values
