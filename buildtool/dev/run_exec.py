@@ -186,7 +186,7 @@ class _Executor:
                 result = NodeResult(prefix + task["name"], "failed", reason="interrupted")
             except (RunError, EngineError) as exc:
                 result = self.record(NodeResult(prefix + task["name"], "failed",
-                                                reason=self.plan.mask(f"task {prefix}{task['name']}: {exc}")))
+                                                reason=self.plan.mask(_naming(prefix + task["name"], exc))))
             with finished:
                 outcomes[task["name"]] = result
                 finished.notify_all()
@@ -278,7 +278,7 @@ class _Executor:
             except Interrupted:
                 result = NodeResult(child, "failed", reason="interrupted")
             except (RunError, EngineError) as exc:
-                result = self.record(NodeResult(child, "failed", reason=self.plan.mask(f"task {child}: {exc}")))
+                result = self.record(NodeResult(child, "failed", reason=self.plan.mask(_naming(child, exc))))
             with self.lock:
                 results.append(result)
 
@@ -372,6 +372,12 @@ class _Executor:
                 outputs[written.name] = path
         self.events(step.task, f"done in {seconds:.1f}s" + "".join(f"; {n} in {p}" for n, p in outputs.items()))
         return self.record(NodeResult(step.task, "succeeded", seconds, outputs, parameters, output=output))
+
+
+def _naming(node: str, error: Exception) -> str:
+    """The error's message, naming the task unless it does already."""
+    message = str(error)
+    return message if f"task {node}" in message or f"step {node}" in message else f"task {node}: {message}"
 
 
 def _pull_missing(plan: RunPlan, engine: Engine, events: Events) -> None:

@@ -334,18 +334,18 @@ def test_max_samples_trains_on_that_many_samples(options_run: Trained) -> None:
 
 
 def test_wrong_credentials_fail_the_download_step(pipeline, engine, platform_server, tmp_path) -> None:
-    message, _, _ = run_failing(pipeline, engine, tmp_path, platform_server.port, DOWNLOAD,
+    message, _, _ = run_failing(pipeline, engine, tmp_path / "work", platform_server.port, DOWNLOAD,
                                 secret_key="not-the-secret")
     assert "PlatformError: login as '***'" in message and "HTTP 401" in message
     assert "not-the-secret" not in message
-    assert not (tmp_path / TRAINING).exists() and not (platform_server.data_dir / "model").exists()
+    assert not (tmp_path / "work" / TRAINING).exists() and not (platform_server.data_dir / "model").exists()
 
 
 def test_unknown_dataset_uid_fails_the_download_step(pipeline, engine, platform_server, tmp_path) -> None:
-    message, _, _ = run_failing(pipeline, engine, tmp_path, platform_server.port, DOWNLOAD,
+    message, _, _ = run_failing(pipeline, engine, tmp_path / "work", platform_server.port, DOWNLOAD,
                                 training_dataset_uid="ds-missing")
     assert "download of training_dataset 'ds-missing'" in message and "HTTP 404" in message
-    assert files_under(tmp_path / DOWNLOAD / f"{DOWNLOAD}-output") == []  # no partial file left
+    assert files_under(tmp_path / "work" / DOWNLOAD / f"{DOWNLOAD}-output") == []  # no partial file left
 
 
 def test_download_step_survives_server_errors_then_succeeds(pipeline, engine, make_fault_proxy, tmp_path) -> None:

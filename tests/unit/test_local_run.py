@@ -6,6 +6,7 @@ images are in tests/integration/test_steps_in_images.py and test_run_corpus.py.
 """
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -392,3 +393,74 @@ def test_run_checks_against_the_given_map_else_the_configured_one_else_none(proj
     assert run_checks.image_map_for_run(None, loaded.path, lambda: loaded) == (None, None)  # pins checked alone
     with pytest.raises(ImageMapError, match="not found"):  # a named map that is missing is refused
         run_checks.image_map_for_run(loaded.image_map, loaded.path, lambda: loaded)
+
+
+# -- what a step leaves as its outputs -------------------------------------------------------------------------------
+
+
+class WritingEngine(RecordingEngine):
+    """A first step that leaves `make(folder)` in the folder around its output, as a hostile step could."""
+
+    def __init__(self, make):
+        super().__init__([RunResult(0, "")] * 3)
+        self.make = make
+
+    def run(self, image, command, **options):
+        if self.calls:
+            return super().run(image, command, **options)
+        self.calls.append((image, command, options))
+        for bind in options["binds"]:
+            self.make(Path(bind.source))
+        return self.results.pop(0)
+
+
+NOT_A_FILE = "the step left something other than a file or a folder there"
+
+
+@pytest.mark.parametrize(("make", "fragment"), [
+    (lambda folder: (folder / "data").symlink_to("/etc"), NOT_A_FILE),
+    (lambda folder: None, "the step wrote nothing at data"),
+    (lambda folder: os.mkfifo(folder / "data"), NOT_A_FILE),
+], ids=["symlink-to-etc", "nothing", "fifo"])
+def test_an_output_that_is_not_a_file_or_folder_fails_the_step_and_is_never_mounted(compiled, tmp_path, make,
+                                                                                     fragment):
+    engine = WritingEngine(make)
+    outcome = execute(compiled[0], engine, tmp_path / "work")
+    assert len(engine.calls) == 1
+    assert f"task {DOWNLOAD}: output artifact {DOWNLOAD}-output: {fragment}" in outcome.failure
+    assert [n.state for n in outcome.nodes] == ["failed", "omitted", "omitted"]
+
+
+def test_output_parameters_are_bounded_utf8_files(tmp_path):
+    good = tmp_path / "good"
+    good.write_text("42")
+    assert run_exec._read_parameter(good, "p") == "42"
+    big = tmp_path / "big"
+    big.write_bytes(b"1" * (run_exec.MAX_PARAMETER_BYTES + 1))
+    with pytest.raises(RunError, match="over the 262144-byte limit for a parameter"):
+        run_exec._read_parameter(big, "p")
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(RunError, match="not UTF-8"):
+        run_exec._read_parameter(binary, "p")
+    link = tmp_path / "link"
+    link.symlink_to(good)
+    with pytest.raises(RunError, match="other than a file or a folder"):
+        run_exec._read_parameter(link, "p")
+    with pytest.raises(RunError, match="a folder, not a file"):
+        run_exec._read_parameter(tmp_path, "p")
+
+
+def test_two_inputs_from_one_output_are_both_mounted(compiled, tmp_path):
+    workflow = copy.deepcopy(compiled[0])
+    training = next(t for t in workflow["spec"]["templates"] if t["name"] == TRAINING)
+    training["inputs"]["artifacts"].append({"name": "again", "path": "/tmp/inputs/again/data"})
+    dag = next(t for t in workflow["spec"]["templates"] if t["name"] == workflow["spec"]["entrypoint"])["dag"]
+    task = next(t for t in dag["tasks"] if t["name"] == TRAINING)
+    task["arguments"]["artifacts"].append(
+        {"name": "again", "from": f"{{{{tasks.{DOWNLOAD}.outputs.artifacts.{DOWNLOAD}-output}}}}"})
+    engine = RecordingEngine([RunResult(0, "")] * 3)
+    assert execute(workflow, engine, tmp_path / "work").failure is None
+    source = str((tmp_path / "work" / DOWNLOAD / f"{DOWNLOAD}-output" / "data").resolve())
+    reads = [b for b in engine.calls[1][2]["binds"] if b.read_only]
+    assert reads == [Bind(source, "/tmp/inputs/input/data", True), Bind(source, "/tmp/inputs/again/data", True)]
