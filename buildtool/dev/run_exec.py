@@ -184,7 +184,7 @@ class _Executor:
                 result = self.run_task(task, prefix + task["name"], scope, status)
             except Interrupted:
                 result = NodeResult(prefix + task["name"], "failed", reason="interrupted")
-            except (RunError, EngineError) as exc:
+            except Exception as exc:  # the DAG waits for every task: a thread must always report
                 result = self.record(NodeResult(prefix + task["name"], "failed",
                                                 reason=self.plan.mask(_naming(prefix + task["name"], exc))))
             with finished:
@@ -208,15 +208,22 @@ class _Executor:
                 if task_name in states or task_name in running or not needs[task_name] <= set(states):
                     continue
                 node = prefix + task_name
-                if failed:
+                if failed and task.get("depends") is None:  # a `depends` may name the failure it handles
                     states[task_name] = self.record(NodeResult(node, "omitted", reason="an earlier task failed")).state
                     continue
-                blocked = self.blocked(task, states, node)
+                scope = Scope(dict(values), dict(files))
+                try:
+                    blocked = self.blocked(task, states, node)
+                    skip = not blocked and "when" in task and not when_holds(str(task["when"]), scope.values,
+                                                                             f"task {node}: when")
+                except RunError as exc:  # a value the expression cannot compare fails this task, not the run
+                    states[task_name] = self.record(NodeResult(node, "failed",
+                                                               reason=self.plan.mask(str(exc)))).state
+                    continue
                 if blocked:
                     states[task_name] = self.record(NodeResult(node, "omitted", reason=blocked)).state
                     continue
-                scope = Scope(dict(values), dict(files))
-                if "when" in task and not when_holds(str(task["when"]), scope.values, f"task {node}: when"):
+                if skip:
                     self.events(node, f"skipped: when {escape(self.plan.mask(str(task['when'])))} does not hold")
                     states[task_name] = self.record(NodeResult(
                         node, "skipped", reason=f"when {self.plan.mask(str(task['when']))} does not hold")).state
@@ -277,7 +284,7 @@ class _Executor:
                                        status)
             except Interrupted:
                 result = NodeResult(child, "failed", reason="interrupted")
-            except (RunError, EngineError) as exc:
+            except Exception as exc:  # the loop waits for every item: a thread must always report
                 result = self.record(NodeResult(child, "failed", reason=self.plan.mask(_naming(child, exc))))
             with self.lock:
                 results.append(result)
@@ -376,7 +383,8 @@ class _Executor:
 
 def _naming(node: str, error: Exception) -> str:
     """The error's message, naming the task unless it does already."""
-    message = str(error)
+    message = str(error) if isinstance(error, (RunError, EngineError)) else \
+        f"unexpected {error.__class__.__name__}: {error}"
     return message if f"task {node}" in message or f"step {node}" in message else f"task {node}: {message}"
 
 
