@@ -143,3 +143,46 @@ def test_independent_tasks_run_at_once_and_a_loop_is_bounded(base: str, tmp_path
         assert (max(starts) < min(ends)) is overlap, events
     code, out, err = run(pipeline, tmp_path / "work-big", {"count": 300}, capsys)
     assert code == 11 and "for-loop-1: 300 loop items, over the limit of 256" in err, err
+
+
+def always_fails() -> None:
+    print("trying", flush=True)
+    raise SystemExit(3)
+
+
+def sleeps(seconds: int) -> None:
+    import time
+
+    time.sleep(seconds)
+
+
+def test_retries_and_deadlines_apply(base: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """kfp's set_retry(2) runs a failing step three times; set_timeout(2) kills a step at 2 s."""
+    import time
+
+    import kfp.compiler
+    from kfp import dsl
+    from kfp.components import create_component_from_func
+
+    failing = create_component_from_func(always_fails, base_image=base)
+    sleeping = create_component_from_func(sleeps, base_image=base)
+
+    @dsl.pipeline(name="limits")
+    def pipeline(which: str = "retry") -> None:
+        with dsl.Condition(which == "retry"):
+            failing().set_retry(2)
+        with dsl.Condition(which == "deadline"):
+            sleeping(60).set_timeout(2)
+
+    path = tmp_path / "pipeline.yaml"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kfp.compiler.Compiler().compile(pipeline, str(path))
+    code, out, err = run(path, tmp_path / "retry", {"which": "retry"}, capsys)
+    assert code == 11
+    assert err.count("| trying") == 3 and "retry 2 of 2" in err
+    assert "step condition-1/always-fails failed with exit code 3 after" in err and "(3 tries)" in err
+    started = time.monotonic()
+    code, out, err = run(path, tmp_path / "deadline", {"which": "deadline"}, capsys)
+    assert code == 11 and "step condition-2/sleeps ran past its activeDeadlineSeconds (2s) and was killed" in err
+    assert time.monotonic() - started < 30
