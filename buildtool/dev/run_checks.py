@@ -1,7 +1,7 @@
 """What `buildtool run` accepts from a workflow file, checked before anything is planned or started.
 
 A workflow handed to `run` may be hostile: its names become host folders that
-are mounted into root containers on the host network. So `run` accepts only
+are mounted into root containers. So `run` accepts only
 what `local_run` implements, key by key (an allowlist: any other key, such as
 `volumes`, `sidecars` or `securityContext`, is refused by name), only names that
 are single safe path components, only digest-pinned images (the same check as
