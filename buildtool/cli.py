@@ -174,7 +174,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with on_signals(Token()) as token:
             try:
-                with run_network.Isolation(engine, endpoints, args.host_network, steps[0].image, labels) as network:
+                forwarder = steps[0].image if steps else ""  # the forwarder runs in the first step's image
+                with run_network.Isolation(engine, endpoints, args.host_network, forwarder, labels) as network:
                     outcome = run_exec.execute_run(plan, engine, workdir, Printer(), jobs=args.jobs,
                                                    network_mode=network.network_mode, token=token, threads=threads)
             except Interrupted as exc:

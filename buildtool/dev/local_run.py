@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,6 +146,9 @@ class RunPlan:
     environ: Mapping[str, str] = field(repr=False)
     passed: Collection[str]
     on_exit: str | None = None
+    #: `{{workflow.name}}` and `{{workflow.uid}}`: the run's own, as Argo gives each submitted workflow.
+    name: str = "local"
+    uid: str = "00000000-0000-0000-0000-000000000000"
 
     def mask(self, text: str) -> str:
         for secret in sorted(self.secrets, key=len, reverse=True):
@@ -239,8 +243,12 @@ def plan_run(workflow: Mapping[str, Any], arguments: Mapping[str, str], environ:
     environ = {} if environ is None else environ
     hidden = {v for k, v in values.items() if k in SECRET_PARAMETERS and v}
     hidden |= {environ[n] for n in secret_variables(workflow) if n in passed and environ.get(n)}
+    uid = uuid.uuid4()
+    metadata = workflow.get("metadata")
+    names = metadata if isinstance(metadata, Mapping) else {}
+    prefix = str(names.get("generateName") or names.get("name") or "run-")
     return RunPlan(templates, str(entrypoint), values, tuple(sorted(hidden)), environ, frozenset(passed),
-                   None if on_exit is None else str(on_exit))
+                   None if on_exit is None else str(on_exit), f"{prefix}{uid.hex[:5]}", str(uid))
 
 
 def _workflow_values(spec: Mapping[str, Any], arguments: Mapping[str, str]) -> dict[str, str]:
@@ -260,7 +268,7 @@ def _workflow_values(spec: Mapping[str, Any], arguments: Mapping[str, str]) -> d
 def workflow_scope(plan: RunPlan, status: str = "Running") -> dict[str, str]:
     """The `workflow.*` variables every template may use."""
     values = {f"workflow.parameters.{k}": v for k, v in plan.values.items()}
-    values["workflow.status"] = status
+    values.update({"workflow.status": status, "workflow.name": plan.name, "workflow.uid": plan.uid})
     return values
 
 
@@ -290,7 +298,8 @@ def substitute(text: str, values: Mapping[str, str], where: str, strict: bool = 
             return values[key]
         if key.startswith(_ARGO_VARIABLES) and strict:
             raise RunError(f"{where}: cannot resolve {{{{{escape(key)}}}}}: it has no value here (local runs "
-                           "resolve inputs, outputs, workflow.parameters, workflow.status, tasks.T.outputs and item)")
+                           "resolve inputs, outputs, workflow.parameters, workflow.status, workflow.name, "
+                           "workflow.uid, pod.name, tasks.T.outputs and item)")
         return match[0]
 
     return _PLACEHOLDER.sub(replace, text)
