@@ -90,3 +90,27 @@ def test_with_param_fails_its_task_on_a_bad_list(tmp_path, items, fragment):
     states, ran, outcome = run(document, tmp_path)
     assert states == {"loop": "failed"} and ran == []
     assert fragment in outcome.failure and outcome.failure.startswith("task loop")
+
+
+def test_dry_run_of_a_kfp_condition_shows_run_time_values_as_written(tmp_path, capsys):
+    """The plan of kfp's own output (tests/corpus/condition.py): each branch once, flip's value still {{...}}."""
+    import warnings
+
+    import kfp.compiler
+
+    from buildtool import cli
+    from tests.corpus import condition
+
+    path = tmp_path / "pipeline.yaml"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kfp.compiler.Compiler().compile(condition.make_pipeline(IMAGE), str(path))
+    assert cli.main(["--config", str(tmp_path / "absent.toml"), "run", str(path), "--dry-run", "-p", "number=3",
+                     "--allow-host", "127.0.0.1:8080"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines() if line[:1].isdigit()] == [
+        "1. flip", "2. condition-1/describe", "3. condition-2/describe-2"]
+    assert "   parameters: number=3" in out
+    assert "   parameters: flip-Output={{tasks.flip.outputs.parameters.flip-Output}}" in out
+    assert "network: steps reach only 127.0.0.1:8080 (forwarded); nothing else" in out
+    assert not (tmp_path / "work").exists()
