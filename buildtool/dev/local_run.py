@@ -31,9 +31,9 @@ from .run_checks import escape, require_pinned, require_runnable
 from .run_expr import check_when, depends_tasks
 
 __all__ = ["ENV_PARAMETERS", "MAX_ITEMS", "RUN_LABEL", "SECRET_PARAMETERS", "SECRET_VARIABLES", "EnvVar",
-           "InputArtifact", "OutputFile", "RunPlan", "Scope", "StepRun", "describe", "loop_items",
-           "parameter_names", "plan_checked", "plan_run", "preview", "resolve_step", "run_arguments",
-           "secret_variables", "substitute", "task_arguments", "task_needs"]
+           "InputArtifact", "OutputFile", "RunPlan", "Scope", "StepRun", "dag_order", "describe", "item_values",
+           "loop_items", "parameter_names", "plan_checked", "plan_run", "preview", "resolve_step", "run_arguments",
+           "secret_variables", "substitute", "task_arguments", "task_needs", "template_inputs", "workflow_scope"]
 
 #: Parameters whose values are never shown.
 SECRET_PARAMETERS = frozenset({"access_key", "secret_key"})
