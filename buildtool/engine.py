@@ -338,7 +338,7 @@ class Engine:
                 token.raise_if_cancelled()
             raise EngineError(f"running a container of {image} failed: {exc.__class__.__name__}: {exc}") from None
 
-    def start_helper(self, image: str, command: list[str], *, network_mode: str, binds: Sequence[Bind] = (),
+    def start_detached(self, image: str, command: list[str], *, network_mode: str, binds: Sequence[Bind] = (),
                      labels: Mapping[str, str] | None = None) -> str:
         """Start a long-lived container (removed by `remove`); return its ID."""
         mounts = [docker.types.Mount(b.target, b.source, type="bind", read_only=b.read_only) for b in binds]

@@ -148,7 +148,7 @@ class Isolation:
             listener.listen(_MAX_CONNECTIONS)
             self._listeners.append(listener)
             threading.Thread(target=self._accept, args=(listener, endpoint), daemon=True).start()
-        self._container = self._engine.start_helper(
+        self._container = self._engine.start_detached(
             self._image, ["python3", "-c", FORWARDER, *(str(e.port) for e in self._endpoints)], network_mode="none",
             binds=[Bind(str(self._folder), _MOUNT)], labels=self._labels)
         deadline = time.monotonic() + _READY_SECONDS
