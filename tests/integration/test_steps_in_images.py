@@ -461,8 +461,8 @@ class _Payload:
 def test_platform_dataset_carrying_code_is_refused_in_the_training_image(
         pipeline, engine, platform_server, tmp_path, allow_pickle, payload, fragment) -> None:
     # The payload would touch a file in the training step's output folder, which is a host folder.
-    [output] = plan(pipeline, platform_server.port)[1].outputs  # the step makes a folder at its path
-    marker = f"{output.path}/ran"
+    [output] = plan(pipeline, platform_server.port)[1].outputs
+    marker = f"{os.path.dirname(output.path)}/ran"  # the folder around the output path is the host's
     pairs = pack_training_dataset(np.zeros((4, 100, 3)), np.zeros((4, 3)), format="seed")
     pairs[0, 1] = _Payload(payload(marker))
     uid = "ds-payload"
@@ -470,6 +470,6 @@ def test_platform_dataset_carrying_code_is_refused_in_the_training_image(
     message, _, _ = run_failing(pipeline, engine, tmp_path / "work", platform_server.port, TRAINING,
                                 training_dataset_uid=uid, allow_pickle_dataset=allow_pickle)
     assert "DatasetError: " in message and fragment in message, message
-    ran = (tmp_path / "work" / TRAINING / "training-output" / "data" / "ran").exists()
+    ran = (tmp_path / "work" / TRAINING / "training-output" / "ran").exists()
     assert ran == (allow_pickle == "true")
     assert not (platform_server.data_dir / "model").exists()
