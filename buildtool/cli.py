@@ -20,7 +20,7 @@ from pathlib import Path
 from . import config as configuration
 from . import dev as dev_defaults
 from . import image_map
-from .errors import BuildtoolError, ImageMapError, PlatformError
+from .errors import BuildtoolError, ImageMapError, PlatformError, RunError
 
 log = logging.getLogger("buildtool")
 
@@ -152,35 +152,63 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .dev import local_run, run_checks
+    from .dev import local_run, run_checks, run_exec, run_network
 
+    endpoints = [run_network.parse_endpoint(text) for text in args.allow_host]
+    if args.host_network and endpoints:
+        raise RunError("--host-network and --allow-host exclude each other: with the host's network every "
+                       "endpoint is reachable already; keep --allow-host alone")
+    if args.jobs < 1:
+        raise RunError(f"--jobs {args.jobs}: give at least 1")
     path = Path(args.pipeline) if args.pipeline else _config(args).output
     workflow = run_checks.read_workflow(path)
     loaded, map_path = run_checks.image_map_for_run(Path(args.image_map) if args.image_map else None,
                                                     Path(args.config), lambda: _config(args))
-    steps = local_run.plan_checked(workflow, args.param, os.environ, None if loaded is None else loaded.steps,
-                                   local_run.SECRET_VARIABLES | set(args.secret_env))
+    plan = local_run.plan_checked(workflow, args.param, os.environ, None if loaded is None else loaded.steps,
+                                  local_run.SECRET_VARIABLES | set(args.secret_env))
     if map_path is None:
         print("warning: no image map found; images were checked for digest pins only (--image-map gives one)",
               file=sys.stderr)
     else:
         print(f"every image is pinned and matches {run_checks.escape(map_path)}")
+    steps = local_run.preview(plan)
     for line in local_run.describe(steps):
         print(line)
+    print(run_network.describe(endpoints, args.host_network))
     if args.dry_run:
         return 0
     import tempfile
 
     from .engine import Engine
+    from .errors import Interrupted
+    from .interrupt import Token, on_signals
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="buildtool-run-"))
-    local_run.check_workdir(steps, workdir)  # before the engine is even reached
+    root = run_exec.check_workdir(workdir)  # before the engine is even reached
     engine = Engine()
+    threads: list[threading.Thread] = []
+    labels = {local_run.RUN_LABEL: str(root)}
     try:
-        local_run.execute_run(steps, engine, workdir, Printer())
+        with on_signals(Token()) as token:
+            try:
+                forwarder = steps[0].image if steps else ""  # the forwarder runs in the first step's image
+                with run_network.Isolation(engine, endpoints, args.host_network, forwarder, labels) as network:
+                    outcome = run_exec.execute_run(plan, engine, workdir, Printer(), jobs=args.jobs,
+                                                   network_mode=network.network_mode, token=token, threads=threads)
+            except Interrupted as exc:
+                deadline = time.monotonic() + 5  # the workers remove the containers they were starting
+                for thread in list(threads):
+                    thread.join(max(0.0, deadline - time.monotonic()))
+                raise Interrupted(exc.signum, "the step containers were stopped and removed; the outputs so far "
+                                              f"are in {run_checks.escape(root)}") from None
     finally:
         engine.close()
-    print(f"{len(steps)} step(s) succeeded; their outputs are in {run_checks.escape(workdir)}")
+    for line in run_exec.summary(outcome):
+        print(line)
+    if outcome.failure is not None:
+        raise RunError(outcome.failure)
+    ran = sum(1 for node in outcome.nodes if node.state == "succeeded")
+    print(f"the run succeeded ({ran} node(s)); outputs are in {run_checks.escape(root)}")
     return 0
 
 
@@ -291,15 +319,17 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--offline", action="store_true", help="skip the registry lookups")
     v.set_defaults(func=cmd_verify)
 
-    r = sub.add_parser("run", help="run a compiled pipeline's steps on the local engine, as the cluster would",
-                       description="Run each step of the compiled workflow in a container of its pinned image, in "
-                                   "dependency order, with host networking; artifacts are folders under --workdir. "
-                                   "Only digest-pinned images (equal to the image map's, when there is one) and the "
+    r = sub.add_parser("run", help="run a compiled pipeline on the local engine, as Argo runs it on the cluster",
+                       description="Run the compiled workflow's DAG on the local engine with Argo's semantics for "
+                                   "what kfp 1.8 emits (output files and parameters, conditions, loops, exit "
+                                   "handlers, retries, deadlines); independent tasks at once (--jobs). Steps get no "
+                                   "network unless --allow-host forwards a host endpoint to them. Only "
+                                   "digest-pinned images (equal to the image map's, when there is one) and the "
                                    "fields local runs implement are accepted; anything else (volumes, sidecars, "
                                    "securityContext...) is refused by name. access_key and secret_key may come from "
                                    "PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY instead of --param; a variable the "
                                    "workflow takes from a Kubernetes Secret comes from the host's variable of the "
-                                   "same name. Their values are shown as ***.")
+                                   "same name. Their values are shown as ***. See docs/run.md.")
     r.add_argument("pipeline", nargs="?", help="compiled workflow (default: [tool.buildtool] output)")
     r.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                    help="a pipeline parameter (repeat for each); parameters with a default may be left out")
@@ -310,6 +340,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--image-map", help="image map the images must match (default: [tool.buildtool] image_map, "
                                        "when the configuration and the map exist)")
     r.add_argument("--dry-run", action="store_true", help="print the resolved steps; run nothing")
+    r.add_argument("--jobs", "-j", type=int, default=4, help="containers run at once (default: %(default)s)")
+    r.add_argument("--allow-host", action="append", default=[], metavar="HOST:PORT",
+                   help="let the steps reach this endpoint of the host's loopback (e.g. the platform server at "
+                        "127.0.0.1:8080), at the same address; nothing else is reachable. Repeatable")
+    r.add_argument("--host-network", action="store_true",
+                   help="give the steps the host's network instead: they then reach every service of the host, "
+                        "its loopback included (the registry on 127.0.0.1:5000, databases, metadata endpoints)")
     r.add_argument("--base-image", help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_run)
 

@@ -11,8 +11,9 @@ import contextlib
 import logging
 import re
 import socket
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -43,6 +44,17 @@ _HEARTBEAT = 15.0  # seconds between progress lines during one long Dockerfile s
 class RunResult:
     exit_code: int
     output: str
+    #: The container outlived the `deadline` it was given, and was removed.
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A host file or folder bind-mounted at `target` in a container (a list, so one source may be mounted twice)."""
+
+    source: str
+    target: str
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -281,29 +293,47 @@ class Engine:
     def run(self, image: str, command: list[str], *, network: bool = False, network_mode: str | None = None,
             environment: Mapping[str, str] | None = None, volumes: Mapping[str, Mapping[str, str]] | None = None,
             timeout: float | None = None, labels: Mapping[str, str] | None = None,
-            token: Token | None = None) -> RunResult:
+            token: Token | None = None, binds: Sequence[Bind] = (), deadline: float | None = None) -> RunResult:
         """Run `command` in a fresh container of `image` (no network unless asked); return its exit code and output.
 
-        `network_mode` ("host", "none", a network's name) wins over `network` when given; `labels` are the
-        container's, so that `docker ps --filter label=...` finds it while it runs.
+        `network_mode` ("host", "none", a network's name, "container:ID") wins over `network` when given;
+        `labels` are the container's, so that `docker ps --filter label=...` finds it while it runs. A container
+        still running `deadline` seconds after its start is killed and reported `timed_out`.
         """
         networking: dict[str, Any] = ({"network_mode": network_mode} if network_mode
                                       else {"network_disabled": not network})
+        mounts = [docker.types.Mount(b.target, b.source, type="bind", read_only=b.read_only) for b in binds]
         try:
             container = self._client.containers.create(
                 image, command, environment=dict(environment or {}), volumes=dict(volumes or {}), detach=True,
-                labels=dict(labels or {}), **networking)
+                labels=dict(labels or {}), mounts=mounts, **networking)
             try:
-                if token is not None:
-                    with token.stopping(lambda: container.remove(force=True)):
+                timer = None
+                expired = threading.Event()
+                if deadline is not None:
+                    def expire() -> None:
+                        expired.set()
+                        with contextlib.suppress(*_TRANSPORT_ERRORS):
+                            container.kill()
+                    timer = threading.Timer(deadline, expire)
+                try:
+                    if token is not None:
+                        with token.stopping(lambda: container.remove(force=True)):
+                            container.start()
+                            if timer is not None:
+                                timer.start()
+                            result = container.wait(timeout=timeout)
+                        token.raise_if_cancelled()
+                    else:
                         container.start()
+                        if timer is not None:
+                            timer.start()
                         result = container.wait(timeout=timeout)
-                    token.raise_if_cancelled()
-                else:
-                    container.start()
-                    result = container.wait(timeout=timeout)
+                finally:
+                    if timer is not None:
+                        timer.cancel()
                 output = container.logs(stdout=True, stderr=True).decode(errors="replace")
-                return RunResult(int(result.get("StatusCode", -1)), output)
+                return RunResult(int(result.get("StatusCode", -1)), output, expired.is_set())
             finally:
                 with contextlib.suppress(NotFound):
                     container.remove(force=True)
@@ -311,3 +341,33 @@ class Engine:
             if token is not None:
                 token.raise_if_cancelled()
             raise EngineError(f"running a container of {image} failed: {exc.__class__.__name__}: {exc}") from None
+
+    def start_detached(self, image: str, command: list[str], *, network_mode: str, binds: Sequence[Bind] = (),
+                     labels: Mapping[str, str] | None = None) -> str:
+        """Start a long-lived container (removed by `remove`); return its ID."""
+        mounts = [docker.types.Mount(b.target, b.source, type="bind", read_only=b.read_only) for b in binds]
+        try:
+            container = self._client.containers.create(image, command, detach=True, network_mode=network_mode,
+                                                       mounts=mounts, labels=dict(labels or {}))
+            container.start()
+            return str(container.id)
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineError(f"starting a container of {image} failed: {exc.__class__.__name__}: {exc}") from None
+
+    def logs(self, container_id: str) -> str:
+        """The output of a container so far, and whether it still runs, as '<status>\n<output>'."""
+        try:
+            container = self._client.containers.get(container_id)
+            return f"{container.status}\n" + bytes(container.logs(stdout=True, stderr=True)).decode(errors="replace")
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineError(f"the engine could not read container {container_id[:12]}: "
+                              f"{exc.__class__.__name__}: {exc}") from None
+
+    def remove(self, container_id: str) -> None:
+        """Stop and remove a container; one already gone is fine."""
+        try:
+            self._client.containers.get(container_id).remove(force=True)
+        except NotFound:
+            pass
+        except _TRANSPORT_ERRORS as exc:
+            log.warning("could not remove container %s: %s", container_id[:12], exc)

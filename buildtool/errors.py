@@ -88,11 +88,11 @@ class PlatformError(BuildtoolError):
 class Interrupted(BuildtoolError):
     """SIGINT or SIGTERM stopped the run; the exit code is the shell's for that signal (128 + its number)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, done: str | None = None) -> None:
         import signal
 
         self.signum = signum
         self.exit_code = 128 + signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}: the running builds, checks and pushes "
-                         "were stopped, their staging images deleted; no tag and no image map was written after "
-                         "the signal")
+        done = done or ("the running builds, checks and pushes were stopped, their staging images deleted; no tag "
+                        "and no image map was written after the signal")
+        super().__init__(f"interrupted by {signal.Signals(signum).name}: {done}")

@@ -1,44 +1,39 @@
-"""Run a compiled kfp v1 workflow's steps on the local Docker engine, as the cluster would run them.
+"""Run a compiled kfp v1 workflow on the local Docker engine, with Argo's semantics for what kfp 1.8 emits.
 
-`plan_run` is pure: it walks the entrypoint's DAG in dependency order and resolves
-`{{inputs.parameters.X}}` as Argo does, from the workflow's arguments (their
-defaults overridden by the caller's) through each DAG task's arguments into the
-step template's container command and args. `execute_run` then runs each step in
-a fresh container of its (digest-pinned) image: one host folder per output
-artifact, mounted at the output path, and mounted read-only at the input path of
-the step that consumes it; host networking, so that a step reaches a platform
-server on 127.0.0.1. It stops at the first step that fails.
+Planning is pure. `plan_checked` refuses what local runs do not implement or trust (see `run_checks`),
+then `plan_run` reads the workflow's parameters into a `RunPlan`. A DAG task becomes a `StepRun` only
+when it is about to run, because its arguments may hold another task's output parameters, a loop's
+`{{item}}` or a condition's outcome: `resolve_step` does that from the values known at that moment, and
+`preview` (the `--dry-run` plan) does it with what is known before the run, leaving run-time values shown
+as their `{{...}}`. `run_exec` executes a plan.
 
-Before any of that, `plan_checked` refuses what local runs do not implement or
-trust (see `run_checks`). An environment variable the workflow takes from a
-Kubernetes Secret (`valueFrom.secretKeyRef`, as kfp's `use_k8s_secret` writes)
-comes from the host's variable of the same name, into the container's
+An environment variable the workflow takes from a Kubernetes Secret (`valueFrom.secretKeyRef`, as kfp's
+`use_k8s_secret` writes) comes from the host's variable of the same name, into the container's
 environment, never its command line.
 
-The values of parameters named like credentials (`access_key`, `secret_key`)
-and of variables taken from Secrets appear as `***` in everything this module
-reports; every other value is shown with control characters escaped.
+The values of parameters named like credentials (`access_key`, `secret_key`) and of variables taken from
+Secrets appear as `***` in everything this module reports; every other value is shown with control
+characters escaped.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import posixpath
 import re
-import time
+import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import EngineError, RunError
+from ..errors import RunError
 from .run_checks import escape, require_pinned, require_runnable
+from .run_expr import check_when, depends_tasks
 
-if TYPE_CHECKING:
-    from ..engine import Engine
-
-__all__ = ["ENV_PARAMETERS", "RUN_LABEL", "SECRET_PARAMETERS", "SECRET_VARIABLES", "EnvVar", "InputArtifact",
-           "OutputArtifact", "StepResult", "StepRun", "check_workdir", "describe", "execute_run", "parameter_names",
-           "plan_checked", "plan_run", "run_arguments", "secret_variables"]
+__all__ = ["ENV_PARAMETERS", "MAX_ITEMS", "RUN_LABEL", "SECRET_PARAMETERS", "SECRET_VARIABLES", "EnvVar",
+           "InputArtifact", "OutputFile", "RunPlan", "Scope", "StepRun", "dag_order", "describe", "item_values",
+           "loop_items", "parameter_names", "plan_checked", "plan_run", "preview", "resolve_step", "run_arguments",
+           "secret_variables", "substitute", "task_arguments", "task_needs", "template_inputs", "workflow_scope"]
 
 #: Parameters whose values are never shown.
 SECRET_PARAMETERS = frozenset({"access_key", "secret_key"})
@@ -48,35 +43,35 @@ ENV_PARAMETERS = {"access_key": "PLATFORM_ACCESS_KEY", "secret_key": "PLATFORM_S
 #: asking for any other (say AWS_SECRET_ACCESS_KEY) could otherwise copy it into a container of its choice.
 SECRET_VARIABLES = frozenset(ENV_PARAMETERS.values())
 MASK = "***"
-TAIL_LINES = 25
 #: Label on every container a run starts (its value: the run's work folder), for `docker ps --filter label=...`.
 RUN_LABEL = "buildtool.run"
-
-Events = Callable[[str, str], None]
+#: Iterations of one withItems/withParam loop.
+MAX_ITEMS = 256
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-_ARTIFACT_FROM = re.compile(r"^\{\{\s*tasks\.([^.{}\s]+)\.outputs\.artifacts\.([^.{}\s]+)\s*\}\}$")
-_UNSUPPORTED_TASK_KEYS = ("when", "depends", "withItems", "withParam", "withSequence", "continueOn")
-# Argo variables local runs do not resolve: refused rather than passed on as literal text.
-_ARGO_VARIABLES = ("inputs.", "outputs.", "workflow.", "tasks.", "steps.", "pod.", "node.", "item.")
+_TASK_OUTPUT = re.compile(r"^tasks\.([^.{}\s]+)\.outputs\.(parameters|artifacts)\.([^.{}\s]+)$")
+_ARTIFACT_FROM = re.compile(r"^\{\{\s*(tasks\.[^.{}\s]+\.outputs\.artifacts\.[^.{}\s]+|inputs\.artifacts\.[^.{}\s]+)"
+                            r"\s*\}\}$")
+# Argo variables local runs resolve only when they have a value: any other is refused, not passed on as text.
+_ARGO_VARIABLES = ("inputs.", "outputs.", "workflow.", "tasks.", "steps.", "pod.", "node.", "item")
 
 
 @dataclass(frozen=True)
 class InputArtifact:
-    """An artifact a step reads at `path`, produced as `from_artifact` by the task `from_task`."""
+    """An artifact a step reads at `path`: `source` names where it comes from (`task.artifact` or a DAG input)."""
 
     name: str
     path: str
-    from_task: str
-    from_artifact: str
+    source: str
 
 
 @dataclass(frozen=True)
-class OutputArtifact:
-    """An artifact a step writes at `path`."""
+class OutputFile:
+    """An output a step writes as a file (or folder) at `path`: an artifact, or a parameter read after the step."""
 
     name: str
     path: str
+    parameter: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,7 +91,7 @@ class EnvVar:
 
 @dataclass(frozen=True)
 class StepRun:
-    """One DAG task, resolved: what to run, in which image, reading and writing which artifacts."""
+    """One container task, resolved: what to run, in which image, reading and writing which files."""
 
     task: str
     template: str
@@ -106,11 +101,15 @@ class StepRun:
     #: The template's input parameters with their resolved values (secrets included: see `shown_parameters`).
     parameters: tuple[tuple[str, str], ...] = field(repr=False)
     inputs: tuple[InputArtifact, ...] = ()
-    outputs: tuple[OutputArtifact, ...] = ()
+    outputs: tuple[OutputFile, ...] = ()
     #: Values to mask wherever this step's arguments or output are shown.
     secrets: tuple[str, ...] = field(default=(), repr=False)
     #: The container's environment (secrets included: see `EnvVar.shown`).
     env: tuple[EnvVar, ...] = field(default=(), repr=False)
+    #: retryStrategy.limit: further tries after a failure.
+    retries: int = 0
+    #: activeDeadlineSeconds: the container is killed after this long.
+    deadline: float | None = None
 
     @property
     def environment(self) -> dict[str, str]:
@@ -135,13 +134,35 @@ class StepRun:
 
 
 @dataclass(frozen=True)
-class StepResult:
-    """A step that ran to exit code 0: how long it took, where its outputs are, its output (masked)."""
+class RunPlan:
+    """A checked workflow and the values of its parameters: what `run_exec` executes."""
 
-    task: str
-    seconds: float
-    outputs: Mapping[str, Path]
-    output: str
+    templates: Mapping[str, Mapping[str, Any]] = field(repr=False)
+    entrypoint: str
+    #: The workflow's parameters, given or defaulted (secrets included).
+    values: Mapping[str, str] = field(repr=False)
+    #: Every value to mask in what is shown.
+    secrets: tuple[str, ...] = field(repr=False)
+    environ: Mapping[str, str] = field(repr=False)
+    passed: Collection[str]
+    on_exit: str | None = None
+    #: `{{workflow.name}}` and `{{workflow.uid}}`: the run's own, as Argo gives each submitted workflow.
+    name: str = "local"
+    uid: str = "00000000-0000-0000-0000-000000000000"
+
+    def mask(self, text: str) -> str:
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, MASK)
+        return text
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a DAG's tasks may refer to: its inputs, finished sibling tasks' outputs, the loop item."""
+
+    values: Mapping[str, str]
+    #: Artifact variable (`inputs.artifacts.A`, `tasks.T.outputs.artifacts.A`) -> where it is (a host path).
+    artifacts: Mapping[str, str]
 
 
 # -- planning (no I/O) ---------------------------------------------------------------------------------------------
@@ -164,13 +185,15 @@ def secret_variables(workflow: Mapping[str, Any]) -> set[str]:
 
 def plan_checked(workflow: Mapping[str, Any], assignments: Iterable[str], environ: Mapping[str, str],
                  image_map_steps: Mapping[str, str] | None,
-                 passed: Collection[str] = SECRET_VARIABLES) -> list[StepRun]:
+                 passed: Collection[str] = SECRET_VARIABLES) -> RunPlan:
     """`plan_run` of a workflow that passed `run_checks`: only implemented fields, safe names, images pinned
     (and equal to `image_map_steps`, the image map's steps, when given); see `plan_run` for `passed`."""
     require_runnable(workflow)
     require_pinned(workflow, image_map_steps)
     try:
-        return plan_run(workflow, run_arguments(workflow, assignments, environ), environ, passed)
+        plan = plan_run(workflow, run_arguments(workflow, assignments, environ), environ, passed)
+        preview(plan)  # every container's environment and placeholders checked before anything starts
+        return plan
     except RunError as exc:  # whatever a message quotes from the workflow stays on its one line
         raise RunError(escape(str(exc))) from None
 
@@ -202,20 +225,33 @@ def run_arguments(workflow: Mapping[str, Any], assignments: Iterable[str],
 
 
 def plan_run(workflow: Mapping[str, Any], arguments: Mapping[str, str], environ: Mapping[str, str] | None = None,
-             passed: Collection[str] = SECRET_VARIABLES) -> list[StepRun]:
-    """The entrypoint DAG's tasks in dependency order, every placeholder of their containers resolved.
+             passed: Collection[str] = SECRET_VARIABLES) -> RunPlan:
+    """The workflow's templates and its parameters' values (given, else their defaults).
 
     `environ` is the host's environment, the source of the variables taken from Kubernetes Secrets; only
     those named in `passed` may be taken."""
-    environ = {} if environ is None else environ
     spec = _spec(workflow)
-    templates = {t.get("name"): t for t in _list(spec, "templates", "spec")}
-    entrypoint = spec.get("entrypoint")
-    dag_template = templates.get(entrypoint)
-    if dag_template is None or not isinstance(dag_template.get("dag"), Mapping):
+    templates = {str(t.get("name")): t for t in _list(spec, "templates", "spec")}
+    entrypoint = str(spec.get("entrypoint"))
+    if not isinstance(templates.get(entrypoint, {}).get("dag"), Mapping):
         raise RunError(f"the workflow's entrypoint {escape(repr(entrypoint))} is not a DAG template; "
                        "only kfp v1 pipelines compiled to an Argo DAG can be run")
+    on_exit = spec.get("onExit")
+    if on_exit is not None and on_exit not in templates:
+        raise RunError(f"spec.onExit: {escape(repr(on_exit))} is not a template of the workflow")
+    values = _workflow_values(spec, arguments)
+    environ = {} if environ is None else environ
+    hidden = {v for k, v in values.items() if k in SECRET_PARAMETERS and v}
+    hidden |= {environ[n] for n in secret_variables(workflow) if n in passed and environ.get(n)}
+    uid = uuid.uuid4()
+    metadata = workflow.get("metadata")
+    names = metadata if isinstance(metadata, Mapping) else {}
+    prefix = str(names.get("generateName") or names.get("name") or "run-")
+    return RunPlan(templates, str(entrypoint), values, tuple(sorted(hidden)), environ, frozenset(passed),
+                   None if on_exit is None else str(on_exit), f"{prefix}{uid.hex[:5]}", str(uid))
 
+
+def _workflow_values(spec: Mapping[str, Any], arguments: Mapping[str, str]) -> dict[str, str]:
     declared = _workflow_parameters(spec)
     names = [name for name, _ in declared]
     unknown = sorted(set(arguments) - set(names))
@@ -226,75 +262,255 @@ def plan_run(workflow: Mapping[str, Any], arguments: Mapping[str, str], environ:
     if missing:
         raise RunError(f"missing required parameter(s): {', '.join(missing)}; the pipeline declares no default, "
                        "give each a value (NAME=VALUE)")
-    workflow_values: dict[str, str] = {k: v for k, v in values.items() if v is not None}
-    secrets = tuple(sorted({v for k, v in workflow_values.items() if k in SECRET_PARAMETERS and v}))
+    return {k: v for k, v in values.items() if v is not None}
 
-    dag_inputs = _template_inputs(dag_template, workflow_values, f"template {entrypoint}")
-    dag_context = _context(dag_inputs, workflow_values)
-    tasks = _list(dag_template["dag"], "tasks", f"template {entrypoint}: dag")
+
+def workflow_scope(plan: RunPlan, status: str = "Running") -> dict[str, str]:
+    """The `workflow.*` variables every template may use."""
+    values = {f"workflow.parameters.{k}": v for k, v in plan.values.items()}
+    values.update({"workflow.status": status, "workflow.name": plan.name, "workflow.uid": plan.uid})
+    return values
+
+
+def task_needs(task: Mapping[str, Any], where: str) -> set[str]:
+    """The sibling tasks `task` waits for: `dependencies`, `depends`, and the tasks its arguments read."""
+    needs = set(task.get("dependencies") or [])
+    if task.get("depends") is not None:
+        needs |= depends_tasks(str(task["depends"]), f"{where}.depends")
+    texts = [str(p.get("value", "")) for p in (task.get("arguments") or {}).get("parameters") or []]
+    texts += [str(a.get("from", "")) for a in (task.get("arguments") or {}).get("artifacts") or []]
+    texts += [str(task.get(k, "")) for k in ("when", "withParam")]
+    for text in texts:
+        for key in _PLACEHOLDER.findall(text):
+            match = _TASK_OUTPUT.match(key)
+            if match:
+                needs.add(match[1])
+    return needs
+
+
+def substitute(text: str, values: Mapping[str, str], where: str, strict: bool = True) -> str:
+    """Argo's `{{...}}` replaced from `values`; an Argo variable without a value is refused (or, not `strict`,
+    left as written); `{{...}}` that Argo would not read as a variable is left alone."""
+
+    def replace(match: re.Match[str]) -> str:
+        key = match[1]
+        if key in values:
+            return values[key]
+        if key.startswith(_ARGO_VARIABLES) and strict:
+            raise RunError(f"{where}: cannot resolve {{{{{escape(key)}}}}}: it has no value here (local runs "
+                           "resolve inputs, outputs, workflow.parameters, workflow.status, workflow.name, "
+                           "workflow.uid, pod.name, tasks.T.outputs and item)")
+        return match[0]
+
+    return _PLACEHOLDER.sub(replace, text)
+
+
+def loop_items(task: Mapping[str, Any], values: Mapping[str, str], where: str) -> list[Any] | None:
+    """The items of a withItems/withParam task (None for a task that is not a loop), at most MAX_ITEMS."""
+    if "withItems" in task:
+        items = task["withItems"]
+    elif "withParam" in task:
+        text = substitute(str(task["withParam"]), values, f"{where}.withParam")
+        try:
+            items = json.loads(text)
+        except ValueError:
+            raise RunError(f"{where}.withParam: {text[:80]!r} is not a JSON list") from None
+    else:
+        return None
+    if not isinstance(items, list):
+        raise RunError(f"{where}: the loop's items are a {type(items).__name__}, not a list")
+    if len(items) > MAX_ITEMS:
+        raise RunError(f"{where}: {len(items)} loop items, over the limit of {MAX_ITEMS}")
+    for item in items:
+        fields = item.values() if isinstance(item, Mapping) else [item]
+        if not all(isinstance(v, (str, int, float, bool)) for v in fields):
+            raise RunError(f"{where}: loop item {json.dumps(item)[:80]} is not a value or a mapping of values")
+    return items
+
+
+def item_values(item: Any) -> dict[str, str]:
+    """`{{item}}` and `{{item.field}}` as Argo writes them: strings as they are, the rest as JSON."""
+
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else json.dumps(value)
+
+    values = {"item": text(item)}
+    if isinstance(item, Mapping):
+        values.update({f"item.{k}": text(v) for k, v in item.items()})
+    return values
+
+
+def task_arguments(task: Mapping[str, Any], scope: Scope, where: str,
+                   strict: bool = True) -> tuple[dict[str, str], dict[str, str]]:
+    """A task's parameters (resolved) and artifacts (variable -> host path) from `scope`."""
+    arguments = task.get("arguments") or {}
+    parameters = {}
+    for parameter in arguments.get("parameters") or []:
+        if "value" not in parameter:
+            raise RunError(f"{where}: parameter {parameter['name']} has no value")
+        parameters[parameter["name"]] = substitute(str(parameter["value"]), scope.values, where, strict)
+    artifacts = {}
+    for artifact in arguments.get("artifacts") or []:
+        match = _ARTIFACT_FROM.match(str(artifact.get("from", "")))
+        if not match:
+            raise RunError(f"{where}: artifact {artifact['name']} does not come from another task's output "
+                           "({{tasks.T.outputs.artifacts.A}}) or the DAG's input ({{inputs.artifacts.A}})")
+        if match[1] in scope.artifacts:
+            artifacts[artifact["name"]] = scope.artifacts[match[1]]
+        elif strict:
+            raise RunError(f"{where}: artifact {artifact['name']} comes from {match[1]}, which produced nothing")
+        else:
+            artifacts[artifact["name"]] = match[1]
+    return parameters, artifacts
+
+
+def template_inputs(template: Mapping[str, Any], given: Mapping[str, str], where: str) -> dict[str, str]:
+    """A template's input parameters: from `given`, else their default; none may stay without a value."""
+    values = {}
+    for parameter in (template.get("inputs") or {}).get("parameters") or []:
+        name = parameter["name"]
+        value = given.get(name, parameter.get("value"))
+        if value is None:
+            raise RunError(f"{where}: input parameter {name} gets no value")
+        values[name] = str(value)
+    return values
+
+
+def resolve_step(plan: RunPlan, template: Mapping[str, Any], node: str, parameters: Mapping[str, str],
+                 artifacts: Mapping[str, str], status: str = "Running") -> StepRun:
+    """The container template `template` run as `node` with these inputs: every placeholder of the template
+    resolved (a value passed in is not read again, so run-time values still shown as `{{...}}` stay text)."""
+    where = f"task {node}"
+    inputs = template_inputs(template, parameters, where)
+    context = workflow_scope(plan, status)
+    context.update({f"inputs.parameters.{k}": v for k, v in inputs.items()})
+    context["pod.name"] = node
+    reads = []
+    for artifact in (template.get("inputs") or {}).get("artifacts") or []:
+        if artifact["name"] not in artifacts:
+            raise RunError(f"{where}: input artifact {artifact['name']} is not given by the task")
+        reads.append(InputArtifact(artifact["name"], artifact["path"], artifacts[artifact["name"]]))
+        context[f"inputs.artifacts.{artifact['name']}.path"] = artifact["path"]
+    writes = _output_files(template, where)
+    for written in writes:
+        context[f"outputs.{'parameters' if written.parameter else 'artifacts'}.{written.name}.path"] = written.path
+    _check_paths(reads, writes, where)
+    container = template["container"]
+    env = _environment(container.get("env") or [], context, plan.environ, plan.passed,
+                       f"{where} (template {template['name']})")
+    image = str(container.get("image") or "")
+    if not image:
+        raise RunError(f"{where}: template {template['name']} has no image")
+    return StepRun(
+        task=node, template=str(template["name"]), image=image,
+        command=tuple(substitute(str(part), context, where) for part in container.get("command") or []),
+        args=tuple(substitute(str(part), context, where) for part in container.get("args") or []),
+        parameters=tuple(sorted(inputs.items())), inputs=tuple(reads), outputs=tuple(writes),
+        secrets=plan.secrets, env=env, retries=_retries(template, where), deadline=_deadline(template, where))
+
+
+def _output_files(template: Mapping[str, Any], where: str) -> list[OutputFile]:
+    outputs = template.get("outputs") or {}
+    files = [OutputFile(a["name"], a["path"]) for a in outputs.get("artifacts") or []]
+    for parameter in outputs.get("parameters") or []:
+        path = (parameter.get("valueFrom") or {}).get("path")
+        if not isinstance(path, str):
+            raise RunError(f"{where}: output parameter {parameter['name']} is not read from a file (valueFrom.path)")
+        files.append(OutputFile(parameter["name"], path, parameter=True))
+    for written in files:
+        if posixpath.dirname(written.path) == "/":
+            raise RunError(f"{where}: output {written.name}: {written.path} lies in /; the folder around an "
+                           "output is mounted, so it needs a folder of its own (kfp writes /tmp/outputs/NAME/data)")
+    return files
+
+
+def _check_paths(reads: Sequence[InputArtifact], writes: Sequence[OutputFile], where: str) -> None:
+    """No two inputs at one path, and no input inside the folder an output's folder is mounted at."""
+    seen: set[str] = set()
+    folders = {posixpath.dirname(w.path) for w in writes}
+    for read in reads:
+        if read.path in seen or any(read.path == f or read.path.startswith(f + "/") for f in folders):
+            raise RunError(f"{where}: input artifact {read.name}: path {read.path} is mounted twice")
+        seen.add(read.path)
+
+
+def _retries(template: Mapping[str, Any], where: str) -> int:
+    strategy = template.get("retryStrategy") or {}
+    limit = strategy.get("limit", 0)
+    if isinstance(limit, str) and limit.isdigit():
+        limit = int(limit)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= 10:
+        raise RunError(f"{where}: retryStrategy.limit {limit!r} is not a whole number from 0 to 10")
+    return limit
+
+
+def _deadline(template: Mapping[str, Any], where: str) -> float | None:
+    seconds = template.get("activeDeadlineSeconds")
+    if seconds is None:
+        return None
+    if isinstance(seconds, str) and seconds.isdigit():
+        seconds = int(seconds)
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
+        raise RunError(f"{where}: activeDeadlineSeconds {seconds!r} is not a positive whole number")
+    return float(seconds)
+
+
+def preview(plan: RunPlan) -> list[StepRun]:
+    """Every container task of the plan, resolved with what is known before the run (run-time values stay
+    `{{...}}`), in the order a sequential run would start them; loops and conditions are shown once."""
     steps: list[StepRun] = []
-    planned: dict[str, StepRun] = {}
-    for task in _dependency_order(tasks):
-        name = task["name"]
-        template = templates.get(task.get("template"))
-        if template is None or not isinstance(template.get("container"), Mapping):
-            raise RunError(f"task {name}: template {escape(repr(task.get('template')))} is not a container template; "
-                           "only DAGs of container steps can be run")
-        where = f"task {name}"
-        task_arguments = task.get("arguments") or {}
-        given = {}
-        for parameter in task_arguments.get("parameters") or []:
-            if "value" not in parameter:
-                raise RunError(f"{where}: parameter {parameter['name']} has no value")
-            given[parameter["name"]] = _substitute(str(parameter["value"]), dag_context, where)
-        inputs = _template_inputs(template, given, where)
-        context = _context(inputs, workflow_values)
-        sources = {a.get("name"): a for a in task_arguments.get("artifacts") or []}
-        input_artifacts: list[InputArtifact] = []
-        for artifact in (template.get("inputs") or {}).get("artifacts") or []:
-            source = sources.get(artifact["name"])
-            match = _ARTIFACT_FROM.match(str((source or {}).get("from", "")))
-            if not match:
-                raise RunError(f"{where}: input artifact {artifact['name']} does not come from another task's "
-                               "output artifact ({{tasks.T.outputs.artifacts.A}}); nothing else is supported")
-            producer = planned.get(match[1])
-            if producer is None or match[2] not in {o.name for o in producer.outputs}:
-                raise RunError(f"{where}: input artifact {artifact['name']} comes from {match[1]}.{match[2]}, "
-                               "which no earlier task produces")
-            if artifact["path"] in {a.path for a in input_artifacts}:
-                raise RunError(f"{where}: input artifact {artifact['name']}: path {artifact['path']} is mounted twice")
-            input_artifacts.append(InputArtifact(artifact["name"], artifact["path"], match[1], match[2]))
-            context[f"inputs.artifacts.{artifact['name']}.path"] = artifact["path"]
-        output_artifacts = [OutputArtifact(a["name"], a["path"])
-                            for a in (template.get("outputs") or {}).get("artifacts") or []]
-        mounted = {a.path for a in input_artifacts}
-        for artifact in output_artifacts:
-            if artifact.path in mounted:
-                raise RunError(f"{where}: output artifact {artifact.name}: path {artifact.path} is mounted twice")
-            mounted.add(artifact.path)
-            context[f"outputs.artifacts.{artifact.name}.path"] = artifact.path
-        container = template["container"]
-        env = _environment(container.get("env") or [], context, environ, passed,
-                           f"{where} (template {template['name']})")
-        step = StepRun(
-            task=name,
-            template=template["name"],
-            image=str(container.get("image") or ""),
-            command=tuple(_substitute(str(part), context, where) for part in container.get("command") or []),
-            args=tuple(_substitute(str(part), context, where) for part in container.get("args") or []),
-            parameters=tuple(sorted(inputs.items())),
-            inputs=tuple(input_artifacts),
-            outputs=tuple(output_artifacts),
-            secrets=tuple(sorted({*secrets, *(v.value for v in env if v.secret is not None and v.value)})),
-            env=env,
-        )
-        if not step.image:
-            raise RunError(f"{where}: template {step.template} has no image")
-        planned[name] = step
-        steps.append(step)
-    # Every value to hide is hidden in every step's output, whichever step was given it.
-    hidden = tuple(sorted({secret for step in steps for secret in step.secrets}))
-    return [dataclasses.replace(step, secrets=hidden) for step in steps]
+    entry = plan.templates[plan.entrypoint]
+    _preview_dag(plan, plan.entrypoint, "", template_inputs(entry, plan.values, f"template {plan.entrypoint}"),
+                 steps, 0)
+    if plan.on_exit is not None:
+        template = plan.templates[plan.on_exit]
+        if "container" in template:
+            steps.append(resolve_step(plan, template, plan.on_exit, {}, {}, "Succeeded"))
+    return steps
+
+
+def _preview_dag(plan: RunPlan, name: str, prefix: str, given: Mapping[str, str], steps: list[StepRun],
+                 depth: int) -> None:
+    if depth > 20:
+        raise RunError(f"template {name}: DAGs nest more than 20 deep")
+    template = plan.templates[name]
+    inputs = {f"inputs.parameters.{k}": v for k, v in given.items()}
+    scope = Scope({**workflow_scope(plan), **inputs}, {})
+    for task in dag_order(template["dag"].get("tasks") or [], f"template {name}"):
+        node = prefix + task["name"]
+        where = f"task {node}"
+        child = plan.templates.get(str(task.get("template")))
+        if child is None:
+            raise RunError(f"{where}: template {escape(repr(task.get('template')))} is not in the workflow")
+        if "when" in task:
+            check_when(str(task["when"]), f"{where}: when")
+        parameters, artifacts = task_arguments(task, scope, where, strict=False)
+        if "container" in child:
+            steps.append(resolve_step(plan, child, node, parameters, artifacts))
+        else:
+            _preview_dag(plan, task["template"], node + "/", template_inputs(child, parameters, where), steps,
+                         depth + 1)
+
+
+def dag_order(tasks: Sequence[Mapping[str, Any]], where: str) -> list[Mapping[str, Any]]:
+    """Tasks with the tasks they need first; otherwise in the listed order. RunError on a cycle or unknown name."""
+    names = {task["name"] for task in tasks}
+    needs = {}
+    for task in tasks:
+        wanted = task_needs(task, f"{where}: task {task['name']}")
+        unknown = sorted(wanted - names)
+        if unknown:
+            raise RunError(f"task {task['name']} depends on unknown task(s) {', '.join(unknown)}")
+        needs[task["name"]] = wanted
+    ordered: list[Mapping[str, Any]] = []
+    done: set[str] = set()
+    while len(ordered) < len(tasks):
+        ready = [t for t in tasks if t["name"] not in done and needs[t["name"]] <= done]
+        if not ready:
+            raise RunError("the DAG's dependencies form a cycle among: " + ", ".join(sorted(names - done)))
+        ordered.append(ready[0])
+        done.add(ready[0]["name"])
+    return ordered
 
 
 def describe(steps: Sequence[StepRun]) -> list[str]:
@@ -306,9 +522,12 @@ def describe(steps: Sequence[StepRun]) -> list[str]:
         if step.env:
             lines.append(f"   env: {step.shown_env()}")
         for read in step.inputs:
-            lines.append(f"   reads  {read.path} <- {read.from_task}.{read.from_artifact}")
+            lines.append(f"   reads  {read.path} <- {escape(read.source)}")
+        artifacts = {w.path for w in step.outputs if not w.parameter}
         for written in step.outputs:
-            lines.append(f"   writes {written.path} -> {written.name}")
+            if written.parameter and written.path in artifacts:
+                continue  # kfp declares each output twice, as an artifact and as a parameter, at one path
+            lines.append(f"   writes {written.path} -> {written.name}{' (parameter)' if written.parameter else ''}")
     return lines
 
 
@@ -331,24 +550,6 @@ def _workflow_parameters(spec: Mapping[str, Any]) -> list[tuple[str, str | None]
     return [(str(p["name"]), None if p.get("value") is None else str(p["value"])) for p in parameters]
 
 
-def _template_inputs(template: Mapping[str, Any], given: Mapping[str, str], where: str) -> dict[str, str]:
-    """A template's input parameters: from `given`, else their default; none may stay without a value."""
-    values = {}
-    for parameter in (template.get("inputs") or {}).get("parameters") or []:
-        name = parameter["name"]
-        value = given.get(name, parameter.get("value"))
-        if value is None:
-            raise RunError(f"{where}: input parameter {name} gets no value")
-        values[name] = str(value)
-    return values
-
-
-def _context(inputs: Mapping[str, str], workflow_values: Mapping[str, str]) -> dict[str, str]:
-    context = {f"inputs.parameters.{k}": v for k, v in inputs.items()}
-    context.update({f"workflow.parameters.{k}": v for k, v in workflow_values.items()})
-    return context
-
-
 def _environment(entries: Sequence[Mapping[str, Any]], context: Mapping[str, str], environ: Mapping[str, str],
                  passed: Collection[str], where: str) -> tuple[EnvVar, ...]:
     """The container's environment: plain values resolved, a Secret's key taken from the host's variable."""
@@ -356,7 +557,7 @@ def _environment(entries: Sequence[Mapping[str, Any]], context: Mapping[str, str
     for entry in entries:
         name = entry["name"]
         if "value" in entry:
-            env.append(EnvVar(name, _substitute(str(entry["value"]), context, where)))
+            env.append(EnvVar(name, substitute(str(entry["value"]), context, where)))
             continue
         ref = entry["valueFrom"]["secretKeyRef"]
         if name not in passed:
@@ -370,157 +571,3 @@ def _environment(entries: Sequence[Mapping[str, Any]], context: Mapping[str, str
                            "(it reaches the container's environment, never its command line)")
         env.append(EnvVar(name, value, f"{ref['name']}/{ref['key']}"))
     return tuple(env)
-
-
-def _substitute(text: str, context: Mapping[str, str], where: str) -> str:
-    """Replace Argo's {{inputs.*}}, {{outputs.*}} and {{workflow.parameters.*}}; other Argo variables are
-    refused, and {{...}} that Argo would not read as a variable is left alone."""
-
-    def replace(match: re.Match[str]) -> str:
-        key = match[1]
-        if key in context:
-            return context[key]
-        if key.startswith(_ARGO_VARIABLES):
-            raise RunError(f"{where}: cannot resolve {{{{{escape(key)}}}}}: local runs resolve only inputs, "
-                           "outputs.artifacts and workflow.parameters")
-        return match[0]
-
-    return _PLACEHOLDER.sub(replace, text)
-
-
-def _dependency_order(tasks: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Tasks with their dependencies (listed, or implied by artifacts) first; otherwise in the listed order."""
-    by_name = {task["name"]: task for task in tasks}
-    needs: dict[str, set[str]] = {}
-    for task in tasks:
-        for key in _UNSUPPORTED_TASK_KEYS:
-            if key in task:
-                raise RunError(f"task {task['name']}: '{key}' is not supported by local runs")
-        wanted = set(task.get("dependencies") or [])
-        for artifact in (task.get("arguments") or {}).get("artifacts") or []:
-            match = _ARTIFACT_FROM.match(str(artifact.get("from", "")))
-            if match:
-                wanted.add(match[1])
-        unknown = sorted(wanted - set(by_name))
-        if unknown:
-            raise RunError(f"task {task['name']} depends on unknown task(s) {', '.join(unknown)}")
-        needs[task["name"]] = wanted
-    ordered: list[Mapping[str, Any]] = []
-    done: set[str] = set()
-    while len(ordered) < len(tasks):
-        ready = [t for t in tasks if t["name"] not in done and needs[t["name"]] <= done]
-        if not ready:
-            raise RunError("the DAG's dependencies form a cycle among: "
-                           + ", ".join(sorted(set(by_name) - done)))
-        ordered.append(ready[0])
-        done.add(ready[0]["name"])
-    return ordered
-
-
-# -- execution -----------------------------------------------------------------------------------------------------
-
-
-def _no_events(_: str, __: str) -> None:
-    pass
-
-
-def check_workdir(steps: Sequence[StepRun], workdir: Path) -> Path:
-    """The resolved work folder, if every output folder a run creates there can be created safely.
-
-    Each output folder, `workdir`/<task>/<artifact>, must be absent or an empty folder (so that nothing
-    left from an earlier run passes for a step's output), and neither it nor its task folder a symlink
-    (which would put a mount outside the work folder). The engine's bind syntax rules out ':' and ','.
-    """
-    root = Path(workdir).resolve()
-    if any(c in str(root) for c in ":,") or not str(root).isprintable():
-        raise RunError(f"--workdir {escape(root)}: holds ':', ',' or a control character, which the engine's "
-                       "mount syntax cannot carry; choose another folder")
-    if root.exists() and not root.is_dir():
-        raise RunError(f"--workdir {escape(root)}: not a folder")
-    for step in steps:
-        for artifact in step.outputs:
-            for path in (root / step.task, root / step.task / artifact.name):
-                if path.is_symlink():
-                    raise RunError(f"{escape(path)}: a symlink in the work folder; run in an empty work folder")
-                if path.exists() and not path.is_dir():
-                    raise RunError(f"{escape(path)}: not a folder; run in an empty work folder")
-            folder = root / step.task / artifact.name
-            if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-                raise RunError(f"{escape(folder)} is not an empty folder; run in an empty work folder")
-    return root
-
-
-def _make_folder(root: Path, *names: str) -> Path:
-    """root/names..., created one level at a time, refusing symlinks; it must resolve inside `root`."""
-    path = root
-    for name in names:
-        path = path / name
-        if path.is_symlink():
-            raise RunError(f"{escape(path)}: a symlink in the work folder; run in an empty work folder")
-        try:
-            path.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise RunError(f"{escape(path)}: cannot create the folder ({exc.strerror}); "
-                           "run in an empty work folder") from None
-    resolved = path.resolve()
-    if not resolved.is_relative_to(root) or resolved == root:
-        raise RunError(f"{escape(path)} resolves to {escape(resolved)}, outside the work folder {escape(root)}")
-    return resolved
-
-
-def execute_run(steps: Sequence[StepRun], engine: Engine, workdir: Path, events: Events = _no_events, *,
-                network_mode: str = "host") -> list[StepResult]:
-    """Run `steps` in order with `engine`, artifacts under `workdir`/<task>/<artifact>; RunError at the first failure.
-
-    The work folder is checked first (`check_workdir`); each step's variables reach its container's
-    environment, and each container carries the label RUN_LABEL=<work folder>.
-    """
-    root = check_workdir(steps, workdir)
-    for image in sorted({s.image for s in steps if engine.image_id(s.image) is None}):
-        # As a kubelet would: a pinned image the engine lacks is pulled by its digest.
-        events("run", f"pull {image}")
-        try:
-            engine.pull(image, progress=lambda message: events("run", message))
-        except EngineError as exc:
-            raise RunError(f"image {image} is neither in the local engine nor pullable: {exc}; "
-                           "build and push it with `buildtool build --push`") from None
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"--workdir {escape(root)}: cannot create the folder ({exc.strerror})") from None
-    folders: dict[tuple[str, str], Path] = {}
-    events("run", f"{len(steps)} step(s); artifacts under {escape(root)}")
-    results = []
-    for step in steps:
-        volumes: dict[str, dict[str, str]] = {}
-        for read in step.inputs:
-            source = folders.get((read.from_task, read.from_artifact))
-            if source is None:
-                raise RunError(f"step {step.task}: input {read.name} comes from "
-                               f"{read.from_task}.{read.from_artifact}, which has not run")
-            volumes[str(source)] = {"bind": read.path, "mode": "ro"}
-        outputs = {}
-        for written in step.outputs:
-            folder = _make_folder(root, step.task, written.name)
-            volumes[str(folder)] = {"bind": written.path, "mode": "rw"}
-            outputs[written.name] = folder
-        events(step.task, f"start in {step.image}")
-        events(step.task, f"parameters: {step.shown_parameters()}")
-        if step.env:
-            events(step.task, f"env: {step.shown_env()}")
-        started = time.monotonic()
-        result = engine.run(step.image, step.argv, network_mode=network_mode, volumes=volumes,
-                            environment=step.environment, labels={RUN_LABEL: str(root)})
-        seconds = time.monotonic() - started
-        output = step.mask(result.output)
-        for line in output.splitlines():
-            events(step.task, f"| {escape(line)}")
-        if result.exit_code != 0:
-            tail = "\n".join(escape(line) for line in output.rstrip().splitlines()[-TAIL_LINES:])
-            raise RunError(f"step {step.task} failed with exit code {result.exit_code} after {seconds:.0f}s "
-                           f"(image {step.image}); the last lines of its output:\n{tail}")
-        for written in step.outputs:
-            folders[(step.task, written.name)] = outputs[written.name]
-        events(step.task, f"done in {seconds:.1f}s" + "".join(f"; {n} in {p}" for n, p in outputs.items()))
-        results.append(StepResult(step.task, seconds, outputs, output))
-    return results

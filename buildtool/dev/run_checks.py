@@ -1,7 +1,7 @@
 """What `buildtool run` accepts from a workflow file, checked before anything is planned or started.
 
 A workflow handed to `run` may be hostile: its names become host folders that
-are mounted into root containers on the host network. So `run` accepts only
+are mounted into root containers. So `run` accepts only
 what `local_run` implements, key by key (an allowlist: any other key, such as
 `volumes`, `sidecars` or `securityContext`, is refused by name), only names that
 are single safe path components, only digest-pinned images (the same check as
@@ -40,10 +40,12 @@ PULL_POLICIES = frozenset({"Always", "IfNotPresent", "Never"})
 _WORKFLOW = frozenset({"apiVersion", "kind", "metadata", "spec"})
 _WORKFLOW_METADATA = frozenset({"name", "generateName", "labels", "annotations"})
 # serviceAccountName grants rights on a cluster only; a local run has no service account to give.
-_SPEC = frozenset({"entrypoint", "templates", "arguments", "serviceAccountName"})
+_SPEC = frozenset({"entrypoint", "templates", "arguments", "serviceAccountName", "onExit"})
 _WORKFLOW_ARGUMENTS = frozenset({"parameters"})
 _PARAMETER = frozenset({"name", "value", "description"})
-_TEMPLATE = frozenset({"name", "container", "dag", "inputs", "outputs", "metadata"})
+_TEMPLATE = frozenset({"name", "container", "dag", "inputs", "outputs", "metadata", "retryStrategy",
+                       "activeDeadlineSeconds", "parallelism"})
+_RETRY = frozenset({"limit"})
 _TEMPLATE_METADATA = frozenset({"labels", "annotations"})
 _CONTAINER = frozenset({"image", "command", "args", "env", "resources", "imagePullPolicy"})
 _RESOURCES = frozenset({"limits", "requests"})
@@ -51,10 +53,14 @@ _ENV = frozenset({"name", "value", "valueFrom"})
 _ENV_FROM = frozenset({"secretKeyRef"})
 _SECRET_REF = frozenset({"name", "key"})
 _INPUTS = frozenset({"parameters", "artifacts"})
-_OUTPUTS = frozenset({"artifacts"})
+_OUTPUTS = frozenset({"artifacts", "parameters"})
+_OUTPUT_PARAMETER = frozenset({"name", "valueFrom", "description"})
+_VALUE_FROM_PATH = frozenset({"path"})
+_VALUE_FROM_PARAMETER = frozenset({"parameter"})
+_DAG_INPUT_ARTIFACT = frozenset({"name"})
 _ARTIFACT = frozenset({"name", "path"})
 _DAG = frozenset({"tasks"})
-_TASK = frozenset({"name", "template", "arguments", "dependencies"})
+_TASK = frozenset({"name", "template", "arguments", "dependencies", "depends", "when", "withItems", "withParam"})
 _TASK_ARGUMENTS = frozenset({"parameters", "artifacts"})
 _TASK_PARAMETER = frozenset({"name", "value"})
 _TASK_ARTIFACT = frozenset({"name", "from"})
@@ -220,7 +226,7 @@ def _artifacts(value: Any, where: str, allowed: frozenset[str] = _ARTIFACT) -> I
                     or "/../" in path + "/":
                 yield (f"{here}.path: {path!r} is not a plain absolute path in the container "
                        "(no '.', '..', ':' or ',' components)")
-        elif not isinstance(artifact.get("from"), str):
+        elif allowed is _TASK_ARTIFACT and not isinstance(artifact.get("from"), str):
             yield f"{here}.from: expected {{{{tasks.T.outputs.artifacts.A}}}}"
 
 
@@ -237,26 +243,68 @@ def _template(template: Mapping[str, Any]) -> Iterator[str]:
             if entries is not None and (not isinstance(entries, Mapping)
                                         or not all(isinstance(v, str) for v in entries.values())):
                 yield f"{where}metadata.{key}: expected a mapping of strings"
+    has_container, has_dag = "container" in template, "dag" in template
     inputs = _mapping(template.get("inputs"), where + "inputs")
     if isinstance(inputs, str):
         yield inputs
     else:
         yield from _refused(inputs, _INPUTS, where + "inputs")
         yield from _parameters(inputs.get("parameters"), where + "inputs.parameters")
-        yield from _artifacts(inputs.get("artifacts"), where + "inputs.artifacts")
+        # A DAG's input artifacts are passed through to its tasks: they have no path of their own.
+        yield from _artifacts(inputs.get("artifacts"), where + "inputs.artifacts",
+                              _DAG_INPUT_ARTIFACT if has_dag else _ARTIFACT)
     outputs = _mapping(template.get("outputs"), where + "outputs")
     if isinstance(outputs, str):
         yield outputs
     else:
         yield from _refused(outputs, _OUTPUTS, where + "outputs")
-        yield from _artifacts(outputs.get("artifacts"), where + "outputs.artifacts")
-    has_container, has_dag = "container" in template, "dag" in template
+        yield from _artifacts(outputs.get("artifacts"), where + "outputs.artifacts",
+                              _TASK_ARTIFACT if has_dag else _ARTIFACT)
+        yield from _output_parameters(outputs.get("parameters"), where + "outputs.parameters", has_dag)
+    yield from _scheduling(template, where)
     if has_container == has_dag:
         yield f"{where}expected exactly one of container or dag, the only template kinds local runs implement"
     if has_container:
         yield from _container(template["container"], where + "container")
     if has_dag:
         yield from _dag(template["dag"], where + "dag")
+
+
+def _output_parameters(value: Any, where: str, dag: bool) -> Iterator[str]:
+    """A container's output parameters are read from a file (valueFrom.path); a DAG's from a task's output."""
+    parameters = _named_list(value, where)
+    if isinstance(parameters, str):
+        yield parameters
+        return
+    for parameter in parameters:
+        here = f"{where}.{parameter['name']}"
+        yield from _refused(parameter, _OUTPUT_PARAMETER, here)
+        source = _mapping(parameter.get("valueFrom"), here + ".valueFrom", optional=False)
+        if isinstance(source, str):
+            yield source
+            continue
+        yield from _refused(source, _VALUE_FROM_PARAMETER if dag else _VALUE_FROM_PATH, here + ".valueFrom")
+        key = "parameter" if dag else "path"
+        if not isinstance(source.get(key), str):
+            yield f"{here}.valueFrom.{key}: expected a string"
+        elif not dag and (not CONTAINER_PATH_RE.fullmatch(source[key]) or "/./" in source[key] + "/"
+                          or "/../" in source[key] + "/"):
+            yield (f"{here}.valueFrom.path: {source[key]!r} is not a plain absolute path in the container "
+                   "(no '.', '..', ':' or ',' components)")
+
+
+def _scheduling(template: Mapping[str, Any], where: str) -> Iterator[str]:
+    """retryStrategy (its limit only), activeDeadlineSeconds and a DAG's parallelism: small whole numbers."""
+    retry = _mapping(template.get("retryStrategy"), where + "retryStrategy")
+    if isinstance(retry, str):
+        yield retry
+    else:
+        yield from _refused(retry, _RETRY, where + "retryStrategy")
+    for key in ("activeDeadlineSeconds", "parallelism"):
+        value = template.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) or
+                                      isinstance(value, str) and value.isdigit()):
+            yield f"{where}{key}: expected a whole number"
 
 
 def _container(value: Any, where: str) -> Iterator[str]:
@@ -347,6 +395,13 @@ def _dag(value: Any, where: str) -> Iterator[str]:
             yield f"{here}.dependencies: expected a list of task names"
         elif any(not NAME_RE.fullmatch(d) for d in dependencies or []):
             yield f"{here}.dependencies: {dependencies!r} holds a name that is not a safe name"
+        for key in ("when", "depends", "withParam"):
+            if key in task and not isinstance(task[key], str):
+                yield f"{here}.{key}: expected a string"
+        if "withItems" in task and (not isinstance(task["withItems"], list) or len(task["withItems"]) > MAX_TASKS):
+            yield f"{here}.withItems: expected a list of at most {MAX_TASKS} items"
+        if "withItems" in task and "withParam" in task:
+            yield f"{here}: withItems and withParam exclude each other"
         arguments = _mapping(task.get("arguments"), here + ".arguments")
         if isinstance(arguments, str):
             yield arguments

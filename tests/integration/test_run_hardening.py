@@ -34,6 +34,7 @@ def reveal(greeting: str, output: OutputPath()) -> None:  # type: ignore[valid-t
     import os
     import time
 
+    os.makedirs(output)
     with open(os.path.join(output, "seen"), "w") as handle:
         handle.write(os.environ.get("PLATFORM_SECRET_KEY", "<absent>") + "\n" + greeting)
     deadline = time.monotonic() + 180
@@ -87,8 +88,8 @@ def test_a_secret_variable_reaches_the_environment_not_the_command_line(
         assert not any(secret in part for part in command_line)
         assert "--greeting" in attrs["Args"] and "hello" in attrs["Args"]  # the command line is the one inspected
         assert f"{VARIABLE}={secret}" in attrs["Config"]["Env"]
-        assert attrs["HostConfig"]["NetworkMode"] == "host"
-        (workdir / "reveal" / "reveal-output" / "go").touch()
+        assert attrs["HostConfig"]["NetworkMode"] == "none"
+        (workdir / "reveal" / "reveal-output" / "data" / "go").touch()
         out, err = run.communicate(timeout=180)
     finally:
         if run.poll() is None:
@@ -97,7 +98,7 @@ def test_a_secret_variable_reaches_the_environment_not_the_command_line(
         for container in engine_client.containers.list(all=True, filters={"label": label}):
             container.remove(force=True)  # only if the run could not remove it itself
     assert run.returncode == 0, err
-    assert (workdir / "reveal" / "reveal-output" / "seen").read_text() == f"{secret}\nhello"
+    assert (workdir / "reveal" / "reveal-output" / "data" / "seen").read_text() == f"{secret}\nhello"
     assert secret not in out + err
     assert f"{VARIABLE}=*** (host ${VARIABLE}, for secret platform-credentials/secret_key)" in out + err
     assert engine_client.containers.list(all=True, filters={"label": label}) == []

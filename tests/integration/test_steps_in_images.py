@@ -3,8 +3,9 @@
 `buildtool build --push` builds (or reuses) the repository's images under a
 repository prefix of these tests' own, in a copy of the project so the
 repository's image_map.yaml stays as it is; the pipeline is compiled against them
-to a temporary file and its steps run with `buildtool.dev.local_run` (what
-`buildtool run` executes), on host networking, as the cluster would run them.
+to a temporary file and its steps run with `buildtool.dev.run_exec` (what
+`buildtool run` executes), as the cluster would run them: with no network but
+the platform server's endpoint, forwarded as `--allow-host` does.
 The platform is seeded with `buildtool platform seed`, whose default is the
 platform's own object-array layout. Faults the real server cannot produce come
 from a real proxy in front of it (tests/platform_fixtures.py).
@@ -16,6 +17,7 @@ failures that stop before training.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -34,11 +36,10 @@ import pytest
 import yaml
 
 from buildtool import cli
-from buildtool.dev import local_run
+from buildtool.dev import local_run, run_exec, run_network
 from buildtool.dev.dataset import write_training_dataset
 from buildtool.dev.platform_server import PlatformServer, seed_dataset, stored_path
 from buildtool.engine import Engine
-from buildtool.errors import RunError
 from platform_client.dataset import pack_training_dataset
 
 from ..conftest import REPO
@@ -107,7 +108,7 @@ class Trained:
     dataset_zip: Path
     data_dir: Path
     training_image: str
-    results: Mapping[str, local_run.StepResult]
+    results: Mapping[str, run_exec.NodeResult]
     events: list[tuple[str, str]]
 
 
@@ -134,11 +135,39 @@ def engine() -> Iterator[Engine]:
     engine.close()
 
 
-def plan(pipeline: Pipeline, port: int, **overrides: str) -> list[local_run.StepRun]:
+def run_plan(workflow: Mapping[str, Any], port: int, **overrides: str) -> local_run.RunPlan:
     arguments = {"training_task_uid": "task-it", "training_dataset_uid": DATASET_UID, "model_uid": MODEL_UID,
                  "learning_rate": "0.001", "host": "127.0.0.1", "port": str(port),
                  "access_key": ACCESS_KEY, "secret_key": SECRET_KEY, **overrides}
-    return local_run.plan_run(pipeline.workflow, arguments)
+    return local_run.plan_run(workflow, arguments)
+
+
+def plan(pipeline: Pipeline, port: int, **overrides: str) -> list[local_run.StepRun]:
+    return local_run.preview(run_plan(pipeline.workflow, port, **overrides))
+
+
+def execute(workflow: Mapping[str, Any], engine: Engine, workdir: Path, port: int,
+            events: list[tuple[str, str]] | None = None, **overrides: str) -> run_exec.RunOutcome:
+    """The pipeline run as `buildtool run --allow-host 127.0.0.1:PORT` runs it."""
+    plan = run_plan(workflow, port, **overrides)
+    image = local_run.preview(plan)[0].image
+    seen = events if events is not None else []
+    endpoint = run_network.Endpoint("127.0.0.1", port)
+    with run_network.Isolation(engine, [endpoint], False, image, {local_run.RUN_LABEL: str(workdir)}) as network:
+        return run_exec.execute_run(plan, engine, workdir, lambda who, what: seen.append((who, what)),
+                                    network_mode=network.network_mode)
+
+
+def only(pipeline: Pipeline, task: str) -> dict[str, Any]:
+    """The workflow with its DAG cut down to `task`."""
+    workflow = copy.deepcopy(dict(pipeline.workflow))
+    [dag] = [t for t in workflow["spec"]["templates"] if t["name"] == workflow["spec"]["entrypoint"]]
+    dag["dag"]["tasks"] = [t for t in dag["dag"]["tasks"] if t["name"] == task]
+    return workflow
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
 
 
 def run_failing(pipeline: Pipeline, engine: Engine, workdir: Path, port: int, failing: str,
@@ -146,10 +175,8 @@ def run_failing(pipeline: Pipeline, engine: Engine, workdir: Path, port: int, fa
     """Run the whole pipeline, which must stop at step `failing`; return the error, the events, the seconds."""
     events: list[tuple[str, str]] = []
     started = time.monotonic()
-    with pytest.raises(RunError) as caught:
-        local_run.execute_run(plan(pipeline, port, **overrides), engine, workdir,
-                              lambda who, what: events.append((who, what)))
-    message = str(caught.value)
+    outcome = execute(pipeline.workflow, engine, workdir, port, events, **overrides)
+    message = outcome.failure or ""
     assert message.startswith(f"step {failing} failed with exit code 1 after "), message
     assert (failing, "done") not in {(who, what[:4]) for who, what in events}
     assert SECRET_KEY not in message and not any(SECRET_KEY in what for _, what in events)
@@ -182,8 +209,10 @@ def trained(pipeline: Pipeline, engine: Engine, tmp_path_factory: pytest.TempPat
     events: list[tuple[str, str]] = []
     with PlatformServer(root / "platform", {ACCESS_KEY: SECRET_KEY}) as server:
         steps = plan(pipeline, server.port, training_dataset_uid=TRAINED_DATASET_UID, **TRAINING_ARGUMENTS)
-        results = local_run.execute_run(steps, engine, root / "work", lambda who, what: events.append((who, what)))
-    return Trained(dataset, server.data_dir, steps[1].image, {r.task: r for r in results}, events)
+        outcome = execute(pipeline.workflow, engine, root / "work", server.port, events,
+                          training_dataset_uid=TRAINED_DATASET_UID, **TRAINING_ARGUMENTS)
+    assert outcome.failure is None, outcome.failure
+    return Trained(dataset, server.data_dir, steps[1].image, {r.node: r for r in outcome.nodes}, events)
 
 
 @pytest.fixture(scope="module")
@@ -276,10 +305,12 @@ def options_run(pipeline: Pipeline, engine: Engine, tmp_path_factory: pytest.Tem
     dataset = seed_with_cli(root / "platform", OPTIONS_DATASET_UID, 60)
     events: list[tuple[str, str]] = []
     with PlatformServer(root / "platform", {ACCESS_KEY: SECRET_KEY}) as server:
-        steps = plan(pipeline, server.port, training_dataset_uid=OPTIONS_DATASET_UID, model_uid=OPTIONS_MODEL_UID,
-                     record_accuracy="false", max_samples="30", epochs="1", batch_size="8")
-        results = local_run.execute_run(steps, engine, root / "work", lambda who, what: events.append((who, what)))
-    return Trained(dataset, server.data_dir, steps[1].image, {r.task: r for r in results}, events)
+        options = {"training_dataset_uid": OPTIONS_DATASET_UID, "model_uid": OPTIONS_MODEL_UID,
+                   "record_accuracy": "false", "max_samples": "30", "epochs": "1", "batch_size": "8"}
+        steps = plan(pipeline, server.port, **options)
+        outcome = execute(pipeline.workflow, engine, root / "work", server.port, events, **options)
+    assert outcome.failure is None, outcome.failure
+    return Trained(dataset, server.data_dir, steps[1].image, {r.node: r for r in outcome.nodes}, events)
 
 
 def test_record_accuracy_false_uploads_the_model_and_no_accuracy(options_run: Trained) -> None:
@@ -303,23 +334,25 @@ def test_max_samples_trains_on_that_many_samples(options_run: Trained) -> None:
 
 
 def test_wrong_credentials_fail_the_download_step(pipeline, engine, platform_server, tmp_path) -> None:
-    message, _, _ = run_failing(pipeline, engine, tmp_path, platform_server.port, DOWNLOAD,
+    message, _, _ = run_failing(pipeline, engine, tmp_path / "work", platform_server.port, DOWNLOAD,
                                 secret_key="not-the-secret")
     assert "PlatformError: login as '***'" in message and "HTTP 401" in message
     assert "not-the-secret" not in message
-    assert not (tmp_path / TRAINING).exists() and not (platform_server.data_dir / "model").exists()
+    assert not (tmp_path / "work" / TRAINING).exists() and not (platform_server.data_dir / "model").exists()
 
 
 def test_unknown_dataset_uid_fails_the_download_step(pipeline, engine, platform_server, tmp_path) -> None:
-    message, _, _ = run_failing(pipeline, engine, tmp_path, platform_server.port, DOWNLOAD,
+    message, _, _ = run_failing(pipeline, engine, tmp_path / "work", platform_server.port, DOWNLOAD,
                                 training_dataset_uid="ds-missing")
     assert "download of training_dataset 'ds-missing'" in message and "HTTP 404" in message
-    assert list((tmp_path / DOWNLOAD / f"{DOWNLOAD}-output").iterdir()) == []  # no partial file left
+    assert files_under(tmp_path / "work" / DOWNLOAD / f"{DOWNLOAD}-output") == []  # no partial file left
 
 
 def test_download_step_survives_server_errors_then_succeeds(pipeline, engine, make_fault_proxy, tmp_path) -> None:
     proxy = make_fault_proxy([Fault("status", 500), Fault("pass"), Fault("status", 503)])  # login, login, download
-    [result] = local_run.execute_run(plan(pipeline, proxy.port)[:1], engine, tmp_path)
+    outcome = execute(only(pipeline, DOWNLOAD), engine, tmp_path / "work", proxy.port)
+    [result] = outcome.nodes
+    assert outcome.failure is None, outcome.failure
     assert proxy.faults_left == 0 and proxy.requests_seen == 4
     assert "HTTP 500" in result.output and "HTTP 503" in result.output and "trying again" in result.output
     with zipfile.ZipFile(result.outputs[f"{DOWNLOAD}-output"] / "training_dataset.zip") as archive:
@@ -352,7 +385,7 @@ def test_dataset_zip_with_parent_member_fails_the_training_step(pipeline, engine
     message, _, _ = run_failing(pipeline, engine, tmp_path / "work", platform_server.port, TRAINING,
                                 training_dataset_uid="ds-escape")
     assert "ArchiveError:" in message and "member '../escape.txt' has a '..' component" in message
-    assert list((tmp_path / "work" / TRAINING / "training-output").iterdir()) == []
+    assert files_under(tmp_path / "work" / TRAINING / "training-output") == []
     assert not (platform_server.data_dir / "model").exists()
 
 
@@ -376,7 +409,8 @@ def test_cli_run_exits_11_naming_the_failing_step(pipeline, platform_server, tmp
                      "--workdir", str(tmp_path / "work"),
                      "-p", "training_task_uid=task-cli", "-p", "training_dataset_uid=ds-unknown",
                      "-p", "model_uid=model-cli", "-p", "learning_rate=0.01",
-                     "-p", "host=127.0.0.1", "-p", f"port={platform_server.port}"])
+                     "-p", "host=127.0.0.1", "-p", f"port={platform_server.port}",
+                     "--allow-host", f"127.0.0.1:{platform_server.port}"])
     captured = capsys.readouterr()
     assert code == 11
     assert "buildtool: error: step download-training-dataset failed with exit code 1" in captured.err
@@ -428,7 +462,7 @@ def test_platform_dataset_carrying_code_is_refused_in_the_training_image(
         pipeline, engine, platform_server, tmp_path, allow_pickle, payload, fragment) -> None:
     # The payload would touch a file in the training step's output folder, which is a host folder.
     [output] = plan(pipeline, platform_server.port)[1].outputs
-    marker = f"{output.path}/ran"
+    marker = f"{os.path.dirname(output.path)}/ran"  # the folder around the output path is the host's
     pairs = pack_training_dataset(np.zeros((4, 100, 3)), np.zeros((4, 3)), format="seed")
     pairs[0, 1] = _Payload(payload(marker))
     uid = "ds-payload"

@@ -79,7 +79,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
 def plan(workflow: Any, steps: dict[str, str]) -> None:
     params = [f"{k}={v}" for k, v in ARGUMENTS.items()]
     try:
-        local_run.describe(local_run.plan_checked(workflow, params, ENVIRONMENT, steps))
+        local_run.describe(local_run.preview(local_run.plan_checked(workflow, params, ENVIRONMENT, steps)))
     except RunError as exc:
         assert "\n" not in str(exc)
 

@@ -1,18 +1,20 @@
 """plan_run on the real pipeline compiled by kfp against a map of invented digests: no engine.
 
-One test drives execute_run with a recording stand-in for the engine, to check
-the mounts, the network mode and the stop at the first failing step; the real
-engine and images are in tests/integration/test_steps_in_images.py.
+Some tests drive execute_run with a recording stand-in for the engine (it writes each output file as a
+step would), to check the mounts, the network mode and the stop after a failing step; the real engine and
+images are in tests/integration/test_steps_in_images.py and test_run_corpus.py.
 """
 
 import copy
+import os
+from pathlib import Path
 
 import pytest
 import yaml
 
 from buildtool import cli
-from buildtool.dev import local_run, run_checks
-from buildtool.engine import RunResult
+from buildtool.dev import local_run, run_checks, run_exec
+from buildtool.engine import Bind, RunResult
 from buildtool.errors import EngineError, ImageMapError, RunError
 
 from ..reliability.run_fixtures import SECRET_NAME, compile_project
@@ -32,6 +34,10 @@ def compiled(project):
     return compile_project(project)
 
 
+def preview(workflow, arguments):
+    return local_run.preview(local_run.plan_run(workflow, arguments))
+
+
 def option(step, flag):
     """The value that follows `flag` in the step's args."""
     return step.args[step.args.index(flag) + 1]
@@ -39,7 +45,7 @@ def option(step, flag):
 
 def test_plan_has_the_three_steps_in_order_with_placeholders_resolved(compiled):
     workflow, images, _ = compiled
-    steps = local_run.plan_run(workflow, {**ARGUMENTS, "epochs": "5"})
+    steps = preview(workflow, {**ARGUMENTS, "epochs": "5"})
     assert [s.task for s in steps] == [DOWNLOAD, TRAINING, UPLOAD]
     assert [s.template for s in steps] == [DOWNLOAD, TRAINING, UPLOAD]
     assert [s.image for s in steps] == [images["download_training_dataset"], images["training"], images["upload_model"]]
@@ -59,16 +65,16 @@ def test_plan_has_the_three_steps_in_order_with_placeholders_resolved(compiled):
 
 
 def test_plan_wires_each_output_artifact_to_the_step_that_reads_it(compiled):
-    download, training, upload = local_run.plan_run(compiled[0], ARGUMENTS)
+    download, training, upload = preview(compiled[0], ARGUMENTS)
     assert download.inputs == ()
-    assert download.outputs == (local_run.OutputArtifact(f"{DOWNLOAD}-output", "/tmp/outputs/output/data"),)
+    assert download.outputs == (local_run.OutputFile(f"{DOWNLOAD}-output", "/tmp/outputs/output/data"),)
     assert option(download, "--output") == "/tmp/outputs/output/data"
     assert training.inputs == (local_run.InputArtifact(f"{DOWNLOAD}-output", "/tmp/inputs/input/data",
-                                                       DOWNLOAD, f"{DOWNLOAD}-output"),)
+                                                       f"tasks.{DOWNLOAD}.outputs.artifacts.{DOWNLOAD}-output"),)
     assert option(training, "--input") == "/tmp/inputs/input/data"
-    assert training.outputs == (local_run.OutputArtifact("training-output", "/tmp/outputs/output/data"),)
+    assert training.outputs == (local_run.OutputFile("training-output", "/tmp/outputs/output/data"),)
     assert upload.inputs == (local_run.InputArtifact("training-output", "/tmp/inputs/input/data",
-                                                     TRAINING, "training-output"),)
+                                                     f"tasks.{TRAINING}.outputs.artifacts.training-output"),)
     assert upload.outputs == ()
 
 
@@ -76,10 +82,10 @@ def test_plan_follows_dependencies_not_the_listed_order(compiled):
     workflow = copy.deepcopy(compiled[0])
     dag = next(t for t in workflow["spec"]["templates"] if t["name"] == workflow["spec"]["entrypoint"])["dag"]
     dag["tasks"].reverse()
-    assert [s.task for s in local_run.plan_run(workflow, ARGUMENTS)] == [DOWNLOAD, TRAINING, UPLOAD]
+    assert [s.task for s in preview(workflow, ARGUMENTS)] == [DOWNLOAD, TRAINING, UPLOAD]
     dag["tasks"][-1]["dependencies"] = [UPLOAD]  # download now waits for upload, which waits for it
     with pytest.raises(RunError, match="cycle"):
-        local_run.plan_run(workflow, ARGUMENTS)
+        preview(workflow, ARGUMENTS)
 
 
 def test_missing_required_parameters_are_named(compiled):
@@ -95,7 +101,7 @@ def test_unknown_parameter_is_refused_with_the_valid_names(compiled):
 
 
 def test_describe_and_repr_mask_the_credentials(compiled):
-    steps = local_run.plan_run(compiled[0], ARGUMENTS)
+    steps = preview(compiled[0], ARGUMENTS)
     text = "\n".join(local_run.describe(steps)) + repr(steps)
     assert SECRET not in text and "tester" not in text
     assert "secret_key=***" in text and "access_key=***" in text and "training_dataset_uid=ds-1" in text
@@ -117,7 +123,8 @@ def test_run_arguments_take_credentials_from_the_environment(compiled):
 
 
 class RecordingEngine:
-    """Answers `run` with scripted results and records what it was asked."""
+    """Answers `run` with scripted results and records what it was asked; a step that succeeds writes each
+    output file (`data`) in the folders mounted for its outputs, as a kfp component does."""
 
     def __init__(self, results):
         self.results = list(results)
@@ -128,26 +135,39 @@ class RecordingEngine:
 
     def run(self, image, command, **options):
         self.calls.append((image, command, options))
-        return self.results.pop(0)
+        result = self.results.pop(0)
+        if result.exit_code == 0:
+            for bind in options.get("binds", ()):
+                if not bind.read_only:
+                    (Path(bind.source) / "data").write_text("written")
+        return result
 
 
-def test_execute_mounts_artifacts_and_stops_at_the_first_failing_step(compiled, tmp_path):
-    steps = local_run.plan_run(compiled[0], ARGUMENTS)
+def execute(workflow, engine, workdir, events=None, arguments=ARGUMENTS):
+    plan = local_run.plan_run(workflow, arguments)
+    return run_exec.execute_run(plan, engine, workdir, events or (lambda who, what: None))
+
+
+def test_execute_mounts_artifacts_and_stops_after_a_failing_step(compiled, tmp_path):
     engine = RecordingEngine([RunResult(0, "downloaded\n"),
                               RunResult(3, "".join(f"line {n}\n" for n in range(40)) + f"bad key {SECRET}\n")])
     events = []
-    with pytest.raises(RunError, match=r"step training failed with exit code 3") as caught:
-        local_run.execute_run(steps, engine, tmp_path / "work", lambda who, what: events.append((who, what)))
+    outcome = execute(compiled[0], engine, tmp_path / "work", lambda who, what: events.append((who, what)))
     assert len(engine.calls) == 2  # upload never ran
-    message = str(caught.value)
+    assert [(n.node, n.state) for n in outcome.nodes] == [(DOWNLOAD, "succeeded"), (TRAINING, "failed"),
+                                                          (UPLOAD, "omitted")]
+    message = outcome.failure
+    assert message.startswith("step training failed with exit code 3")
     assert "line 39" in message and "line 10\n" not in message and SECRET not in message and "bad key ***" in message
     (_, argv, first), (_, _, second) = engine.calls
     out = str((tmp_path / "work" / DOWNLOAD / f"{DOWNLOAD}-output").resolve())
-    assert argv == steps[0].argv and first["network_mode"] == "host"
-    assert first["volumes"] == {out: {"bind": "/tmp/outputs/output/data", "mode": "rw"}}
-    assert second["volumes"][out] == {"bind": "/tmp/inputs/input/data", "mode": "ro"}
+    assert argv == preview(compiled[0], ARGUMENTS)[0].argv and first["network_mode"] == "none"
+    # The folder around the output path is mounted: the step writes the file itself at the path.
+    assert first["binds"] == [Bind(out, "/tmp/outputs/output")]
+    assert second["binds"][0] == Bind(f"{out}/data", "/tmp/inputs/input/data", read_only=True)
     assert not any(SECRET in what for _, what in events)
     assert (DOWNLOAD, "| downloaded") in events
+    assert any(line.startswith(f"{UPLOAD}  ") and "omitted" in line for line in run_exec.summary(outcome))
 
 
 class EmptyEngine(RecordingEngine):
@@ -167,29 +187,27 @@ class EmptyEngine(RecordingEngine):
 
 
 def test_execute_pulls_the_pinned_images_the_engine_lacks(compiled, tmp_path):
-    steps = local_run.plan_run(compiled[0], ARGUMENTS)
+    steps = preview(compiled[0], ARGUMENTS)
     engine = EmptyEngine([RunResult(0, "")] * 3)
-    local_run.execute_run(steps, engine, tmp_path / "work")
+    assert execute(compiled[0], engine, tmp_path / "work").failure is None
     assert sorted(engine.pulled) == sorted({s.image for s in steps})
     assert [image for image, _, _ in engine.calls] == [s.image for s in steps]
 
 
 def test_execute_names_an_image_it_cannot_pull(compiled, tmp_path):
-    steps = local_run.plan_run(compiled[0], ARGUMENTS)
     engine = EmptyEngine([], refuse=True)
     with pytest.raises(RunError, match=r"image \S+@sha256:\w+ is neither in the local engine nor pullable: pull of"):
-        local_run.execute_run(steps, engine, tmp_path / "work")
+        execute(compiled[0], engine, tmp_path / "work")
     assert engine.calls == []
 
 
 def test_execute_refuses_a_work_folder_holding_an_earlier_output(compiled, tmp_path):
-    steps = local_run.plan_run(compiled[0], ARGUMENTS)
     stale = tmp_path / TRAINING / "training-output" / "model.zip"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old")
     engine = RecordingEngine([])
     with pytest.raises(RunError, match="is not an empty folder"):
-        local_run.execute_run(steps, engine, tmp_path)
+        execute(compiled[0], engine, tmp_path)
     assert engine.calls == []
 
 
@@ -221,7 +239,7 @@ def with_secret(project):
 def test_secret_variables_come_from_the_host_environment_not_argv(with_secret):
     workflow = with_secret[0]
     params = [f"{k}={v}" for k, v in ARGUMENTS.items() if k not in ("access_key", "secret_key")]
-    steps = local_run.plan_checked(workflow, params, HOST_ENV, with_secret[1])
+    steps = local_run.preview(local_run.plan_checked(workflow, params, HOST_ENV, with_secret[1]))
     download, training, upload = steps
     for step in (download, upload):
         assert step.environment == HOST_ENV
@@ -252,7 +270,8 @@ def test_plain_env_values_pass_through_resolved(compiled):
     template = next(t for t in workflow["spec"]["templates"] if t["name"] == TRAINING)
     template["container"]["env"] = [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
                                     {"name": "RATE", "value": "{{inputs.parameters.learning_rate}}"}]
-    training = local_run.plan_checked(workflow, [f"{k}={v}" for k, v in ARGUMENTS.items()], {}, compiled[1])[1]
+    training = local_run.preview(local_run.plan_checked(workflow, [f"{k}={v}" for k, v in ARGUMENTS.items()], {},
+                                                          compiled[1]))[1]
     assert training.environment == {"TF_CPP_MIN_LOG_LEVEL": "2", "RATE": "0.01"}
     assert [v.secret for v in training.env] == [None, None]
     assert "   env: TF_CPP_MIN_LOG_LEVEL=2, RATE=0.01" in local_run.describe([training])
@@ -260,10 +279,11 @@ def test_plain_env_values_pass_through_resolved(compiled):
 
 def test_execute_hands_the_environment_and_the_run_label_to_the_engine(with_secret, tmp_path):
     params = [f"{k}={v}" for k, v in ARGUMENTS.items() if k not in ("access_key", "secret_key")]
-    steps = local_run.plan_checked(with_secret[0], params, HOST_ENV, with_secret[1])
     engine = RecordingEngine([RunResult(0, f"saw {SECRET}\n")] * 3)
     events = []
-    local_run.execute_run(steps, engine, tmp_path / "work", lambda who, what: events.append((who, what)))
+    plan = local_run.plan_checked(with_secret[0], params, HOST_ENV, with_secret[1])
+    outcome = run_exec.execute_run(plan, engine, tmp_path / "work", lambda who, what: events.append((who, what)))
+    assert outcome.failure is None
     environments = [options["environment"] for _, _, options in engine.calls]
     assert environments == [HOST_ENV, {}, HOST_ENV]
     assert all(options["labels"] == {local_run.RUN_LABEL: str((tmp_path / "work").resolve())}
@@ -301,8 +321,8 @@ def test_other_secret_variables_pass_only_when_named(compiled):
     with pytest.raises(RunError, match=r"container.env HF_TOKEN asks for the host's HF_TOKEN .* "
                                        r"add --secret-env HF_TOKEN if you mean it"):
         local_run.plan_checked(workflow, params, {"HF_TOKEN": "hf-1"}, compiled[1])
-    steps = local_run.plan_checked(workflow, params, {"HF_TOKEN": "hf-1"}, compiled[1],
-                                   local_run.SECRET_VARIABLES | {"HF_TOKEN"})
+    steps = local_run.preview(local_run.plan_checked(workflow, params, {"HF_TOKEN": "hf-1"}, compiled[1],
+                                                     local_run.SECRET_VARIABLES | {"HF_TOKEN"}))
     assert steps[1].environment == {"HF_TOKEN": "hf-1"} and "hf-1" in steps[0].secrets
 
 
@@ -329,21 +349,20 @@ class PlantingEngine(RecordingEngine):
 
     def run(self, image, command, **options):
         if not self.calls:
+            self.link.parent.mkdir(parents=True, exist_ok=True)
             self.link.symlink_to(self.target, target_is_directory=True)
         return super().run(image, command, **options)
 
 
 @pytest.mark.parametrize("depth", ["task", "artifact"])
 def test_a_symlink_planted_during_the_run_is_refused_before_it_is_mounted(compiled, tmp_path, depth):
-    steps = local_run.plan_run(compiled[0], ARGUMENTS)
     work, outside = tmp_path / "work", tmp_path / "outside"
     outside.mkdir()
     link = work / TRAINING if depth == "task" else work / TRAINING / "training-output"
-    if depth == "artifact":
-        link.parent.mkdir(parents=True)
     engine = PlantingEngine([RunResult(0, "")] * 3, link, outside)
-    with pytest.raises(RunError, match=rf"{link}: a symlink in the work folder"):
-        local_run.execute_run(steps, engine, work)
+    outcome = execute(compiled[0], engine, work)
+    assert f"{link.resolve() if depth == 'artifact' else link}: a symlink in the work folder" in outcome.failure \
+        or f"{link}: a symlink in the work folder" in outcome.failure
     assert len(engine.calls) == 1 and list(outside.iterdir()) == []
 
 
@@ -354,8 +373,8 @@ def test_make_folder_refuses_a_symlink_and_creates_inside(tmp_path):
     (root / "t").mkdir()
     (root / "t" / "a").symlink_to(outside)
     with pytest.raises(RunError, match="a symlink in the work folder"):
-        local_run._make_folder(root.resolve(), "t", "a")
-    assert local_run._make_folder(root.resolve(), "t", "b") == (root / "t" / "b").resolve()
+        run_exec._make_folder(root.resolve(), "t", "a")
+    assert run_exec._make_folder(root.resolve(), "t", "b") == (root / "t" / "b").resolve()
 
 
 def test_run_checks_against_the_given_map_else_the_configured_one_else_none(project, tmp_path):
@@ -374,3 +393,74 @@ def test_run_checks_against_the_given_map_else_the_configured_one_else_none(proj
     assert run_checks.image_map_for_run(None, loaded.path, lambda: loaded) == (None, None)  # pins checked alone
     with pytest.raises(ImageMapError, match="not found"):  # a named map that is missing is refused
         run_checks.image_map_for_run(loaded.image_map, loaded.path, lambda: loaded)
+
+
+# -- what a step leaves as its outputs -------------------------------------------------------------------------------
+
+
+class WritingEngine(RecordingEngine):
+    """A first step that leaves `make(folder)` in the folder around its output, as a hostile step could."""
+
+    def __init__(self, make):
+        super().__init__([RunResult(0, "")] * 3)
+        self.make = make
+
+    def run(self, image, command, **options):
+        if self.calls:
+            return super().run(image, command, **options)
+        self.calls.append((image, command, options))
+        for bind in options["binds"]:
+            self.make(Path(bind.source))
+        return self.results.pop(0)
+
+
+NOT_A_FILE = "the step left something other than a file or a folder there"
+
+
+@pytest.mark.parametrize(("make", "fragment"), [
+    (lambda folder: (folder / "data").symlink_to("/etc"), NOT_A_FILE),
+    (lambda folder: None, "the step wrote nothing at data"),
+    (lambda folder: os.mkfifo(folder / "data"), NOT_A_FILE),
+], ids=["symlink-to-etc", "nothing", "fifo"])
+def test_an_output_that_is_not_a_file_or_folder_fails_the_step_and_is_never_mounted(compiled, tmp_path, make,
+                                                                                     fragment):
+    engine = WritingEngine(make)
+    outcome = execute(compiled[0], engine, tmp_path / "work")
+    assert len(engine.calls) == 1
+    assert f"task {DOWNLOAD}: output artifact {DOWNLOAD}-output: {fragment}" in outcome.failure
+    assert [n.state for n in outcome.nodes] == ["failed", "omitted", "omitted"]
+
+
+def test_output_parameters_are_bounded_utf8_files(tmp_path):
+    good = tmp_path / "good"
+    good.write_text("42")
+    assert run_exec._read_parameter(good, "p") == "42"
+    big = tmp_path / "big"
+    big.write_bytes(b"1" * (run_exec.MAX_PARAMETER_BYTES + 1))
+    with pytest.raises(RunError, match="over the 262144-byte limit for a parameter"):
+        run_exec._read_parameter(big, "p")
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(RunError, match="not UTF-8"):
+        run_exec._read_parameter(binary, "p")
+    link = tmp_path / "link"
+    link.symlink_to(good)
+    with pytest.raises(RunError, match="other than a file or a folder"):
+        run_exec._read_parameter(link, "p")
+    with pytest.raises(RunError, match="a folder, not a file"):
+        run_exec._read_parameter(tmp_path, "p")
+
+
+def test_two_inputs_from_one_output_are_both_mounted(compiled, tmp_path):
+    workflow = copy.deepcopy(compiled[0])
+    training = next(t for t in workflow["spec"]["templates"] if t["name"] == TRAINING)
+    training["inputs"]["artifacts"].append({"name": "again", "path": "/tmp/inputs/again/data"})
+    dag = next(t for t in workflow["spec"]["templates"] if t["name"] == workflow["spec"]["entrypoint"])["dag"]
+    task = next(t for t in dag["tasks"] if t["name"] == TRAINING)
+    task["arguments"]["artifacts"].append(
+        {"name": "again", "from": f"{{{{tasks.{DOWNLOAD}.outputs.artifacts.{DOWNLOAD}-output}}}}"})
+    engine = RecordingEngine([RunResult(0, "")] * 3)
+    assert execute(workflow, engine, tmp_path / "work").failure is None
+    source = str((tmp_path / "work" / DOWNLOAD / f"{DOWNLOAD}-output" / "data").resolve())
+    reads = [b for b in engine.calls[1][2]["binds"] if b.read_only]
+    assert reads == [Bind(source, "/tmp/inputs/input/data", True), Bind(source, "/tmp/inputs/again/data", True)]
