@@ -164,8 +164,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     workflow = run_checks.read_workflow(path)
     loaded, map_path = run_checks.image_map_for_run(Path(args.image_map) if args.image_map else None,
                                                     Path(args.config), lambda: _config(args))
+    external = _config(args).external_images if loaded is not None and Path(args.config).is_file() else ()
     plan = local_run.plan_checked(workflow, args.param, os.environ, None if loaded is None else loaded.steps,
-                                  local_run.SECRET_VARIABLES | set(args.secret_env))
+                                  local_run.SECRET_VARIABLES | set(args.secret_env), external)
     if map_path is None:
         print("warning: no image map found; images were checked for digest pins only (--image-map gives one)",
               file=sys.stderr)

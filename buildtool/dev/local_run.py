@@ -185,11 +185,12 @@ def secret_variables(workflow: Mapping[str, Any]) -> set[str]:
 
 def plan_checked(workflow: Mapping[str, Any], assignments: Iterable[str], environ: Mapping[str, str],
                  image_map_steps: Mapping[str, str] | None,
-                 passed: Collection[str] = SECRET_VARIABLES) -> RunPlan:
+                 passed: Collection[str] = SECRET_VARIABLES, external: Iterable[str] = ()) -> RunPlan:
     """`plan_run` of a workflow that passed `run_checks`: only implemented fields, safe names, images pinned
-    (and equal to `image_map_steps`, the image map's steps, when given); see `plan_run` for `passed`."""
+    (and equal to `image_map_steps`, the image map's steps, or of an `external` repository, when given); see
+    `plan_run` for `passed`."""
     require_runnable(workflow)
-    require_pinned(workflow, image_map_steps)
+    require_pinned(workflow, image_map_steps, external)
     try:
         plan = plan_run(workflow, run_arguments(workflow, assignments, environ), environ, passed)
         preview(plan)  # every container's environment and placeholders checked before anything starts

@@ -11,11 +11,11 @@ are single safe path components, only digest-pinned images (the same check as
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import image_map, verify, yaml_io
+from .. import image_map, reference, verify, yaml_io
 from ..config import Config
 from ..errors import BuildtoolError, RunError
 from ..image_map import ImageMap
@@ -108,12 +108,31 @@ def workflow_images(workflow: Mapping[str, Any]) -> dict[str, str]:
     return images
 
 
-def require_pinned(workflow: Mapping[str, Any], steps: Mapping[str, str] | None) -> None:
-    """Every image pinned by digest and, given the image map's `steps`, equal to its entry (`verify`'s check)."""
-    problems = verify.pin_problems(workflow, workflow_images(workflow) if steps is None else steps)
+def require_pinned(workflow: Mapping[str, Any], steps: Mapping[str, str] | None, external: Iterable[str] = ()) -> None:
+    """Every image pinned by digest and, given the image map's `steps`, equal to its entry or a pinned image of an
+    `external` repository (`verify`'s check). With no map, a template's image need only be pinned."""
+    problems = verify.pin_problems(workflow, steps, external) if steps is not None else _unpinned(workflow)
     if problems:
         more = f" (and {len(problems) - 1} more problem(s); `buildtool verify` lists them)" if len(problems) > 1 else ""
         raise RunError(f"{escape(problems[0])}{more}; rebuild with `buildtool build --push` and compile again")
+
+
+def _unpinned(workflow: Mapping[str, Any]) -> list[str]:
+    """Images that are not digest-pinned, or that apply to every template (no step to check them against)."""
+    try:
+        found = list(verify.places(workflow))
+    except RecursionError:
+        return ["the workflow is nested too deeply to read"]
+    problems = []
+    for item in found:
+        head = item.where if item.template == verify.WORKFLOW else f"template {item.template}: {item.where}"
+        if item.problem is not None:
+            problems.append(f"{head}: {item.problem}")
+        elif (why := reference.pinned_problem(item.image)) is not None:
+            problems.append(f"{head}: {yaml_io.shown(item.image)} is {why}")
+        elif item.template == verify.WORKFLOW:
+            problems.append(f"{head}: {item.image} applies to every template and serves no step")
+    return problems
 
 
 # -- the allowlist walk ------------------------------------------------------------------------------------------
