@@ -160,7 +160,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     print(f"{path}: every image is pinned, matches {config.image_map.name} and exists in the registry")
     local = submitting.local(workflow, data, pipeline_name=args.pipeline_name, version_name=args.version_name,
                              pairs=args.param, environment=os.environ, run=args.run)
-    if local.secrets_declared:
+    if args.run and local.secrets_declared:
         print(f"warning: the pipeline takes {' and '.join(local.secrets_declared)} as run parameters, which KFP "
               "shows in the run's page and pod spec; compile with credentials = \"k8s-secret:NAME\" instead",
               file=sys.stderr)

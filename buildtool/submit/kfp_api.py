@@ -274,6 +274,9 @@ class Cluster:
                 return ClusterError(f"could not {what} on {self.host}: TLS failed{after} ({_shown(str(cause))}); "
                                     "a cluster behind a private CA needs --ca-cert PATH (verification stays on)")
         for cause in causes:
+            # urllib3's NewConnectionError (refused, no route) subclasses ConnectTimeoutError: ask it first.
+            if isinstance(cause, urllib3.exceptions.NewConnectionError):
+                break
             if isinstance(cause, (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ConnectTimeoutError,
                                   TimeoutError)):
                 return ClusterError(f"could not {what} on {self.host}: no answer in time{after}; "
