@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..engine import stored_credentials
@@ -55,10 +56,13 @@ def write_authfile(folder: Path, domain: str) -> Path:
     return path
 
 
-def command(executable: str, job: PushJob, authfile: Path, digestfile: Path) -> list[str]:
-    """The skopeo command line for `job` (plain HTTP, without TLS, only to a registry on this machine)."""
+def command(executable: str, job: PushJob, authfile: Path, digestfile: Path, source: Sequence[str] = ()) -> list[str]:
+    """The skopeo command line for `job` (plain HTTP, without TLS, only to a registry on this machine).
+
+    `source`: the options naming the engine it reads from (Endpoint.skopeo_source), empty for the default socket.
+    """
     argv = [executable, "copy", "--retry-times", str(RETRY_TIMES), "--dest-compress-level", str(job.level),
-            "--digestfile", str(digestfile), "--authfile", str(authfile)]
+            "--digestfile", str(digestfile), "--authfile", str(authfile), *source]
     if _is_loopback(job.staging.api_host):
         argv.append("--dest-tls-verify=false")
     return argv + [f"docker-daemon:{job.local}", f"docker://{job.staging}"]
@@ -78,8 +82,9 @@ class SkopeoPusher:
 
     name = "skopeo"
 
-    def __init__(self, executable: str) -> None:
+    def __init__(self, executable: str, source: Sequence[str] = ()) -> None:
         self.executable = executable
+        self.source = list(source)
 
     def push(self, job: PushJob) -> str:
         authfile = write_authfile(job.workdir, job.staging.domain)
@@ -88,7 +93,8 @@ class SkopeoPusher:
         started = last = time.monotonic()
         try:
             # Its own session: a terminal's Ctrl-C reaches buildtool, which stops skopeo itself (as on SIGTERM).
-            process = subprocess.Popen(command(self.executable, job, authfile, digestfile), stdout=subprocess.PIPE,
+            argv = command(self.executable, job, authfile, digestfile, self.source)
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                                        errors="replace", env={**os.environ, "TMPDIR": str(job.workdir)},
                                        start_new_session=True)

@@ -267,7 +267,8 @@ def test_a_run_that_outlasts_the_timeout_exits_18(submit: Submitter) -> None:
 @pytest.mark.parametrize("args, fragment", [
     (["-p", "learnig_rate=0.1"], "-p learnig_rate: the pipeline declares no such parameter"),
     (["-p", "model_uid"], "expected NAME=VALUE"),
-    ([], "the pipeline needs host, learning_rate, model_uid, port, secret_key, training_dataset_uid, training_task_uid"),
+    ([], "the pipeline needs host, learning_rate, model_uid, port, secret_key, training_dataset_uid, "
+         "training_task_uid"),
 ])
 def test_parameters_are_checked_before_anything_is_created(submit: Submitter, monkeypatch: pytest.MonkeyPatch,
                                                            args: list[str], fragment: str) -> None:
