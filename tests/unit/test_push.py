@@ -28,7 +28,6 @@ from buildtool.reference import parse
 
 from .test_registry_writes import MANIFEST, MANIFEST_DIGEST, Store, docker_config, serve  # noqa: F401
 
-
 LOCAL = Endpoint(None, "the default socket")
 
 
