@@ -165,6 +165,17 @@ def resolve_endpoint(environ: Mapping[str, str]) -> tuple[Endpoint, dict[str, An
     return Endpoint(shown, source, params.get("tls")), params
 
 
+class _EngineAPI(docker.APIClient):  # type: ignore[misc]
+    """docker-py's client, with the engine's own CA kept: requests lets REQUESTS_CA_BUNDLE (set on many CI
+    runners) replace a session's CA bundle (psf/requests#3829), and the engine's certificate then fails."""
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+        merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if isinstance(self.verify, str):
+            merged["verify"] = self.verify
+        return merged
+
+
 class Engine:
     """A connection to the Docker engine: DOCKER_HOST, the current docker context, or the default socket."""
 
@@ -179,7 +190,9 @@ class Engine:
                         self.endpoint.url)
         try:
             # ssh:// goes through the ssh client, as the docker CLI's does (its config, agent and known_hosts).
-            self._client = docker.DockerClient(**params, version="auto", timeout=timeout, use_ssh_client=True)
+            api = _EngineAPI(**params, version="auto", timeout=timeout, use_ssh_client=True)
+            self._client = docker.DockerClient.__new__(docker.DockerClient)  # its __init__ only makes `api`
+            self._client.api = api
             self._client.ping()
         except (DockerException, *_TRANSPORT_ERRORS) as exc:
             raise EngineError(f"no Docker engine answers at {self.endpoint.url or 'the default socket'} "
