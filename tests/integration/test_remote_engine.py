@@ -153,7 +153,7 @@ def test_build_push_and_run_through_a_tls_docker_host(small_project: Path, remot
     assert set(loaded.steps) == {"download_training_dataset", "training", "upload_model"}
     # The build contexts and the pushed layers went over the TLS connection.
     counts = (remote_engine.accepted, remote_engine.bytes_in, remote_engine.bytes_out)
-    assert counts[0] >= 4 and counts[1] > 10_000 and counts[2] > 10_000, counts
+    assert counts[0] >= 1 and counts[1] > 10_000 and counts[2] > 10_000, counts
     sent_before = remote_engine.bytes_in
 
     pipeline, workdir = tmp_path / "hello.yaml", tmp_path / "work"
