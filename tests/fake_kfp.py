@@ -24,14 +24,12 @@ from __future__ import annotations
 import datetime
 import email.parser
 import email.policy
-import hashlib
 import json
 import re
 import ssl
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
@@ -156,7 +154,7 @@ def _filter_name(query: dict[str, list[str]]) -> str | None:
 class FakeKfp:
     """The server's state, and the thread serving it; use as a context manager."""
 
-    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None, port: int = 0) -> None:
         self.lock = threading.RLock()
         self.pipelines: dict[str, Pipeline] = {}
         self.experiments: dict[str, dict[str, Any]] = {}
@@ -172,7 +170,7 @@ class FakeKfp:
         self.run_states: list[str] = ["Running", "Succeeded"]
         self.barrier: threading.Barrier | None = None
         self.multi_user = False
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         server.daemon_threads = True
         if tls is not None:
             server.socket = tls.wrap_socket(server.socket, server_side=True)
@@ -381,10 +379,20 @@ def _handler(fake: FakeKfp) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def main() -> None:
+    """`python -m tests.fake_kfp [PORT]`: serve until interrupted (to try `buildtool submit` by hand, or time it)."""
+    import sys
+    import time
+
+    fake = FakeKfp(port=int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    with fake:
+        print(f"fake KFP v1 API on {fake.url}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
 
 
-def iter_runs(fake: FakeKfp) -> Iterator[Run]:
-    with fake.lock:
-        yield from list(fake.runs.values())
+if __name__ == "__main__":
+    main()
