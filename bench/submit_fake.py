@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import write_project  # noqa: E402
 from tests.fake_engine import FakeRegistry  # noqa: E402
 from tests.fake_kfp import FakeKfp  # noqa: E402
-from tests.unit.test_submit import PARAMS, lock_with_registry  # noqa: E402
+from tests.submit_fixtures import PARAMS, lock_with_registry  # noqa: E402
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:

@@ -167,6 +167,9 @@ class FakeKfp:
         self.cookie: str | None = None
         self.forbidden = False
         self.fail_next: list[int] = []
+        # Whole answers sent before the real ones, as they are (a hostile or broken server): the body is bytes,
+        # or a dict sent as JSON unchecked; the fourth item holds extra headers.
+        self.script: list[tuple[int, Any, None, dict[str, str]]] = []
         self.run_states: list[str] = ["Running", "Succeeded"]
         self.barrier: threading.Barrier | None = None
         self.multi_user = False
@@ -199,13 +202,15 @@ class FakeKfp:
     # -- the API ----------------------------------------------------------------------------------------------
 
     def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
-               body: bytes) -> tuple[int, dict[str, Any], str | None]:
-        """(status, JSON body, the kfp_server_api model it must deserialize as)."""
+               body: bytes) -> tuple[Any, ...]:
+        """(status, JSON body, the kfp_server_api model it must deserialize as[, extra headers])."""
         with self.lock:
             self.requests.append((method, path))
             self.headers_seen.append(headers)
             if self.fail_next:
                 return self.fail_next.pop(0), {"error": "injected", "code": 13, "message": "injected"}, None
+            if self.script:
+                return self.script.pop(0)
         if path == f"{PREFIX}/healthz" and method == "GET":
             return 200, {"commit_sha": "fake", "tag_name": "1.8.5", "multi_user": self.multi_user}, \
                 "ApiGetHealthzResponse"
@@ -363,13 +368,16 @@ def _handler(fake: FakeKfp) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, answer, model = fake.handle(self.command, parsed.path, urllib.parse.parse_qs(parsed.query),
-                                                headers, body)
+            status, answer, model, *extra = fake.handle(self.command, parsed.path,
+                                                         urllib.parse.parse_qs(parsed.query), headers, body)
             if model is not None:
                 checked(answer, model)
-            data = json.dumps(answer).encode()
+            data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            more = extra[0] if extra else {}
+            self.send_header("Content-Type", more.pop("Content-Type", "application/json"))
+            for key, value in more.items():
+                self.send_header(key, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -100,6 +100,45 @@ def _server_message(exc: ApiException) -> str:
     return _shown(body.strip())
 
 
+def _text(value: object, what: str) -> str:
+    """A non-empty string the server must have sent (an id, a name); ClusterError otherwise."""
+    if not isinstance(value, str) or not value or len(value) > 1024:
+        raise ClusterError(f"the server's answer gives {what} as {_shown(repr(value))[:80]}, not an identifier; "
+                           "is --host a KFP v1 API?")
+    return value
+
+
+class NotTheApi(Exception):
+    """A 2xx answer that is not a JSON object: a proxy's or a login page, not the API's."""
+
+
+def _require_api_answer(response: Any) -> None:
+    """The generated client reads any 2xx body it cannot parse as an empty object, so a login page would look like
+    "no pipeline of that name": refuse it here, where the raw answer is still at hand."""
+    if not 200 <= response.status < 300:
+        return
+    kind = str(response.headers.get("Content-Type", "")).split(";")[0].strip().lower()
+    try:
+        parsed = json.loads(response.data or b"")
+    except (ValueError, RecursionError):
+        parsed = None
+    if kind != "application/json" or not isinstance(parsed, dict):
+        raise NotTheApi(f"HTTP {response.status} with {kind or 'no Content-Type'}, {len(response.data or b'')} bytes "
+                        "that are not a JSON object")
+
+
+def _entries(items: Any, kind: str) -> list[Any]:
+    """The objects of a list answer, each with an id and a name (a list of something else is not the API's)."""
+    if items is None:
+        return []
+    if not isinstance(items, list) or len(items) > 1000:
+        raise ClusterError(f"the server's list of {kind}s is not a list of at most 1000; is --host a KFP v1 API?")
+    for item in items:
+        _text(getattr(item, "id", None), f"a {kind}'s id")
+        _text(getattr(item, "name", None), f"a {kind}'s name")
+    return items
+
+
 def _causes(exc: BaseException) -> list[BaseException]:
     found, seen = [], set()
     current: BaseException | None = exc
@@ -139,7 +178,9 @@ class Cluster:
                 kw["timeout"] = timeout
             kw["redirect"] = False
             kw.setdefault("retries", retry_policy())
-            return send(method, url, *args, **kw)
+            response = send(method, url, *args, **kw)
+            _require_api_answer(response)
+            return response
 
         self._pool.request = request
 
@@ -154,13 +195,13 @@ class Cluster:
         response = self._call(f"list the pipelines named {name!r}",
                               lambda: self._client.pipelines.list_pipelines(filter=_equals("name", name),
                                                                             page_size=10))
-        found = [p for p in response.pipelines or [] if p.name == name]
+        found = [p for p in _entries(response.pipelines, "pipeline") if p.name == name]
         if len(found) > 1:
             raise ClusterError(f"{len(found)} pipelines are named {name!r} on {self.host}; "
                                "delete the extra ones or pass another --pipeline-name")
         if not found:
             return None
-        return Pipeline(found[0].id, found[0].name, getattr(found[0].default_version, "id", None))
+        return Pipeline(_text(found[0].id, "a pipeline's id"), name, getattr(found[0].default_version, "id", None))
 
     def find_version(self, pipeline: Pipeline, name: str) -> Version | None:
         response = self._call(
@@ -168,8 +209,8 @@ class Cluster:
             lambda: self._client.pipelines.list_pipeline_versions(
                 resource_key_type=kfp_server_api.ApiResourceType.PIPELINE, resource_key_id=pipeline.id,
                 filter=_equals("name", name), page_size=10))
-        found = [v for v in response.versions or [] if v.name == name]
-        return Version(found[0].id, found[0].name) if found else None
+        found = [v for v in _entries(response.versions, "version") if v.name == name]
+        return Version(_text(found[0].id, "a version's id"), name) if found else None
 
     def find_experiment(self, name: str) -> str | None:
         """The id of the experiment `name` (in the namespace, when there is one), or None."""
@@ -177,12 +218,13 @@ class Cluster:
         response = self._call(f"list the experiments named {name!r}",
                               lambda: self._client.list_experiments(namespace=namespace, filter=_equals("name", name),
                                                                     page_size=10))
-        found = [e for e in response.experiments or [] if e.name == name]
-        return str(found[0].id) if found else None
+        found = [e for e in _entries(response.experiments, "experiment") if e.name == name]
+        return _text(found[0].id, "an experiment's id") if found else None
 
     def run(self, run_id: str) -> Run:
         response = self._call(f"read run {run_id}", lambda: self._client.get_run(run_id))
-        return Run(str(response.run.id), str(response.run.name), str(response.run.status or ""))
+        run = response.run
+        return Run(_text(run.id, "the run's id"), _shown(str(run.name or "")), _shown(str(run.status or "")))
 
     def run_version(self, run_id: str) -> str | None:
         """The pipeline version a run was created from (its CREATOR reference)."""
@@ -201,13 +243,13 @@ class Cluster:
         """Upload `package` as the new pipeline `name` (KFP makes it its first version, named `name` too)."""
         created = self._call(f"create pipeline {name!r}",
                              lambda: self._client.upload_pipeline(str(package), pipeline_name=name))
-        return Pipeline(str(created.id), str(created.name), getattr(created.default_version, "id", None))
+        return Pipeline(_text(created.id, "the new pipeline's id"), name, getattr(created.default_version, "id", None))
 
     def create_version(self, pipeline: Pipeline, name: str, package: Path) -> Version:
         created = self._call(f"create version {name!r} of pipeline {pipeline.name!r}",
                              lambda: self._client.upload_pipeline_version(str(package), name,
                                                                           pipeline_id=pipeline.id))
-        return Version(str(created.id), str(created.name))
+        return Version(_text(created.id, "the new version's id"), name)
 
     def create_experiment(self, name: str) -> str:
         namespace = self._client.get_user_namespace() or None
@@ -219,29 +261,47 @@ class Cluster:
         body = kfp_server_api.ApiExperiment(name=name, resource_references=references)
         created = self._call(f"create experiment {name!r}",
                              lambda: self._client.experiments.create_experiment(body=body))
-        return str(created.id)
+        return _text(created.id, "the new experiment's id")
 
     def create_run(self, experiment_id: str, name: str, pipeline: Pipeline, version: Version,
                    parameters: Mapping[str, str]) -> Run:
         created = self._call(f"start run {name!r} of version {version.name!r}",
                              lambda: self._client.run_pipeline(experiment_id, name, params=dict(parameters),
                                                                version_id=version.id))
-        return Run(str(created.id), str(created.name), str(created.status or ""))
+        return Run(_text(created.id, "the new run's id"), name, _shown(str(created.status or "")))
 
     # -- errors ---------------------------------------------------------------------------------------------
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
         try:
-            return call()
+            result = call()
         except ApiException as exc:
             if exc.status == 409:
                 raise AlreadyExists(what) from None
-            raise self._refused(what, exc) from None
+            raise self._masked(self._refused(what, exc)) from None
         except urllib3.exceptions.HTTPError as exc:
-            raise self._transport(what, exc) from None
-        except (OSError, ValueError) as exc:  # kfp raises ValueError for two pipelines of a name, a bad package
-            raise ClusterError(f"could not {what} on {self.host}: {exc.__class__.__name__}: {_shown(str(exc))}") \
-                from None
+            raise self._masked(self._transport(what, exc)) from None
+        except (NotTheApi, OSError, ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
+            # kfp raises ValueError for two pipelines of a name; the generated models raise on an answer that is
+            # not the API's (a proxy's HTML page, a wrong shape).
+            raise self._masked(ClusterError(f"could not {what} on {self.host}: the answer is not the KFP v1 API's "
+                                            f"({exc.__class__.__name__}: {_shown(str(exc))})")) from None
+        if result is None:
+            raise ClusterError(f"could not {what} on {self.host}: the server sent an empty answer; "
+                               "is --host a KFP v1 API?")
+        return result
+
+    def _masked(self, error: ClusterError) -> ClusterError:
+        """The error with the credential's value (as sent, or echoed by a server) replaced by ***."""
+        text = str(error)
+        secrets = [v for v in (self.auth.token, self.auth.cookie) if v]
+        if self.auth.cookie and "=" in self.auth.cookie:
+            secrets.append(self.auth.cookie.split("=", 1)[1])
+        for secret in sorted(secrets, key=len, reverse=True):
+            if len(secret) >= 4:  # shorter, masking would hide the address and nothing a guess would not find
+                for form in (secret, _shown(secret), urllib.parse.quote(secret, safe="")):
+                    text = text.replace(form, "***")
+        return ClusterError(text) if text != str(error) else error
 
     def _refused(self, what: str, exc: ApiException) -> ClusterError:
         status, message = exc.status, _server_message(exc)
