@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
 import ssl
 import threading
 import time
@@ -19,6 +20,7 @@ import trustme
 import yaml
 
 from buildtool import cli, reference
+from buildtool.errors import ClusterError
 from buildtool.submit import execute, kfp_api
 from buildtool.submit import plan as submit_plan
 
@@ -365,3 +367,29 @@ def test_secret_parameters_come_from_the_platform_variables() -> None:
     declared = {"access_key": None, "secret_key": None, "epochs": "1"}
     got = submit_plan.parse_parameters([], declared, {"PLATFORM_ACCESS_KEY": "a", "PLATFORM_SECRET_KEY": "b"})
     assert got == {"access_key": "a", "secret_key": "b"}
+
+
+def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
+    """Accepts the connection, reads the request, says nothing: each try ends at the read timeout."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = silent.accept()
+            except OSError:
+                return
+            held.append(connection)
+
+    threading.Thread(target=accept, daemon=True).start()
+    cluster = kfp_api.Cluster(f"http://127.0.0.1:{silent.getsockname()[1]}", kfp_api.Auth("none"), read_timeout=0.3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ClusterError, match=r"no answer in time after 4 tries"):
+            cluster.find_pipeline("pipeline")
+    finally:
+        silent.close()
+        for connection in held:
+            connection.close()
+    assert time.monotonic() - started < 10
