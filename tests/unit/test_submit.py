@@ -393,3 +393,21 @@ def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
         for connection in held:
             connection.close()
     assert time.monotonic() - started < 10
+
+
+def test_submit_verifies_through_verify_pipeline_and_uploads_the_bytes_it_verified(
+        submit: Submitter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`verify`'s own function checks the bytes read once: whatever `buildtool verify` checks, submit checks."""
+    from buildtool import verify
+
+    seen: list[bytes | None] = []
+    real = verify.verify_pipeline
+
+    def spy(config: object, path: Path, registry: object, *, data: bytes | None = None) -> object:
+        seen.append(data)
+        return real(config, path, registry, data=data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verify, "verify_pipeline", spy)
+    assert submit()[0] == 0
+    assert seen == [submit.pipeline.read_bytes()]
+    assert {data for _, _, data in submit.kfp.uploads} == {seen[0]}
