@@ -7,6 +7,7 @@ the import check, the push and the step's container all went over that connectio
 """
 
 # No `from __future__ import annotations`: kfp reads the step function's annotations as objects.
+import os
 import select
 import socket
 import ssl
@@ -186,3 +187,56 @@ def test_an_engine_endpoint_refusing_the_client_is_one_line(small_project: Path,
     assert err.startswith("buildtool: error: no Docker engine answers at tcp://127.0.0.1:") and err.count("\n") == 1
     assert remote_engine.accepted == 0 and remote_engine.refused >= 1
     assert not (small_project.parent / "image_map.yaml").exists()
+
+
+SSH_STAND_IN = """#!{python}
+# Stands in for ssh: records its arguments, then does what `docker system dial-stdio` does on the far side
+# (bridges stdin/stdout to the engine's socket).
+import os, socket, sys, threading
+with open({log!r}, "a") as handle:
+    handle.write(" ".join(sys.argv[1:]) + "\\n")
+engine = socket.socket(socket.AF_UNIX)
+engine.connect({engine!r})
+
+def upstream():
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            engine.shutdown(socket.SHUT_WR)
+            return
+        engine.sendall(data)
+
+threading.Thread(target=upstream, daemon=True).start()
+while True:
+    data = engine.recv(65536)
+    if not data:
+        break
+    os.write(1, data)
+"""
+
+
+def test_build_push_through_an_ssh_docker_host(small_project: Path, tmp_path: Path, capsys: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """DOCKER_HOST=ssh://... goes through the ssh client (here a stand-in on PATH), as the docker CLI's does;
+    skopeo cannot read such an engine, so the engine pushes."""
+    import sys
+
+    folder, log = tmp_path / "bin", tmp_path / "ssh.log"
+    folder.mkdir()
+    ssh = folder / "ssh"
+    ssh.write_text(SSH_STAND_IN.format(python=sys.executable, log=str(log), engine=ENGINE_SOCKET))
+    ssh.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    monkeypatch.setenv("DOCKER_HOST", "ssh://builder@build.invalid:2222")
+    for name in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT"):
+        monkeypatch.delenv(name, raising=False)
+    small_project.write_text(small_project.read_text().replace(
+        'steps_module = "small_steps"', 'steps_module = "small_steps"\npush_with = "auto"'))
+    code = cli.main(["--config", str(small_project), "build", "--push"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "push via engine" in err
+    calls = log.read_text().splitlines()
+    assert calls and all(call == "-l builder -p 2222 -- build.invalid docker system dial-stdio" for call in calls)
+    assert set(image_map.load(config.load(small_project).image_map).steps) == {
+        "download_training_dataset", "training", "upload_model"}
