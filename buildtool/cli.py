@@ -167,6 +167,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from .submit.kfp_api import Cluster
 
     cluster = Cluster(host, auth, namespace=args.namespace, ca_cert=ca_cert)
+    if args.run and cluster.namespace_in_use() is None and cluster.multi_user():
+        raise ConfigError(f"{host} is a multi-user Kubeflow: experiments and runs belong to a profile's namespace; "
+                          "pass --namespace NS")
     published = execute.publish(cluster, local, data, print)
     print(f"version {published.version.name}: {published.version.id} of pipeline {published.pipeline.name} "
           f"({published.pipeline.id}); sha256 {local.sha256}")

@@ -212,8 +212,8 @@ class FakeKfp:
             if self.script:
                 return self.script.pop(0)
         if path == f"{PREFIX}/healthz" and method == "GET":
-            return 200, {"commit_sha": "fake", "tag_name": "1.8.5", "multi_user": self.multi_user}, \
-                "ApiGetHealthzResponse"
+            # kfp_server_api 1.8.5's model holds multi_user only (the check below refused commit_sha, tag_name).
+            return 200, {"multi_user": self.multi_user}, "ApiGetHealthzResponse"
         auth = headers.get("authorization", "")
         cookie = headers.get("cookie", "")
         if (self.token and auth != f"Bearer {self.token}") or (self.cookie and self.cookie not in cookie):

@@ -186,10 +186,14 @@ class Cluster:
 
     # -- reading --------------------------------------------------------------------------------------------
 
-    def healthz(self) -> bool:
-        """Whether the server runs in multi-user mode (then runs and experiments need a namespace)."""
+    def multi_user(self) -> bool:
+        """Whether the server runs in multi-user mode (then experiments and runs belong to a namespace)."""
         response = self._call("reach the API (/apis/v1beta1/healthz)", self._client.healthzs.get_healthz)
-        return bool(getattr(response, "multi_user", False))
+        return getattr(response, "multi_user", False) is True
+
+    def namespace_in_use(self) -> str | None:
+        """--namespace, else kfp's own context setting, else None."""
+        return str(self._client.get_user_namespace() or "") or None
 
     def find_pipeline(self, name: str) -> Pipeline | None:
         response = self._call(f"list the pipelines named {name!r}",

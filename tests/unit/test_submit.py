@@ -411,3 +411,14 @@ def test_submit_verifies_through_verify_pipeline_and_uploads_the_bytes_it_verifi
     assert submit()[0] == 0
     assert seen == [submit.pipeline.read_bytes()]
     assert {data for _, _, data in submit.kfp.uploads} == {seen[0]}
+
+
+def test_a_multi_user_cluster_needs_a_namespace_to_run(submit: Submitter) -> None:
+    submit.kfp.multi_user = True
+    code, _, err = submit("--run", *PARAMS)
+    assert code == 2 and "pass --namespace NS" in err
+    assert submit.kfp.changes == 0
+    assert submit("--run", "--namespace", "team-a", *PARAMS)[0] == 0
+    (experiment,) = submit.kfp.experiments.values()
+    assert experiment["resource_references"] == [{"key": {"type": "NAMESPACE", "id": "team-a"},
+                                                  "relationship": "OWNER"}]
