@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kfp import Client as KfpClient
 
 from buildtool import cli, compiler, config, context, image_map, plan, reference, step_imports
 
@@ -85,11 +86,13 @@ def submit(_template: tuple[Path, FakeRegistry], tmp_path: Path, capsys: pytest.
     template, registry = _template
     root = tmp_path / "project"
     shutil.copytree(template, root, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setenv("HOME", str(tmp_path))  # no kfp context.json of the machine's
+    monkeypatch.setenv("HOME", str(tmp_path))
+    # No kfp context.json of the machine's: kfp reads the path it computed from HOME at import.
+    monkeypatch.setattr(KfpClient, "LOCAL_KFP_CONTEXT", str(tmp_path / ".config" / "kfp" / "context.json"))
     for name in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     # The parameter form's secrets, as `buildtool run` takes them: from the environment, never -p.
     monkeypatch.setenv("PLATFORM_ACCESS_KEY", "ak")
     monkeypatch.setenv("PLATFORM_SECRET_KEY", "s3cr3t-value")
-    with FakeKfp() as kfp:
-        yield Submitter(root, kfp, registry, capsys)
+    with FakeKfp() as server:
+        yield Submitter(root, server, registry, capsys)

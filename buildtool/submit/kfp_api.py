@@ -162,12 +162,17 @@ class Cluster:
             self._client = kfp.Client(host=self.host, namespace=namespace or _PLACEHOLDER_NAMESPACE,
                                       existing_token=auth.token, cookies=auth.cookie,
                                       ssl_ca_cert=str(ca_cert) if ca_cert else None)
-        except (ValueError, OSError, ssl.SSLError) as exc:
-            raise ClusterError(f"cannot set up the client for {self.host}: {exc.__class__.__name__}: {exc}") from None
-        # kfp's own context (~/.config/kfp/context.json) decides the namespace when --namespace is not given.
-        self._client._load_context_setting_or_default()
-        if namespace is not None:
-            self._client._context_setting["namespace"] = namespace
+            # kfp's own context (~/.config/kfp/context.json) decides the namespace when --namespace is not given.
+            self._client._load_context_setting_or_default()
+            settings = self._client._context_setting
+            if not isinstance(settings, dict):
+                raise ValueError("kfp's context.json is not a JSON object")
+        except (ValueError, TypeError, AttributeError, KeyError, OSError, ssl.SSLError) as exc:
+            # kfp reads its context.json in the constructor and indexes it as an object.
+            raise ClusterError(f"cannot set up the client for {self.host}: {exc.__class__.__name__}: "
+                               f"{_shown(str(exc))}; check ~/.config/kfp/context.json") from None
+        if namespace is not None or not isinstance(settings.get("namespace"), str):
+            settings["namespace"] = namespace or ""
         # One generated ApiClient serves every API of the client: its urllib3 pool sends every call.
         self._pool: urllib3.PoolManager = self._client._run_api.api_client.rest_client.pool_manager
         timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=read_timeout)

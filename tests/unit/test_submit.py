@@ -422,3 +422,25 @@ def test_a_multi_user_cluster_needs_a_namespace_to_run(submit: Submitter) -> Non
     (experiment,) = submit.kfp.experiments.values()
     assert experiment["resource_references"] == [{"key": {"type": "NAMESPACE", "id": "team-a"},
                                                   "relationship": "OWNER"}]
+
+
+@pytest.mark.parametrize("context, fragment", [
+    ("{not json", "JSONDecodeError"),
+    ("[1, 2]", "TypeError"),
+])
+def test_a_broken_kfp_context_file_is_one_line(submit: Submitter, context: str, fragment: str) -> None:
+    folder = Path(submit.root.parent / ".config" / "kfp")  # HOME is the test's folder
+    folder.mkdir(parents=True)
+    (folder / "context.json").write_text(context)
+    code, _, err = submit()
+    assert code == 16 and fragment in err and "context.json" in err
+    assert submit.kfp.requests == []
+
+
+def test_the_namespace_of_kfps_context_is_used(submit: Submitter) -> None:
+    folder = Path(submit.root.parent / ".config" / "kfp")
+    folder.mkdir(parents=True)
+    (folder / "context.json").write_text('{"namespace": "team-b"}')
+    assert submit("--run", *PARAMS)[0] == 0
+    (experiment,) = submit.kfp.experiments.values()
+    assert experiment["resource_references"][0]["key"] == {"type": "NAMESPACE", "id": "team-b"}
