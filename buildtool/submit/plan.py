@@ -35,7 +35,13 @@ class Local:
 
     def shown_parameters(self) -> str:
         """The run's parameters for the terminal: secret ones as ***."""
-        return ", ".join(f"{k}={'***' if k in SECRET_PARAMETERS else v}" for k, v in sorted(self.parameters.items()))
+        return ", ".join(f"{k}={'***' if k in SECRET_PARAMETERS else _escaped(v)}"
+                         for k, v in sorted(self.parameters.items()))
+
+
+def _escaped(value: str) -> str:
+    """A value on one line: a newline in a -p value must not forge an output line."""
+    return value.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
 @dataclass(frozen=True)

@@ -444,3 +444,12 @@ def test_the_namespace_of_kfps_context_is_used(submit: Submitter) -> None:
     assert submit("--run", *PARAMS)[0] == 0
     (experiment,) = submit.kfp.experiments.values()
     assert experiment["resource_references"][0]["key"] == {"type": "NAMESPACE", "id": "team-b"}
+
+
+def test_a_parameter_value_cannot_forge_an_output_line(submit: Submitter) -> None:
+    params = [p if not p.startswith("model_uid=") else "model_uid=m\nbuildtool: error: forged" for p in PARAMS]
+    code, out, _ = submit("--run", *params)
+    assert code == 0
+    assert "model_uid=m\\nbuildtool: error: forged" in out and "\nbuildtool: error: forged" not in out
+    (run,) = submit.kfp.runs.values()
+    assert run.parameters["model_uid"] == "m\nbuildtool: error: forged"  # the run gets the value as given
