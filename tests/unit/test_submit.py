@@ -122,7 +122,7 @@ def _missing_from_registry(submit: Submitter) -> reference.Reference:
 @pytest.mark.parametrize("case, fragment", [
     ("unpinned", "is not pinned"),
     ("missing-from-registry", "not in the registry"),
-    ("stale-map", "image_map.yaml"),
+    ("map-not-a-lock", "image_map.yaml"),
     ("absent", "not found; compile it"),
 ])
 def test_a_pipeline_that_fails_verification_is_never_uploaded(submit: Submitter, case: str, fragment: str) -> None:
@@ -131,7 +131,7 @@ def test_a_pipeline_that_fails_verification_is_never_uploaded(submit: Submitter,
         _unpinned(submit.pipeline)
     elif case == "missing-from-registry":
         forgotten = _missing_from_registry(submit)
-    elif case == "stale-map":
+    elif case == "map-not-a-lock":
         (submit.root / "image_map.yaml").write_text(
             (submit.root / "image_map.yaml").read_text().replace("training:", "trainer:", 1))
     else:
