@@ -20,7 +20,7 @@ from pathlib import Path
 from . import config as configuration
 from . import dev as dev_defaults
 from . import image_map
-from .errors import BuildtoolError, ImageMapError, PlatformError, RunError
+from .errors import BuildtoolError, ConfigError, ImageMapError, PlatformError, RunError
 
 log = logging.getLogger("buildtool")
 
@@ -148,6 +148,58 @@ def cmd_verify(args: argparse.Namespace) -> int:
             registry.close()
     print(f"{path}: every image is pinned, matches {config.image_map.name}"
           + ("" if args.offline else " and exists in the registry"))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from . import verify
+    from .push.registry import Registry
+    from .submit import execute
+    from .submit import plan as submitting
+
+    config = _config(args)
+    path = Path(args.pipeline) if args.pipeline else config.output
+    auth = execute.credentials(args.token_env, args.cookie_env, os.environ)
+    host = execute.check_host(args.host or os.environ.get("KF_PIPELINES_ENDPOINT"), auth)
+    ca_cert = Path(args.ca_cert) if args.ca_cert else None
+    if ca_cert is not None and not ca_cert.is_file():
+        raise ConfigError(f"--ca-cert {ca_cert}: not a file; give the PEM bundle of the cluster's CA")
+    if args.wait and not args.run:
+        raise ConfigError("--wait follows a run: add --run")
+    if args.timeout <= 0 or args.poll <= 0:
+        raise ConfigError("--timeout and --poll take a number of seconds above 0")
+    data = verify.read_pipeline(path)  # read once: these bytes are checked, then uploaded
+    registry = Registry()
+    try:
+        workflow = verify.verify_pipeline(config, path, registry, data=data)
+    finally:
+        registry.close()
+    print(f"{path}: every image is pinned, matches {config.image_map.name} and exists in the registry")
+    local = submitting.local(workflow, data, pipeline_name=args.pipeline_name, version_name=args.version_name,
+                             pairs=args.param, environment=os.environ, run=args.run)
+    if args.run and local.secrets_declared:
+        print(f"warning: the pipeline takes {' and '.join(local.secrets_declared)} as run parameters, which KFP "
+              "shows in the run's page and pod spec; compile with credentials = \"k8s-secret:NAME\" instead",
+              file=sys.stderr)
+    from .submit.kfp_api import Cluster
+
+    cluster = Cluster(host, auth, namespace=args.namespace, ca_cert=ca_cert)
+    if args.run and cluster.namespace_in_use() is None and cluster.multi_user():
+        raise ConfigError(f"{host} is a multi-user Kubeflow: experiments and runs belong to a profile's namespace; "
+                          "pass --namespace NS")
+    published = execute.publish(cluster, local, data, print)
+    print(f"version {published.version.name}: {published.version.id} of pipeline {published.pipeline.name} "
+          f"({published.pipeline.id}); sha256 {local.sha256}")
+    if not args.run:
+        return 0
+    run_name = (submitting.check_name("--run-name", args.run_name) if args.run_name
+                else f"{published.version.name} {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}")
+    run = execute.start_run(cluster, published, local, args.experiment, run_name, print)
+    print(f"run {run.id} started in experiment {args.experiment}"
+          + (f" with {local.shown_parameters()}" if local.parameters else "") + f": {cluster.ui_link(run.id)}")
+    if args.wait:
+        execute.follow(cluster, run.id, args.timeout, args.poll, print)
+        print(f"run {run.id} succeeded")
     return 0
 
 
@@ -365,6 +417,36 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--base-image", default="python:3.11-slim",
                    help="external base of the step images (default: %(default)s)")
     i.set_defaults(func=cmd_init)
+
+    u = sub.add_parser("submit", help="publish the verified pipeline to Kubeflow Pipelines as a version; --run runs it",
+                       description="Read the compiled pipeline once, verify it (pins, map, registry), and upload "
+                                   "exactly those bytes through kfp.Client as a version of the named pipeline, "
+                                   "creating the pipeline when missing. The version is named after the content, so "
+                                   "submitting the same file again creates nothing. Credentials come from the "
+                                   "environment variable named by --token-env or --cookie-env, never the command "
+                                   "line. See docs/submit.md.")
+    u.add_argument("pipeline", nargs="?", help="compiled workflow (default: [tool.buildtool] output)")
+    u.add_argument("--host", help="KFP API endpoint, e.g. http://127.0.0.1:8080 (default: KF_PIPELINES_ENDPOINT)")
+    u.add_argument("--pipeline-name", help="pipeline to publish to (default: the pipeline's own name)")
+    u.add_argument("--version-name", help="version name (default: <pipeline>-<12 hex of the file's sha256>)")
+    u.add_argument("--run", action="store_true", help="start a run of the published version")
+    u.add_argument("--experiment", default="Default", help="experiment of the run, created when missing "
+                                                          "(default: %(default)s)")
+    u.add_argument("--run-name", help="name of the run (default: the version's name and the time)")
+    u.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
+                   help="a run parameter (repeat for each); checked against the pipeline's parameters")
+    u.add_argument("--wait", action="store_true", help="with --run, follow the run until it ends")
+    u.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default: %(default)s)")
+    u.add_argument("--poll", type=float, default=5.0, help="seconds between two looks at the run "
+                                                          "(default: %(default)s)")
+    u.add_argument("--namespace", help="Kubeflow profile namespace of a multi-user cluster "
+                                       "(default: kfp's own context setting)")
+    u.add_argument("--ca-cert", metavar="PATH", help="PEM CA bundle of a cluster behind a private CA")
+    u.add_argument("--token-env", metavar="VAR", help="environment variable holding a bearer token")
+    u.add_argument("--cookie-env", metavar="VAR",
+                   help="environment variable holding a session cookie (NAME=VALUE, e.g. authservice_session=...)")
+    u.add_argument("--base-image", help=argparse.SUPPRESS)
+    u.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("platform", help="the local training platform (its HTTP API), for development and tests")
     psub = p.add_subparsers(dest="platform_command", required=True, metavar="ACTION")

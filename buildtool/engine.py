@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import re
 import socket
 import threading
@@ -22,6 +23,7 @@ import docker
 import requests
 import urllib3
 from docker import auth as docker_auth
+from docker.context import ContextAPI
 from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.utils import build as docker_build
 
@@ -121,17 +123,94 @@ def _stream_error(chunk: Mapping[str, Any]) -> str | None:
     return str(chunk.get("errorDetail", {}).get("message") or chunk.get("error")).strip()
 
 
-class Engine:
-    """A connection to the Docker engine (DOCKER_HOST or the default socket)."""
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the engine is, resolved as the docker CLI resolves it: DOCKER_HOST (with DOCKER_TLS_VERIFY and
+    DOCKER_CERT_PATH), else the context DOCKER_CONTEXT names, else the config's current context, else the
+    default socket."""
 
-    def __init__(self, timeout: int = 600) -> None:
+    url: str | None  # None: the default socket
+    source: str  # what named it, for messages
+    tls: Any = None  # docker.tls.TLSConfig, when the connection is TLS
+
+    def skopeo_source(self) -> list[str] | None:
+        """skopeo's options to read images from this engine, or None when skopeo cannot reach it.
+
+        skopeo's docker-daemon transport reads the default socket whatever DOCKER_HOST says (skopeo 1.9):
+        it is told the engine explicitly. It speaks TLS to any tcp:// host, with ca.pem, cert.pem and key.pem
+        from one folder (DOCKER_CERT_PATH's layout), and no ssh://: then the engine pushes.
+        """
+        if self.url is None:
+            return []
+        if self.url.startswith("unix://"):
+            return ["--src-daemon-host", self.url]
+        tls = self.tls
+        if not self.url.startswith("tcp://") or tls is None or not tls.verify or not tls.cert or not tls.ca_cert:
+            return None
+        files = [Path(tls.cert[0]), Path(tls.cert[1]), Path(tls.ca_cert)]
+        folder = files[0].parent
+        if [f.name for f in files] != ["cert.pem", "key.pem", "ca.pem"] or any(f.parent != folder for f in files):
+            return None
+        return ["--src-daemon-host", self.url, "--src-cert-dir", str(folder)]
+
+
+def resolve_endpoint(environ: Mapping[str, str]) -> tuple[Endpoint, dict[str, Any]]:
+    """The engine's endpoint and the docker SDK's client arguments for it (no connection made)."""
+    try:
+        params: dict[str, Any] = docker.utils.kwargs_from_env(environment=dict(environ))
+        source = "DOCKER_HOST"
+        if "base_url" not in params:
+            name = environ.get("DOCKER_CONTEXT") or None
+            if name is not None and name != "default" and ContextAPI.get_context(name) is None:
+                raise EngineError(f"DOCKER_CONTEXT names the context {name!r}, which `docker context ls` does "
+                                  "not list; create it or unset DOCKER_CONTEXT")
+            params.update(ContextAPI.kwargs_from_context(environment=dict(environ)))
+            source = f"the docker context {name or ContextAPI.get_current_context().Name!r}"
+    except DockerException as exc:
+        raise EngineError(f"cannot resolve the Docker engine's address ({exc.__class__.__name__}: {exc}); "
+                          "check DOCKER_HOST, DOCKER_CERT_PATH and `docker context ls`") from None
+    url = params.get("base_url")
+    if url is None or url in ("unix:///var/run/docker.sock", "http+docker://localhost"):
+        return Endpoint(None, "the default socket", params.get("tls")), params
+    # docker-py writes a context's tcp:// host as https:// (or http://); the CLI and skopeo say tcp://.
+    shown = re.sub(r"^https?://", "tcp://", str(url))
+    return Endpoint(shown, source, params.get("tls")), params
+
+
+class _EngineAPI(docker.APIClient):  # type: ignore[misc]
+    """docker-py's client, with the engine's own CA kept: requests lets REQUESTS_CA_BUNDLE (set on many CI
+    runners) replace a session's CA bundle (psf/requests#3829), and the engine's certificate then fails."""
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+        merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if isinstance(self.verify, str):
+            merged["verify"] = self.verify
+        return merged
+
+
+class Engine:
+    """A connection to the Docker engine: DOCKER_HOST, the current docker context, or the default socket."""
+
+    def __init__(self, timeout: int = 600, environ: Mapping[str, str] | None = None) -> None:
         self._containerd_store: bool | None = None
+        self.endpoint, params = resolve_endpoint(os.environ if environ is None else environ)
+        tls = self.endpoint.tls
+        if self.endpoint.url and self.endpoint.url.startswith("tcp://") and (tls is None or not tls.verify):
+            # The docker CLI does the same without a word; a build context may hold what must not leak.
+            log.warning("the engine at %s is reached without verifying its certificate (set DOCKER_TLS_VERIFY=1 "
+                        "and DOCKER_CERT_PATH): build contexts and images cross the network unauthenticated",
+                        self.endpoint.url)
         try:
-            self._client = docker.from_env(version="auto", timeout=timeout)
+            # ssh:// goes through the ssh client, as the docker CLI's does (its config, agent and known_hosts).
+            api = _EngineAPI(**params, version="auto", timeout=timeout, use_ssh_client=True)
+            self._client = docker.DockerClient.__new__(docker.DockerClient)  # its __init__ only makes `api`
+            self._client.api = api
             self._client.ping()
-        except DockerException as exc:
-            raise EngineError(f"no Docker engine answers ({exc.__class__.__name__}: {exc}); "
-                              "start the Docker engine (systemctl start docker) or set DOCKER_HOST") from None
+        except (DockerException, *_TRANSPORT_ERRORS) as exc:
+            raise EngineError(f"no Docker engine answers at {self.endpoint.url or 'the default socket'} "
+                              f"(from {self.endpoint.source}; {exc.__class__.__name__}: {exc}); "
+                              "start the Docker engine (systemctl start docker), or fix DOCKER_HOST / the docker "
+                              "context") from None
 
     @property
     def api(self) -> docker.APIClient:

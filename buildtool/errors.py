@@ -85,6 +85,24 @@ class PlatformError(BuildtoolError):
     exit_code = 12
 
 
+class ClusterError(BuildtoolError):
+    """The Kubeflow Pipelines API could not be used: unreachable, TLS, refused credentials, not found, invalid."""
+
+    exit_code = 16
+
+
+class ClusterRunFailed(BuildtoolError):
+    """A run started on the cluster ended Failed or Error."""
+
+    exit_code = 17
+
+
+class ClusterRunTimeout(BuildtoolError):
+    """A run started on the cluster had not ended when the wait's timeout passed."""
+
+    exit_code = 18
+
+
 class Interrupted(BuildtoolError):
     """SIGINT or SIGTERM stopped the run; the exit code is the shell's for that signal (128 + its number)."""
 

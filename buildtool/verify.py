@@ -49,17 +49,31 @@ class Found:
     main: bool = False  # the template's own container: what makes the template run its step
 
 
-def load_workflow(path: Path) -> dict[str, Any]:
-    """Read a compiled workflow strictly (yaml_io: size-capped, no aliases, no duplicate keys)."""
+def read_pipeline(path: Path) -> bytes:
+    """The bytes of a compiled workflow (size-capped, a regular file), read once."""
     try:
-        data = yaml_io.load(path)
+        return yaml_io.read_bytes(path)
     except FileNotFoundError:
         raise VerifyError(f"{path}: not found; compile it with `buildtool compile`") from None
     except yaml_io.YamlProblem as exc:
         raise VerifyError(f"{path}: {exc}; compile it again with `buildtool compile`") from None
-    if not isinstance(data, dict) or data.get("kind") != "Workflow":
+
+
+def load_workflow(path: Path, data: bytes | None = None) -> dict[str, Any]:
+    """Read a compiled workflow strictly (yaml_io: size-capped, no aliases, no duplicate keys).
+
+    `data`: the file's bytes when the caller already read them (submit uploads exactly what was checked).
+    """
+    try:
+        raw = read_pipeline(path) if data is None else data
+        if len(raw) > yaml_io.MAX_BYTES:
+            raise yaml_io.YamlProblem(f"{len(raw)} bytes, more than the {yaml_io.MAX_BYTES} accepted")
+        parsed = yaml_io.parse(yaml_io.decode(raw))
+    except yaml_io.YamlProblem as exc:
+        raise VerifyError(f"{path}: {exc}; compile it again with `buildtool compile`") from None
+    if not isinstance(parsed, dict) or parsed.get("kind") != "Workflow":
         raise VerifyError(f"{path}: not an Argo Workflow (kind: Workflow); compile it with `buildtool compile`")
-    return data
+    return parsed
 
 
 def step_of(template_name: str) -> str:
@@ -381,13 +395,17 @@ def _untagged(registry: Registry, ref: reference.Reference, digest: str) -> str 
             "untagged, so the registry's garbage collection may delete it; rebuild with `buildtool build --push`")
 
 
-def verify_pipeline(config: Config, path: Path, registry: Registry | None) -> None:
+def verify_pipeline(config: Config, path: Path, registry: Registry | None, *,
+                    data: bytes | None = None) -> dict[str, Any]:
     """VerifyError unless every image of the workflow at `path` is pinned, as the (consistent) map says, and,
     given a registry, served by it; StalePipelineError unless it is what `compile` makes now.
-    ImageMapError when the map itself is unreadable or not a lock."""
+    ImageMapError when the map itself is unreadable or not a lock.
+
+    `data`: the file's bytes, already read (then `path` only names it); returns the workflow checked.
+    """
     from . import freshness
 
-    workflow = load_workflow(path)
+    workflow = load_workflow(path, data)
     loaded = image_map.load(config.image_map)
     image_map.require_locked(loaded, config.steps, config.image_map, config.repositories)
     problems = pin_problems(workflow, loaded.steps, config.external_images)
@@ -399,3 +417,4 @@ def verify_pipeline(config: Config, path: Path, registry: Registry | None) -> No
         problems = registry_problems(workflow, registry, inputs)
         if problems:
             raise VerifyError(summary(path, problems))
+    return workflow

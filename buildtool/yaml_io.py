@@ -104,6 +104,11 @@ def parse(text: str, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) 
 
 def read_text(path: Path, *, max_bytes: int = MAX_BYTES) -> str:
     """The UTF-8 text of a regular file of at most `max_bytes`; FileNotFoundError if missing, else YamlProblem."""
+    return decode(read_bytes(path, max_bytes=max_bytes))
+
+
+def read_bytes(path: Path, *, max_bytes: int = MAX_BYTES) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`; FileNotFoundError if missing, else YamlProblem."""
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
@@ -118,6 +123,11 @@ def read_text(path: Path, *, max_bytes: int = MAX_BYTES) -> str:
         raise YamlProblem(f"cannot read: {exc.strerror or exc.__class__.__name__}") from None
     if len(data) > max_bytes:  # it grew after the stat
         raise YamlProblem(f"more than the {max_bytes} bytes accepted")
+    return data
+
+
+def decode(data: bytes) -> str:
+    """`data` as UTF-8 text; YamlProblem naming the first byte that is not."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-# The local platform's fixtures (platform_server, make_platform_client, ...), available to every test by name.
-pytest_plugins = ["tests.platform_fixtures"]
+# The local platform's fixtures (platform_server, make_platform_client, ...) and submit's (a locked project and
+# the fake KFP server), available to every test by name.
+pytest_plugins = ["tests.platform_fixtures", "tests.submit_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -58,13 +58,20 @@ def pusher_for(config: Config, engine: Engine, new_bytes: int) -> Pusher:
         # Asked for, or an engine keeping compressed layers (containerd image store): it pushes them as they are.
         return EnginePusher(engine)
     executable = skopeo.find()
+    source = engine.endpoint.skopeo_source()
     if config.push_with == "skopeo":
         if executable is None:
             raise PushError(f"{config.path}: push_with = \"skopeo\" but skopeo is not installed; install it "
                             "(apt-get install skopeo) or set push_with = \"auto\"")
-        return SkopeoPusher(executable)
-    if executable is not None and new_bytes >= SKOPEO_FROM_BYTES:
-        return SkopeoPusher(executable)
+        if source is None:
+            raise PushError(f"{config.path}: push_with = \"skopeo\" but skopeo cannot read the engine at "
+                            f"{engine.endpoint.url} (it needs unix://, or tcp:// with DOCKER_TLS_VERIFY and "
+                            "DOCKER_CERT_PATH); set push_with = \"auto\" to let the engine push")
+        return SkopeoPusher(executable, source)
+    if executable is not None and source is not None and new_bytes >= SKOPEO_FROM_BYTES:
+        return SkopeoPusher(executable, source)
+    if source is None and new_bytes >= SKOPEO_FROM_BYTES:
+        log.info("skopeo cannot read the engine at %s: the engine pushes", engine.endpoint.url)
     if executable is None and new_bytes >= SKOPEO_FROM_BYTES:
         log.info("skopeo is not installed: the engine pushes %s MB of new layers on one core", new_bytes // 10**6)
     return EnginePusher(engine)

@@ -31,7 +31,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +71,14 @@ def write_authfile(folder: Path, domain: str) -> Path:
     return path
 
 
-def command(executable: str, job: PushJob, authfile: Path, digestfile: Path) -> list[str]:
+def command(executable: str, job: PushJob, authfile: Path, digestfile: Path, source: Sequence[str] = ()) -> list[str]:
     """The skopeo command line for `job` (plain HTTP, without TLS, only to a registry on this machine that has no
-    CA of its own in the engine's certs.d: skopeo reads that folder too)."""
+    CA of its own in the engine's certs.d: skopeo reads that folder too).
+
+    `source`: the options naming the engine it reads from (Endpoint.skopeo_source), empty for the default socket.
+    """
     argv = [executable, "copy", "--retry-times", str(RETRY_TIMES), "--dest-compress-level", str(job.level),
-            "--digestfile", str(digestfile), "--authfile", str(authfile)]
+            "--digestfile", str(digestfile), "--authfile", str(authfile), *source]
     if not uses_tls(job.staging.api_host):
         argv.append("--dest-tls-verify=false")
     return argv + [f"docker-daemon:{job.local}", f"docker://{job.staging}"]
@@ -119,8 +122,9 @@ class SkopeoPusher:
 
     name = "skopeo"
 
-    def __init__(self, executable: str) -> None:
+    def __init__(self, executable: str, source: Sequence[str] = ()) -> None:
         self.executable = executable
+        self.source = list(source)
 
     def push(self, job: PushJob) -> str:
         authfile = write_authfile(job.workdir, job.staging.domain)
@@ -131,7 +135,8 @@ class SkopeoPusher:
             # Its own session: a terminal's Ctrl-C reaches buildtool, which stops skopeo itself (as on SIGTERM).
             # The parent-death signal fires when this thread ends: it waits for skopeo below, so only a
             # buildtool that dies ends skopeo that way.
-            process = subprocess.Popen(command(self.executable, job, authfile, digestfile), stdout=subprocess.PIPE,
+            argv = command(self.executable, job, authfile, digestfile, self.source)
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                                        errors="replace", env={**os.environ, "TMPDIR": str(job.workdir)},
                                        start_new_session=True, preexec_fn=_dies_with_parent())

@@ -6,6 +6,7 @@ The real engine reports failures inside HTTP-200 streams; these tests script tho
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -46,8 +47,9 @@ def closed_port() -> int:
 ])
 def test_an_engine_that_does_not_answer_is_an_engine_error(monkeypatch, host):
     monkeypatch.setenv("DOCKER_HOST", host)
-    fix = r"; start the Docker engine \(systemctl start docker\) or set DOCKER_HOST"
-    with pytest.raises(EngineError, match=r"no Docker engine answers \(.*\)" + fix):
+    fix = r"; start the Docker engine \(systemctl start docker\), or fix DOCKER_HOST / the docker context"
+    answers = r"no Docker engine answers at " + re.escape(host) + r" \(from DOCKER_HOST;.*\)"
+    with pytest.raises(EngineError, match=answers + fix):
         Engine(timeout=5)
 
 

@@ -12,11 +12,13 @@ import os
 import signal
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from buildtool import push
 from buildtool.config import Config
+from buildtool.engine import Endpoint
 from buildtool.errors import BuildError, Interrupted, PushError
 from buildtool.interrupt import Token
 from buildtool.push.engine_push import EnginePusher
@@ -26,10 +28,13 @@ from buildtool.reference import hold_tag, parse
 
 from .test_registry_writes import MANIFEST, MANIFEST_DIGEST, Store, docker_config, serve  # noqa: F401
 
+LOCAL = Endpoint(None, "the default socket")
+
 
 class _Engine:
-    def __init__(self, containerd: bool = False) -> None:
+    def __init__(self, containerd: bool = False, endpoint: Endpoint = LOCAL) -> None:
         self.containerd = containerd
+        self.endpoint = endpoint
 
     def stores_images_in_containerd(self) -> bool:
         return self.containerd
@@ -83,6 +88,43 @@ def test_without_skopeo_the_engine_pushes_even_large_layers(without_skopeo):
 def test_skopeo_asked_for_but_missing_is_a_push_error_with_the_fix(without_skopeo):
     with pytest.raises(PushError, match=r"skopeo is not installed; install it \(apt-get install skopeo"):
         push.pusher_for(_config("skopeo"), _Engine(), 0)  # type: ignore[arg-type]
+
+
+def _tls(folder: Path) -> SimpleNamespace:
+    """What docker.tls.TLSConfig holds for DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH=folder (its files unread)."""
+    return SimpleNamespace(cert=(str(folder / "cert.pem"), str(folder / "key.pem")), ca_cert=str(folder / "ca.pem"),
+                           verify=True)
+
+
+@pytest.mark.parametrize("url, tls, expected", [
+    (None, False, []),
+    ("unix:///run/user/1000/docker.sock", False, ["--src-daemon-host", "unix:///run/user/1000/docker.sock"]),
+    ("tcp://build.example.com:2376", True,
+     ["--src-daemon-host", "tcp://build.example.com:2376", "--src-cert-dir", "/certs"]),
+    ("tcp://build.example.com:2375", False, None),  # skopeo would speak TLS to it: the engine pushes
+    ("ssh://builder@build.example.com", False, None),  # skopeo has no ssh transport
+])
+def test_skopeo_is_told_which_engine_to_read(url: str | None, tls: bool, expected: list[str] | None) -> None:
+    endpoint = Endpoint(url, "DOCKER_HOST", _tls(Path("/certs")) if tls else None)
+    assert endpoint.skopeo_source() == expected
+
+
+def test_a_remote_engine_skopeo_cannot_read_pushes_itself(with_skopeo):
+    remote = _Engine(endpoint=Endpoint("ssh://builder@build.example.com", "DOCKER_HOST"))
+    assert push.pusher_for(_config("auto"), remote, LARGE).name == "engine"  # type: ignore[arg-type]
+    with pytest.raises(PushError, match=r"skopeo cannot read the engine at ssh://builder@build.example.com"):
+        push.pusher_for(_config("skopeo"), remote, 0)  # type: ignore[arg-type]
+    tls = _Engine(endpoint=Endpoint("tcp://b:2376", "DOCKER_HOST", _tls(Path("/certs"))))
+    chosen = push.pusher_for(_config("auto"), tls, LARGE)  # type: ignore[arg-type]
+    assert isinstance(chosen, SkopeoPusher) and chosen.source == ["--src-daemon-host", "tcp://b:2376",
+                                                                  "--src-cert-dir", "/certs"]
+
+
+def test_skopeo_command_line_names_the_engine(tmp_path):
+    job = _job("127.0.0.1:5000", tmp_path)
+    source = ["--src-daemon-host", "tcp://b:2376", "--src-cert-dir", "/certs"]
+    argv = command("skopeo", job, tmp_path / "a", tmp_path / "d", source)
+    assert argv[argv.index("--src-daemon-host") + 1] == "tcp://b:2376" and argv.index("--src-cert-dir") < len(argv) - 2
 
 
 def _job(host: str, tmp_path: Path, token: Token | None = None, tag: str = "in-0123456789abcdef") -> push.PushJob:
