@@ -12,6 +12,7 @@ import pytest
 from kfp import Client as KfpClient
 
 from buildtool import cli, compiler, config, context, image_map, plan, reference, step_imports
+from buildtool import digest as digest_module
 
 from .conftest import write_project
 from .fake_engine import FakeRegistry
@@ -34,7 +35,7 @@ def lock_with_registry(project_path: Path, registry: FakeRegistry) -> config.Con
     images = {}
     for image in the_plan.images:
         ref = reference.parse(image.tagged)
-        digest = registry.store(ref.path, ref.tag or "latest")
+        digest = registry.store(ref.path, ref.tag or "latest", labels={digest_module.LABEL_INPUTS: image.inputs.digest})
         images[image.name] = image_map.LockedImage(f"{image.tagged}@{digest}", image.inputs.digest,
                                                    image.base_label, dict(image.inputs.items))
     lock = image_map.ImageMap(steps={i.step: images[i.name].reference for i in the_plan.images if i.step},

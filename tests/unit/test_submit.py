@@ -19,7 +19,8 @@ import pytest
 import trustme
 import yaml
 
-from buildtool import cli, reference
+from buildtool import cli, compiler, config, image_map, reference
+from buildtool.digest import LABEL_INPUTS
 from buildtool.errors import ClusterError
 from buildtool.submit import execute, kfp_api
 from buildtool.submit import plan as submit_plan
@@ -61,8 +62,10 @@ def test_resubmitting_the_same_file_creates_nothing(submit: Submitter) -> None:
 
 def test_a_changed_file_makes_one_new_version(submit: Submitter) -> None:
     assert submit()[0] == 0
-    text = submit.pipeline.read_text()
-    submit.pipeline.write_text(text.replace("generateName: pipeline-", "generateName: pipeline-x-"))
+    steps = submit.root / "pipeline" / "steps.py"  # a step's body edited, then compiled again: a new file
+    steps.write_text(steps.read_text().replace("    import os\n", "    import os  # edited\n", 1))
+    loaded = config.load(submit.root / "pyproject.toml")
+    assert compiler.compile_pipeline(loaded, loaded.output) == []
     assert submit()[0] == 0
     versions = submit.kfp.versions("pipeline")
     assert len(versions) == 3 and f"pipeline-{_sha(submit.pipeline)[:12]}" in versions
@@ -124,6 +127,7 @@ def _missing_from_registry(submit: Submitter) -> reference.Reference:
     ("missing-from-registry", "not in the registry"),
     ("map-not-a-lock", "image_map.yaml"),
     ("absent", "not found; compile it"),
+    ("stale", "is stale: "),
 ])
 def test_a_pipeline_that_fails_verification_is_never_uploaded(submit: Submitter, case: str, fragment: str) -> None:
     forgotten = None
@@ -131,6 +135,9 @@ def test_a_pipeline_that_fails_verification_is_never_uploaded(submit: Submitter,
         _unpinned(submit.pipeline)
     elif case == "missing-from-registry":
         forgotten = _missing_from_registry(submit)
+    elif case == "stale":  # a step's body edited since the pipeline was compiled: the cluster would run old code
+        steps = submit.root / "pipeline" / "steps.py"
+        steps.write_text(steps.read_text().replace("    import os\n", "    import os  # edited\n", 1))
     elif case == "map-not-a-lock":
         (submit.root / "image_map.yaml").write_text(
             (submit.root / "image_map.yaml").read_text().replace("training:", "trainer:", 1))
@@ -140,8 +147,10 @@ def test_a_pipeline_that_fails_verification_is_never_uploaded(submit: Submitter,
         code, out, err = submit("--run", *PARAMS)
     finally:
         if forgotten is not None:  # the registry is the module's: serve the manifest again (same digest)
-            submit.registry.store(forgotten.path, forgotten.tag or "")
-    assert code in (3, 10), err
+            inputs = {locked.reference: locked.inputs_digest
+                      for locked in image_map.load(submit.root / "image_map.yaml").images.values()}
+            submit.registry.store(forgotten.path, forgotten.tag or "", labels={LABEL_INPUTS: inputs[str(forgotten)]})
+    assert code in (3, 10, 13), err
     assert err.startswith("buildtool: error: ") and fragment in err and err.count("\n") == 1
     assert submit.kfp.requests == [] and submit.kfp.uploads == []
 
