@@ -84,11 +84,12 @@ def recorded(workflow: Mapping[str, Any]) -> str | None:
 def _comparable(workflow: Mapping[str, Any]) -> dict[str, Any]:
     """The workflow without what changes on every compile, templates by name."""
     copy = json.loads(json.dumps(workflow, sort_keys=True, default=str))
-    annotations = copy.get("metadata", {}).get("annotations")
+    metadata = copy.get("metadata") if isinstance(copy, dict) else None
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
     if isinstance(annotations, dict):
         for key in _VOLATILE:
             annotations.pop(key, None)
-    return copy  # type: ignore[no-any-return]
+    return copy if isinstance(copy, dict) else {}
 
 
 def _templates(workflow: Mapping[str, Any]) -> dict[str, Any]:

@@ -78,6 +78,11 @@ def digest_kept_content_edited(w: Workflow) -> None:
     template(w, "download-training-dataset")["container"]["imagePullPolicy"] = "Never"
 
 
+def metadata_null(w: Workflow) -> None:
+    """Found by the workflow fuzzer: the pins alone pass, and the comparison must not trip over a null."""
+    w["metadata"] = None
+
+
 WORKFLOW_ROWS: list[tuple[str, Callable[[Workflow], None], str]] = [
     ("old-step-source", old_step_source, "template training differs"),
     ("other-command", other_command, "template upload-model differs"),
@@ -88,6 +93,7 @@ WORKFLOW_ROWS: list[tuple[str, Callable[[Workflow], None], str]] = [
     ("parameter-default", parameter_default, "spec.arguments differs"),
     ("generate-name", other_entrypoint_name, "metadata.generateName differs"),
     ("digest-kept-content-edited", digest_kept_content_edited, "template download-training-dataset differs"),
+    ("metadata-null", metadata_null, "the workflow differs outside its templates"),
 ]
 
 
