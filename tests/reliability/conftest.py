@@ -28,7 +28,7 @@ import pytest
 from buildtool import cli, compiler, config
 
 from ..conftest import REPO, write_project
-from ..unit.test_compile_and_check import write_lock
+from ..helpers import write_lock
 
 GENERATED = ("image_map.yaml", "pipeline.yaml")
 

@@ -11,7 +11,7 @@ import yaml
 
 from buildtool import compiler
 
-from ..unit.test_compile_and_check import write_lock
+from ..helpers import write_lock
 
 SECRET_NAME = "platform-credentials"
 SECRET_KEYS = {"access_key": "PLATFORM_ACCESS_KEY", "secret_key": "PLATFORM_SECRET_KEY"}

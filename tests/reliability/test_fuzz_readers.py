@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from buildtool import compiler, image_map, verify
 
 from ..conftest import write_project
-from ..unit.test_compile_and_check import write_lock
+from ..helpers import write_lock
 from .conftest import DOCUMENTED, Outcome, run_in_process
 
 EXAMPLES = int(os.environ.get("BUILDTOOL_FUZZ_EXAMPLES", "100"))  # raise it for a longer hunt

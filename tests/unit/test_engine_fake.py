@@ -6,7 +6,6 @@ The real engine reports failures inside HTTP-200 streams; these tests script tho
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from buildtool.errors import BuildError, EngineError, Interrupted, PushError
 from buildtool.interrupt import Token
 
 from ..fake_engine import CUT, FakeEngine, FakeRegistry, probe_output, sha256
+from ..helpers import refused_port
 
 
 @pytest.fixture
@@ -34,20 +34,14 @@ def parts(fake_engine: tuple[FakeEngine, FakeRegistry], tmp_path: Path):
     client.close()
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("host", [
-    f"tcp://127.0.0.1:{closed_port()}",
+    "tcp://127.0.0.1:{refused}",
     "unix:///nonexistent/buildtool-test/docker.sock",
 ])
 def test_an_engine_that_does_not_answer_is_an_engine_error(monkeypatch, host):
-    monkeypatch.setenv("DOCKER_HOST", host)
     fix = r"; start one with scripts/infra-up.sh or set DOCKER_HOST"
-    with pytest.raises(EngineError, match=r"no Docker engine answers \(.*\)" + fix):
+    with refused_port() as port, pytest.raises(EngineError, match=r"no Docker engine answers \(.*\)" + fix):
+        monkeypatch.setenv("DOCKER_HOST", host.format(refused=port))
         Engine(timeout=5)
 
 

@@ -21,8 +21,8 @@ from buildtool.errors import CompileError, StaleMapError
 from buildtool.push.registry import Registry
 
 from ..fake_engine import FakeRegistry
+from ..helpers import write_lock
 from .conftest import FakeSetup
-from .test_compile_and_check import write_lock
 
 OTHER_PIN = "127.0.0.1:5000/t/training:in-0000000000000000@sha256:" + "9" * 64
 

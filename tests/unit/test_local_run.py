@@ -15,8 +15,8 @@ from buildtool.dev import local_run, run_checks
 from buildtool.engine import RunResult
 from buildtool.errors import EngineError, ImageMapError, RunError
 
+from ..helpers import write_lock
 from ..reliability.run_fixtures import SECRET_NAME, compile_project
-from .test_compile_and_check import write_lock
 
 SECRET = "sk-unit-7d1e-do-not-show"
 ARGUMENTS = {

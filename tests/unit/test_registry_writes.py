@@ -31,6 +31,8 @@ from buildtool.errors import RegistryError
 from buildtool.push.registry import MAX_WAIT, RETRIES, Manifest, Registry, realm_may_get_credentials, retry_policy
 from buildtool.reference import parse
 
+from ..helpers import refused_port
+
 USER, PASSWORD = "robot", "s3cret-pw"
 TRIES = 3
 FAST = retry_policy(retries=TRIES - 1, backoff=0.01)
@@ -267,11 +269,9 @@ def _reset(h: _Handler) -> None:
 
 
 def test_a_refused_connection_is_named_as_such(docker_config):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again: nothing listens there
     started = time.monotonic()
-    with pytest.raises(RegistryError, match=r"refused the connection \(nothing listens there\).*tried 3 time"):
+    with refused_port() as port, pytest.raises(RegistryError,
+                                               match=r"refused the connection \(nothing listens there\).*tried 3 time"):
         client().digest(parse(f"127.0.0.1:{port}/lab/training:t1"))
     assert time.monotonic() - started < 5
 
