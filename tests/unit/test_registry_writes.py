@@ -88,7 +88,7 @@ def serve() -> Iterator[Callable[..., Server]]:
 
     def start(handle: Callable[[_Handler], None], address: str = "127.0.0.1") -> Server:
         server = Server(handle, address)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()  # a quick shutdown
         servers.append(server)
         return server
 
