@@ -18,7 +18,6 @@ when that is HTTPS or on the registry's own loopback host; never from ~/.netrc.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import logging
 import re
 import threading
@@ -36,9 +35,9 @@ import urllib3
 from urllib3.exceptions import MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
-from ..engine import Credentials, stored_credentials
+from ..credentials import Credentials, stored_credentials
 from ..errors import RegistryError
-from ..reference import Reference, content_digest
+from ..reference import Reference, content_digest, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -145,17 +144,6 @@ class _BodyCut(Exception):
         self.tries = tries  # the sends urllib3 made for the request that got the cut answer
 
 
-def _is_loopback(host: str) -> bool:
-    """Whether a registry `host[:port]` (IPv6 in brackets) is on this machine: spoken to over plain HTTP."""
-    name = urllib.parse.urlsplit(f"//{host}").hostname or ""
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 class _NoAuth(requests.auth.AuthBase):
     """Send the headers as given: no credentials from ~/.netrc in place of a bearer token, or to another host."""
 
@@ -179,7 +167,7 @@ def realm_may_get_credentials(realm: str, registry_url: str) -> bool:
     if parts.scheme == "https":
         return True
     host = (parts.hostname or "").lower()
-    return parts.scheme == "http" and host == (home.hostname or "").lower() and _is_loopback(host)
+    return parts.scheme == "http" and host == (home.hostname or "").lower() and is_loopback(host)
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -276,7 +264,7 @@ class Registry:
         self._session.close()
 
     def _base_url(self, ref: Reference) -> str:
-        scheme = "http" if _is_loopback(ref.api_host) else "https"
+        scheme = "http" if is_loopback(ref.api_host) else "https"
         return f"{scheme}://{ref.api_host}/v2/{ref.path}"
 
     def _credentials(self, ref: Reference) -> Credentials | None:

@@ -21,11 +21,10 @@ import time
 import uuid
 from pathlib import Path
 
-from ..engine import stored_credentials
+from ..credentials import stored_credentials
 from ..errors import PushError
-from ..reference import DIGEST_RE
+from ..reference import DIGEST_RE, is_loopback
 from .job import PushJob
-from .registry import _is_loopback
 
 RETRY_TIMES = 3
 _KILL_AFTER = 1.0  # seconds between SIGTERM and SIGKILL when a push is stopped
@@ -59,7 +58,7 @@ def command(executable: str, job: PushJob, authfile: Path, digestfile: Path) -> 
     """The skopeo command line for `job` (plain HTTP, without TLS, only to a registry on this machine)."""
     argv = [executable, "copy", "--retry-times", str(RETRY_TIMES), "--dest-compress-level", str(job.level),
             "--digestfile", str(digestfile), "--authfile", str(authfile)]
-    if _is_loopback(job.staging.api_host):
+    if is_loopback(job.staging.api_host):
         argv.append("--dest-tls-verify=false")
     return argv + [f"docker-daemon:{job.local}", f"docker://{job.staging}"]
 
