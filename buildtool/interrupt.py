@@ -23,6 +23,7 @@ from .errors import Interrupted
 log = logging.getLogger(__name__)
 
 Stopper = Callable[[], None]
+SIGNALS = (signal.SIGINT, signal.SIGTERM)  # what stops a run: Ctrl-C, and what CI sends on cancel
 _PUBLISH_WAIT = 1.0  # seconds the handler waits for a registry write already in flight
 
 
@@ -121,7 +122,7 @@ def on_signals(token: Token) -> Iterator[Token]:
         token.cancel(signum)
         raise Interrupted(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
     try:
         yield token
     finally:

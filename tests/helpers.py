@@ -1,4 +1,5 @@
-"""Helpers shared by the test modules: a lock written for a project's tree, a port that refuses connections.
+"""Helpers shared by the test modules: a lock written for a project's tree, the exit codes of a failure, a port
+that refuses connections.
 
 (Fixtures live in the conftest.py files; the local registry and platform servers tests speak to, in
 tests/fake_engine.py and tests/platform_fixtures.py.)
@@ -11,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from buildtool import config, context, image_map, plan, step_imports
+from buildtool import config, context, image_map, interrupt, plan, step_imports
+from buildtool.errors import BuildtoolError, Interrupted
 
 EXTERNAL = "127.0.0.1:5000/lib/python:3.11"
 PIN = EXTERNAL + "@sha256:" + "1" * 64
@@ -31,6 +33,19 @@ def write_lock(project_path: Path) -> tuple[config.Config, image_map.ImageMap]:
                               images=images)
     image_map.write_atomic(loaded.image_map, image_map.render(lock))
     return loaded, lock
+
+
+def failure_exit_codes() -> set[int]:
+    """The codes a failure ends with, from buildtool/errors.py: each kind of error's own, and 128 + the number
+    of each signal that stops a run (Interrupted). Not 1: that is an unexpected error, a bug."""
+    codes = {128 + signum for signum in interrupt.SIGNALS}
+    kinds = list(BuildtoolError.__subclasses__())
+    while kinds:
+        kind = kinds.pop()
+        kinds += kind.__subclasses__()
+        if kind is not Interrupted:
+            codes.add(kind.exit_code)
+    return codes
 
 
 @contextmanager

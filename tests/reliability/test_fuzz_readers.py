@@ -1,6 +1,6 @@
 """Fuzzing the readers of files buildtool is pointed at: the image map and compiled workflows.
 
-Whatever the bytes, `check` and `verify` end in a code of README.md's exit-code table with at most one
+Whatever the bytes, `check` and `verify` end in a code of buildtool/errors.py with at most one
 error line, never "unexpected", quickly; and `verify` never passes a workflow that names an image the
 map does not hand out.
 """
