@@ -45,10 +45,6 @@ class ImageConfig:
     base_image: str | None = None  # an external reference (else the global one)
     build_args: tuple[tuple[str, str], ...] = ()
 
-    @property
-    def dockerfile_path(self) -> Path:
-        return self.context / self.dockerfile
-
 
 @dataclass(frozen=True)
 class Config:

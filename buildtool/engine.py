@@ -12,7 +12,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -27,10 +27,10 @@ from docker.utils import build as docker_build
 from . import reference
 from .errors import BuildError, EngineError, PushError
 from .interrupt import Token
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
 _STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")
 # What a call or a stream from the engine can raise besides an error chunk.
 _TRANSPORT_ERRORS = (DockerException, requests.RequestException, urllib3.exceptions.HTTPError, OSError)

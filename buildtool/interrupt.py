@@ -42,17 +42,9 @@ class Token:
     def cancelled(self) -> bool:
         return self._event.is_set()
 
-    @property
-    def signum(self) -> int:
-        return self._signum
-
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise Interrupted(self._signum or signal.SIGINT)
-
-    def wait(self, seconds: float) -> bool:
-        """Sleep up to `seconds`; True if the token was set meanwhile."""
-        return self._event.wait(seconds)
 
     @contextlib.contextmanager
     def stopping(self, stopper: Stopper) -> Iterator[None]:

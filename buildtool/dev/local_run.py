@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineError, RunError
+from ..progress import Events
 from .run_checks import escape, require_pinned, require_runnable
 
 if TYPE_CHECKING:
@@ -51,8 +52,6 @@ MASK = "***"
 TAIL_LINES = 25
 #: Label on every container a run starts (its value: the run's work folder), for `docker ps --filter label=...`.
 RUN_LABEL = "buildtool.run"
-
-Events = Callable[[str, str], None]
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _ARTIFACT_FROM = re.compile(r"^\{\{\s*tasks\.([^.{}\s]+)\.outputs\.artifacts\.([^.{}\s]+)\s*\}\}$")

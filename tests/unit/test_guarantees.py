@@ -4,7 +4,7 @@
 - the map (and any result file) is replaced atomically: a failed or concurrent write never shows a torn file;
 - a map entry whose reference does not carry its inputs tag is stale;
 - verify asks the registry for every pinned image and reports what it does not serve.
-The executor, `record` and the push-digest check are covered in test_build_executor.py.
+The executor, the map it writes and the push-digest check are covered in test_build_executor.py.
 """
 
 from __future__ import annotations
