@@ -30,15 +30,8 @@ from buildtool import cli, engine
 from buildtool.dev import run_checks
 from buildtool.errors import RunError
 
-from .run_fixtures import SECRET_NAME, compile_project
+from .run_fixtures import ACCESS, ARGUMENTS, ENVIRONMENT, SECRET, SECRET_NAME, compile_project
 
-SECRET = "sk-reliability-4b1f-never-shown"
-ACCESS = "rel-tester-7c2"
-ENVIRONMENT = {"PLATFORM_ACCESS_KEY": ACCESS, "PLATFORM_SECRET_KEY": SECRET}
-ARGUMENTS = {
-    "training_task_uid": "task-1", "training_dataset_uid": "ds-1", "model_uid": "model-1",
-    "learning_rate": "0.01", "host": "127.0.0.1", "port": "8080", "access_key": ACCESS, "secret_key": SECRET,
-}
 DOWNLOAD, TRAINING, UPLOAD = "download-training-dataset", "training", "upload-model"
 DOWNLOAD_OUT = f"{DOWNLOAD}-output"
 EVIL = "evil.example.com/miner:latest"
