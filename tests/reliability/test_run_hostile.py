@@ -30,6 +30,7 @@ from buildtool import cli, engine
 from buildtool.dev import run_checks
 from buildtool.errors import RunError
 
+from ..conftest import write_project
 from .run_fixtures import ACCESS, ARGUMENTS, ENVIRONMENT, SECRET, SECRET_NAME, compile_project
 
 DOWNLOAD, TRAINING, UPLOAD = "download-training-dataset", "training", "upload-model"
@@ -355,10 +356,25 @@ def tripwire(monkeypatch: pytest.MonkeyPatch) -> type[EngineTripwire]:
     return EngineTripwire
 
 
+@pytest.fixture(scope="module")
+def compiled_once(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, tuple[dict[str, Any], bytes]]:
+    """Each form of the real pipeline (plain, credentials from a Secret) compiled by kfp once for the table, with
+    its map: (workflow, image_map.yaml's bytes). A project's map does not depend on the folder it lies in."""
+    found = {}
+    for k8s_secret in (False, True):
+        project = write_project(tmp_path_factory.mktemp("project"))
+        workflow, _, _ = compile_project(project, k8s_secret=k8s_secret)
+        found[k8s_secret] = (workflow, (project.parent / "image_map.yaml").read_bytes())
+    return found
+
+
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
 def test_run_refuses(row: Row, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                     capsys: pytest.CaptureFixture[str], tripwire: type[EngineTripwire]) -> None:
-    workflow, _, path = compile_project(project, k8s_secret=row.k8s_secret)
+                     capsys: pytest.CaptureFixture[str], tripwire: type[EngineTripwire],
+                     compiled_once: dict[bool, tuple[dict[str, Any], bytes]]) -> None:
+    workflow, lock = compiled_once[row.k8s_secret]
+    (project.parent / "image_map.yaml").write_bytes(lock)
+    path = project.parent / "pipeline.yaml"
     if row.edit is not None:
         workflow = row.edit(copy.deepcopy(workflow), tmp_path)
     data = yaml.dump(workflow, sort_keys=False).encode()  # not safe_dump: an edit may share a node on purpose
