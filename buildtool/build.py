@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +28,12 @@ from .image_map import ImageMap, LockedImage
 from .interrupt import Token
 from .pip_check_cache import PipCheckCache
 from .plan import BUILD, ImagePlan, Plan
+from .progress import Events
 from .push import workdir
 from .push.registry import Registry
 
 log = logging.getLogger(__name__)
 
-Events = Callable[[str, str], None]  # (image name, message)
 LABEL_IMAGE = "buildtool.image"
 
 

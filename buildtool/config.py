@@ -46,10 +46,6 @@ class ImageConfig:
     base_image: str | None = None  # an external reference (else the global one)
     build_args: tuple[tuple[str, str], ...] = ()
 
-    @property
-    def dockerfile_path(self) -> Path:
-        return self.context / self.dockerfile
-
 
 @dataclass(frozen=True)
 class Config:
@@ -211,7 +207,7 @@ def _resolve(path: Path, key: str, target: Path) -> Path:
 def _check_registry(path: Path, registry: str, overridden: bool) -> None:
     """A first label without a dot, a port or `localhost` is a Docker Hub namespace, not a registry."""
     host = registry.split("/", 1)[0]
-    if "." in host or ":" in host or host == "localhost":
+    if reference.looks_like_domain(host):
         return
     source = " (from --registry or BUILDTOOL_REGISTRY)" if overridden else ""
     raise _fail(path, "registry", f"{registry!r}{source} has no dot, port or 'localhost', so images would go to "

@@ -14,10 +14,10 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import docker
 import requests
@@ -28,18 +28,31 @@ from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.utils import build as docker_build
 
 from . import reference
-from .context import BuildContext
 from .errors import BuildError, EngineError, PushError
 from .interrupt import Token
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
 _STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")
 # What a call or a stream from the engine can raise besides an error chunk.
 _TRANSPORT_ERRORS = (DockerException, requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 _TAIL_LINES = 25
 _HEARTBEAT = 15.0  # seconds between progress lines during one long Dockerfile step
+
+
+class BuildSources(Protocol):
+    """What a build sends: context.BuildContext has these fields. (Named here, not imported: context.py calls
+    this module for docker-py's `.dockerignore` matcher.)"""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def dockerfile(self) -> str: ...
+
+    @property
+    def excludes(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -59,34 +72,6 @@ class Bind:
     read_only: bool = False
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """What the engine's credential store (`docker login`, credential helpers included) holds for a registry."""
-
-    username: str
-    password: str
-    identity_token: str | None = None
-
-    def __repr__(self) -> str:  # never a secret in a log or a traceback
-        return f"Credentials(username={self.username!r}, password=***)"
-
-
-def stored_credentials(domain: str) -> Credentials | None:
-    """The engine's stored credentials for registry `domain` (DOCKER_CONFIG or ~/.docker/config.json), or None.
-
-    Read through the docker SDK, as the engine's own CLI reads them: `auths`, `credsStore` and `credHelpers`.
-    """
-    registry = None if domain == reference.DOCKER_HUB else domain
-    try:
-        found = docker_auth.resolve_authconfig(docker_auth.load_config(), registry=registry)
-    except Exception as exc:  # a broken credential helper must not hide the real request
-        log.debug("no credentials for %s: %s", domain, exc.__class__.__name__)
-        return None
-    if found and found.get("username") and found.get("password"):
-        return Credentials(str(found["username"]), str(found["password"]), found.get("IdentityToken"))
-    return None
-
-
 def context_paths(root: Path, excludes: list[str], dockerfile: str) -> set[str]:
     """The paths below `root` that a build sends, by docker-py's own `.dockerignore` matcher (no engine call)."""
     # exclude_paths appends to the list it is given: hand it a copy.
@@ -94,7 +79,7 @@ def context_paths(root: Path, excludes: list[str], dockerfile: str) -> set[str]:
     return kept
 
 
-def context_tar(context: BuildContext) -> IO[bytes]:
+def context_tar(context: BuildSources) -> IO[bytes]:
     """The context as docker-py sends it (a temp file, rewound): the same files `context_paths` listed."""
     fileobj: IO[bytes] = docker_build.tar(
         str(context.root), exclude=list(context.excludes), dockerfile=(context.dockerfile, None))
@@ -219,7 +204,7 @@ class Engine:
     def close(self) -> None:
         self._client.close()
 
-    def build(self, context: BuildContext, tag: str, build_args: Mapping[str, str], *, platform: str | None = None,
+    def build(self, context: BuildSources, tag: str, build_args: Mapping[str, str], *, platform: str | None = None,
               labels: Mapping[str, str] | None = None, cache_from: list[str] | None = None,
               progress: Progress = _no_progress) -> str:
         """Build `context` as `tag`; return the image ID. BuildError names the failing step and shows the log's tail."""

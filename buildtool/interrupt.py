@@ -23,6 +23,7 @@ from .errors import Interrupted
 log = logging.getLogger(__name__)
 
 Stopper = Callable[[], None]
+SIGNALS = (signal.SIGINT, signal.SIGTERM)  # what stops a run: Ctrl-C, and what CI sends on cancel
 _PUBLISH_WAIT = 1.0  # seconds the handler waits for a registry write already in flight
 
 
@@ -41,17 +42,9 @@ class Token:
     def cancelled(self) -> bool:
         return self._event.is_set()
 
-    @property
-    def signum(self) -> int:
-        return self._signum
-
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise Interrupted(self._signum or signal.SIGINT)
-
-    def wait(self, seconds: float) -> bool:
-        """Sleep up to `seconds`; True if the token was set meanwhile."""
-        return self._event.wait(seconds)
 
     @contextlib.contextmanager
     def stopping(self, stopper: Stopper) -> Iterator[None]:
@@ -121,7 +114,7 @@ def on_signals(token: Token) -> Iterator[Token]:
         token.cancel(signum)
         raise Interrupted(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
     try:
         yield token
     finally:

@@ -7,7 +7,9 @@ Follows the grammar of the distribution project's `reference` package
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
+import urllib.parse
 from dataclasses import dataclass
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -69,8 +71,21 @@ class Reference:
         return text
 
 
-def _looks_like_domain(first: str) -> bool:
+def looks_like_domain(first: str) -> bool:
+    """Whether the first component of a name is a registry host: it has a dot or a port, or is `localhost`.
+    Anything else is a Docker Hub namespace (`library/python`)."""
     return "." in first or ":" in first or first == "localhost"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a registry `host[:port]` (IPv6 in brackets) is on this machine: spoken to over plain HTTP."""
+    name = urllib.parse.urlsplit(f"//{host}").hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def parse(text: str) -> Reference:
@@ -79,7 +94,7 @@ def parse(text: str) -> Reference:
     if not match:
         raise ValueError(f"not a valid image reference: {text!r}")
     domain, path = match["domain"], match["path"]
-    if domain is not None and not _looks_like_domain(domain):
+    if domain is not None and not looks_like_domain(domain):
         # "library/python" style: the first component is part of the path.
         path, domain = f"{domain}/{path}", None
         if not _PATH.match(path):

@@ -65,6 +65,19 @@ def _no_override_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(scope="session")
+def _worker_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder per test process (each pytest-xdist worker has its own)."""
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(monkeypatch: pytest.MonkeyPatch, _worker_cache: Path) -> None:
+    """Builds keep the pip-check cache under XDG_CACHE_HOME: this worker's, never the user's nor another
+    worker's (a test changing it could change what a test in a parallel worker sees)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_worker_cache))
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """Path of the pyproject.toml of a fresh small project."""

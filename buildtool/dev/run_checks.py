@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import image_map, reference, verify, yaml_io
-from ..config import Config
+from ..config import PULL_POLICIES, Config
 from ..errors import BuildtoolError, RunError
 from ..image_map import ImageMap
 
@@ -24,8 +24,7 @@ __all__ = ["MAX_TASKS", "MAX_TEMPLATES", "MAX_WORKFLOW_BYTES", "NAME_RE", "escap
            "read_workflow", "require_pinned", "require_runnable", "workflow_images"]
 
 MAX_WORKFLOW_BYTES = yaml_io.MAX_BYTES  # the one cap on YAML buildtool reads; ~30 times a compiled pipeline
-#: Mappings, lists and scalars in the parsed document.
-MAX_TEMPLATES = 1000
+MAX_TEMPLATES = verify.MAX_TEMPLATES
 MAX_TASKS = 1000
 
 #: Task, template, artifact and parameter names: one path component, no '.' or '..', no separator.
@@ -34,7 +33,6 @@ ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 #: A path inside the container where an artifact is mounted: absolute, plain components, no ':' or ','
 #: (the engine's bind syntax), no '.' or '..'.
 CONTAINER_PATH_RE = re.compile(r"(?:/[A-Za-z0-9_+@=-][A-Za-z0-9_.+@=-]{0,254}){1,32}")
-PULL_POLICIES = frozenset({"Always", "IfNotPresent", "Never"})
 
 # Every key local_run implements (or may ignore because it grants nothing on the host), by place.
 _WORKFLOW = frozenset({"apiVersion", "kind", "metadata", "spec"})

@@ -22,12 +22,13 @@ import posixpath
 import stat
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineError, Interrupted, RunError
+from ..progress import Events
 from . import local_run as lr
 from .local_run import RUN_LABEL, RunPlan, Scope, StepRun
 from .run_checks import escape
@@ -43,7 +44,6 @@ MAX_PARAMETER_BYTES = 256 * 1024  # Argo keeps a parameter in the node's status;
 TAIL_LINES = 25
 MAX_NODES = 2000
 
-Events = Callable[[str, str], None]
 
 
 def _no_events(_: str, __: str) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..interrupt import Token
+from ..progress import Progress
 from ..reference import Reference
 
-Progress = Callable[[str], None]
 STAGING = "staging"  # the last path component of the repository an image waits in while it is checked
 
 

@@ -18,7 +18,6 @@ when that is HTTPS or on the registry's own loopback host; never from ~/.netrc.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import logging
 import re
 import shutil
@@ -39,9 +38,9 @@ import urllib3
 from urllib3.exceptions import MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
-from ..engine import Credentials, stored_credentials
+from ..credentials import Credentials, stored_credentials
 from ..errors import RegistryError
-from ..reference import DIGEST_RE, Reference, content_digest
+from ..reference import DIGEST_RE, Reference, content_digest, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -165,18 +164,7 @@ def engine_ca(host: str, certs: Path = ENGINE_CERTS) -> Path | None:
 
 def uses_tls(host: str, certs: Path = ENGINE_CERTS) -> bool:
     """HTTPS, except to a registry on this machine that has no CA of its own in the engine's certs.d."""
-    return not _is_loopback(host) or engine_ca(host, certs) is not None
-
-
-def _is_loopback(host: str) -> bool:
-    """Whether a registry `host[:port]` (IPv6 in brackets) is on this machine: spoken to over plain HTTP."""
-    name = urllib.parse.urlsplit(f"//{host}").hostname or ""
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return not is_loopback(host) or engine_ca(host, certs) is not None
 
 
 class _NoAuth(requests.auth.AuthBase):
@@ -202,7 +190,7 @@ def realm_may_get_credentials(realm: str, registry_url: str) -> bool:
     if parts.scheme == "https":
         return True
     host = (parts.hostname or "").lower()
-    return parts.scheme == "http" and host == (home.hostname or "").lower() and _is_loopback(host)
+    return parts.scheme == "http" and host == (home.hostname or "").lower() and is_loopback(host)
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

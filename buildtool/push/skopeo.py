@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..engine import stored_credentials
+from ..credentials import stored_credentials
 from ..errors import PushError
 from ..reference import DIGEST_RE
 from . import workdir

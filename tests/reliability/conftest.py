@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -27,20 +26,13 @@ import pytest
 
 from buildtool import cli, compiler, config
 
-from ..conftest import REPO, write_project
-from ..unit.test_compile_and_check import write_lock
+from ..conftest import write_project
+from ..helpers import failure_exit_codes, write_lock
 
 GENERATED = ("image_map.yaml", "pipeline.yaml")
 
 
-def documented_exit_codes() -> set[int]:
-    """The codes of README.md's exit-code table: the only ones a failure may end with."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    table = text.split("### Exit codes", 1)[1].split("\n\n", 2)[1]
-    return {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)}
-
-
-DOCUMENTED = documented_exit_codes()
+DOCUMENTED = failure_exit_codes()  # the only codes a failure may end with
 
 
 @dataclass(frozen=True)
@@ -120,7 +112,7 @@ class Guard:
 
 def assert_refused(outcome: Outcome, code: int, fragment: str, *, secrets: Sequence[str] = ()) -> str:
     """The documented code, one `buildtool: error:` line holding `fragment`, no secret; returns the line."""
-    assert code != 0 and code in DOCUMENTED, f"{code} is not a failure code of README.md's table {sorted(DOCUMENTED)}"
+    assert code != 0 and code in DOCUMENTED, f"{code} is not a failure code of buildtool/errors.py {sorted(DOCUMENTED)}"
     assert outcome.code == code, f"exit {outcome.code}, expected {code}: {outcome.err!r}"
     lines = outcome.err.splitlines()
     assert len(lines) == 1, f"expected one line on stderr, got {outcome.err!r}"

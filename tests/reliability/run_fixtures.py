@@ -11,12 +11,20 @@ import yaml
 
 from buildtool import compiler
 
-from ..unit.test_compile_and_check import write_lock
+from ..helpers import write_lock
 
 SECRET_NAME = "platform-credentials"
 SECRET_KEYS = {"access_key": "PLATFORM_ACCESS_KEY", "secret_key": "PLATFORM_SECRET_KEY"}
 #: The steps that talk to the platform.
 PLATFORM_TASKS = ("download-training-dataset", "upload-model")
+#: The credentials a run is given (never to be shown), as parameters or host variables.
+SECRET = "sk-reliability-4b1f-never-shown"
+ACCESS = "rel-tester-7c2"
+ENVIRONMENT = {"PLATFORM_ACCESS_KEY": ACCESS, "PLATFORM_SECRET_KEY": SECRET}
+ARGUMENTS = {
+    "training_task_uid": "task-1", "training_dataset_uid": "ds-1", "model_uid": "model-1",
+    "learning_rate": "0.01", "host": "127.0.0.1", "port": "8080", "access_key": ACCESS, "secret_key": SECRET,
+}
 
 
 def compile_project(project: Path, *, k8s_secret: bool = False) -> tuple[dict[str, Any], dict[str, str], Path]:

@@ -1,6 +1,6 @@
 """Fuzzing the readers of files buildtool is pointed at: the image map and compiled workflows.
 
-Whatever the bytes, `check` and `verify` end in a code of README.md's exit-code table with at most one
+Whatever the bytes, `check` and `verify` end in a code of buildtool/errors.py with at most one
 error line, never "unexpected", quickly; and `verify` never passes a workflow that names an image the
 map does not hand out.
 """
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from buildtool import compiler, image_map, verify
 
 from ..conftest import write_project
-from ..unit.test_compile_and_check import write_lock
+from ..helpers import write_lock
 from .conftest import DOCUMENTED, Outcome, run_in_process
 
 EXAMPLES = int(os.environ.get("BUILDTOOL_FUZZ_EXAMPLES", "100"))  # raise it for a longer hunt

@@ -17,8 +17,7 @@ import pytest
 from buildtool.dev import local_run, run_checks
 from buildtool.errors import RunError
 
-from .run_fixtures import compile_project
-from .test_run_hostile import ARGUMENTS, ENVIRONMENT
+from .run_fixtures import ARGUMENTS, ENVIRONMENT, compile_project
 
 CASES = 300
 SECONDS_PER_CASE = 2.0

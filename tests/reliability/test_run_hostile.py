@@ -30,15 +30,9 @@ from buildtool import cli, engine
 from buildtool.dev import run_checks
 from buildtool.errors import RunError
 
-from .run_fixtures import SECRET_NAME, compile_project
+from ..conftest import write_project
+from .run_fixtures import ACCESS, ARGUMENTS, ENVIRONMENT, SECRET, SECRET_NAME, compile_project
 
-SECRET = "sk-reliability-4b1f-never-shown"
-ACCESS = "rel-tester-7c2"
-ENVIRONMENT = {"PLATFORM_ACCESS_KEY": ACCESS, "PLATFORM_SECRET_KEY": SECRET}
-ARGUMENTS = {
-    "training_task_uid": "task-1", "training_dataset_uid": "ds-1", "model_uid": "model-1",
-    "learning_rate": "0.01", "host": "127.0.0.1", "port": "8080", "access_key": ACCESS, "secret_key": SECRET,
-}
 DOWNLOAD, TRAINING, UPLOAD = "download-training-dataset", "training", "upload-model"
 DOWNLOAD_OUT = f"{DOWNLOAD}-output"
 EVIL = "evil.example.com/miner:latest"
@@ -381,10 +375,25 @@ def tripwire(monkeypatch: pytest.MonkeyPatch) -> type[EngineTripwire]:
     return EngineTripwire
 
 
+@pytest.fixture(scope="module")
+def compiled_once(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, tuple[dict[str, Any], bytes]]:
+    """Each form of the real pipeline (plain, credentials from a Secret) compiled by kfp once for the table, with
+    its map: (workflow, image_map.yaml's bytes). A project's map does not depend on the folder it lies in."""
+    found = {}
+    for k8s_secret in (False, True):
+        project = write_project(tmp_path_factory.mktemp("project"))
+        workflow, _, _ = compile_project(project, k8s_secret=k8s_secret)
+        found[k8s_secret] = (workflow, (project.parent / "image_map.yaml").read_bytes())
+    return found
+
+
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
 def test_run_refuses(row: Row, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                     capsys: pytest.CaptureFixture[str], tripwire: type[EngineTripwire]) -> None:
-    workflow, _, path = compile_project(project, k8s_secret=row.k8s_secret)
+                     capsys: pytest.CaptureFixture[str], tripwire: type[EngineTripwire],
+                     compiled_once: dict[bool, tuple[dict[str, Any], bytes]]) -> None:
+    workflow, lock = compiled_once[row.k8s_secret]
+    (project.parent / "image_map.yaml").write_bytes(lock)
+    path = project.parent / "pipeline.yaml"
     if row.edit is not None:
         workflow = row.edit(copy.deepcopy(workflow), tmp_path)
     data = yaml.dump(workflow, sort_keys=False).encode()  # not safe_dump: an edit may share a node on purpose

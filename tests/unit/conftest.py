@@ -1,10 +1,13 @@
-"""Unit fixtures: a small project wired to a fake engine and a fake registry (tests/fake_engine.py)."""
+"""Unit fixtures: a small project wired to a fake engine and a fake registry (tests/fake_engine.py); a scripted
+HTTP server (`serve`) and the engine's credential store (`docker_config`) for the registry client's tests."""
 
 from __future__ import annotations
 
+import base64
+import json
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from buildtool import cli
 
 from ..conftest import write_project
 from ..fake_engine import FakeEngine, FakeRegistry, fakes
+from ..helpers import Handler, Server
 
 CLI_DEADLINE = 30.0  # seconds; a whole fake build takes about one
 
@@ -95,3 +99,42 @@ def fake(tmp_path: Path, fake_engine: tuple[FakeEngine, FakeRegistry],
     path.write_text(text)
     registry.store("lib/python", "3.11")
     return FakeSetup(engine, registry, path, capsys)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(handle: Callable[[Handler], None], address: str = "127.0.0.1") -> Server:
+        server = Server(handle, address)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()  # a quick shutdown
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, tuple[str, str]]], None]:
+    """Write the engine's credential store (config.json, as `docker login` does) and point DOCKER_CONFIG at it.
+    HOME moves too, with a ~/.netrc that must never be read."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text("machine 127.0.0.1 login netrc-user password netrc-secret\n"
+                                 "machine 127.0.0.2 login netrc-user password netrc-secret\n")
+    (home / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("NETRC", raising=False)
+    folder = tmp_path / "docker"
+    folder.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+
+    def write(auths: dict[str, tuple[str, str]]) -> None:
+        entries = {host: {"auth": base64.b64encode(f"{u}:{p}".encode()).decode()} for host, (u, p) in auths.items()}
+        (folder / "config.json").write_text(json.dumps({"auths": entries}))
+
+    write({})
+    return write

@@ -17,7 +17,7 @@ import yaml
 from buildtool import cli, compiler, config, freshness, verify
 from buildtool.errors import CompileError, ConfigError, StalePipelineError
 
-from .test_compile_and_check import EXTERNAL, write_lock
+from ..helpers import EXTERNAL, write_lock
 
 ORDINARY = Path(__file__).resolve().parents[1] / "fixtures" / "ordinary"
 REPORT = "127.0.0.1:5000/thirdparty/report"

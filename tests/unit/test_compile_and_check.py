@@ -5,27 +5,10 @@ import json
 import pytest
 import yaml
 
-from buildtool import cli, compiler, config, context, image_map, plan, staleness, step_imports, verify
+from buildtool import cli, compiler, config, image_map, staleness, verify
 from buildtool.errors import CompileError, ImageMapError, RegistryError, StaleMapError
 
-EXTERNAL = "127.0.0.1:5000/lib/python:3.11"
-PIN = EXTERNAL + "@sha256:" + "1" * 64
-
-
-def write_lock(project_path):
-    """A map exactly as `build --push` would write it for the current tree (digests invented)."""
-    loaded = config.load(project_path)
-    contexts = {i.name: context.scan(i.context) for i in loaded.images}
-    inputs = plan.compute_inputs(loaded, contexts, {EXTERNAL: "sha256:" + "1" * 64}, step_imports.for_config(loaded))
-    the_plan = plan.make_plan(loaded, inputs, {EXTERNAL: PIN}, {}, None)
-    images = {}
-    for n, image in enumerate(the_plan.images):
-        images[image.name] = image_map.LockedImage(f"{image.tagged}@sha256:{str(n) * 64}", image.inputs.digest,
-                                                   image.base_label, dict(image.inputs.items))
-    lock = image_map.ImageMap(steps={i.step: images[i.name].reference for i in the_plan.images if i.step},
-                              images=images)
-    image_map.write_atomic(loaded.image_map, image_map.render(lock))
-    return loaded, lock
+from ..helpers import refused_port, write_lock
 
 
 def test_compile_pins_every_image_as_the_map_says(project):
@@ -127,21 +110,18 @@ def test_an_unreachable_registry_is_one_error_line_without_urllib3s_retry_warnin
     """`verify` against a registry port where nothing listens: the retries happen (urllib3 would warn of each),
     and stderr holds only the error, naming the failure and the tries."""
     import os
-    import socket
     import subprocess
     import sys
 
     loaded, _ = write_lock(project)
     compiler.compile_pipeline(loaded, loaded.output)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again: nothing listens there
-    for path in (loaded.image_map, loaded.output):
-        path.write_text(path.read_text().replace("127.0.0.1:5000/", f"127.0.0.1:{port}/"))
-    env = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "no-docker-config"),
-           "BUILDTOOL_REGISTRY": f"127.0.0.1:{port}"}  # the lock is bound to the configured registry
-    done = subprocess.run([sys.executable, "-m", "buildtool", "--config", str(project), "verify"],
-                          capture_output=True, text=True, env=env, timeout=60)
+    with refused_port() as port:
+        for path in (loaded.image_map, loaded.output):
+            path.write_text(path.read_text().replace("127.0.0.1:5000/", f"127.0.0.1:{port}/"))
+        env = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "no-docker-config"),
+               "BUILDTOOL_REGISTRY": f"127.0.0.1:{port}"}  # the lock is bound to the configured registry
+        done = subprocess.run([sys.executable, "-m", "buildtool", "--config", str(project), "verify"],
+                              capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == RegistryError.exit_code
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("buildtool: error: ")
     assert f"registry 127.0.0.1:{port} refused the connection" in done.stderr and "(tried 4 time(s))" in done.stderr

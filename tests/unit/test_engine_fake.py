@@ -7,7 +7,6 @@ The real engine reports failures inside HTTP-200 streams; these tests script tho
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from buildtool.errors import BuildError, EngineError, Interrupted, PushError
 from buildtool.interrupt import Token
 
 from ..fake_engine import CUT, FakeEngine, FakeRegistry, probe_output, sha256
+from ..helpers import refused_port
 
 
 @pytest.fixture
@@ -35,22 +35,18 @@ def parts(fake_engine: tuple[FakeEngine, FakeRegistry], tmp_path: Path):
     client.close()
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("host", [
-    f"tcp://127.0.0.1:{closed_port()}",
+    "tcp://127.0.0.1:{refused}",
     "unix:///nonexistent/buildtool-test/docker.sock",
 ])
 def test_an_engine_that_does_not_answer_is_an_engine_error(monkeypatch, host):
-    monkeypatch.setenv("DOCKER_HOST", host)
     fix = r"; start the Docker engine \(systemctl start docker\), or fix DOCKER_HOST / the docker context"
-    answers = r"no Docker engine answers at " + re.escape(host) + r" \(from DOCKER_HOST;.*\)"
-    with pytest.raises(EngineError, match=answers + fix):
-        Engine(timeout=5)
+    with refused_port() as port:
+        url = host.format(refused=port)
+        monkeypatch.setenv("DOCKER_HOST", url)
+        answers = r"no Docker engine answers at " + re.escape(url) + r" \(from DOCKER_HOST;.*\)"
+        with pytest.raises(EngineError, match=answers + fix):
+            Engine(timeout=5)
 
 
 def test_build_sends_the_context_args_and_labels_and_returns_the_image_id(parts):

@@ -12,7 +12,7 @@ import yaml
 from buildtool import compiler, config, digest, image_map, staleness, verify
 from buildtool.errors import CompileError, ImageMapError, VerifyError
 
-from .test_compile_and_check import write_lock
+from ..helpers import write_lock
 
 NOT_BUILT = "; an image buildtool does not build must be pinned and its repository listed in external_images"
 PIN = "r.example/t/training:in-1@sha256:" + "1" * 64

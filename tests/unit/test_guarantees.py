@@ -4,7 +4,7 @@
 - the map (and any result file) is replaced atomically: a failed or concurrent write never shows a torn file;
 - a map entry whose reference does not carry its inputs tag is stale;
 - verify asks the registry for every pinned image and reports what it does not serve.
-The executor, `record` and the push-digest check are covered in test_build_executor.py.
+The executor, the map it writes and the push-digest check are covered in test_build_executor.py.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from buildtool.push.registry import Registry
 from buildtool.reference import hold_tag, parse
 
 from ..fake_engine import FakeRegistry
+from ..helpers import write_lock
 from .conftest import FakeSetup
-from .test_compile_and_check import write_lock
 
 OTHER_PIN = "127.0.0.1:5000/t/training:in-0000000000000000@sha256:" + "9" * 64
 

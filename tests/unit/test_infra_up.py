@@ -45,7 +45,7 @@ class _Registry(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def registry() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Registry)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()  # a quick shutdown
     yield f"127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()

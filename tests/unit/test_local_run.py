@@ -17,8 +17,9 @@ from buildtool.dev import local_run, run_checks, run_exec
 from buildtool.engine import Bind, RunResult
 from buildtool.errors import EngineError, ImageMapError, RunError
 
+from ..conftest import write_project
+from ..helpers import write_lock
 from ..reliability.run_fixtures import SECRET_NAME, compile_project
-from .test_compile_and_check import write_lock
 
 SECRET = "sk-unit-7d1e-do-not-show"
 ARGUMENTS = {
@@ -28,10 +29,17 @@ ARGUMENTS = {
 DOWNLOAD, TRAINING, UPLOAD = "download-training-dataset", "training", "upload-model"
 
 
+@pytest.fixture(scope="module")
+def _compiled_once(tmp_path_factory):
+    return compile_project(write_project(tmp_path_factory.mktemp("project")))
+
+
 @pytest.fixture
-def compiled(project):
-    """(workflow, step -> pinned image, its path) of the real pipeline."""
-    return compile_project(project)
+def compiled(_compiled_once):
+    """(workflow, step -> pinned image, its path) of the real pipeline. kfp compiles it once for the module;
+    each test gets its own copy of the workflow (tests edit it), and only reads the file."""
+    workflow, images, path = _compiled_once
+    return copy.deepcopy(workflow), dict(images), path
 
 
 def preview(workflow, arguments):
@@ -230,10 +238,17 @@ def test_cli_run_dry_run_prints_the_plan_masked(compiled, capsys, monkeypatch):
 HOST_ENV = {"PLATFORM_ACCESS_KEY": "tester", "PLATFORM_SECRET_KEY": SECRET}
 
 
+@pytest.fixture(scope="module")
+def _with_secret_once(tmp_path_factory):
+    return compile_project(write_project(tmp_path_factory.mktemp("project")), k8s_secret=True)
+
+
 @pytest.fixture
-def with_secret(project):
-    """The real pipeline with download and upload taking PLATFORM_* from the Secret, as kfp compiles it."""
-    return compile_project(project, k8s_secret=True)
+def with_secret(_with_secret_once):
+    """The real pipeline with download and upload taking PLATFORM_* from the Secret, as kfp compiles it
+    (once for the module; a copy of the workflow for each test)."""
+    workflow, images, path = _with_secret_once
+    return copy.deepcopy(workflow), dict(images), path
 
 
 def test_secret_variables_come_from_the_host_environment_not_argv(with_secret):

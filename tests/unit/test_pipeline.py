@@ -24,8 +24,8 @@ from pipeline import steps
 from pipeline.training_pipeline import SECRET_KEY_TO_ENV
 
 from ..conftest import REPO
+from ..helpers import write_lock
 from ..platform_fixtures import ACCESS_KEY, DATASET_UID, SECRET_KEY
-from .test_compile_and_check import write_lock
 
 SECRET = "platform-credentials"
 PLATFORM_STEPS = {"download-training-dataset", "upload-model"}

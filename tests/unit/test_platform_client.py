@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 import tracemalloc
 from pathlib import Path
@@ -15,6 +14,8 @@ import pytest
 from buildtool.dev.platform_server import stored_path
 from platform_client import FILE_KINDS, PlatformClient, PlatformError
 from tests.platform_fixtures import ACCESS_KEY, DATASET_UID, SECRET_KEY, Fault
+
+from ..helpers import refused_port
 
 
 @pytest.fixture(autouse=True)
@@ -163,14 +164,9 @@ def test_a_server_that_never_answers_times_out_in_bounded_time(silent_server, ma
 
 
 def test_nothing_listening_is_a_clear_connection_error(make_platform_client):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    client = make_platform_client(port, retries=1)
-
     expected = r"login as 'pipeline-tester'.*failed after 2 attempt\(s\): connection failed: .*refused"
-    with pytest.raises(PlatformError, match=expected):
-        client.login()
+    with refused_port() as port, pytest.raises(PlatformError, match=expected):
+        make_platform_client(port, retries=1).login()
 
 
 def test_upload_and_accuracy_arrive_on_disk(platform_server, make_platform_client, tmp_path):

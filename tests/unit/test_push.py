@@ -1,7 +1,7 @@
 """The push's decisions and its rule: which pusher, the content tag only after the check, nothing after a signal.
 
 The registry is a real local HTTP server keeping manifests per repository as the
-distribution server does (tests/unit/test_registry_writes.py); the pusher is a
+distribution server does (tests/helpers.py, Store); the pusher is a
 stand-in that stores a manifest under the staging tag, as skopeo or the engine
 would. The real ones run in tests/integration/test_push_safety.py.
 """
@@ -26,7 +26,7 @@ from buildtool.push.registry import Manifest, Registry, retry_policy
 from buildtool.push.skopeo import SkopeoPusher, command
 from buildtool.reference import hold_tag, parse
 
-from .test_registry_writes import MANIFEST, MANIFEST_DIGEST, Store, docker_config, serve  # noqa: F401
+from ..helpers import MANIFEST, MANIFEST_DIGEST, Store
 
 LOCAL = Endpoint(None, "the default socket")
 

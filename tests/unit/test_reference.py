@@ -43,3 +43,20 @@ def test_parse_applies_docker_hub_defaults_and_keeps_local_registries():
 def test_parse_rejects_garbage():
     with pytest.raises(ValueError):
         reference.parse("UPPER/case:tag")
+
+
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1:5000", True), ("localhost:5000", True), ("localhost", True), ("[::1]:5000", True),
+    ("127.1.2.3", True), ("registry.example.com", False), ("ghcr.io", False), ("10.0.0.5:5000", False),
+    ("[2001:db8::1]:443", False),
+])
+def test_only_registries_on_this_machine_get_plain_http(host, loopback):
+    assert reference.is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize("first, domain", [
+    ("registry.example.com", True), ("127.0.0.1:5000", True), ("localhost", True), ("myhost:443", True),
+    ("library", False), ("lab", False), ("localhost2", False),
+])
+def test_a_first_component_is_a_registry_host_only_with_a_dot_a_port_or_localhost(first, domain):
+    assert reference.looks_like_domain(first) is domain

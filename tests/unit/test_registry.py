@@ -1,18 +1,7 @@
 import os
 
-import pytest
-
 from buildtool.push import registry
 from buildtool.reference import parse
-
-
-@pytest.mark.parametrize("host, loopback", [
-    ("127.0.0.1:5000", True), ("localhost:5000", True), ("localhost", True), ("[::1]:5000", True),
-    ("127.1.2.3", True), ("registry.example.com", False), ("ghcr.io", False), ("10.0.0.5:5000", False),
-    ("[2001:db8::1]:443", False),
-])
-def test_only_registries_on_this_machine_get_plain_http(host, loopback):
-    assert registry._is_loopback(host) is loopback
 
 
 def test_a_registry_with_its_own_ca_in_the_engines_certs_d_is_spoken_to_over_tls(tmp_path):

@@ -10,18 +10,13 @@ from a real engine config file (DOCKER_CONFIG), as `docker login` writes it.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import http.server
 import io
-import json
 import socket
 import struct
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import urllib3
@@ -31,92 +26,11 @@ from buildtool.errors import RegistryError
 from buildtool.push.registry import MAX_WAIT, RETRIES, Manifest, Registry, realm_may_get_credentials, retry_policy
 from buildtool.reference import parse
 
+from ..helpers import MANIFEST, MANIFEST_DIGEST, Handler, Server, Store, basic, refused_port
+
 USER, PASSWORD = "robot", "s3cret-pw"
 TRIES = 3
 FAST = retry_policy(retries=TRIES - 1, backoff=0.01)
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-class Server(http.server.ThreadingHTTPServer):
-    """A real HTTP server on a loopback address whose answers a test scripts, recording every request."""
-
-    daemon_threads = True
-
-    def __init__(self, handle: Callable[[_Handler], None], address: str = "127.0.0.1") -> None:
-        super().__init__((address, 0), _Handler)
-        self.handle_request_fn = handle
-        self.seen: list[tuple[str, str, str | None]] = []  # method, path, Authorization header
-
-    @property
-    def host(self) -> str:
-        return f"{self.server_address[0]}:{self.server_address[1]}"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: Server
-    protocol_version = "HTTP/1.1"
-
-    def answer(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.body = self.rfile.read(length) if length else b""
-        self.server.seen.append((self.command, self.path, self.headers.get("Authorization")))
-        self.server.handle_request_fn(self)
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _handle
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def start(handle: Callable[[_Handler], None], address: str = "127.0.0.1") -> Server:
-        server = Server(handle, address)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture
-def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, tuple[str, str]]], None]:
-    """Write the engine's credential store (config.json, as `docker login` does) and point DOCKER_CONFIG at it.
-    HOME moves too, with a ~/.netrc that must never be read."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / ".netrc").write_text("machine 127.0.0.1 login netrc-user password netrc-secret\n"
-                                 "machine 127.0.0.2 login netrc-user password netrc-secret\n")
-    (home / ".netrc").chmod(0o600)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("NETRC", raising=False)
-    folder = tmp_path / "docker"
-    folder.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
-
-    def write(auths: dict[str, tuple[str, str]]) -> None:
-        entries = {host: {"auth": base64.b64encode(f"{u}:{p}".encode()).decode()} for host, (u, p) in auths.items()}
-        (folder / "config.json").write_text(json.dumps({"auths": entries}))
-
-    write({})
-    return write
 
 
 def client() -> Registry:
@@ -130,13 +44,13 @@ def _token_registry(serve: Callable[..., Server], realm_address: str) -> tuple[S
     """A registry asking for a bearer token at a plain-HTTP realm on `realm_address`; the realm records what it got."""
     realm_hits: list[str | None] = []
 
-    def realm(h: _Handler) -> None:
+    def realm(h: Handler) -> None:
         realm_hits.append(h.headers.get("Authorization"))
         h.answer(200, {"Content-Type": "application/json"}, b'{"token": "the-token"}')
 
     token_service = serve(realm, address=realm_address)
 
-    def registry(h: _Handler) -> None:
+    def registry(h: Handler) -> None:
         if h.headers.get("Authorization") == "Bearer the-token":
             h.answer(200, {"Docker-Content-Digest": "sha256:" + "a" * 64})
         else:
@@ -165,13 +79,13 @@ def test_each_scope_of_a_challenge_is_asked_for_in_a_parameter_of_its_own(serve,
     """A blob mount's challenge names the target's and the source's scopes, space-separated, in one attribute."""
     asked: list[list[tuple[str, str]]] = []
 
-    def realm(h: _Handler) -> None:
+    def realm(h: Handler) -> None:
         asked.append(urllib.parse.parse_qsl(urllib.parse.urlsplit(h.path).query))
         h.answer(200, {"Content-Type": "application/json"}, b'{"token": "the-token"}')
 
     token_service = serve(realm)
 
-    def registry(h: _Handler) -> None:
+    def registry(h: Handler) -> None:
         if h.headers.get("Authorization") == "Bearer the-token":
             h.answer(200, {"Docker-Content-Digest": "sha256:" + "a" * 64})
         else:
@@ -212,7 +126,7 @@ def test_an_https_registry_never_sends_to_plain_http():
 # -- failures told apart, and retried --------------------------------------------------------------------------
 
 
-def _basic_registry(h: _Handler) -> None:
+def _basic_registry(h: Handler) -> None:
     if h.headers.get("Authorization") != basic(USER, PASSWORD):
         h.answer(401, {"WWW-Authenticate": 'Basic realm="reg"'})
     else:
@@ -237,7 +151,7 @@ def test_a_401_with_wrong_credentials_says_they_are_wrong(serve, docker_config):
 def test_a_503_is_retried_with_backoff(serve, docker_config):
     answers = iter([503, 502, 200])
 
-    def flaky(h: _Handler) -> None:
+    def flaky(h: Handler) -> None:
         h.answer(next(answers), {"Docker-Content-Digest": "sha256:" + "c" * 64})
 
     reg = serve(flaky)
@@ -278,7 +192,7 @@ def test_a_long_retry_after_is_waited_for_but_capped(serve, docker_config):
     assert len(reg.seen) == 3
 
 
-def _reset(h: _Handler) -> None:
+def _reset(h: Handler) -> None:
     """Drop the connection with a TCP reset (SO_LINGER 0), without a byte of answer."""
     h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     h.rfile.close()
@@ -289,16 +203,14 @@ def _reset(h: _Handler) -> None:
 
 
 def test_a_refused_connection_is_named_as_such(docker_config):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again: nothing listens there
     started = time.monotonic()
-    with pytest.raises(RegistryError, match=r"refused the connection \(nothing listens there\).*tried 3 time"):
+    with refused_port() as port, pytest.raises(RegistryError,
+                                               match=r"refused the connection \(nothing listens there\).*tried 3 time"):
         client().digest(parse(f"127.0.0.1:{port}/lab/training:t1"))
     assert time.monotonic() - started < 5
 
 
-def _partial(h: _Handler) -> None:
+def _partial(h: Handler) -> None:
     h.send_response(200)
     h.send_header("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
     h.send_header("Content-Length", "5000")
@@ -307,13 +219,13 @@ def _partial(h: _Handler) -> None:
     h.wfile.flush()
 
 
-def _partial_then_closed(h: _Handler) -> None:
+def _partial_then_closed(h: Handler) -> None:
     _partial(h)
     h.close_connection = True
     h.connection.shutdown(socket.SHUT_RDWR)
 
 
-def _partial_then_reset(h: _Handler) -> None:
+def _partial_then_reset(h: Handler) -> None:
     _partial(h)
     _reset(h)
 
@@ -341,54 +253,6 @@ def test_an_answer_that_never_comes_is_a_timeout(serve, docker_config):
 
 
 # -- the tag copy a checked image gets, and the staging manifest's removal --------------------------------------
-
-
-class Store:
-    """Manifests and blob links per repository, as the distribution server keeps them."""
-
-    def __init__(self) -> None:
-        self.manifests: dict[tuple[str, str], bytes] = {}  # (repository, tag or digest) -> body
-        self.blobs: dict[str, set[str]] = {}  # repository -> linked blob digests
-        self.refuse_mount = False
-
-    def __call__(self, h: _Handler) -> None:
-        url = urllib.parse.urlsplit(h.path)
-        query = dict(urllib.parse.parse_qsl(url.query))
-        repo, _, rest = url.path.removeprefix("/v2/").partition("/blobs/")
-        if rest or url.path.endswith("/blobs/uploads/"):
-            if h.command == "HEAD":
-                h.answer(200 if rest in self.blobs.get(repo, set()) else 404)
-            elif h.command == "POST" and "mount" in query:
-                if self.refuse_mount:
-                    h.answer(202, {"Location": f"/v2/{repo}/blobs/uploads/opened"})
-                else:
-                    self.blobs.setdefault(repo, set()).add(query["mount"])
-                    h.answer(201)
-            else:
-                h.answer(204 if h.command == "DELETE" else 404)
-            return
-        repo, _, ref = url.path.removeprefix("/v2/").partition("/manifests/")
-        if h.command == "PUT":
-            digest = "sha256:" + hashlib.sha256(h.body).hexdigest()
-            self.manifests[(repo, ref)] = self.manifests[(repo, digest)] = h.body
-            h.answer(201, {"Docker-Content-Digest": digest})
-        elif h.command == "DELETE":
-            body = self.manifests.get((repo, ref))
-            for key in [k for k, v in self.manifests.items() if k[0] == repo and v == body]:
-                del self.manifests[key]  # the manifest and every tag of the repository pointing at it
-            h.answer(202 if body else 404)
-        elif (repo, ref) in self.manifests:
-            body = self.manifests[(repo, ref)]
-            h.answer(200, {"Docker-Content-Digest": "sha256:" + hashlib.sha256(body).hexdigest(),
-                           "Content-Type": "application/vnd.docker.distribution.manifest.v2+json"}, body)
-        else:
-            h.answer(404)
-
-
-MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                       "config": {"digest": "sha256:" + "1" * 64, "size": 1},
-                       "layers": [{"digest": "sha256:" + "2" * 64, "size": 2}]}, indent=3).encode()
-MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
 
 
 def test_a_copy_across_repositories_mounts_the_blobs_then_tags(serve, docker_config):
@@ -450,7 +314,7 @@ class Flaky(Store):
         super().__init__()
         self.method, self.fault, self.failed = method, fault, ""  # failed: the path that got the fault
 
-    def __call__(self, h: _Handler) -> None:
+    def __call__(self, h: Handler) -> None:
         if h.command != self.method or self.failed:
             return super().__call__(h)
         self.failed = h.path

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from buildtool import compiler
 
-from .test_compile_and_check import write_lock
+from ..helpers import write_lock
 
 REPO = Path(__file__).resolve().parents[2]
 
