@@ -133,7 +133,7 @@ def require_current(config: Config, workflow: Mapping[str, Any], steps: Mapping[
     """
     if not full and recorded(workflow) == inputs_digest(config, steps):
         return
-    from .compiler import create_workflow  # kfp: imported only when a compile is needed
+    from .kfp_compile import create_workflow  # kfp: imported only when a compile is needed
 
     where = first_difference(workflow, create_workflow(config, steps))
     if where is not None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from buildtool import compiler
+from buildtool import compiler, kfp_compile
 
 from ..helpers import write_lock
 
@@ -44,7 +44,7 @@ def compile_project(project: Path, *, k8s_secret: bool = False) -> tuple[dict[st
             return secret(op) if op.name in PLATFORM_TASKS else op
 
         conf.add_op_transformer(platform_steps)
-        pipeline = compiler.load_factory(loaded)(dict(lock.steps))
+        pipeline = kfp_compile.load_factory(loaded)(dict(lock.steps))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # kfp's own deprecation notes
             kfp.compiler.Compiler().compile(pipeline, str(loaded.output), pipeline_conf=conf)

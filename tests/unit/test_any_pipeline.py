@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from buildtool import cli, compiler, config, freshness, verify
+from buildtool import cli, config, freshness, kfp_compile, verify
 from buildtool.errors import CompileError, ConfigError, StalePipelineError
 
 from ..helpers import EXTERNAL, write_lock
@@ -138,7 +138,7 @@ def test_a_hand_edit_with_the_digest_kept_is_caught_by_verify(tmp_path, capsys):
 def test_a_pipeline_without_the_recorded_digest_is_compared_in_full(tmp_path):
     project = ordinary(tmp_path)
     loaded, lock = write_lock(project)
-    workflow = compiler.create_workflow(loaded, lock.steps)
+    workflow = kfp_compile.create_workflow(loaded, lock.steps)
     assert freshness.recorded(workflow) is None
     freshness.require_current(loaded, workflow, lock.steps, label="x")
     workflow["spec"]["templates"] = workflow["spec"]["templates"][:-1]
@@ -154,11 +154,11 @@ def test_extra_keywords_go_only_to_a_factory_that_declares_them(project):
     def both(img_name_map, *, credentials, image_pull_policy): ...
     def anything(img_name_map, **settings): ...
 
-    assert compiler.factory_keywords(bare, loaded) == {}
-    assert compiler.factory_keywords(policy, loaded) == {"image_pull_policy": "IfNotPresent"}
+    assert kfp_compile.factory_keywords(bare, loaded) == {}
+    assert kfp_compile.factory_keywords(policy, loaded) == {"image_pull_policy": "IfNotPresent"}
     expected = {"image_pull_policy": "IfNotPresent", "credentials": "parameters"}
-    assert compiler.factory_keywords(both, loaded) == expected
-    assert compiler.factory_keywords(anything, loaded) == expected
+    assert kfp_compile.factory_keywords(both, loaded) == expected
+    assert kfp_compile.factory_keywords(anything, loaded) == expected
 
 
 def test_a_library_named_like_the_pipeline_package_is_not_reloaded(tmp_path):
@@ -169,7 +169,7 @@ def test_a_library_named_like_the_pipeline_package_is_not_reloaded(tmp_path):
 
     project = ordinary(tmp_path)
     project.write_text(project.read_text().replace('steps_module = "mypipe.steps"', 'steps_module = "yaml"'))
-    compiler._fresh_import(config.load(project))
+    kfp_compile._fresh_import(config.load(project))
     assert sys.modules["yaml"] is library
 
 
@@ -189,7 +189,7 @@ def test_the_pull_policy_joins_the_pipeline_s_own_conf(tmp_path):
     policy = '[tool.buildtool]\nimage_pull_policy = "Always"\n'
     project.write_text(project.read_text().replace("[tool.buildtool]\n", policy))
     loaded, lock = write_lock(project)
-    workflow = compiler.create_workflow(loaded, lock.steps)
+    workflow = kfp_compile.create_workflow(loaded, lock.steps)
     containers = [t for t in workflow["spec"]["templates"] if "container" in t]
     assert len(containers) == 5
     assert {t["container"]["imagePullPolicy"] for t in containers} == {"Always"}

@@ -9,7 +9,7 @@ import logging
 import pytest
 import yaml
 
-from buildtool import compiler, config, digest, image_map, staleness, verify
+from buildtool import compiler, config, digest, image_map, kfp_compile, staleness, verify
 from buildtool.errors import CompileError, ImageMapError, VerifyError
 
 from ..helpers import write_lock
@@ -166,9 +166,9 @@ def test_kfp_warnings_go_to_the_debug_log(project, caplog):
                                            "    warned.__signature__ = __import__('inspect').signature(pipeline)\n"
                                            "    warned._component_human_name = 'pipeline'\n"
                                            "    return warned")
-    caplog.set_level(logging.DEBUG, logger="buildtool.compiler")
+    caplog.set_level(logging.DEBUG, logger="buildtool.kfp_compile")
     compiler.compile_pipeline(loaded, loaded.output)
-    assert "kfp: a note from the pipeline" in [r.getMessage() for r in caplog.records if r.name == "buildtool.compiler"]
+    assert "kfp: a note from the pipeline" in [r.getMessage() for r in caplog.records if r.name == "buildtool.kfp_compile"]
 
 
 def test_the_configured_pull_policy_reaches_every_step(project):
@@ -189,7 +189,7 @@ def test_a_missing_factory_function_names_the_setting(project):
     project.write_text(text)
     broken = config.load(project)
     with pytest.raises(CompileError) as caught:
-        compiler.load_factory(broken)
+        kfp_compile.load_factory(broken)
     assert str(caught.value) == f"{broken.path}: [tool.buildtool] pipeline: no_factory has no function 'missing'"
     assert loaded.pipeline == "no_factory:make_pipeline"
 
@@ -200,7 +200,7 @@ def test_the_project_pipeline_module_wins_over_a_same_named_one_elsewhere(projec
                                            "    return 'wrong'\n")
     monkeypatch.syspath_prepend(str(elsewhere))
     loaded = use_factory(project, "shadowed", "    return 'right'")
-    assert compiler.load_factory(loaded)({}) == "right"
+    assert kfp_compile.load_factory(loaded)({}) == "right"
 
 
 def test_a_map_without_a_step_names_the_map_file(project):
@@ -477,7 +477,7 @@ def test_a_pipeline_setting_with_two_colons_names_the_function_part(project):
                                                    'pipeline = "pipeline.training_pipeline:make:pipeline"'))
     loaded = config.load(project)
     with pytest.raises(CompileError) as caught:
-        compiler.load_factory(loaded)
+        kfp_compile.load_factory(loaded)
     assert str(caught.value).endswith("pipeline: pipeline.training_pipeline has no function 'make:pipeline'")
 
 
