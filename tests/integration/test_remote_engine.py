@@ -116,11 +116,8 @@ def remote_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[T
 
 
 def hello(output: OutputPath()) -> None:  # type: ignore[valid-type]
-    import os
-
-    # `buildtool run` mounts the artifact's folder where kfp names a file; write into whichever it is.
-    path = os.path.join(output, "hello") if os.path.isdir(output) else output
-    with open(path, "w") as handle:
+    # kfp v1 passes a file path whose parent folder exists: the file is the artifact.
+    with open(output, "w") as handle:
         handle.write("hello over tls")
 
 
@@ -165,8 +162,7 @@ def test_build_push_and_run_through_a_tls_docker_host(small_project: Path, remot
     capsys.readouterr()
     assert cli.main(["run", str(pipeline), "--image-map", str(steps), "--workdir", str(workdir)]) == 0, \
         capsys.readouterr().err
-    written = [p for p in workdir.rglob("*") if p.is_file() and p.read_text() == "hello over tls"]
-    assert len(written) == 1
+    assert (workdir / "hello" / "hello-output" / "data").read_text() == "hello over tls"
     assert remote_engine.bytes_in > sent_before
 
 
