@@ -103,7 +103,7 @@ def _called_function(template: Mapping[str, Any]) -> str | None:
     container = template.get("container")
     if not isinstance(container, dict):
         return None
-    called = set()
+    called: set[str] = set()
     for field in ("command", "args"):
         values = container.get(field)
         if isinstance(values, list):
