@@ -9,6 +9,7 @@ anything that cannot be read is a problem too, so the gate fails closed.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ if TYPE_CHECKING:  # the registry client (and requests) loads only where a comma
     from .push.registry import Registry
 
 COMPONENT_SPEC = "pipelines.kubeflow.org/component_spec"
+# The line of the program kfp 1.8 writes for a Python function's component that calls the function itself.
+_PROGRAM_CALL = re.compile(r"^_outputs = ([A-Za-z_][A-Za-z0-9_]*)\(\*\*_parsed_args\)$", re.M)
 MAX_TEMPLATES = 1000  # kfp makes one per step and one per DAG; a thousand is far beyond any real pipeline
 WORKFLOW = "(workflow)"  # the label of places that apply to every template
 
@@ -95,12 +98,27 @@ def _spec_name(template: Mapping[str, Any]) -> str | None:
     return name if isinstance(name, str) else None
 
 
+def _called_function(template: Mapping[str, Any]) -> str | None:
+    """The function that the program of the template's container calls, when kfp's program names exactly one."""
+    container = template.get("container")
+    if not isinstance(container, dict):
+        return None
+    called: set[str] = set()
+    for field in ("command", "args"):
+        values = container.get(field)
+        if isinstance(values, list):
+            called.update(m for v in values if isinstance(v, str) for m in _PROGRAM_CALL.findall(v))
+    return called.pop() if len(called) == 1 else None
+
+
 def template_steps(workflow: Mapping[str, Any], steps: Iterable[str]) -> dict[str, str]:
     """Template name -> the step it runs, recognised by its component, not by the template's name.
 
     kfp records the component of every task in the template's component_spec annotation; the
     component of a step function is named after the function. So a reused step (`prepare-2`), a
     step inside a condition or a loop and a task with a display name all resolve to their step.
+    A component renamed by its pipeline (`op.component_spec.name = ...`) keeps the program kfp wrote
+    for the function, which calls it by name: that call is read when the recorded name is no step's.
     A template without that annotation is matched by its name, as kfp writes it (`upload-model`).
     """
     by_component = {component_name(step): step for step in steps}
@@ -118,6 +136,8 @@ def template_steps(workflow: Mapping[str, Any], steps: Iterable[str]) -> dict[st
         if component is not None:
             if component in by_component:
                 found[name] = by_component[component]
+            elif (called := _called_function(template)) in names:
+                found[name] = str(called)
         elif step_of(name) in names:
             found[name] = step_of(name)
     return found

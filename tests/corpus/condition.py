@@ -1,9 +1,12 @@
 """`dsl.Condition` on a step's return value: one branch runs, the other is skipped."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from kfp import dsl
-from kfp.components import create_component_from_func
+
+from . import component
+from .steps import describe, flip
 
 ARGUMENTS = {"number": 12}
 #: LocalClient does not evaluate a condition (it runs both branches) and passes `flip`'s value to them as the
@@ -11,17 +14,9 @@ ARGUMENTS = {"number": 12}
 LOCAL_CLIENT = [("flip", "Output", "flip", None)]
 
 
-def flip(number: int) -> int:
-    return number * 2
-
-
-def describe(label: str, value: int) -> str:
-    return f"{label}: {value}"
-
-
-def make_pipeline(base_image: str) -> Any:
-    flip_op = create_component_from_func(flip, base_image=base_image)
-    describe_op = create_component_from_func(describe, base_image=base_image)
+def make_pipeline(images: str | Mapping[str, str]) -> Any:
+    flip_op = component(flip, images)
+    describe_op = component(describe, images)
 
     @dsl.pipeline(name="condition")
     def pipeline(number: int = 3) -> None:

@@ -1,29 +1,21 @@
 """`dsl.ExitHandler`: the exit step runs after the body, whether the body succeeded or failed."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from kfp import dsl
-from kfp.components import create_component_from_func
+
+from . import component
+from .steps import cleanup, work
 
 ARGUMENTS = {"fail": "no"}
 #: LocalClient does not run an ExitHandler's exit step: only the body's output compares.
 LOCAL_CLIENT = [("exit-handler-1/work", "Output", "work", None)]
 
 
-def work(fail: str) -> str:
-    if fail == "yes":
-        raise SystemExit("asked to fail")
-    return "worked"
-
-
-def cleanup(status: str) -> str:
-    print("exit handler saw", status)
-    return status
-
-
-def make_pipeline(base_image: str) -> Any:
-    work_op = create_component_from_func(work, base_image=base_image)
-    cleanup_op = create_component_from_func(cleanup, base_image=base_image)
+def make_pipeline(images: str | Mapping[str, str]) -> Any:
+    work_op = component(work, images)
+    cleanup_op = component(cleanup, images)
 
     @dsl.pipeline(name="exit-handler")
     def pipeline(fail: str = "no") -> None:

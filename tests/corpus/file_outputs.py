@@ -1,28 +1,21 @@
 """File outputs (OutputPath/InputPath) and a value return: a text file, a folder, and a float."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from kfp import dsl
-from kfp.components import InputPath, OutputPath, create_component_from_func
+
+from . import component
+from .steps import count_words, write_text
 
 ARGUMENTS = {"text": "hello kfp", "repeat": 3}
 #: (buildtool node, output, LocalClient's op, loop iteration): what kfp's LocalClient produces to compare with.
 LOCAL_CLIENT = [("write-text", "data", "write-text", None), ("count-words", "Output", "count-words", None)]
 
 
-def write_text(text: str, repeat: int, data_path: OutputPath(str)) -> None:  # type: ignore[valid-type]
-    with open(data_path, "w") as handle:
-        handle.write("\n".join([text] * repeat))
-
-
-def count_words(data_path: InputPath(str)) -> float:  # type: ignore[valid-type]
-    with open(data_path) as handle:
-        return float(len(handle.read().split()))
-
-
-def make_pipeline(base_image: str) -> Any:
-    write_op = create_component_from_func(write_text, base_image=base_image)
-    count_op = create_component_from_func(count_words, base_image=base_image)
+def make_pipeline(images: str | Mapping[str, str]) -> Any:
+    write_op = component(write_text, images)
+    count_op = component(count_words, images)
 
     @dsl.pipeline(name="file-outputs")
     def pipeline(text: str = "hello", repeat: int = 2) -> None:

@@ -1,9 +1,12 @@
 """`dsl.ParallelFor` over a static list of records (Argo's withItems, `{{item.field}}`)."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from kfp import dsl
-from kfp.components import create_component_from_func
+
+from . import component
+from .steps import greet
 
 ITEMS = [{"who": "ada", "times": 1}, {"who": "bob", "times": 2}]
 ARGUMENTS: dict[str, Any] = {}
@@ -11,12 +14,9 @@ ARGUMENTS: dict[str, Any] = {}
 LOCAL_CLIENT: list[tuple[str, str, str, int | None]] = []
 
 
-def greet(who: str, times: int) -> str:
-    return " ".join([f"hi {who}"] * times)
 
-
-def make_pipeline(base_image: str) -> Any:
-    greet_op = create_component_from_func(greet, base_image=base_image)
+def make_pipeline(images: str | Mapping[str, str]) -> Any:
+    greet_op = component(greet, images)
 
     @dsl.pipeline(name="loop-items")
     def pipeline() -> None:

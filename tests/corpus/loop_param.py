@@ -1,28 +1,21 @@
 """`dsl.ParallelFor` over a JSON list that another step returns (Argo's withParam)."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from kfp import dsl
-from kfp.components import create_component_from_func
+
+from . import component
+from .steps import make_list, square
 
 ARGUMENTS = {"count": 3}
 #: LocalClient stops a ParallelFor after its first item (its `_run_group_dag` returns None, read as a failure).
 LOCAL_CLIENT = [("make-list", "Output", "make-list", None), ("for-loop-1(0)/square", "Output", "square", 0)]
 
 
-def make_list(count: int) -> str:
-    import json
-
-    return json.dumps(list(range(1, count + 1)))
-
-
-def square(x: int) -> int:
-    return x * x
-
-
-def make_pipeline(base_image: str) -> Any:
-    list_op = create_component_from_func(make_list, base_image=base_image)
-    square_op = create_component_from_func(square, base_image=base_image)
+def make_pipeline(images: str | Mapping[str, str]) -> Any:
+    list_op = component(make_list, images)
+    square_op = component(square, images)
 
     @dsl.pipeline(name="loop-param")
     def pipeline(count: int = 2) -> None:

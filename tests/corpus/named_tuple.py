@@ -1,9 +1,12 @@
 """A NamedTuple return whose fields feed the next step, and a component used twice (`add`, `add-2`)."""
 
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import Any
 
 from kfp import dsl
-from kfp.components import create_component_from_func
+
+from . import component
+from .steps import add, divide
 
 ARGUMENTS = {"a": 7, "b": 5}
 #: LocalClient passes a value returned by one step to the next as the literal `{{pipelineparam:...}}`: the
@@ -11,20 +14,10 @@ ARGUMENTS = {"a": 7, "b": 5}
 LOCAL_CLIENT = [("divmod", "quotient", "divmod", None), ("divmod", "remainder", "divmod", None)]
 
 
-def divide(a: int, b: int) -> NamedTuple("Outputs", [("quotient", int), ("remainder", int)]):  # type: ignore[misc]
-    from collections import namedtuple
-
-    return namedtuple("Outputs", ["quotient", "remainder"])(a // b, a % b)
-
-
-def add(x: int, y: int) -> int:
-    return x + y
-
-
-def make_pipeline(base_image: str) -> Any:
-    divmod_op = create_component_from_func(divide, base_image=base_image)
+def make_pipeline(images: str | Mapping[str, str]) -> Any:
+    divmod_op = component(divide, images)
     divmod_op.component_spec.name = "divmod"
-    add_op = create_component_from_func(add, base_image=base_image)
+    add_op = component(add, images)
 
     @dsl.pipeline(name="named-tuple")
     def pipeline(a: int = 1, b: int = 1) -> None:

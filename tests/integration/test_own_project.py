@@ -11,6 +11,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -57,15 +58,31 @@ def test_the_readme_section_alone_reaches_a_verified_pipeline(tmp_path, registry
         (project / path).write_text(text)
     flow = [body for language, body in blocks(section()) if language == "sh" and "buildtool init" in body]
     commands = [shlex.split(line.partition("#")[0]) for line in flow[0].splitlines() if line.startswith("buildtool ")]
-    assert [c[1] for c in commands] == ["init", "build", "compile", "check", "verify"]
+    assert [c[1] for c in commands] == ["init", "build", "compile", "check", "verify", "run"]
     # This machine has no public registry: its base and registry, as a user would export them.
     monkeypatch.setenv("BUILDTOOL_BASE_IMAGE", BASE_IMAGE)
     monkeypatch.setenv("BUILDTOOL_REGISTRY", registry)
     config = str(project / "pyproject.toml")
+    monkeypatch.chdir(project)  # the section's commands run from the project folder (run's --workdir is relative)
     try:
         for command in commands:
             assert cli.main(["--config", config, *command[1:]]) == 0, (command, capsys.readouterr().err)
         out = capsys.readouterr().out
+        # The run the section shows: each step's output where it says, as the step functions compute it.
+        workdir = project / commands[-1][commands[-1].index("--workdir") + 1]
+        [n] = [int(p.partition("=")[2]) for p in commands[-1] if p.startswith("n=")]
+        sys.path.insert(0, str(project))
+        try:
+            from mypipe.steps import prepare, train
+        finally:
+            sys.path.remove(str(project))
+        outputs = {"prepare": str(prepare(n)), "train": str(train(prepare(n)))}
+        for step, value in outputs.items():
+            assert (workdir / step / f"{step}-Output" / "data").read_text() == value
+            # ...and what the section tells the reader to find there.
+            relative = f"{workdir.relative_to(project)}/{step}/{step}-Output/data"
+            assert f"`{relative}` holds `{value}`" in " ".join(section().split())
+        assert "the run succeeded (2 node(s))" in out
         assert f"repository {repository} (from [project].name" in out
         assert "is what compile makes from them" in out and "exists in the registry" in out
         workflow = yaml.safe_load((project / "pipeline.yaml").read_text())

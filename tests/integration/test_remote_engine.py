@@ -7,6 +7,8 @@ the import check, the push and the step's container all went over that connectio
 """
 
 # No `from __future__ import annotations`: kfp reads the step function's annotations as objects.
+import contextlib
+import http.server
 import os
 import select
 import socket
@@ -116,12 +118,16 @@ def remote_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[T
 
 
 def hello(output: OutputPath()) -> None:  # type: ignore[valid-type]
-    import os
-
-    # `buildtool run` mounts the artifact's folder where kfp names a file; write into whichever it is.
-    path = os.path.join(output, "hello") if os.path.isdir(output) else output
-    with open(path, "w") as handle:
+    # kfp v1 passes a file path whose parent folder exists: the file is the artifact.
+    with open(output, "w") as handle:
         handle.write("hello over tls")
+
+
+def fetch(url: str) -> str:
+    from urllib.request import urlopen
+
+    with urlopen(url, timeout=20) as answer:
+        return str(answer.read().decode())
 
 
 def compile_hello(image: str, path: Path) -> None:
@@ -129,10 +135,13 @@ def compile_hello(image: str, path: Path) -> None:
     from kfp import components, dsl
 
     op = components.func_to_container_op(hello, base_image=image)
+    fetch_op = components.func_to_container_op(fetch, base_image=image)
 
     @dsl.pipeline(name="hello")
-    def pipeline() -> None:
+    def pipeline(url: str = "") -> None:
         op()
+        with dsl.Condition(url != ""):
+            fetch_op(url)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -161,13 +170,43 @@ def test_build_push_and_run_through_a_tls_docker_host(small_project: Path, remot
     image = loaded.steps["download_training_dataset"]
     compile_hello(image, pipeline)
     steps = tmp_path / "hello-map.yaml"
-    steps.write_text(f"steps:\n  hello: {image}\n")
+    steps.write_text(f"steps:\n  hello: {image}\n  fetch: {image}\n")
     capsys.readouterr()
     assert cli.main(["run", str(pipeline), "--image-map", str(steps), "--workdir", str(workdir)]) == 0, \
         capsys.readouterr().err
-    written = [p for p in workdir.rglob("*") if p.is_file() and p.read_text() == "hello over tls"]
-    assert len(written) == 1
+    assert (workdir / "hello" / "hello-output" / "data").read_text() == "hello over tls"
     assert remote_engine.bytes_in > sent_before
+    # Steps have no network; --allow-host relays one endpoint of this machine to them, the engine being remote.
+    with served("from this machine") as port:
+        url = f"http://127.0.0.1:{port}/"
+        assert cli.main(["run", str(pipeline), "--image-map", str(steps), "--workdir", str(tmp_path / "fetch"),
+                         "-p", f"url={url}", "--allow-host", f"127.0.0.1:{port}"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "fetch" / "condition-1" / "fetch" / "fetch-Output" / "data").read_text() == "from this machine"
+
+
+@contextlib.contextmanager
+def served(body: str) -> Iterator[int]:
+    """An HTTP server on 127.0.0.1 answering every GET with `body`; yields its port."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_an_engine_endpoint_refusing_the_client_is_one_line(small_project: Path, remote_engine: TlsProxy,

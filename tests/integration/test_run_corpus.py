@@ -13,6 +13,7 @@ digest, and run with `buildtool run` on the real engine. Its outputs must equal:
 import importlib
 import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def written(workdir: Path, node: str, output: str) -> str:
     return path.read_text()
 
 
-def local_client(module: Any, image: str, root: Path) -> dict[tuple[str, str], str]:
+def local_client(module: Any, image: str | Mapping[str, str], root: Path) -> dict[tuple[str, str], str]:
     """LocalClient's run of the same pipeline: (buildtool node, output) -> its file, for LOCAL_CLIENT's outputs."""
     import kfp
     from kfp import LocalClient

@@ -244,10 +244,8 @@ def tls_project(root: Path, registry: str, prefix: str, push_with: str) -> Path:
 
 
 def greet(greeting: str, output: OutputPath()) -> None:  # type: ignore[valid-type]
-    import os
-
-    os.makedirs(output)  # kfp's OutputPath names a path to create, here a folder
-    with open(os.path.join(output, "said"), "w") as handle:
+    # kfp v1 passes a file path whose parent folder exists: the file is the artifact.
+    with open(output, "w") as handle:
         handle.write(greeting)
 
 
@@ -309,7 +307,7 @@ def test_build_push_verify_and_run_against_a_tls_registry_with_token_auth(
                               env={"PATH": os.environ["PATH"], "DOCKER_CONFIG": str(secured.docker_config)})
         assert done.returncode == 0, done.stderr[-3000:]
         assert f"pull {image}" in done.stdout + done.stderr
-        assert (workdir / "greet" / "greet-output" / "data" / "said").read_text() == "hello"
+        assert (workdir / "greet" / "greet-output" / "data").read_text() == "hello"
         # The credentials went to the issuer alone, over TLS (it speaks nothing else), and never show.
         assert any(seen["basic"] for seen in secured.issuer.seen)
         assert all(seen["service"] == SERVICE for seen in secured.issuer.seen)
