@@ -168,7 +168,8 @@ def test_kfp_warnings_go_to_the_debug_log(project, caplog):
                                            "    return warned")
     caplog.set_level(logging.DEBUG, logger="buildtool.kfp_compile")
     compiler.compile_pipeline(loaded, loaded.output)
-    assert "kfp: a note from the pipeline" in [r.getMessage() for r in caplog.records if r.name == "buildtool.kfp_compile"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "buildtool.kfp_compile"]
+    assert "kfp: a note from the pipeline" in logged
 
 
 def test_the_configured_pull_policy_reaches_every_step(project):
