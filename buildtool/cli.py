@@ -68,8 +68,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .interrupt import Token, on_signals
     from .push.registry import Registry
 
+    from . import render
+
     full = _config(args)
     selected = configuration.select(full, args.images)
+    render.require_current(selected)  # an image is built from what its template renders, never a hand edit
     previous = _previous_map(full)
     registry = Registry()
     try:
@@ -103,10 +106,24 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from . import render
+
+    config = configuration.select(_config(args), args.images)
+    changed = render.write(config)
+    for path in changed:
+        print(f"wrote {path.relative_to(config.root) if path.is_relative_to(config.root) else path}")
+    templated = [i.name for i in config.images if i.template]
+    print(f"{len(templated)} rendered image(s) ({', '.join(templated) or 'none'}): "
+          f"{len(changed)} file(s) {'changed' if changed else 'already current'}")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import staleness
+    from . import render, staleness
 
     config = _config(args)
+    render.require_current(config)  # before the map: a hand-edited Dockerfile is the first thing to fix
     loaded = image_map.load(config.image_map)
     image_map.require_locked(loaded, config.steps, config.image_map)
     staleness.require_fresh(config, loaded)
@@ -233,6 +250,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-stale", action="store_true", help="compile against a stale map anyway (prints a warning)")
     c.add_argument("--base-image", help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_compile)
+
+    t = sub.add_parser("render", help="write the Dockerfiles (and layer locks) of images that have a template",
+                       description="Render each image's Dockerfile from its template in images/templates/, and cut "
+                                   "its requirements lock into layer locks; writes only files that differ. "
+                                   "See docs/images.md.")
+    t.add_argument("images", nargs="*", metavar="IMAGE", help="only these images (default: all)")
+    t.add_argument("--base-image", help=argparse.SUPPRESS)
+    t.set_defaults(func=cmd_render)
 
     k = sub.add_parser("check", help="fail if image_map.yaml no longer matches the sources (offline)",
                        description="Recompute every image's inputs digest from the working tree, with no engine "
