@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import context, map_lock, reference, step_imports
+from . import builders, context, map_lock, reference, step_imports
 from . import plan as planning
 from . import push as pushing
+from .builders import Builder, ClassicBuilder
 from .config import BASE_IMAGE_ARG, Config
 from .context import BuildContext
 from .engine import Engine
@@ -155,6 +156,7 @@ class _Run:
     workdir: Path | None
     previous: ImageMap | None
     pip_checks: PipCheckCache
+    builder: Builder | None
 
 
 def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Result:
@@ -176,9 +178,11 @@ def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Resu
         raise BuildError(f"image {image.name}: files of {planned.root} changed since the build was planned; "
                          "run it again")
     run.token.raise_if_cancelled()
-    image_id = engine.build(planned, image.tagged, args, platform=run.config.platform,
-                            labels={LABEL_INPUTS: image.inputs.digest, LABEL_IMAGE: image.name},
-                            cache_from=cache_from, progress=lambda message: events(image.name, message))
+    builder = run.builder or ClassicBuilder(engine)
+    image_id = builder.build(planned, image.tagged, args, platform=run.config.platform,
+                             labels={LABEL_INPUTS: image.inputs.digest, LABEL_IMAGE: image.name},
+                             cache_from=cache_from, progress=lambda message: events(image.name, message),
+                             token=run.token)
     run.token.raise_if_cancelled()
     modules = run.prepared.step_modules.get(image.step, []) if image.step else None
     check_token = run.token.child()
@@ -209,7 +213,8 @@ _STOP_WAIT = 1.0  # seconds the main thread gives running images to stop and cle
 
 def execute(prepared: Prepared, engine: Engine | None, registry: Registry, config: Config, *, push: bool, jobs: int,
             events: Events, token: Token | None = None, workdir: Path | None = None,
-            previous: ImageMap | None = None, pip_checks: PipCheckCache | None = None) -> dict[str, Result]:
+            previous: ImageMap | None = None, pip_checks: PipCheckCache | None = None,
+            builder: Builder | None = None) -> dict[str, Result]:
     """Run the plan: an image starts once its base is done; on the first failure nothing new starts.
 
     Images run in daemon threads that the main thread waits for in short slices, so a signal reaches it at
@@ -217,7 +222,8 @@ def execute(prepared: Prepared, engine: Engine | None, registry: Registry, confi
     """
     if pip_checks is None:
         pip_checks = PipCheckCache.default()
-    run = _Run(prepared, engine, registry, config, push, events, token or Token(), workdir, previous, pip_checks)
+    run = _Run(prepared, engine, registry, config, push, events, token or Token(), workdir, previous, pip_checks,
+               builder)
     results: dict[str, Result] = {}
     pending = list(prepared.plan.images)
     errors: list[BuildtoolError] = []
@@ -298,15 +304,22 @@ def check_extra_tags(tags: list[str], push: bool) -> None:
 
 
 def run(full: Config, selected: Config, prepared: Prepared, registry: Registry, *, push: bool, jobs: int,
-        extra_tags: list[str], events: Events, token: Token, previous: ImageMap | None) -> Outcome:
-    """Execute the plan; with `push`, add the extra tags and merge the images into the map (under its lock)."""
+        extra_tags: list[str], events: Events, token: Token, previous: ImageMap | None,
+        builder: str | None = None) -> Outcome:
+    """Execute the plan; with `push`, add the extra tags and merge the images into the map (under its lock).
+
+    `builder` overrides the configuration's (classic, buildkit, auto)."""
     check_extra_tags(extra_tags, push)
     # The engine is needed only when something is built: a no-op asks the registry alone.
     engine = Engine() if prepared.plan.to_build else None
     try:
+        chosen = None
+        if engine is not None:
+            chosen, why = builders.choose(selected, engine, builder)
+            events("-", why)
         with workdir.run_folder() as folder:
             results = execute(prepared, engine, registry, selected, push=push, jobs=jobs, events=events, token=token,
-                              workdir=folder, previous=previous)
+                              workdir=folder, previous=previous, builder=chosen)
     finally:
         if engine is not None:
             engine.close()

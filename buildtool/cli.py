@@ -65,10 +65,9 @@ def _previous_map(config: configuration.Config) -> image_map.ImageMap | None:
 def cmd_build(args: argparse.Namespace) -> int:
     from . import build as building
     from . import plan as planning
+    from . import render
     from .interrupt import Token, on_signals
     from .push.registry import Registry
-
-    from . import render
 
     full = _config(args)
     selected = configuration.select(full, args.images)
@@ -83,7 +82,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             if args.dry_run:
                 return 0
             outcome = building.run(full, selected, prepared, registry, push=args.push, jobs=args.jobs,
-                                   extra_tags=args.tag, events=Printer(), token=token, previous=previous)
+                                   extra_tags=args.tag, events=Printer(), token=token, previous=previous,
+                                   builder=args.builder)
     finally:
         registry.close()
     if not args.push:
@@ -236,6 +236,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--dry-run", action="store_true", help="print the plan (build or reuse, and why); change nothing")
     b.add_argument("--tag", action="append", default=[], metavar="TAG",
                    help="with --push, also tag every image TAG in the registry (e.g. the git commit); repeatable")
+    b.add_argument("--builder", choices=configuration.BUILDERS,
+                   help="what builds: classic, buildkit or auto (default: [tool.buildtool] builder)")
     b.add_argument("--jobs", "-j", type=int, default=2, help="images built at once (default: %(default)s)")
     b.add_argument("--registry",
                    help="registry host[:port] (default: [tool.buildtool] registry, or BUILDTOOL_REGISTRY)")
