@@ -96,15 +96,22 @@ def with_cache_mounts(dockerfile: str) -> str:
 
 
 def _drop(line: str, flag: str) -> str:
-    return re.sub(rf" {re.escape(flag)}(?=[ \\]|$)", "", line)
+    return re.sub(rf" {re.escape(flag)}(?=[\s;\\]|$)", "", line)
 
 
 def _context_with(context: BuildContext, dockerfile: str) -> io.BytesIO:
-    """The classic build's context tar, its Dockerfile replaced by `dockerfile`."""
+    """The classic build's context tar, its Dockerfile replaced by `dockerfile`.
+
+    Written without PAX headers (whole-second times, GNU format): the CLI tells a tar from a Dockerfile on
+    stdin by its first 512 bytes, and a PAX header there makes it take the tar for a Dockerfile.
+    """
     source = context_tar(context)
     out = io.BytesIO()
-    with tarfile.open(fileobj=source, mode="r") as reading, tarfile.open(fileobj=out, mode="w") as writing:
+    with (tarfile.open(fileobj=source, mode="r") as reading,
+          tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as writing):
         for member in reading.getmembers():
+            member.mtime = int(member.mtime)
+            member.pax_headers = {}
             if member.name == context.dockerfile:
                 data = dockerfile.encode()
                 member.size = len(data)
