@@ -142,6 +142,40 @@ def _base_size(engine: Engine, base: str) -> int:
     return 0
 
 
+def _held_by_registry(run: _Run, engine: Engine, image: ImagePlan, base: str) -> tuple[set[str], set[str]]:
+    """Diff IDs of the layers the registry holds among the images this one shares layers with (its base, and the
+    map's previous image of it), and those of them the engine knows the registry's digests of (it pushed or
+    pulled that image there). Only images in the target's registry count; an unreadable one counts as none."""
+    target = reference.parse(image.tagged)
+    sources = [base]
+    locked = run.previous.images.get(image.name) if run.previous is not None else None
+    if locked is not None:
+        sources.append(locked.reference)
+    held: set[str] = set()
+    known: set[str] = set()
+    for text in sources:
+        ref = reference.parse(text)
+        if ref.domain != target.domain or not ref.digest:
+            continue
+        try:
+            layers = run.registry.layers(ref, run.config.platform)
+        except RegistryError as exc:
+            log.info("not counting the layers of %s: %s", text, exc)
+            continue
+        held |= set(layers)
+        local = engine.image_id(text) or engine.image_id(text.split("@")[0])
+        if local is not None and any(reference.parse(r).domain == target.domain
+                                     for r in engine.layers(local).repo_digests):
+            known |= set(layers)
+    return held, known
+
+
+def _count_layers(run: _Run, engine: Engine, image: ImagePlan, image_id: str, base: str) -> pushing.LayerCount:
+    info = engine.layers(image_id)
+    held, known = _held_by_registry(run, engine, image, base)
+    return pushing.count_layers(info.diff_ids, info.sizes, info.size, _base_size(engine, base), held, known)
+
+
 @dataclass(frozen=True)
 class _Run:
     """What every image of one run shares."""
@@ -196,13 +230,12 @@ def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Resu
         events(image.name, f"built {image.tagged} in {time.monotonic() - started:.0f}s (not pushed)")
         return Result(image.name, image.tagged, image.action, time.monotonic() - started)
     assert run.workdir is not None
-    new_bytes = engine.size(image_id) - _base_size(engine, base)
-    pusher = pushing.pusher_for(run.config, engine, new_bytes)
+    count = _count_layers(run, engine, image, image_id, base)
+    pusher = pushing.pusher_for(run.config, engine, count.new_bytes, count.engine_bytes)
     target = reference.parse(image.tagged)
     job = pushing.PushJob(image.name, image.tagged, image_id, target, pushing.staging_reference(target), run.workdir,
                           run.config.compression_level, run.token.child(), lambda message: events(image.name, message))
-    events(image.name, f"push via {pusher.name} ({max(new_bytes, 0) / 1e6:.0f} MB of new layers) to {job.staging} "
-                       "while it is checked")
+    events(image.name, f"push via {pusher.name} ({count.describe()}) to {job.staging} while it is checked")
     digest = pushing.publish_checked(job, pusher, run.registry, check)
     events(image.name, f"pushed {image.tagged}@{digest} in {time.monotonic() - started:.0f}s")
     return Result(image.name, f"{image.tagged}@{digest}", image.action, time.monotonic() - started)

@@ -109,6 +109,17 @@ def _stream_error(chunk: Mapping[str, Any]) -> str | None:
     return str(chunk.get("errorDetail", {}).get("message") or chunk.get("error")).strip()
 
 
+EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"  # an empty tar
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    diff_ids: tuple[str, ...]
+    sizes: dict[str, int] | None  # diff ID -> uncompressed bytes; None when the history cannot be matched
+    repo_digests: tuple[str, ...]
+    size: int
+
+
 class Engine:
     """A connection to the Docker engine (DOCKER_HOST or the default socket)."""
 
@@ -214,6 +225,22 @@ class Engine:
             return int(self.api.inspect_image(image)["Size"])
         except _TRANSPORT_ERRORS as exc:
             raise EngineError(f"the engine could not inspect {image}: {exc.__class__.__name__}: {exc}") from None
+
+    def layers(self, image: str) -> LayerInfo:
+        """The image's layers (diff IDs, in order), their sizes where the history tells them apart, and the
+        registry references the engine pushed or pulled it under (it keeps their layers' digests there)."""
+        try:
+            inspected = self.api.inspect_image(image)
+            history = self.api.history(image)
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineError(f"the engine could not inspect {image}: {exc.__class__.__name__}: {exc}") from None
+        diff_ids = [str(d) for d in (inspected.get("RootFS") or {}).get("Layers") or []]
+        # The history lists every instruction, newest first; only the layers with bytes are told apart by size.
+        sized = [int(entry.get("Size") or 0) for entry in reversed(history) if int(entry.get("Size") or 0) > 0]
+        with_bytes = [d for d in diff_ids if d != EMPTY_LAYER]
+        sizes = dict(zip(with_bytes, sized, strict=True)) if len(sized) == len(with_bytes) else None
+        return LayerInfo(tuple(diff_ids), sizes, tuple(str(r) for r in inspected.get("RepoDigests") or []),
+                         int(inspected.get("Size") or 0))
 
     def tag(self, image: str, repository: str, tag: str) -> None:
         try:

@@ -486,6 +486,15 @@ class FakeEngine(_Served):
                                    "RootFS": {"Type": "layers", "Layers": [sha256(f"diff {known}".encode())]}})
             else:
                 request.send(404, {"message": f"No such image: {ref}"})
+        elif path.startswith("/images/") and path.endswith("/history"):
+            ref = path[len("/images/"):-len("/history")]
+            with self._lock:
+                known = ref if ref in self.images else next((r for r, i in self.images.items() if i == ref), None)
+            if known is not None:  # one instruction, with the one layer the inspect above lists
+                request.send(200, [{"Id": self.images[known], "CreatedBy": "RUN x",
+                                    "Size": self.sizes.get(image_name(known), 10 ** 7)}])
+            else:
+                request.send(404, {"message": f"No such image: {ref}"})
         elif path.startswith("/images/") and path.endswith("/tag") and method == "POST":
             ref = path[len("/images/"):-len("/tag")]
             with self._lock:

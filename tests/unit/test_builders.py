@@ -120,8 +120,9 @@ def test_auto_takes_a_cli_whose_probe_build_succeeds(tmp_path, monkeypatch, proj
 
 
 def test_a_builder_that_is_not_known_is_a_config_error(tmp_path):
-    from ..conftest import write_project
     from buildtool import config
+
+    from ..conftest import write_project
 
     path = write_project(tmp_path, "")
     path.write_text(path.read_text().replace('repository = "t"', 'repository = "t"\nbuilder = "kaniko"'))

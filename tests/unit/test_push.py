@@ -85,6 +85,35 @@ def test_skopeo_asked_for_but_missing_is_a_push_error_with_the_fix(without_skope
         push.pusher_for(_config("skopeo"), _Engine(), 0)  # type: ignore[arg-type]
 
 
+BASE, TF, SK, NEW = ("sha256:" + c * 64 for c in "abcd")
+SIZES = {BASE: 100_000_000, TF: 1_200_000_000, SK: 150_000_000, NEW: 40_000}
+
+
+@pytest.mark.parametrize("held, known, lacking, new_bytes, engine_bytes, expected", [
+    # A fresh runner that pulled the previous image: the engine knows every held layer and sends the new one.
+    ({BASE, TF, SK}, {BASE, TF, SK}, 1, 40_000, 40_000, "engine"),
+    # The previous image was pushed by skopeo: the engine has no digest for TensorFlow's layer and would send it
+    # again, so skopeo pushes (it finds the held blobs itself).
+    ({BASE, TF, SK}, {BASE}, 1, 40_000, 1_350_040_000, "skopeo"),
+    # Cold: the registry holds only the base.
+    ({BASE}, {BASE}, 3, 1_350_040_000, 1_350_040_000, "skopeo"),
+    # Registry holds the TensorFlow layer, scikit-learn's is new and small.
+    ({BASE, TF}, {BASE, TF}, 2, 150_040_000, 150_040_000, "engine"),
+])
+def test_layers_are_counted_against_what_the_registry_holds(with_skopeo, held, known, lacking, new_bytes,
+                                                            engine_bytes, expected):
+    count = push.count_layers((BASE, TF, SK, NEW), SIZES, sum(SIZES.values()), SIZES[BASE], held, known)
+    assert (count.layers, count.lacking, count.new_bytes, count.engine_bytes) == (4, lacking, new_bytes, engine_bytes)
+    chosen = push.pusher_for(_config("auto"), _Engine(), count.new_bytes, count.engine_bytes)  # type: ignore[arg-type]
+    assert chosen.name == expected
+    assert f"in {lacking} layer(s) the registry lacks; it holds the other {4 - lacking}" in count.describe()
+
+
+def test_without_sizes_every_byte_above_the_base_counts():
+    count = push.count_layers((BASE, NEW), None, 500, 100, {BASE}, {BASE})
+    assert (count.lacking, count.new_bytes, count.engine_bytes) == (1, 400, 400)
+
+
 def _job(host: str, tmp_path: Path, token: Token | None = None, tag: str = "in-0123456789abcdef") -> push.PushJob:
     target = parse(f"{host}/lab/training:{tag}")
     return push.PushJob("training", f"{host}/lab/training:{tag}", "sha256:" + "e" * 64, target,
