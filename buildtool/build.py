@@ -163,7 +163,8 @@ def _held_by_registry(run: _Run, engine: Engine, image: ImagePlan, base: str) ->
             log.info("not counting the layers of %s: %s", text, exc)
             continue
         held |= set(layers)
-        local = engine.image_id(text) or engine.image_id(text.split("@")[0])
+        # Pulled by digest, or built and pushed here under its tag.
+        local = engine.image_id(f"{ref.repository}@{ref.digest}") or engine.image_id(text.split("@")[0])
         if local is not None and any(reference.parse(r).domain == target.domain
                                      for r in engine.layers(local).repo_digests):
             known |= set(layers)

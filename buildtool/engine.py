@@ -110,6 +110,27 @@ def _stream_error(chunk: Mapping[str, Any]) -> str | None:
 
 
 EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"  # an empty tar
+# History entries that never make a layer: the classic builder's "#(nop)" instructions but COPY/ADD, and
+# BuildKit's metadata instructions.
+_METADATA = re.compile(r"#\(nop\)\s+(?!COPY|ADD)|^(?:ENV|LABEL|ARG|CMD|ENTRYPOINT|WORKDIR|USER|EXPOSE|VOLUME|"
+                       r"STOPSIGNAL|HEALTHCHECK|SHELL|ONBUILD|MAINTAINER)\b")
+
+
+def layer_sizes(diff_ids: list[str], history: list[Mapping[str, Any]]) -> dict[str, int] | None:
+    """Diff ID -> bytes, pairing the layers with the history (oldest first), which the engine reports without
+    saying which entries made a layer. Pairs the entries that may make one (not metadata), or else those with
+    bytes; None when neither count matches the layers."""
+    size = [int(entry.get("Size") or 0) for entry in history]
+    maybe = [n for n, entry in enumerate(history) if size[n] > 0 or not _METADATA.search(str(entry.get("CreatedBy")))]
+    if len(maybe) == len(diff_ids):
+        return {d: size[n] for d, n in zip(diff_ids, maybe, strict=True)}
+    with_bytes = [n for n in range(len(history)) if size[n] > 0]
+    for layers in (diff_ids, [d for d in diff_ids if d != EMPTY_LAYER]):
+        if len(with_bytes) == len(layers):
+            found = dict.fromkeys(diff_ids, 0)
+            found.update({d: size[n] for d, n in zip(layers, with_bytes, strict=True)})
+            return found
+    return None
 
 
 @dataclass(frozen=True)
@@ -235,12 +256,8 @@ class Engine:
         except _TRANSPORT_ERRORS as exc:
             raise EngineError(f"the engine could not inspect {image}: {exc.__class__.__name__}: {exc}") from None
         diff_ids = [str(d) for d in (inspected.get("RootFS") or {}).get("Layers") or []]
-        # The history lists every instruction, newest first; only the layers with bytes are told apart by size.
-        sized = [int(entry.get("Size") or 0) for entry in reversed(history) if int(entry.get("Size") or 0) > 0]
-        with_bytes = [d for d in diff_ids if d != EMPTY_LAYER]
-        sizes = dict(zip(with_bytes, sized, strict=True)) if len(sized) == len(with_bytes) else None
-        return LayerInfo(tuple(diff_ids), sizes, tuple(str(r) for r in inspected.get("RepoDigests") or []),
-                         int(inspected.get("Size") or 0))
+        return LayerInfo(tuple(diff_ids), layer_sizes(diff_ids, list(reversed(history))),
+                         tuple(str(r) for r in inspected.get("RepoDigests") or []), int(inspected.get("Size") or 0))
 
     def tag(self, image: str, repository: str, tag: str) -> None:
         try:

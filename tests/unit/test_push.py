@@ -261,3 +261,23 @@ def test_a_token_stops_what_registers_and_refuses_to_publish():
         pass
     assert caught.value.exit_code == 130
     assert os.EX_OK == 0
+
+
+# The engine's history, oldest first, as the two builders leave it (sizes in bytes).
+CLASSIC_HISTORY = [("", 100), ("/bin/sh -c #(nop)  ENV A=1", 0), ("/bin/sh -c #(nop) COPY file:ab in /tmp", 5),
+                   ("/bin/sh -c pip install x", 50), ("/bin/sh -c python3 -m pip check", 0),  # no change: no layer
+                   ("/bin/sh -c #(nop)  LABEL a=b", 0)]
+BUILDKIT_HISTORY = [("", 100), ("ENV A=1", 0), ("COPY a /tmp # buildkit", 5), ("RUN /bin/sh -c pip install x", 50),
+                    ("RUN /bin/sh -c python3 -m pip check # buildkit", 0),  # an empty layer of its own
+                    ("LABEL a=b", 0)]
+
+
+@pytest.mark.parametrize("history, layers, expected", [
+    (CLASSIC_HISTORY, ["p", "c", "i"], {"p": 100, "c": 5, "i": 50}),
+    (BUILDKIT_HISTORY, ["p", "c", "i", "e"], {"p": 100, "c": 5, "i": 50, "e": 0}),
+    (CLASSIC_HISTORY, ["p", "c"], None),  # nothing lines up: unknown, never a guess
+])
+def test_layer_sizes_pair_the_history_with_the_layers(history, layers, expected):
+    from buildtool.engine import layer_sizes
+
+    assert layer_sizes(layers, [{"CreatedBy": c, "Size": n} for c, n in history]) == expected
