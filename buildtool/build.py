@@ -142,10 +142,12 @@ def _base_size(engine: Engine, base: str) -> int:
     return 0
 
 
-def _held_by_registry(run: _Run, engine: Engine, image: ImagePlan, base: str) -> tuple[set[str], set[str]]:
+def _held_by_registry(run: _Run, image: ImagePlan, base: str, pulled: list[str]) -> tuple[set[str], set[str]]:
     """Diff IDs of the layers the registry holds among the images this one shares layers with (its base, and the
-    map's previous image of it), and those of them the engine knows the registry's digests of (it pushed or
-    pulled that image there). Only images in the target's registry count; an unreadable one counts as none."""
+    map's previous image of it), and those of them whose registry digests the engine keeps, so that its push
+    skips them: the base's (the engine pushed or pulled it) and the previous image's when this run pulled it
+    (`pulled`). The engine's RepoDigests do not tell: a pull of an image it already has records none of its
+    layers. Only images in the target's registry count; an unreadable one counts as none."""
     target = reference.parse(image.tagged)
     sources = [base]
     locked = run.previous.images.get(image.name) if run.previous is not None else None
@@ -163,17 +165,15 @@ def _held_by_registry(run: _Run, engine: Engine, image: ImagePlan, base: str) ->
             log.info("not counting the layers of %s: %s", text, exc)
             continue
         held |= set(layers)
-        # Pulled by digest, or built and pushed here under its tag.
-        local = engine.image_id(f"{ref.repository}@{ref.digest}") or engine.image_id(text.split("@")[0])
-        if local is not None and any(reference.parse(r).domain == target.domain
-                                     for r in engine.layers(local).repo_digests):
+        if text == base or f"{ref.repository}@{ref.digest}" in pulled:
             known |= set(layers)
     return held, known
 
 
-def _count_layers(run: _Run, engine: Engine, image: ImagePlan, image_id: str, base: str) -> pushing.LayerCount:
+def _count_layers(run: _Run, engine: Engine, image: ImagePlan, image_id: str, base: str,
+                  pulled: list[str]) -> pushing.LayerCount:
     info = engine.layers(image_id)
-    held, known = _held_by_registry(run, engine, image, base)
+    held, known = _held_by_registry(run, image, base, pulled)
     return pushing.count_layers(info.diff_ids, info.sizes, info.size, _base_size(engine, base), held, known)
 
 
@@ -231,7 +231,7 @@ def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Resu
         events(image.name, f"built {image.tagged} in {time.monotonic() - started:.0f}s (not pushed)")
         return Result(image.name, image.tagged, image.action, time.monotonic() - started)
     assert run.workdir is not None
-    count = _count_layers(run, engine, image, image_id, base)
+    count = _count_layers(run, engine, image, image_id, base, cache_from)
     pusher = pushing.pusher_for(run.config, engine, count.new_bytes, count.engine_bytes)
     target = reference.parse(image.tagged)
     job = pushing.PushJob(image.name, image.tagged, image_id, target, pushing.staging_reference(target), run.workdir,

@@ -24,7 +24,6 @@ layers = [["tensorflow-cpu"], ["scikit-learn"]]
 
 [tool.buildtool.images.training.template_vars]
 summary = "TensorFlow."
-imports = ["tensorflow", "sklearn"]
 prune = ["tensorflow/include"]
 extra = []
 uv_requirement = "uv==0.13.9 --hash=sha256:d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19"
