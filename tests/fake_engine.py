@@ -198,23 +198,40 @@ class FakeRegistry(_Served):
         self.deletes: list[str] = []  # "path@digest" of every manifest DELETE that removed something
         self.mounts: list[str] = []  # "from-path -> path digest" of every blob mounted
         self.moved_after_put: dict[str, str] = {}
+        self.configs: dict[str, bytes] = {}  # config blobs by digest (a test may swap one's bytes)
 
     def store(self, path: str, tag: str, layers: tuple[int, ...] = (1000, 2000)) -> str:
         """Hold an image manifest under `path:tag`; return its digest."""
+        config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [
+            sha256(f"diff {path}:{tag}:{n}".encode()) for n in range(len(layers))]}}).encode()
         manifest = {
             "schemaVersion": 2, "mediaType": self.MEDIA_TYPE,
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 100,
-                       "digest": sha256(f"config {path}:{tag}".encode())},
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
+                       "digest": sha256(config)},
             "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": size,
                         "digest": sha256(f"layer {path}:{tag}:{n}".encode())} for n, size in enumerate(layers)],
         }
         body = json.dumps(manifest, sort_keys=True).encode()
         digest = sha256(body)
         with self._lock:
+            self.configs[sha256(config)] = config
             self._manifests[(path, tag)] = (digest, body)
             self._manifests[(path, digest)] = (digest, body)
             self._blobs.setdefault(path, set()).update(self._blobs_of(body))
         return digest
+
+    def rewrite_config(self, path: str, tag: str, digest: str, size: int) -> str:
+        """Store `path:tag` again with its manifest naming another config blob; return the new digest."""
+        with self._lock:
+            _, body = self._manifests[(path, tag)]
+        manifest = json.loads(body)
+        manifest["config"].update(digest=digest, size=size)
+        body = json.dumps(manifest, sort_keys=True).encode()
+        new = sha256(body)
+        with self._lock:
+            self._manifests[(path, tag)] = (new, body)
+            self._manifests[(path, new)] = (new, body)
+        return new
 
     @staticmethod
     def _blobs_of(body: bytes) -> list[str]:
@@ -319,6 +336,9 @@ class FakeRegistry(_Served):
 
     def _blob_request(self, request: _Handler, method: str, path: str, query: dict[str, str]) -> None:
         repo, marker, digest = path.removeprefix("/v2/").rpartition("/blobs/")
+        if marker and method == "GET" and digest in self.configs:
+            request.send(200, self.configs[digest], content_type="application/octet-stream")
+            return
         if marker and method == "HEAD" and digest.startswith("sha256:"):
             with self._lock:
                 held = digest in self._blobs.get(repo, set())
