@@ -81,7 +81,12 @@ RATIO_TARGETS = {1: 1.0, 2: 0.02, 3: 1.5, 4: 0.70, 6: 0.10}
 FRESH_TO_COLD_TARGET = 0.20
 LOCK = "images/training/requirements.txt"
 # Small pure-Python packages the training lock lacks, hash-locked (wheel and sdist): one per run of case 6.
+# --added-from N starts further down the list, so that a later bench run adds packages no builder cache has seen.
 ADDED_PACKAGES = (
+    ("toolz==1.2.0", ("890f820b1cb8152785aaf9386d8707770110809035800985ca65cb24ce1120ef",
+                      "9667a038e9d6ecba37995e26cb2f59ec6420b6ad8dd9677de59db9b956b08490")),
+    ("appdirs==1.4.4", ("a841dacd6b99318a741b166adb07e19ee71a274450e68237b4650ca1055ab128",
+                        "7d5d0167b2b1ba821647616af46a749d1c653740dd0d2415100fe26e27afdf41")),
     ("colorama==0.4.6", ("4f1d9991f5acc0ca119f9d443620b77f9d6b33703e51011c16baf57afb285fc6",
                          "08695f5cb7ed6e0531a20572697297273c47b8cae5a63ffc6d6ed5c201be6e44")),
     ("tabulate==0.10.0", ("f0b0622e567335c8fabaaa659f1b33bcb6ddfe2e496071b743aa113f8774f2d3",
@@ -600,7 +605,7 @@ def case_package_added(bench: Bench, plain: Side, tool: Side) -> CaseResult:
     pushed: dict[str, list[int]] = {"plain": [], "buildtool": []}
     try:
         for rep in range(bench.args.repeat):
-            package, hashes = ADDED_PACKAGES[rep % len(ADDED_PACKAGES)]
+            package, hashes = ADDED_PACKAGES[(bench.args.added_from + rep) % len(ADDED_PACKAGES)]
             # In name order, as pip-compile writes it.
             blocks = original.split("\n")
             name = package.split("==")[0]
@@ -740,6 +745,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                                               "median is reported (default: %(default)s)")
     p.add_argument("--fresh-repeat", type=int, default=1, help="runs of case 5 per side (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=2, help="buildtool --jobs (default: %(default)s)")
+    p.add_argument("--added-from", type=int, default=0, help="case 6 adds the packages of ADDED_PACKAGES from this "
+                                                             "index on (default: %(default)s)")
     p.add_argument("--registry", default=os.environ.get("BUILDTOOL_REGISTRY", "127.0.0.1:5000"))
     p.add_argument("--base-image", default=os.environ.get("BUILDTOOL_BASE_IMAGE",
                                                           "127.0.0.1:5000/buildtool/python:3.11-bookworm"))

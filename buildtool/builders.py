@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import io
+import json
 import os
 import re
 import shutil
@@ -30,11 +31,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Protocol
 
+from . import pip_check_cache
 from .config import Config
 from .context import BuildContext
 from .engine import Engine, context_tar
 from .errors import BuildError, ConfigError
+from .fsutil import write_atomic
 from .interrupt import Token
+from .pip_check_cache import read_own_file
 from .render import CACHE_MOUNT_MARK
 
 Progress = Callable[[str], None]
@@ -236,8 +240,39 @@ def probe(cli: str, engine: Engine) -> str | None:
     return None
 
 
-def find_cli(engine: Engine) -> tuple[str | None, list[str]]:
-    """The first docker CLI with a working BuildKit, and why each one before it was passed over."""
+PROBE_FILE = "buildkit-probe.json"  # beside pip-check.json: the CLIs a probe build succeeded with
+_PROBES_KEPT = 16
+
+
+def _probe_key(cli: str, engine: Engine) -> str:
+    """A successful probe holds while the CLI's file and the engine are the same."""
+    info = os.stat(cli)
+    return f"{os.path.realpath(cli)}|{info.st_size}|{info.st_mtime_ns}|{engine.identity()}"
+
+
+def _known_probes(path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    try:
+        document = json.loads(read_own_file(path).decode("utf-8"))
+    except (OSError, ValueError):  # missing, not ours, too large, not JSON: probe again
+        return []
+    works = document.get("works") if isinstance(document, dict) else None
+    return [k for k in works if isinstance(k, str)][-_PROBES_KEPT:] if isinstance(works, list) else []
+
+
+def _remember_probe(path: Path | None, key: str) -> None:
+    if path is None:
+        return
+    try:
+        write_atomic(path, json.dumps({"works": [*_known_probes(path), key][-_PROBES_KEPT:]}, indent=1) + "\n")
+    except OSError:
+        pass  # it only saves the next run a probe
+
+
+def find_cli(engine: Engine, cache: Path | None = None) -> tuple[str | None, list[str]]:
+    """The first docker CLI with a working BuildKit, and why each one before it was passed over. A CLI that
+    passed its probe with this engine before (`cache`) is taken without probing again."""
     reasons = []
     seen = set()
     for candidate in CLI_CANDIDATES:
@@ -249,8 +284,12 @@ def find_cli(engine: Engine) -> tuple[str | None, list[str]]:
         if real in seen:
             continue
         seen.add(real)
+        key = _probe_key(path, engine)
+        if key in _known_probes(cache):
+            return path, reasons
         why = probe(path, engine)
         if why is None:
+            _remember_probe(cache, key)
             return path, reasons
         reasons.append(why)
     return None, reasons
@@ -261,7 +300,8 @@ def choose(config: Config, engine: Engine, wanted: str | None = None) -> tuple[B
     way = wanted or config.builder
     if way == "classic":
         return ClassicBuilder(engine), "builder: classic (the engine's API)"
-    cli, reasons = find_cli(engine)
+    cache = pip_check_cache.default_path()
+    cli, reasons = find_cli(engine, None if cache is None else cache.with_name(PROBE_FILE))
     if cli is not None:
         return BuildKitBuilder(cli), f"builder: buildkit (DOCKER_BUILDKIT=1 {cli} build)"
     if way == "buildkit":

@@ -225,6 +225,14 @@ class Engine:
             self._containerd_store = any(pair[:2] == ["driver-type", "io.containerd.snapshotter.v1"] for pair in status)
         return self._containerd_store
 
+    def identity(self) -> str:
+        """The engine's ID and version: what a remembered fact about this engine is keyed by."""
+        try:
+            info = self.api.info()
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineError(f"the engine could not describe itself: {exc.__class__.__name__}: {exc}") from None
+        return f"{info.get('ID', '')}/{info.get('ServerVersion', '')}"
+
     def pull(self, ref: str, *, progress: Progress = _no_progress) -> None:
         """Pull `ref` (a pinned `repo[:tag]@sha256:...` is pulled by its digest); EngineError on any error chunk."""
         parsed = reference.parse(ref)

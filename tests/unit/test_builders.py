@@ -84,6 +84,15 @@ class NoEngine:
     def untag(self, ref: str) -> None:
         pass
 
+    def identity(self) -> str:
+        return "engine-id/20.10.24"
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """The probe cache goes to this test's folder, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
 
 def fake_cli(tmp_path: Path, name: str, script: str) -> str:
     path = tmp_path / name
@@ -112,11 +121,19 @@ def test_auto_takes_a_cli_whose_probe_build_succeeds(tmp_path, monkeypatch, proj
     from buildtool import config
 
     # The probe reads the Dockerfile on stdin and writes the image ID where --iidfile says.
-    working = fake_cli(tmp_path, "docker", 'while [ "$1" != --iidfile ]; do shift; done; cat >/dev/null; '
-                                           'echo sha256:1 > "$2"\n')
+    probes = tmp_path / "probes"
+    working = fake_cli(tmp_path, "docker", f'echo probe >> {probes}; while [ "$1" != --iidfile ]; do shift; done; '
+                                           'cat >/dev/null; echo sha256:1 > "$2"\n')
     monkeypatch.setattr(builders, "CLI_CANDIDATES", (working,))
     chosen, why = builders.choose(config.load(project), NoEngine(), "auto")  # type: ignore[arg-type]
     assert chosen.name == "buildkit" and why == f"builder: buildkit (DOCKER_BUILDKIT=1 {working} build)"
+    # Remembered for this CLI file and engine: the next run does not probe again; a changed CLI is probed.
+    assert builders.choose(config.load(project), NoEngine(), "auto")[0].name == "buildkit"  # type: ignore[arg-type]
+    assert probes.read_text().count("probe") == 1
+    Path(working).write_text(Path(working).read_text() + "# upgraded\n")
+    assert builders.choose(config.load(project), NoEngine(), "auto")[0].name == "buildkit"  # type: ignore[arg-type]
+    assert probes.read_text().count("probe") == 2
+    assert (tmp_path / "cache" / "buildtool" / builders.PROBE_FILE).is_file()
 
 
 def test_a_builder_that_is_not_known_is_a_config_error(tmp_path):
