@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -94,4 +95,5 @@ def small_project(tmp_path: Path, registry: str, engine_client: docker.DockerCli
     for image in engine_client.images.list():
         for tag in image.tags:
             if f"/{prefix}/" in tag:
-                engine_client.images.remove(tag, force=True)
+                with contextlib.suppress(docker.errors.ImageNotFound):  # gone with an earlier tag of the same image
+                    engine_client.images.remove(tag, force=True)
