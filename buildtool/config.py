@@ -217,11 +217,30 @@ def _rendering(path: Path, prefix: str, context: Path, table: Mapping[str, Any])
             raise _fail(path, f"{prefix}layers[{index}]", f"expected a non-empty array of package names, got "
                                                           f"{group!r}, e.g. layers = [[\"tensorflow-cpu\"]]")
         groups.append(tuple(group))
+    for key, value in _flat(table.get("template_vars", {})):
+        # Rendered into a committed Dockerfile, and from there into the image's history: never a secret.
+        if _SECRET_NAME.search(key.rsplit(".", 1)[-1]):
+            raise _fail(path, f"{prefix}template_vars.{key}", "looks like a secret; rendered Dockerfiles are "
+                                                             "committed and recorded in the image history, pass "
+                                                             "secrets at run time instead")
+        if isinstance(value, str) and _URL_CREDENTIAL.search(value):  # the value itself is never shown
+            raise _fail(path, f"{prefix}template_vars.{key}", "the value carries a user:password@ credential; "
+                                                             "rendered Dockerfiles are committed, pass secrets at "
+                                                             "run time instead")
     installer = table.get("installer", "uv")
     if installer not in INSTALLERS:
         raise _fail(path, prefix + "installer", f"{installer!r} is not one of {', '.join(INSTALLERS)}")
     return {"template": template, "template_vars": dict(table.get("template_vars", {})),
             "requirements": requirements, "layers": tuple(groups), "installer": installer}
+
+
+def _flat(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, leaf value) of every value in nested tables and arrays (arrays by index)."""
+    if isinstance(value, dict):
+        return [pair for k, v in value.items() for pair in _flat(v, f"{prefix}{k}.")]
+    if isinstance(value, list):
+        return [pair for n, v in enumerate(value) for pair in _flat(v, f"{prefix}{n}.")]
+    return [(prefix.rstrip("."), value)]
 
 
 def _check_reference(path: Path, key: str, value: str) -> None:

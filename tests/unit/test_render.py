@@ -175,6 +175,20 @@ def test_template_keys_are_checked_when_loading(tmp_path, old, new, expected):
         config.load(path)
 
 
+@pytest.mark.parametrize("line, expected", [
+    ('api_token = "x"', "images.training.template_vars.api_token: looks like a secret"),
+    ('extra = ["RUN pip download --index-url https://me:hunter2@pypi.example.com/simple x"]',
+     "images.training.template_vars.extra.0: the value carries a user:password@ credential"),
+])
+def test_a_secret_in_the_template_variables_is_refused(tmp_path, capsys, line, expected):
+    path = templated_project(tmp_path, TRAINING.replace("extra = []", line if line.startswith("extra") else
+                                                        f"extra = []\n{line}"))
+    assert cli.main(["--config", str(path), "render"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "hunter2" not in err and err.count("\n") == 1
+    assert not (tmp_path / "images/training/layers").exists()  # nothing rendered
+
+
 def test_template_keys_without_a_template_are_refused(tmp_path):
     path = write_project(tmp_path, '\n[tool.buildtool.images.base.template_vars]\nx = "1"\n')
     with pytest.raises(ConfigError, match="images.base.template_vars: only an image with a template uses it"):
