@@ -206,6 +206,31 @@ class BuildKitBuilder:
         return image_id
 
 
+class AutoBuilder:
+    """`auto` with a working BuildKit: BuildKit for a Dockerfile with an installer cache to mount (a marked RUN),
+    the classic builder for the others, which it builds faster here (a two-step image: 0.4 s against 0.85 s)."""
+
+    name = "auto"
+
+    def __init__(self, buildkit: BuildKitBuilder, classic: ClassicBuilder) -> None:
+        self.buildkit, self.classic = buildkit, classic
+
+    def for_context(self, context: BuildContext) -> Builder:
+        try:
+            text = (context.root / context.dockerfile).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return self.classic  # its own build reports the unreadable file
+        marked = any(line.startswith(CACHE_MOUNT_MARK) for line in text.splitlines())
+        return self.buildkit if marked else self.classic
+
+    def build(self, context: BuildContext, tag: str, build_args: Mapping[str, str], *, platform: str,
+              labels: Mapping[str, str], cache_from: list[str], progress: Progress, token: Token) -> str:
+        chosen = self.for_context(context)
+        progress(f"built by {'BuildKit' if chosen is self.buildkit else 'the classic builder'}")
+        return chosen.build(context, tag, build_args, platform=platform, labels=labels, cache_from=cache_from,
+                            progress=progress, token=token)
+
+
 def _feed(pipe: IO[bytes], tar: io.BytesIO) -> None:
     """Send the context on the CLI's stdin (its own thread: the CLI reads it while it prints)."""
     try:
@@ -302,8 +327,12 @@ def choose(config: Config, engine: Engine, wanted: str | None = None) -> tuple[B
         return ClassicBuilder(engine), "builder: classic (the engine's API)"
     cache = pip_check_cache.default_path()
     cli, reasons = find_cli(engine, None if cache is None else cache.with_name(PROBE_FILE))
-    if cli is not None:
+    if cli is not None and way == "buildkit":
         return BuildKitBuilder(cli), f"builder: buildkit (DOCKER_BUILDKIT=1 {cli} build)"
+    if cli is not None:
+        return (AutoBuilder(BuildKitBuilder(cli), ClassicBuilder(engine)),
+                f"builder: auto: buildkit (DOCKER_BUILDKIT=1 {cli} build) for Dockerfiles with an installer cache "
+                "mount, classic for the others")
     if way == "buildkit":
         raise ConfigError(f"{config.path}: builder = \"buildkit\" but no docker CLI builds with BuildKit here "
                           f"({'; '.join(reasons)}); install Debian's docker.io (its CLI embeds BuildKit) or the "

@@ -126,12 +126,21 @@ def test_auto_takes_a_cli_whose_probe_build_succeeds(tmp_path, monkeypatch, proj
                                            'cat >/dev/null; echo sha256:1 > "$2"\n')
     monkeypatch.setattr(builders, "CLI_CANDIDATES", (working,))
     chosen, why = builders.choose(config.load(project), NoEngine(), "auto")  # type: ignore[arg-type]
-    assert chosen.name == "buildkit" and why == f"builder: buildkit (DOCKER_BUILDKIT=1 {working} build)"
+    assert chosen.name == "auto" and why.startswith(f"builder: auto: buildkit (DOCKER_BUILDKIT=1 {working} build)")
+    assert isinstance(chosen, builders.AutoBuilder)
+    # BuildKit for a Dockerfile with an installer cache to mount, the classic builder for the others.
+    marked, plain = tmp_path / "marked", tmp_path / "plain"
+    for folder, text in ((marked, MARKED), (plain, "FROM x\nRUN a\n")):
+        folder.mkdir()
+        (folder / "Dockerfile").write_text(text)
+    assert chosen.for_context(context.scan(marked)).name == "buildkit"
+    assert chosen.for_context(context.scan(plain)).name == "classic"
+    assert builders.choose(config.load(project), NoEngine(), "buildkit")[0].name == "buildkit"  # type: ignore[arg-type]
     # Remembered for this CLI file and engine: the next run does not probe again; a changed CLI is probed.
-    assert builders.choose(config.load(project), NoEngine(), "auto")[0].name == "buildkit"  # type: ignore[arg-type]
+    assert builders.choose(config.load(project), NoEngine(), "auto")[0].name == "auto"  # type: ignore[arg-type]
     assert probes.read_text().count("probe") == 1
     Path(working).write_text(Path(working).read_text() + "# upgraded\n")
-    assert builders.choose(config.load(project), NoEngine(), "auto")[0].name == "buildkit"  # type: ignore[arg-type]
+    assert builders.choose(config.load(project), NoEngine(), "auto")[0].name == "auto"  # type: ignore[arg-type]
     assert probes.read_text().count("probe") == 2
     assert (tmp_path / "cache" / "buildtool" / builders.PROBE_FILE).is_file()
 
