@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import context, map_lock, reference, step_imports
+from . import builders, context, map_lock, reference, step_imports
 from . import plan as planning
 from . import push as pushing
+from .builders import Builder, ClassicBuilder
 from .config import BASE_IMAGE_ARG, Config
 from .context import BuildContext
 from .digest import LABEL_INPUTS
@@ -156,6 +157,41 @@ def _base_size(engine: Engine, base: str) -> int:
     return 0
 
 
+def _held_by_registry(run: _Run, image: ImagePlan, base: str, pulled: list[str]) -> tuple[set[str], set[str]]:
+    """Diff IDs of the layers the registry holds among the images this one shares layers with (its base, and the
+    map's previous image of it), and those of them whose registry digests the engine keeps, so that its push
+    skips them: the base's (the engine pushed or pulled it) and the previous image's when this run pulled it
+    (`pulled`). The engine's RepoDigests do not tell: a pull of an image it already has records none of its
+    layers. Only images in the target's registry count; an unreadable one counts as none."""
+    target = reference.parse(image.tagged)
+    sources = [base]
+    locked = run.previous.images.get(image.name) if run.previous is not None else None
+    if locked is not None:
+        sources.append(locked.reference)
+    held: set[str] = set()
+    known: set[str] = set()
+    for text in sources:
+        ref = reference.parse(text)
+        if ref.domain != target.domain or not ref.digest:
+            continue
+        try:
+            layers = run.registry.layers(ref, run.config.platform)
+        except RegistryError as exc:
+            log.info("not counting the layers of %s: %s", text, exc)
+            continue
+        held |= set(layers)
+        if text == base or f"{ref.repository}@{ref.digest}" in pulled:
+            known |= set(layers)
+    return held, known
+
+
+def _count_layers(run: _Run, engine: Engine, image: ImagePlan, image_id: str, base: str,
+                  pulled: list[str]) -> pushing.LayerCount:
+    info = engine.layers(image_id)
+    held, known = _held_by_registry(run, image, base, pulled)
+    return pushing.count_layers(info.diff_ids, info.sizes, info.size, _base_size(engine, base), held, known)
+
+
 @dataclass(frozen=True)
 class _Run:
     """What every image of one run shares."""
@@ -170,6 +206,7 @@ class _Run:
     workdir: Path | None
     previous: ImageMap | None
     pip_checks: PipCheckCache
+    builder: Builder | None
 
 
 def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Result:
@@ -191,9 +228,11 @@ def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Resu
         raise BuildError(f"image {image.name}: files of {planned.root} changed since the build was planned; "
                          "run it again")
     run.token.raise_if_cancelled()
-    image_id = engine.build(planned, image.tagged, args, platform=run.config.platform,
-                            labels={LABEL_INPUTS: image.inputs.digest, LABEL_IMAGE: image.name},
-                            cache_from=cache_from, progress=lambda message: events(image.name, message))
+    builder = run.builder or ClassicBuilder(engine)
+    image_id = builder.build(planned, image.tagged, args, platform=run.config.platform,
+                             labels={LABEL_INPUTS: image.inputs.digest, LABEL_IMAGE: image.name},
+                             cache_from=cache_from, progress=lambda message: events(image.name, message),
+                             token=run.token)
     run.token.raise_if_cancelled()
     modules = run.prepared.step_modules.get(image.step, []) if image.step else None
     check_token = run.token.child()
@@ -207,13 +246,12 @@ def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Resu
         events(image.name, f"built {image.tagged} in {time.monotonic() - started:.0f}s (not pushed)")
         return Result(image.name, image.tagged, image.action, time.monotonic() - started)
     assert run.workdir is not None
-    new_bytes = engine.size(image_id) - _base_size(engine, base)
-    pusher = pushing.pusher_for(run.config, engine, new_bytes)
+    count = _count_layers(run, engine, image, image_id, base, cache_from)
+    pusher = pushing.pusher_for(run.config, engine, count.new_bytes, count.engine_bytes)
     target = reference.parse(image.tagged)
     job = pushing.PushJob(image.name, image.tagged, image_id, target, pushing.staging_reference(target), run.workdir,
                           run.config.compression_level, run.token.child(), lambda message: events(image.name, message))
-    events(image.name, f"push via {pusher.name} ({max(new_bytes, 0) / 1e6:.0f} MB of new layers) to {job.staging} "
-                       "while it is checked")
+    events(image.name, f"push via {pusher.name} ({count.describe()}) to {job.staging} while it is checked")
     digest = pushing.publish_checked(job, pusher, run.registry, check)
     events(image.name, f"pushed {image.tagged}@{digest} in {time.monotonic() - started:.0f}s")
     return Result(image.name, f"{image.tagged}@{digest}", image.action, time.monotonic() - started)
@@ -224,7 +262,8 @@ _STOP_WAIT = 1.0  # seconds the main thread gives running images to stop and cle
 
 def execute(prepared: Prepared, engine: Engine | None, registry: Registry, config: Config, *, push: bool, jobs: int,
             events: Events, token: Token | None = None, workdir: Path | None = None,
-            previous: ImageMap | None = None, pip_checks: PipCheckCache | None = None) -> dict[str, Result]:
+            previous: ImageMap | None = None, pip_checks: PipCheckCache | None = None,
+            builder: Builder | None = None) -> dict[str, Result]:
     """Run the plan: an image starts once its base is done; on the first failure nothing new starts.
 
     Images run in daemon threads that the main thread waits for in short slices, so a signal reaches it at
@@ -232,7 +271,8 @@ def execute(prepared: Prepared, engine: Engine | None, registry: Registry, confi
     """
     if pip_checks is None:
         pip_checks = PipCheckCache.default()
-    run = _Run(prepared, engine, registry, config, push, events, token or Token(), workdir, previous, pip_checks)
+    run = _Run(prepared, engine, registry, config, push, events, token or Token(), workdir, previous, pip_checks,
+               builder)
     results: dict[str, Result] = {}
     pending = list(prepared.plan.images)
     errors: list[BuildtoolError] = []
@@ -323,15 +363,22 @@ def check_extra_tags(tags: list[str], push: bool) -> None:
 
 
 def run(full: Config, selected: Config, prepared: Prepared, registry: Registry, *, push: bool, jobs: int,
-        extra_tags: list[str], events: Events, token: Token, previous: ImageMap | None) -> Outcome:
-    """Execute the plan; with `push`, add the extra tags and merge the images into the map (under its lock)."""
+        extra_tags: list[str], events: Events, token: Token, previous: ImageMap | None,
+        builder: str | None = None) -> Outcome:
+    """Execute the plan; with `push`, add the extra tags and merge the images into the map (under its lock).
+
+    `builder` overrides the configuration's (classic, buildkit, auto)."""
     check_extra_tags(extra_tags, push)
     # The engine is needed only when something is built: a no-op asks the registry alone.
     engine = Engine() if prepared.plan.to_build else None
     try:
+        chosen = None
+        if engine is not None:
+            chosen, why = builders.choose(selected, engine, builder)
+            events("-", why)
         with workdir.run_folder() as folder:
             results = execute(prepared, engine, registry, selected, push=push, jobs=jobs, events=events, token=token,
-                              workdir=folder, previous=previous)
+                              workdir=folder, previous=previous, builder=chosen)
     finally:
         if engine is not None:
             engine.close()

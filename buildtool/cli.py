@@ -65,11 +65,13 @@ def _previous_map(config: configuration.Config) -> image_map.ImageMap | None:
 def cmd_build(args: argparse.Namespace) -> int:
     from . import build as building
     from . import plan as planning
+    from . import render
     from .interrupt import Token, on_signals
     from .push.registry import Registry
 
     full = _config(args)
     selected = configuration.select(full, args.images)
+    render.require_current(selected)  # an image is built from what its template renders, never a hand edit
     previous = _previous_map(full)
     registry = Registry()
     try:
@@ -83,7 +85,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             if args.dry_run:
                 return 0
             outcome = building.run(full, selected, prepared, registry, push=args.push, jobs=args.jobs,
-                                   extra_tags=args.tag, events=Printer(), token=token, previous=previous)
+                                   extra_tags=args.tag, events=Printer(), token=token, previous=previous,
+                                   builder=args.builder)
     finally:
         registry.close()
     if not args.push:
@@ -114,10 +117,24 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from . import render
+
+    config = configuration.select(_config(args), args.images)
+    changed = render.write(config)
+    for path in changed:
+        print(f"wrote {path.relative_to(config.root) if path.is_relative_to(config.root) else path}")
+    templated = [i.name for i in config.images if i.template]
+    print(f"{len(templated)} rendered image(s) ({', '.join(templated) or 'none'}): "
+          f"{len(changed)} file(s) {'changed' if changed else 'already current'}")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import staleness
+    from . import render, staleness
 
     config = _config(args)
+    render.require_current(config)  # before the map: a hand-edited Dockerfile is the first thing to fix
     loaded = image_map.load(config.image_map)
     image_map.require_locked(loaded, config.steps, config.image_map, config.repositories)
     staleness.require_fresh(config, loaded)
@@ -344,6 +361,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--dry-run", action="store_true", help="print the plan (build or reuse, and why); change nothing")
     b.add_argument("--tag", action="append", default=[], metavar="TAG",
                    help="with --push, also tag every image TAG in the registry (e.g. the git commit); repeatable")
+    b.add_argument("--builder", choices=configuration.BUILDERS,
+                   help="what builds: classic, buildkit or auto (default: [tool.buildtool] builder)")
     b.add_argument("--jobs", "-j", type=int, default=2, help="images built at once (default: %(default)s)")
     b.add_argument("--registry",
                    help="registry host[:port] (default: [tool.buildtool] registry, or BUILDTOOL_REGISTRY)")
@@ -360,6 +379,14 @@ def parser() -> argparse.ArgumentParser:
                    help="write nothing; fail (exit 13) if the output differs from what compile would write now")
     c.add_argument("--base-image", help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_compile)
+
+    t = sub.add_parser("render", help="write the Dockerfiles (and layer locks) of images that have a template",
+                       description="Render each image's Dockerfile from its template in images/templates/, and cut "
+                                   "its requirements lock into layer locks; writes only files that differ. "
+                                   "See docs/images.md.")
+    t.add_argument("images", nargs="*", metavar="IMAGE", help="only these images (default: all)")
+    t.add_argument("--base-image", help=argparse.SUPPRESS)
+    t.set_defaults(func=cmd_render)
 
     k = sub.add_parser("check", help="fail if image_map.yaml no longer matches the sources (offline)",
                        description="Recompute every image's inputs digest from the working tree, with no engine "

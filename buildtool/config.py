@@ -20,6 +20,9 @@ from .kfp_names import component_name
 BASE_IMAGE_ARG = "BASE_IMAGE"
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 PUSH_WAYS = ("auto", "skopeo", "engine")  # who pushes an image (see push/__init__.py, pusher_for)
+BUILDERS = ("auto", "classic", "buildkit")  # what builds an image (see builders.py)
+INSTALLERS = ("uv", "pip")  # what a rendered Dockerfile installs the requirements with
+_TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # How the steps get the platform credentials: pipeline parameters, or a Kubernetes Secret (a DNS-1123 name).
 CREDENTIALS_PARAMETERS, CREDENTIALS_K8S_SECRET = "parameters", "k8s-secret:"
 _K8S_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -45,6 +48,12 @@ class ImageConfig:
     base: str | None = None  # another image of the project
     base_image: str | None = None  # an external reference (else the global one)
     build_args: tuple[tuple[str, str], ...] = ()
+    # A Dockerfile rendered from images/templates/<template> (None: hand-written); see docs/images.md.
+    template: str | None = None
+    template_vars: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    requirements: str | None = None  # the hash-locked file the layer groups are cut from, relative to the context
+    layers: tuple[tuple[str, ...], ...] = ()  # roots of each layer group; the rest goes in a last layer
+    installer: str = "uv"
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,8 @@ class Config:
     external_images: tuple[str, ...] = ()
     # Where `repository` came from when the file does not set it (e.g. "[project].name"); "" when it does.
     repository_from: str = ""
+    builder: str = "auto"
+    templates: Path | None = None  # folder of the Dockerfile templates
 
     def image(self, name: str) -> ImageConfig:
         for image in self.images:
@@ -97,10 +108,12 @@ _TOP_KEYS = {
     "registry": str, "repository": str, "base_image": str, "platform": str,
     "image_map": str, "output": str, "pipeline": str, "steps_module": str, "image_pull_policy": str,
     "push_with": str, "compression_level": int, "credentials": str, "images": dict, "external_images": list,
+    "builder": str, "templates": str,
 }
 _IMAGE_KEYS = {
     "context": str, "dockerfile": str, "step": str, "base": str,
     "base_image": str, "build_args": dict,
+    "template": str, "template_vars": dict, "requirements": str, "layers": list, "installer": str,
 }
 _KIND = {str: "a string", int: "an integer", dict: "a table", list: "a list"}
 _DEFAULTS = {
@@ -111,6 +124,7 @@ _DEFAULTS = {
     "steps_module": "pipeline.steps",
     "image_pull_policy": "IfNotPresent",
     "push_with": "auto", "compression_level": 6, "credentials": CREDENTIALS_PARAMETERS,
+    "builder": "auto", "templates": "images/templates",
 }
 
 
@@ -150,7 +164,9 @@ def _image(path: Path, root: Path, name: str, table: Mapping[str, Any]) -> Image
     dockerfile = table.get("dockerfile", "Dockerfile")
     if not (context / dockerfile).resolve().is_relative_to(context):
         raise _fail(path, f"{prefix}dockerfile", f"{dockerfile!r} is outside the context {context}; keep it inside")
-    if not (context / dockerfile).is_file():
+    rendered = _rendering(path, prefix, context, table)
+    # A rendered Dockerfile may be missing: `buildtool render` writes it, `check` and `build` say so.
+    if "template" not in table and not (context / dockerfile).is_file():
         raise _fail(path, f"{prefix}dockerfile", f"no Dockerfile at {context / dockerfile}; create it or set "
                                                  "dockerfile = \"...\" relative to the context")
     if "base" in table and "base_image" in table:
@@ -175,8 +191,62 @@ def _image(path: Path, root: Path, name: str, table: Mapping[str, Any]) -> Image
     return ImageConfig(
         name=name, context=context, dockerfile=dockerfile, step=table.get("step"),
         base=table.get("base"), base_image=table.get("base_image"),
-        build_args=tuple(sorted(args.items())),
+        build_args=tuple(sorted(args.items())), **rendered,
     )
+
+
+def _rendering(path: Path, prefix: str, context: Path, table: Mapping[str, Any]) -> dict[str, Any]:
+    """The template keys of one image: checked here, so rendering gets names it can trust."""
+    keys = ("template_vars", "requirements", "layers", "installer")
+    if "template" not in table:
+        for key in keys:
+            if key in table:
+                raise _fail(path, prefix + key, "only an image with a template uses it; set template = \"...\" "
+                                                "(a file of the templates folder) or remove the key")
+        return {}
+    template = table["template"]
+    if not _TEMPLATE_NAME.match(template):
+        raise _fail(path, prefix + "template", f"{template!r} is not a file name of the templates folder "
+                                               "(letters, digits, '.', '_' and '-'; no folders)")
+    requirements = table.get("requirements")
+    if requirements is not None:
+        target = (context / requirements).resolve()
+        if not target.is_relative_to(context) or not target.is_file():
+            raise _fail(path, prefix + "requirements", f"no file {requirements!r} in the context {context}; "
+                                                       "name the hash-locked requirements file inside it")
+    layers = table.get("layers", [])
+    if layers and requirements is None:
+        raise _fail(path, prefix + "layers", "layer groups are cut from a lock: set requirements = \"...\" too")
+    groups = []
+    for index, group in enumerate(layers):
+        if not isinstance(group, list) or not group or not all(isinstance(root, str) and root for root in group):
+            raise _fail(path, f"{prefix}layers[{index}]", f"expected a non-empty array of package names, got "
+                                                          f"{group!r}, e.g. layers = [[\"tensorflow-cpu\"]]")
+        groups.append(tuple(group))
+    for key, value in _flat(table.get("template_vars", {})):
+        # Rendered into a committed Dockerfile, and from there into the image's history: never a secret.
+        if _SECRET_NAME.search(key.rsplit(".", 1)[-1]):
+            raise _fail(path, f"{prefix}template_vars.{key}", "looks like a secret; rendered Dockerfiles are "
+                                                             "committed and recorded in the image history, pass "
+                                                             "secrets at run time instead")
+        if isinstance(value, str) and _URL_CREDENTIAL.search(value):  # the value itself is never shown
+            raise _fail(path, f"{prefix}template_vars.{key}", "the value carries a user:password@ credential; "
+                                                             "rendered Dockerfiles are committed, pass secrets at "
+                                                             "run time instead")
+    installer = table.get("installer", "uv")
+    if installer not in INSTALLERS:
+        raise _fail(path, prefix + "installer", f"{installer!r} is not one of {', '.join(INSTALLERS)}")
+    return {"template": template, "template_vars": dict(table.get("template_vars", {})),
+            "requirements": requirements, "layers": tuple(groups), "installer": installer}
+
+
+def _flat(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, leaf value) of every value in nested tables and arrays (arrays by index)."""
+    if isinstance(value, dict):
+        return [pair for k, v in value.items() for pair in _flat(v, f"{prefix}{k}.")]
+    if isinstance(value, list):
+        return [pair for n, v in enumerate(value) for pair in _flat(v, f"{prefix}{n}.")]
+    return [(prefix.rstrip("."), value)]
 
 
 def _check_reference(path: Path, key: str, value: str) -> None:
@@ -330,6 +400,8 @@ def load(path: Path, *, registry: str | None = None, repository: str | None = No
     if values["image_pull_policy"] not in PULL_POLICIES:
         raise _fail(path, "image_pull_policy",
                     f"{values['image_pull_policy']!r} is not one of {', '.join(PULL_POLICIES)}")
+    if values["builder"] not in BUILDERS:
+        raise _fail(path, "builder", f"{values['builder']!r} is not one of {', '.join(BUILDERS)}")
     if values["push_with"] not in PUSH_WAYS:
         raise _fail(path, "push_with", f"{values['push_with']!r} is not one of {', '.join(PUSH_WAYS)}")
     level = values["compression_level"]
@@ -357,7 +429,8 @@ def load(path: Path, *, registry: str | None = None, repository: str | None = No
         credentials=values["credentials"], images=images,
         external_images=_external_images(path, values.get("external_images", []),
                                          f"{values['registry']}/{values['repository']}"),
-        repository_from=repository_from,
+        repository_from=repository_from, builder=values["builder"],
+        templates=_resolve(path, "templates", root / values["templates"]),
     )
 
 

@@ -108,6 +108,38 @@ def _stream_error(chunk: Mapping[str, Any]) -> str | None:
     return str(chunk.get("errorDetail", {}).get("message") or chunk.get("error")).strip()
 
 
+EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"  # an empty tar
+# History entries that never make a layer: the classic builder's "#(nop)" instructions but COPY/ADD, and
+# BuildKit's metadata instructions.
+_METADATA = re.compile(r"#\(nop\)\s+(?!COPY|ADD)|^(?:ENV|LABEL|ARG|CMD|ENTRYPOINT|WORKDIR|USER|EXPOSE|VOLUME|"
+                       r"STOPSIGNAL|HEALTHCHECK|SHELL|ONBUILD|MAINTAINER)\b")
+
+
+def layer_sizes(diff_ids: list[str], history: list[Mapping[str, Any]]) -> dict[str, int] | None:
+    """Diff ID -> bytes, pairing the layers with the history (oldest first), which the engine reports without
+    saying which entries made a layer. Pairs the entries that may make one (not metadata), or else those with
+    bytes; None when neither count matches the layers."""
+    size = [int(entry.get("Size") or 0) for entry in history]
+    maybe = [n for n, entry in enumerate(history) if size[n] > 0 or not _METADATA.search(str(entry.get("CreatedBy")))]
+    if len(maybe) == len(diff_ids):
+        return {d: size[n] for d, n in zip(diff_ids, maybe, strict=True)}
+    with_bytes = [n for n in range(len(history)) if size[n] > 0]
+    for layers in (diff_ids, [d for d in diff_ids if d != EMPTY_LAYER]):
+        if len(with_bytes) == len(layers):
+            found = dict.fromkeys(diff_ids, 0)
+            found.update({d: size[n] for d, n in zip(layers, with_bytes, strict=True)})
+            return found
+    return None
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    diff_ids: tuple[str, ...]
+    sizes: dict[str, int] | None  # diff ID -> uncompressed bytes; None when the history cannot be matched
+    repo_digests: tuple[str, ...]
+    size: int
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where the engine is, resolved as the docker CLI resolves it: DOCKER_HOST (with DOCKER_TLS_VERIFY and
@@ -269,6 +301,14 @@ class Engine:
             self._containerd_store = any(pair[:2] == ["driver-type", "io.containerd.snapshotter.v1"] for pair in status)
         return self._containerd_store
 
+    def identity(self) -> str:
+        """The engine's ID and version: what a remembered fact about this engine is keyed by."""
+        try:
+            info = self.api.info()
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineError(f"the engine could not describe itself: {exc.__class__.__name__}: {exc}") from None
+        return f"{info.get('ID', '')}/{info.get('ServerVersion', '')}"
+
     def pull(self, ref: str, *, progress: Progress = _no_progress) -> None:
         """Pull `ref` (a pinned `repo[:tag]@sha256:...` is pulled by its digest); EngineError on any error chunk."""
         parsed = reference.parse(ref)
@@ -290,6 +330,18 @@ class Engine:
             return int(self.api.inspect_image(image)["Size"])
         except _TRANSPORT_ERRORS as exc:
             raise EngineError(f"the engine could not inspect {image}: {exc.__class__.__name__}: {exc}") from None
+
+    def layers(self, image: str) -> LayerInfo:
+        """The image's layers (diff IDs, in order), their sizes where the history tells them apart, and the
+        registry references the engine pushed or pulled it under (it keeps their layers' digests there)."""
+        try:
+            inspected = self.api.inspect_image(image)
+            history = self.api.history(image)
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineError(f"the engine could not inspect {image}: {exc.__class__.__name__}: {exc}") from None
+        diff_ids = [str(d) for d in (inspected.get("RootFS") or {}).get("Layers") or []]
+        return LayerInfo(tuple(diff_ids), layer_sizes(diff_ids, list(reversed(history))),
+                         tuple(str(r) for r in inspected.get("RepoDigests") or []), int(inspected.get("Size") or 0))
 
     def tag(self, image: str, repository: str, tag: str) -> None:
         try:

@@ -103,6 +103,18 @@ class ClusterRunTimeout(BuildtoolError):
     exit_code = 18
 
 
+class RenderedStaleError(BuildtoolError):
+    """A rendered Dockerfile (or layer lock) differs from what its template renders: stale or edited by hand."""
+
+    exit_code = 14
+
+
+class TemplateError(BuildtoolError):
+    """A Dockerfile template failed to render: a syntax error, an undefined variable or a refused operation."""
+
+    exit_code = 15
+
+
 class Interrupted(BuildtoolError):
     """SIGINT or SIGTERM stopped the run; the exit code is the shell's for that signal (128 + its number)."""
 

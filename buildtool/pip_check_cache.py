@@ -71,6 +71,9 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
+read_own_file = _read_bytes  # for the other small caches of the same folder (builders.py)
+
+
 def parse(data: bytes) -> list[str]:
     """The fingerprints of a cache file's bytes, oldest first; ValueError if anything in it is off."""
     try:

@@ -198,15 +198,18 @@ class FakeRegistry(_Served):
         self.deletes: list[str] = []  # "path@digest" of every manifest DELETE that removed something
         self.mounts: list[str] = []  # "from-path -> path digest" of every blob mounted
         self.moved_after_put: dict[str, str] = {}
-        self._contents: dict[str, bytes] = {}  # config blob digest -> its bytes
+        self.configs: dict[str, bytes] = {}  # config blobs by digest (a test may swap one's bytes)
 
     def store(self, path: str, tag: str, layers: tuple[int, ...] = (1000, 2000),
               labels: dict[str, str] | None = None, config_size: int | None = None) -> str:
-        """Hold an image manifest under `path:tag`, its config carrying `labels`; return its digest.
+        """Hold an image manifest under `path:tag`, its config carrying `labels` and one diff ID per layer;
+        return its digest.
 
         `config_size`: the size the manifest declares for its config (a lie, when given)."""
         config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": labels or {}},
-                             "comment": f"{path}:{tag}"}, sort_keys=True).encode()
+                             "comment": f"{path}:{tag}", "rootfs": {"type": "layers", "diff_ids": [
+                                 sha256(f"diff {path}:{tag}:{n}".encode()) for n in range(len(layers))]}},
+                            sort_keys=True).encode()
         manifest = {
             "schemaVersion": 2, "mediaType": self.MEDIA_TYPE,
             "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
@@ -218,11 +221,25 @@ class FakeRegistry(_Served):
         body = json.dumps(manifest, sort_keys=True).encode()
         digest = sha256(body)
         with self._lock:
+            self.configs[sha256(config)] = config
             self._manifests[(path, tag)] = (digest, body)
             self._manifests[(path, digest)] = (digest, body)
             self._blobs.setdefault(path, set()).update(self._blobs_of(body))
-            self._contents[sha256(config)] = config
         return digest
+
+    def rewrite_config(self, path: str, tag: str, digest: str, size: int) -> str:
+        """Store `path:tag` again with its manifest naming another config blob; return the new digest."""
+        with self._lock:
+            _, body = self._manifests[(path, tag)]
+        manifest = json.loads(body)
+        manifest["config"].update(digest=digest, size=size)
+        body = json.dumps(manifest, sort_keys=True).encode()
+        new = sha256(body)
+        with self._lock:
+            self._manifests[(path, tag)] = (new, body)
+            self._manifests[(path, new)] = (new, body)
+            self._blobs.setdefault(path, set()).add(digest)
+        return new
 
     @staticmethod
     def _blobs_of(body: bytes) -> list[str]:
@@ -329,7 +346,7 @@ class FakeRegistry(_Served):
         repo, marker, digest = path.removeprefix("/v2/").rpartition("/blobs/")
         if marker and method == "GET" and digest.startswith("sha256:"):
             with self._lock:
-                content = self._contents.get(digest) if digest in self._blobs.get(repo, set()) else None
+                content = self.configs.get(digest) if digest in self._blobs.get(repo, set()) else None
             if content is None:
                 self._error(request, 404, "BLOB_UNKNOWN", "blob unknown to registry")
             else:
@@ -501,6 +518,15 @@ class FakeEngine(_Served):
             if known is not None:
                 request.send(200, {"Id": self.images[known], "Size": self.sizes.get(image_name(known), 10 ** 7),
                                    "RootFS": {"Type": "layers", "Layers": [sha256(f"diff {known}".encode())]}})
+            else:
+                request.send(404, {"message": f"No such image: {ref}"})
+        elif path.startswith("/images/") and path.endswith("/history"):
+            ref = path[len("/images/"):-len("/history")]
+            with self._lock:
+                known = ref if ref in self.images else next((r for r, i in self.images.items() if i == ref), None)
+            if known is not None:  # one instruction, with the one layer the inspect above lists
+                request.send(200, [{"Id": self.images[known], "CreatedBy": "RUN x",
+                                    "Size": self.sizes.get(image_name(known), 10 ** 7)}])
             else:
                 request.send(404, {"message": f"No such image: {ref}"})
         elif path.startswith("/images/") and path.endswith("/tag") and method == "POST":

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,7 +32,8 @@ from .job import PushJob, staging_reference
 from .registry import Manifest, Registry
 from .skopeo import SkopeoPusher
 
-__all__ = ["Pusher", "PushJob", "pusher_for", "publish_checked", "staging_reference", "SKOPEO_FROM_BYTES"]
+__all__ = ["LayerCount", "Pusher", "PushJob", "count_layers", "pusher_for", "publish_checked", "staging_reference",
+           "SKOPEO_FROM_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,42 @@ class Pusher(Protocol):
     def push(self, job: PushJob) -> str: ...
 
 
-def pusher_for(config: Config, engine: Engine, new_bytes: int) -> Pusher:
-    """The way one image is pushed, given how many bytes its new layers hold (uncompressed)."""
+@dataclass(frozen=True)
+class LayerCount:
+    """What one image's push must send: counted against the layers the registry already holds."""
+
+    layers: int  # layers of the image
+    lacking: int  # of them, layers the registry lacks
+    new_bytes: int  # uncompressed bytes of the lacking layers
+    engine_bytes: int  # what the engine's push would send: the lacking layers, and held ones it has no digest for
+
+    def describe(self) -> str:
+        held = self.layers - self.lacking
+        return (f"{self.new_bytes / 1e6:.0f} MB in {self.lacking} layer(s) the registry lacks; it holds the other "
+                f"{held}")
+
+
+def count_layers(diff_ids: tuple[str, ...], sizes: Mapping[str, int] | None, total: int, base_bytes: int,
+                 held: Set[str], engine_knows: Set[str]) -> LayerCount:
+    """Count what a push sends. `held`: diff IDs the registry holds (read from images it serves); `engine_knows`:
+    those of them the engine pushed or pulled itself, so that its push skips them (it keeps their digests).
+
+    Without per-layer sizes (a history that does not match the layers), every byte above the base counts."""
+    lacking = [d for d in diff_ids if d not in held]
+    if sizes is None:
+        new = max(total - base_bytes, 0)
+        return LayerCount(len(diff_ids), len(lacking), new, new)
+    new = sum(sizes.get(d, 0) for d in set(lacking))
+    unknown = sum(sizes.get(d, 0) for d in set(diff_ids) if d in held and d not in engine_knows)
+    return LayerCount(len(diff_ids), len(lacking), new, new + unknown)
+
+
+def pusher_for(config: Config, engine: Engine, new_bytes: int, engine_bytes: int | None = None) -> Pusher:
+    """The way one image is pushed, given how many bytes its new layers hold (uncompressed).
+
+    `engine_bytes` is what the engine's push would send (default `new_bytes`): more when the registry holds
+    layers the engine has no digest for (skopeo pushed them), which the engine would compress and send again."""
+    engine_bytes = new_bytes if engine_bytes is None else engine_bytes
     if config.push_with == "engine" or engine.stores_images_in_containerd():
         # Asked for, or an engine keeping compressed layers (containerd image store): it pushes them as they are.
         return EnginePusher(engine)
@@ -68,12 +103,12 @@ def pusher_for(config: Config, engine: Engine, new_bytes: int) -> Pusher:
                             f"{engine.endpoint.url} (it needs unix://, or tcp:// with DOCKER_TLS_VERIFY and "
                             "DOCKER_CERT_PATH); set push_with = \"auto\" to let the engine push")
         return SkopeoPusher(executable, source)
-    if executable is not None and source is not None and new_bytes >= SKOPEO_FROM_BYTES:
+    if executable is not None and source is not None and max(new_bytes, engine_bytes) >= SKOPEO_FROM_BYTES:
         return SkopeoPusher(executable, source)
-    if source is None and new_bytes >= SKOPEO_FROM_BYTES:
+    if source is None and max(new_bytes, engine_bytes) >= SKOPEO_FROM_BYTES:
         log.info("skopeo cannot read the engine at %s: the engine pushes", engine.endpoint.url)
-    if executable is None and new_bytes >= SKOPEO_FROM_BYTES:
-        log.info("skopeo is not installed: the engine pushes %s MB of new layers on one core", new_bytes // 10**6)
+    if executable is None and engine_bytes >= SKOPEO_FROM_BYTES:
+        log.info("skopeo is not installed: the engine pushes %s MB of layers on one core", engine_bytes // 10**6)
     return EnginePusher(engine)
 
 

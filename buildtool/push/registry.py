@@ -268,6 +268,9 @@ class Manifest:
         return found + [layer["digest"] for layer in document.get("layers", []) if not layer.get("urls")]
 
 
+_CONFIG_LIMIT = 1 << 20  # bytes of an image config blob read back
+
+
 class Registry:
     """A client for one or more registries, sharing a connection pool and bearer tokens."""
 
@@ -525,6 +528,32 @@ class Registry:
         manifest = self.platform_manifest(ref, platform)
         layers = sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
         return ImageSize(layers=layers, config=int(manifest.get("config", {}).get("size", 0)))
+
+    def layers(self, ref: Reference, platform: str = "linux/amd64") -> dict[str, int]:
+        """Uncompressed layer digest (diff ID) -> compressed size, of each layer the registry holds for `ref`.
+
+        Read from the image's manifest and config blob (at most 1 MB, checked against its digest)."""
+        import json
+
+        manifest = self.platform_manifest(ref, platform)
+        config = manifest.get("config", {})
+        digest = str(config.get("digest", ""))
+        if not DIGEST_RE.match(digest) or int(config.get("size", 0)) > _CONFIG_LIMIT:
+            raise RegistryError(f"{ref}: the manifest names no usable config blob ({digest[:80]!r})")
+        response = self._request("GET", f"{self._base_url(ref)}/blobs/{digest}", ref, {})
+        if response.status_code != 200:
+            raise self._refused(response, ref, f"config blob {digest}")
+        body = response.content
+        if len(body) > _CONFIG_LIMIT or content_digest(body) != digest:
+            raise RegistryError(f"{ref}: config blob {digest} is over 1 MB or does not hash to its digest")
+        try:
+            diff_ids = json.loads(body)["rootfs"]["diff_ids"]
+        except (ValueError, KeyError, TypeError):
+            raise RegistryError(f"{ref}: config blob {digest} holds no rootfs.diff_ids") from None
+        blobs = manifest.get("layers", [])
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(blobs):
+            raise RegistryError(f"{ref}: the config lists {len(diff_ids)} layers, the manifest {len(blobs)}")
+        return {str(diff): int(blob.get("size", 0)) for diff, blob in zip(diff_ids, blobs, strict=True)}
 
     # -- writes: copying a manifest under another tag, and removing a staging manifest ----------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -69,11 +70,17 @@ def upload_model(input):
 
 
 @pytest.fixture
-def small_project(tmp_path: Path, registry: str, engine_client: docker.DockerClient) -> Iterator[Path]:
+def builder() -> str:
+    """The builder small_project is configured with; test modules that run with both override this fixture."""
+    return "classic"
+
+
+@pytest.fixture
+def small_project(tmp_path: Path, registry: str, engine_client: docker.DockerClient, builder: str) -> Iterator[Path]:
     """A four-image project of tiny images on the bootstrapped base, under a repository prefix of its own."""
     prefix = f"it-{uuid.uuid4().hex[:10]}"
     path = write_project(tmp_path)
-    text = path.read_text().replace('repository = "t"', f'repository = "{prefix}"')
+    text = path.read_text().replace('repository = "t"', f'repository = "{prefix}"\nbuilder = "{builder}"')
     text = text.replace('base_image = "127.0.0.1:5000/lib/python:3.11"', f'base_image = "{BASE_IMAGE}"')
     text = text.replace('registry = "127.0.0.1:5000"', f'registry = "{registry}"')
     text = text.replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
@@ -88,4 +95,5 @@ def small_project(tmp_path: Path, registry: str, engine_client: docker.DockerCli
     for image in engine_client.images.list():
         for tag in image.tags:
             if f"/{prefix}/" in tag:
-                engine_client.images.remove(tag, force=True)
+                with contextlib.suppress(docker.errors.ImageNotFound):  # gone with an earlier tag of the same image
+                    engine_client.images.remove(tag, force=True)

@@ -10,6 +10,7 @@ import threading
 import urllib.request
 
 import docker
+import pytest
 import yaml
 
 from buildtool import cli, config, image_map, verify
@@ -20,6 +21,12 @@ from buildtool.reference import parse
 from .conftest import served_digest
 
 STEPS = {"download_training_dataset", "training", "upload_model"}
+
+
+@pytest.fixture(params=["classic", "buildkit"])
+def builder(request):
+    """Every test here runs with both builders: the same plan, check, staged push and map."""
+    return request.param
 
 
 def run(project, *args):
@@ -104,7 +111,9 @@ def test_failed_build_names_the_step_and_keeps_the_map(small_project, capsys):
     capsys.readouterr()
     assert run(small_project, "build", "--push") == 6
     err = capsys.readouterr().err
-    assert "build of" in err and "failed at step 3/" in err and "(RUN echo about to fail && exit 3)" in err
+    # Each builder numbers its own steps (the classic one counts ARG and its LABELs): the failing one is named.
+    assert re.search(r"build of \S+/training:in-[0-9a-f]{16} failed at step \d+/\d+ "
+                     r"\(RUN echo about to fail && exit 3\)", err), err
     assert "about to fail" in err.split("last lines of the build log")[1]
     assert "Traceback" not in err
     assert map_path.read_bytes() == before
@@ -255,3 +264,51 @@ def test_the_engine_pushes_small_images(small_project, engine_client, capsys):
         name, digest = ref.split("@")
         assert served_digest(name) == digest, step
     assert run(small_project, "compile") == 0 and run(small_project, "verify") == 0
+
+
+def _layers(ref: str) -> list[tuple[str, int]]:
+    client = Registry()
+    try:
+        return [(layer["digest"], layer["size"]) for layer in client.manifest(parse(ref))["layers"]]
+    finally:
+        client.close()
+
+
+def test_a_fresh_runner_pushes_only_the_layer_the_registry_lacks(small_project, engine_client, capsys):
+    """An engine without the images (a fresh CI runner), one line added to training: the previous image is pulled,
+    and whichever pusher runs, only the new layer is sent; the registry already holds every other."""
+    dockerfile = small_project.parent / "images" / "training" / "Dockerfile"
+    dockerfile.write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN head -c 3000000 /dev/urandom > /large\n")
+    assert run(small_project, "build", "--push") == 0
+    old = image_map.load(small_project.parent / "image_map.yaml")
+    prefix = config.load(small_project).repository
+    for image in engine_client.images.list():
+        for tag in image.tags + [d for d in image.attrs.get("RepoDigests", [])]:
+            if f"/{prefix}/" in tag:
+                with contextlib.suppress(docker.errors.ImageNotFound):  # gone with a tag removed before
+                    engine_client.images.remove(tag, force=True)
+    dockerfile.write_text(dockerfile.read_text() + "RUN echo one more line > /one-more\n")
+    capsys.readouterr()
+    assert run(small_project, "build", "--push") == 0
+    err = capsys.readouterr().err
+    assert "pull " in err and "the map's previous image" in err
+    match = re.search(r"\] training +push via (\w+) \((\d+) MB in (\d+) layer\(s\) the registry lacks; it holds the "
+                      r"other (\d+)\)", err)
+    assert match, err
+    assert (match[1], match[2], match[3]) == ("engine", "0", "1") and int(match[4]) >= 3, err
+    new = image_map.load(small_project.parent / "image_map.yaml")
+    before, after = _layers(old.images["training"].reference), _layers(new.images["training"].reference)
+    assert after[:-1] == before and after[-1] not in before  # every earlier blob reused, one new one
+
+
+def test_both_builders_give_the_same_inputs_digests(small_project, tmp_path, capsys):
+    """The builder is not an input: the same sources plan the same tags with either."""
+    text = small_project.read_text()
+    tags = {}
+    for way in ("classic", "buildkit"):
+        small_project.write_text(re.sub(r'builder = "\w+"', f'builder = "{way}"', text))
+        capsys.readouterr()
+        assert run(small_project, "build", "--dry-run") == 0
+        tags[way] = sorted(line.split()[-1] for line in capsys.readouterr().out.splitlines()
+                           if line.startswith(("build ", "reuse ")))
+    assert tags["classic"] == tags["buildkit"] and len(tags["classic"]) == 4

@@ -127,6 +127,35 @@ def test_skopeo_command_line_names_the_engine(tmp_path):
     assert argv[argv.index("--src-daemon-host") + 1] == "tcp://b:2376" and argv.index("--src-cert-dir") < len(argv) - 2
 
 
+BASE, TF, SK, NEW = ("sha256:" + c * 64 for c in "abcd")
+SIZES = {BASE: 100_000_000, TF: 1_200_000_000, SK: 150_000_000, NEW: 40_000}
+
+
+@pytest.mark.parametrize("held, known, lacking, new_bytes, engine_bytes, expected", [
+    # A fresh runner that pulled the previous image: the engine knows every held layer and sends the new one.
+    ({BASE, TF, SK}, {BASE, TF, SK}, 1, 40_000, 40_000, "engine"),
+    # The previous image was pushed by skopeo: the engine has no digest for TensorFlow's layer and would send it
+    # again, so skopeo pushes (it finds the held blobs itself).
+    ({BASE, TF, SK}, {BASE}, 1, 40_000, 1_350_040_000, "skopeo"),
+    # Cold: the registry holds only the base.
+    ({BASE}, {BASE}, 3, 1_350_040_000, 1_350_040_000, "skopeo"),
+    # Registry holds the TensorFlow layer, scikit-learn's is new and small.
+    ({BASE, TF}, {BASE, TF}, 2, 150_040_000, 150_040_000, "engine"),
+])
+def test_layers_are_counted_against_what_the_registry_holds(with_skopeo, held, known, lacking, new_bytes,
+                                                            engine_bytes, expected):
+    count = push.count_layers((BASE, TF, SK, NEW), SIZES, sum(SIZES.values()), SIZES[BASE], held, known)
+    assert (count.layers, count.lacking, count.new_bytes, count.engine_bytes) == (4, lacking, new_bytes, engine_bytes)
+    chosen = push.pusher_for(_config("auto"), _Engine(), count.new_bytes, count.engine_bytes)  # type: ignore[arg-type]
+    assert chosen.name == expected
+    assert f"in {lacking} layer(s) the registry lacks; it holds the other {4 - lacking}" in count.describe()
+
+
+def test_without_sizes_every_byte_above_the_base_counts():
+    count = push.count_layers((BASE, NEW), None, 500, 100, {BASE}, {BASE})
+    assert (count.lacking, count.new_bytes, count.engine_bytes) == (1, 400, 400)
+
+
 def _job(host: str, tmp_path: Path, token: Token | None = None, tag: str = "in-0123456789abcdef") -> push.PushJob:
     target = parse(f"{host}/lab/training:{tag}")
     return push.PushJob("training", f"{host}/lab/training:{tag}", "sha256:" + "e" * 64, target,
@@ -274,3 +303,23 @@ def test_a_token_stops_what_registers_and_refuses_to_publish():
         pass
     assert caught.value.exit_code == 130
     assert os.EX_OK == 0
+
+
+# The engine's history, oldest first, as the two builders leave it (sizes in bytes).
+CLASSIC_HISTORY = [("", 100), ("/bin/sh -c #(nop)  ENV A=1", 0), ("/bin/sh -c #(nop) COPY file:ab in /tmp", 5),
+                   ("/bin/sh -c pip install x", 50), ("/bin/sh -c python3 -m pip check", 0),  # no change: no layer
+                   ("/bin/sh -c #(nop)  LABEL a=b", 0)]
+BUILDKIT_HISTORY = [("", 100), ("ENV A=1", 0), ("COPY a /tmp # buildkit", 5), ("RUN /bin/sh -c pip install x", 50),
+                    ("RUN /bin/sh -c python3 -m pip check # buildkit", 0),  # an empty layer of its own
+                    ("LABEL a=b", 0)]
+
+
+@pytest.mark.parametrize("history, layers, expected", [
+    (CLASSIC_HISTORY, ["p", "c", "i"], {"p": 100, "c": 5, "i": 50}),
+    (BUILDKIT_HISTORY, ["p", "c", "i", "e"], {"p": 100, "c": 5, "i": 50, "e": 0}),
+    (CLASSIC_HISTORY, ["p", "c"], None),  # nothing lines up: unknown, never a guess
+])
+def test_layer_sizes_pair_the_history_with_the_layers(history, layers, expected):
+    from buildtool.engine import layer_sizes
+
+    assert layer_sizes(layers, [{"CreatedBy": c, "Size": n} for c, n in history]) == expected
