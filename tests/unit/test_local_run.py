@@ -19,7 +19,7 @@ from buildtool.errors import EngineError, ImageMapError, RunError
 
 from ..conftest import write_project
 from ..helpers import write_lock
-from ..reliability.run_fixtures import SECRET_NAME, compile_project
+from ..reliability.run_fixtures import SECRET_NAME, RecordingEngine, compile_project
 
 SECRET = "sk-unit-7d1e-do-not-show"
 ARGUMENTS = {
@@ -128,27 +128,6 @@ def test_run_arguments_take_credentials_from_the_environment(compiled):
     assert SECRET not in str(caught.value)
     with pytest.raises(RunError, match="given twice"):
         local_run.run_arguments(workflow, ["host=h", "host=i"], {})
-
-
-class RecordingEngine:
-    """Answers `run` with scripted results and records what it was asked; a step that succeeds writes each
-    output file (`data`) in the folders mounted for its outputs, as a kfp component does."""
-
-    def __init__(self, results):
-        self.results = list(results)
-        self.calls = []
-
-    def image_id(self, ref):
-        return "sha256:" + "0" * 64
-
-    def run(self, image, command, **options):
-        self.calls.append((image, command, options))
-        result = self.results.pop(0)
-        if result.exit_code == 0:
-            for bind in options.get("binds", ()):
-                if not bind.read_only:
-                    (Path(bind.source) / "data").write_text("written")
-        return result
 
 
 def execute(workflow, engine, workdir, events=None, arguments=ARGUMENTS):
@@ -464,18 +443,3 @@ def test_output_parameters_are_bounded_utf8_files(tmp_path):
         run_exec._read_parameter(link, "p")
     with pytest.raises(RunError, match="a folder, not a file"):
         run_exec._read_parameter(tmp_path, "p")
-
-
-def test_two_inputs_from_one_output_are_both_mounted(compiled, tmp_path):
-    workflow = copy.deepcopy(compiled[0])
-    training = next(t for t in workflow["spec"]["templates"] if t["name"] == TRAINING)
-    training["inputs"]["artifacts"].append({"name": "again", "path": "/tmp/inputs/again/data"})
-    dag = next(t for t in workflow["spec"]["templates"] if t["name"] == workflow["spec"]["entrypoint"])["dag"]
-    task = next(t for t in dag["tasks"] if t["name"] == TRAINING)
-    task["arguments"]["artifacts"].append(
-        {"name": "again", "from": f"{{{{tasks.{DOWNLOAD}.outputs.artifacts.{DOWNLOAD}-output}}}}"})
-    engine = RecordingEngine([RunResult(0, "")] * 3)
-    assert execute(workflow, engine, tmp_path / "work").failure is None
-    source = str((tmp_path / "work" / DOWNLOAD / f"{DOWNLOAD}-output" / "data").resolve())
-    reads = [b for b in engine.calls[1][2]["binds"] if b.read_only]
-    assert reads == [Bind(source, "/tmp/inputs/input/data", True), Bind(source, "/tmp/inputs/again/data", True)]
