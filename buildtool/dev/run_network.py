@@ -140,7 +140,15 @@ class Isolation:
 
     def _start(self) -> None:
         from ..engine import Bind
+        from ..errors import EngineError
 
+        if self._engine.image_id(self._image) is None:  # a fresh machine: pulled by its digest, as the steps are
+            try:
+                self._engine.pull(self._image)
+            except EngineError as exc:
+                raise RunError(f"image {self._image} (the --allow-host forwarder runs in it) is neither in the "
+                               f"local engine nor pullable: {exc}; build and push it with `buildtool build --push`"
+                               ) from None
         self._folder = Path(tempfile.mkdtemp(prefix="buildtool-relay-"))  # 0700: only this user reaches the sockets
         for endpoint in self._endpoints:
             listener = socket.socket(socket.AF_UNIX)
