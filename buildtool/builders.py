@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Protocol
 
-from . import pip_check_cache
+from . import pip_check_cache, processes
 from .config import Config
 from .context import BuildContext
 from .engine import Engine, context_tar
@@ -45,7 +45,6 @@ Progress = Callable[[str], None]
 CLI_CANDIDATES = ("/usr/bin/docker", "docker")  # Debian's docker.io CLI embeds BuildKit; the one on PATH may not
 _TAIL_LINES = 25
 _PROBE_TIMEOUT = 60.0
-_KILL_AFTER = 1.0
 _STEP = re.compile(r"^#(\d+) \[(?:[^\]\s]+ )?(\d+)/(\d+)\] (.*)$")
 _ERROR = re.compile(r"^#(\d+) ERROR: (.*)$")
 _CACHE_ID = "buildtool-installer"
@@ -127,13 +126,6 @@ def _context_with(context: BuildContext, dockerfile: str) -> io.BytesIO:
     return out
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        timer = threading.Timer(_KILL_AFTER, process.kill)
-        timer.daemon = True
-        timer.start()
-
 
 class BuildKitBuilder:
     name = "buildkit"
@@ -176,7 +168,7 @@ class BuildKitBuilder:
                 raise BuildError(f"build of {tag}: cannot run {self.cli}: {exc}; set builder = \"classic\"") from None
             assert process.stdin is not None and process.stdout is not None
             feeder = threading.Thread(target=_feed, args=(process.stdin, tar), daemon=True)
-            with token.stopping(lambda: _stop(process)):
+            with token.stopping(lambda: processes.stop(process)):
                 feeder.start()
                 for raw in process.stdout:
                     line = raw.decode(errors="replace").rstrip()

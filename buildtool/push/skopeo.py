@@ -28,13 +28,13 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import processes
 from ..credentials import stored_credentials
 from ..errors import PushError
 from ..reference import DIGEST_RE
@@ -43,7 +43,6 @@ from .job import PushJob
 from .registry import uses_tls
 
 RETRY_TIMES = 3
-_KILL_AFTER = 1.0  # seconds between SIGTERM and SIGKILL when a push is stopped
 _TAIL_LINES = 15
 _HEARTBEAT = 15.0
 _MILESTONES = ("Copying blob", "Copying config", "Writing manifest")
@@ -108,14 +107,6 @@ def _dies_with_parent() -> Callable[[], None]:
     return preexec
 
 
-def _stop(process: subprocess.Popen[str]) -> None:
-    """SIGTERM now, SIGKILL shortly after if it is still there; never blocks (it runs in a signal handler)."""
-    if process.poll() is None:
-        process.terminate()
-        timer = threading.Timer(_KILL_AFTER, process.kill)
-        timer.daemon = True
-        timer.start()
-
 
 class SkopeoPusher:
     """Large new layers: skopeo compresses on every core."""
@@ -144,7 +135,7 @@ class SkopeoPusher:
             raise PushError(f"cannot run {self.executable}: {exc}; install skopeo (apt-get install skopeo) "
                             "or set push_with = \"engine\"") from None
         try:
-            with job.token.stopping(lambda: _stop(process)):
+            with job.token.stopping(lambda: processes.stop(process)):
                 assert process.stdout is not None
                 for raw in process.stdout:
                     line = raw.rstrip()
