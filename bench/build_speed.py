@@ -83,14 +83,34 @@ LOCK = "images/training/requirements.txt"
 # Small pure-Python packages the training lock lacks, hash-locked (wheel and sdist): one per run of case 6.
 # --added-from N starts further down the list, so that a later bench run adds packages no builder cache has seen.
 ADDED_PACKAGES = (
-    ("toolz==1.2.0", ("890f820b1cb8152785aaf9386d8707770110809035800985ca65cb24ce1120ef",
-                      "9667a038e9d6ecba37995e26cb2f59ec6420b6ad8dd9677de59db9b956b08490")),
-    ("appdirs==1.4.4", ("a841dacd6b99318a741b166adb07e19ee71a274450e68237b4650ca1055ab128",
-                        "7d5d0167b2b1ba821647616af46a749d1c653740dd0d2415100fe26e27afdf41")),
-    ("colorama==0.4.6", ("4f1d9991f5acc0ca119f9d443620b77f9d6b33703e51011c16baf57afb285fc6",
-                         "08695f5cb7ed6e0531a20572697297273c47b8cae5a63ffc6d6ed5c201be6e44")),
-    ("tabulate==0.10.0", ("f0b0622e567335c8fabaaa659f1b33bcb6ddfe2e496071b743aa113f8774f2d3",
-                          "e2cfde8f79420f6deeffdeda9aaec3b6bc5abce947655d17ac662b126e48a60d")),
+    (
+        "toolz==1.2.0",
+        (
+            "890f820b1cb8152785aaf9386d8707770110809035800985ca65cb24ce1120ef",
+            "9667a038e9d6ecba37995e26cb2f59ec6420b6ad8dd9677de59db9b956b08490",
+        ),
+    ),
+    (
+        "appdirs==1.4.4",
+        (
+            "a841dacd6b99318a741b166adb07e19ee71a274450e68237b4650ca1055ab128",
+            "7d5d0167b2b1ba821647616af46a749d1c653740dd0d2415100fe26e27afdf41",
+        ),
+    ),
+    (
+        "colorama==0.4.6",
+        (
+            "4f1d9991f5acc0ca119f9d443620b77f9d6b33703e51011c16baf57afb285fc6",
+            "08695f5cb7ed6e0531a20572697297273c47b8cae5a63ffc6d6ed5c201be6e44",
+        ),
+    ),
+    (
+        "tabulate==0.10.0",
+        (
+            "f0b0622e567335c8fabaaa659f1b33bcb6ddfe2e496071b743aa113f8774f2d3",
+            "e2cfde8f79420f6deeffdeda9aaec3b6bc5abce947655d17ac662b126e48a60d",
+        ),
+    ),
 )
 EMPTY_ENGINE_CASES = (2, 4, 5)
 SIZE_TARGETS_MB = {"download": 70.0, "upload": 70.0}
@@ -110,8 +130,11 @@ class LineAdded:
 
     def __init__(self, tree: Path, image: str, line: str) -> None:
         # The rendered Dockerfile is restored too: a later case must find it as the template renders it.
-        self.files = {tree / PLAIN_COPY / image / "Dockerfile": None, tree / PYPROJECT: None,
-                      tree / "images" / image / "Dockerfile": None}
+        self.files = {
+            tree / PLAIN_COPY / image / "Dockerfile": None,
+            tree / PYPROJECT: None,
+            tree / "images" / image / "Dockerfile": None,
+        }
         self.image, self.line = image, line
 
     def __enter__(self) -> LineAdded:
@@ -122,7 +145,7 @@ class LineAdded:
         text = str(self.files[config])
         start = text.index(f"[tool.buildtool.images.{self.image}")
         at = text.index("extra = []", start)
-        config.write_text(text[:at] + f"extra = [{json.dumps(self.line)}]" + text[at + len("extra = []"):])
+        config.write_text(text[:at] + f"extra = [{json.dumps(self.line)}]" + text[at + len("extra = []") :])
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -158,16 +181,24 @@ class Commands:
         self.log_dir = log_dir
         self._count = 0
 
-    def run(self, label: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-            cwd: Path | None = None) -> Run:
+    def run(
+        self, label: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> Run:
         self._count += 1
         log = self.log_dir / f"{self._count:02d}-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}.log"
         lines: list[Line] = []
         started = time.monotonic()
         with open(log, "w") as handle:
             handle.write(f"$ {' '.join(argv)}\n")
-            process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       errors="replace", env={**os.environ, **(env or {})}, cwd=cwd)
+            process = subprocess.Popen(
+                list(argv),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+            )
             assert process.stdout is not None
             for raw in process.stdout:
                 at = time.monotonic() - started
@@ -234,8 +265,10 @@ class Bench:
         return refs
 
     def digests(self, side: Side) -> dict[str, str | None]:
-        return {name: self.registry.digest(reference.parse(ref.split("@")[0]))
-                for name, ref in self.registry_refs(side).items()}
+        return {
+            name: self.registry.digest(reference.parse(ref.split("@")[0]))
+            for name, ref in self.registry_refs(side).items()
+        }
 
     # -- running a side
 
@@ -243,13 +276,22 @@ class Bench:
         """One side's build and push. `render`: buildtool renders the Dockerfiles first (in the same timed run),
         as after an edit of a template variable or a requirements lock."""
         if side.kind == "plain":
-            env = {"REGISTRY": self.args.registry, "PREFIX": side.prefix, "TAG": PLAIN_TAG,
-                   "BASE_IMAGE": self.args.base_image, "PULL_CACHE": "1" if pull_cache else "0",
-                   "PLAIN_DOCKERFILES": str(self.tree / PLAIN_COPY)}
+            env = {
+                "REGISTRY": self.args.registry,
+                "PREFIX": side.prefix,
+                "TAG": PLAIN_TAG,
+                "BASE_IMAGE": self.args.base_image,
+                "PULL_CACHE": "1" if pull_cache else "0",
+                "PLAIN_DOCKERFILES": str(self.tree / PLAIN_COPY),
+            }
             argv = ["bash", str(REPO / "bench" / "plain_build.sh"), str(self.tree)]
         else:
-            env = {"BUILDTOOL_REGISTRY": self.args.registry, "BUILDTOOL_REPOSITORY": side.prefix,
-                   "BUILDTOOL_BASE_IMAGE": self.args.base_image, "PYTHONUNBUFFERED": "1"}
+            env = {
+                "BUILDTOOL_REGISTRY": self.args.registry,
+                "BUILDTOOL_REPOSITORY": side.prefix,
+                "BUILDTOOL_BASE_IMAGE": self.args.base_image,
+                "PYTHONUNBUFFERED": "1",
+            }
             config = ["--config", str(self.tree / "pyproject.toml")]
             build = [str(self.args.buildtool), *config, "build", "--push", "--jobs", str(self.args.jobs)]
             if render:
@@ -266,8 +308,9 @@ class Bench:
     def bench_images(self) -> list[str]:
         """This run's images in the engine: by tag, or by repository digest once a newer build took the tag away."""
         prefix = f"{self.args.registry}/{self.namespace}/"
-        listed = self.commands.output(["docker", "image", "ls", "--digests", "--format",
-                                       "{{.Repository}} {{.Tag}} {{.Digest}}"])
+        listed = self.commands.output(
+            ["docker", "image", "ls", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"]
+        )
         found = set()
         for line in listed.splitlines():
             repository, tag, digest = line.split()
@@ -294,14 +337,17 @@ class Bench:
         self.commands.output(["docker", "builder", "prune", "--all", "--force"])
         self.emptied = True
         left = self.commands.output(["docker", "image", "ls", "--all", "--quiet"]).split()
-        say("  engine cache emptied" + (f"; {len(left)} image(s) stay, held by existing containers "
-                                        f"({', '.join(left)})" if left else ""))
+        say(
+            "  engine cache emptied"
+            + (f"; {len(left)} image(s) stay, held by existing containers ({', '.join(left)})" if left else "")
+        )
 
     def restore_base_image(self) -> None:
         """After emptying, leave the external base image pulled, as the engine had it."""
-        if self.emptied and not self.commands.output(
-            ["docker", "image", "ls", "--quiet", self.args.base_image]
-        ).strip():
+        if (
+            self.emptied
+            and not self.commands.output(["docker", "image", "ls", "--quiet", self.args.base_image]).strip()
+        ):
             self.commands.output(["docker", "pull", "--quiet", self.args.base_image])
 
     def close(self) -> None:
@@ -439,15 +485,22 @@ class CaseResult:
 
     def as_json(self) -> dict[str, object]:
         ratios = self.ratios
-        return {"case": self.case, "title": CASE_TITLES[self.case], "skipped": self.skipped or None,
-                "plain_seconds": [round(x, 2) for x in self.plain],
-                "buildtool_seconds": [round(x, 2) for x in self.tool],
-                "paired_ratios": [round(x, 4) for x in ratios],
-                "median_ratio": round(median(ratios), 4) if ratios else None,
-                "target": RATIO_TARGETS.get(self.case), "to_cold_ratios": [round(x, 4) for x in self.to_cold],
-                "to_cold_target": FRESH_TO_COLD_TARGET if self.case == 5 else None,
-                "met": self.met, "notes": self.notes, "logs": self.logs,
-                **({"pushed_bytes": self.pushed} if self.pushed else {})}
+        return {
+            "case": self.case,
+            "title": CASE_TITLES[self.case],
+            "skipped": self.skipped or None,
+            "plain_seconds": [round(x, 2) for x in self.plain],
+            "buildtool_seconds": [round(x, 2) for x in self.tool],
+            "paired_ratios": [round(x, 4) for x in ratios],
+            "median_ratio": round(median(ratios), 4) if ratios else None,
+            "target": RATIO_TARGETS.get(self.case),
+            "to_cold_ratios": [round(x, 4) for x in self.to_cold],
+            "to_cold_target": FRESH_TO_COLD_TARGET if self.case == 5 else None,
+            "met": self.met,
+            "notes": self.notes,
+            "logs": self.logs,
+            **({"pushed_bytes": self.pushed} if self.pushed else {}),
+        }
 
 
 def median(values: list[float]) -> float:
@@ -465,7 +518,7 @@ def case_warm(bench: Bench, plain: Side, tool: Side) -> CaseResult:
     result = CaseResult(1)
     for rep in range(bench.args.repeat):
         runs = {}
-        for side in ((plain, tool) if rep % 2 == 0 else (tool, plain)):
+        for side in (plain, tool) if rep % 2 == 0 else (tool, plain):
             runs[side.kind] = bench.build(side, f"case 1 #{rep + 1}")
         if set(buildtool_plan(runs["buildtool"]).values()) != {"reuse"}:
             raise BenchError(f"case 1: buildtool planned a build on a warm no-op (log {runs['buildtool'].log})")
@@ -483,7 +536,7 @@ def case_one_file(bench: Bench, plain: Side, tool: Side) -> CaseResult:
         with LineAdded(bench.tree, "download", line):
             before = {side.kind: bench.digests(side) for side in (plain, tool)}
             runs = {}
-            for side in ((plain, tool) if rep % 2 == 0 else (tool, plain)):
+            for side in (plain, tool) if rep % 2 == 0 else (tool, plain):
                 runs[side.kind] = bench.build(side, f"case 3 #{rep + 1}", render=True)
             after = {side.kind: bench.digests(side) for side in (plain, tool)}
             result.add(runs)
@@ -496,12 +549,16 @@ def case_one_file(bench: Bench, plain: Side, tool: Side) -> CaseResult:
             pushed = buildtool_pushed(runs["buildtool"])
             # buildtool's map now points at new tags: compare the image it says it built with what it reused.
             tool_changed = sorted(n for n in IMAGES if before["buildtool"][n] != after["buildtool"][n])
-            result.notes.append(f"plain:     built {', '.join(ran)}; pushed {', '.join(sorted(sections.pushes))}; "
-                                f"digest changed in the registry: {', '.join(plain_changed) or 'none'}")
-            result.notes.append(f"buildtool: build {', '.join(built) or 'nothing'}; "
-                                f"reuse {', '.join(n for n in IMAGES if plan[n] == 'reuse') or 'nothing'}; "
-                                f"pushed {', '.join(pushed) or 'nothing'}; image map entry changed: "
-                                f"{', '.join(tool_changed) or 'none'}")
+            result.notes.append(
+                f"plain:     built {', '.join(ran)}; pushed {', '.join(sorted(sections.pushes))}; "
+                f"digest changed in the registry: {', '.join(plain_changed) or 'none'}"
+            )
+            result.notes.append(
+                f"buildtool: build {', '.join(built) or 'nothing'}; "
+                f"reuse {', '.join(n for n in IMAGES if plan[n] == 'reuse') or 'nothing'}; "
+                f"pushed {', '.join(pushed) or 'nothing'}; image map entry changed: "
+                f"{', '.join(tool_changed) or 'none'}"
+            )
             alone = alone and built == ["download"] and pushed == ["download"] and tool_changed == ["download"]
     if not alone:
         result.notes.append("buildtool rebuilt or pushed more than the download image")
@@ -520,8 +577,9 @@ def case_empty_cache(bench: Bench, plain: Side, tool: Side) -> CaseResult:
         bench.empty_engine()
         runs[side.kind] = bench.build(side, "case 2", pull_cache=True)  # plain: pull, then build --cache-from
     if set(buildtool_plan(runs["buildtool"]).values()) != {"reuse"}:
-        raise BenchError(f"case 2: buildtool planned a build although the registry holds every image "
-                         f"(log {runs['buildtool'].log})")
+        raise BenchError(
+            f"case 2: buildtool planned a build although the registry holds every image (log {runs['buildtool'].log})"
+        )
     result.add(runs)
     result.met = result.ratios[0] <= RATIO_TARGETS[2]
     return result
@@ -533,8 +591,10 @@ def case_cold(bench: Bench) -> tuple[CaseResult, list[dict[str, Run]], tuple[Sid
     sides = [
         (bench.side("plain", f"cold{rep + 1}-"), bench.side("buildtool", f"cold{rep + 1}-")) for rep in range(repeat)
     ]
-    say(f"case 4: cold build, {repeat} run(s) (empty engine cache, fresh prefixes {sides[0][0].prefix} and "
-        f"{sides[0][1].prefix}{', ...' if repeat > 1 else ''})")
+    say(
+        f"case 4: cold build, {repeat} run(s) (empty engine cache, fresh prefixes {sides[0][0].prefix} and "
+        f"{sides[0][1].prefix}{', ...' if repeat > 1 else ''})"
+    )
     result = CaseResult(4)
     all_runs: list[dict[str, Run]] = []
     if not bench.wait_for_go():
@@ -542,7 +602,7 @@ def case_cold(bench: Bench) -> tuple[CaseResult, list[dict[str, Run]], tuple[Sid
         return result, all_runs, sides[-1]
     for rep, (plain, tool) in enumerate(sides):
         runs: dict[str, Run] = {}
-        for side in ((plain, tool) if rep % 2 == 0 else (tool, plain)):
+        for side in (plain, tool) if rep % 2 == 0 else (tool, plain):
             bench.empty_engine()
             if side is tool:
                 # Cold means nothing to start from: a map naming earlier images would let buildtool pull
@@ -571,7 +631,7 @@ def case_fresh_runner(bench: Bench, plain: Side, tool: Side, cold: CaseResult | 
     for rep in range(bench.args.fresh_repeat):
         with LineAdded(bench.tree, "training", f'RUN echo "bench fresh {bench.run_id} #{rep + 1}" > /etc/bench-fresh'):
             runs = {}
-            for side in ((plain, tool) if rep % 2 == 0 else (tool, plain)):
+            for side in (plain, tool) if rep % 2 == 0 else (tool, plain):
                 bench.empty_engine()
                 runs[side.kind] = bench.build(side, f"case 5 #{rep + 1}", pull_cache=True, render=True)
             plan = buildtool_plan(runs["buildtool"])
@@ -590,8 +650,9 @@ def layer_blobs(bench: Bench, ref: str) -> dict[str, int]:
 
 
 def added_lock_entry(package: str, hashes: tuple[str, ...]) -> str:
-    lines = [f"{package} \\"] + [f"    --hash=sha256:{h}" + (" \\" if i < len(hashes) - 1 else "")
-                                  for i, h in enumerate(hashes)]
+    lines = [f"{package} \\"] + [
+        f"    --hash=sha256:{h}" + (" \\" if i < len(hashes) - 1 else "") for i, h in enumerate(hashes)
+    ]
     return "\n".join(lines) + "\n    # via -r images/training/requirements.in\n"
 
 
@@ -613,22 +674,31 @@ def case_package_added(bench: Bench, plain: Side, tool: Side) -> CaseResult:
             path.write_text("\n".join(blocks[:at]) + "\n" + added_lock_entry(package, hashes) + "\n".join(blocks[at:]))
             before = {side.kind: layer_blobs(bench, bench.registry_refs(side)["training"]) for side in (plain, tool)}
             runs = {}
-            for side in ((plain, tool) if rep % 2 == 0 else (tool, plain)):
+            for side in (plain, tool) if rep % 2 == 0 else (tool, plain):
                 runs[side.kind] = bench.build(side, f"case 6 #{rep + 1}", render=True)
             result.add(runs)
             for side in (plain, tool):
                 after = layer_blobs(bench, bench.registry_refs(side)["training"])
                 sent = sum(size for digest, size in after.items() if digest not in before[side.kind])
                 pushed[side.kind].append(sent)
-            pusher = next((re.search(r"push via .*", line.text) for line in runs["buildtool"].lines
-                           if re.search(r"\] training +push via ", line.text)), None)
-            result.notes.append(f"run {rep + 1}, {package}: training's new layers in the registry: plain "
-                                f"{pushed['plain'][-1] / 1e6:.2f} MB, buildtool {pushed['buildtool'][-1] / 1e6:.3f} MB "
-                                f"(buildtool: {pusher[0] if pusher else 'no push line'})")
+            pusher = next(
+                (
+                    re.search(r"push via .*", line.text)
+                    for line in runs["buildtool"].lines
+                    if re.search(r"\] training +push via ", line.text)
+                ),
+                None,
+            )
+            result.notes.append(
+                f"run {rep + 1}, {package}: training's new layers in the registry: plain "
+                f"{pushed['plain'][-1] / 1e6:.2f} MB, buildtool {pushed['buildtool'][-1] / 1e6:.3f} MB "
+                f"(buildtool: {pusher[0] if pusher else 'no push line'})"
+            )
     finally:
         path.write_text(original)
-        bench.commands.run("case 6 render back", [str(bench.args.buildtool), "--config",
-                                                  str(bench.tree / PYPROJECT), "render"])
+        bench.commands.run(
+            "case 6 render back", [str(bench.args.buildtool), "--config", str(bench.tree / PYPROJECT), "render"]
+        )
     result.pushed = pushed
     result.met = median(result.ratios) <= RATIO_TARGETS[6]
     return result
@@ -652,21 +722,32 @@ def print_table(results: list[CaseResult], repeat: int, cold_repeat: int) -> Non
             rows.append((CASE_TITLES[r.case], "-", "-", "-", "", r.skipped))
             continue
         ratio = f"{median(r.ratios):.3f}" + (f" ({median(r.to_cold):.3f} of cold)" if r.to_cold else "")
-        target = (f"<= {FRESH_TO_COLD_TARGET} of cold" if r.case == 5 else f"<= {RATIO_TARGETS.get(r.case)}"
-                  + (", download alone" if r.case == 3 else ""))
-        rows.append((CASE_TITLES[r.case], seconds_cell(r.plain), seconds_cell(r.tool), ratio, target,
-                     "yes" if r.met else "NO"))
+        target = (
+            f"<= {FRESH_TO_COLD_TARGET} of cold"
+            if r.case == 5
+            else f"<= {RATIO_TARGETS.get(r.case)}" + (", download alone" if r.case == 3 else "")
+        )
+        rows.append(
+            (CASE_TITLES[r.case], seconds_cell(r.plain), seconds_cell(r.tool), ratio, target, "yes" if r.met else "NO")
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     say("")
     for i, row in enumerate(rows):
-        say("  ".join(cell.ljust(width) if j == 0 else cell.rjust(width) for j, (cell, width) in
-                      enumerate(zip(row, widths, strict=True))).rstrip())
+        say(
+            "  ".join(
+                cell.ljust(width) if j == 0 else cell.rjust(width)
+                for j, (cell, width) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
         if i == 0:
             say("  ".join("-" * w for w in widths))
     ran = {r.case for r in results if not r.skipped}
-    parts = ([f"cases 1 and 3: {repeat} run(s)"] if ran & {1, 3} else []) + \
-            ([f"case 4: {cold_repeat} run(s)"] if 4 in ran else []) + (["case 2: one run"] if 2 in ran else []) + \
-            (["case 5: see its runs"] if 5 in ran else [])
+    parts = (
+        ([f"cases 1 and 3: {repeat} run(s)"] if ran & {1, 3} else [])
+        + ([f"case 4: {cold_repeat} run(s)"] if 4 in ran else [])
+        + (["case 2: one run"] if 2 in ran else [])
+        + (["case 5: see its runs"] if 5 in ran else [])
+    )
     say(f"({'; '.join(parts)}; seconds: median [min-max]; ratios paired run by run; sides alternate which goes first)")
 
 
@@ -680,12 +761,23 @@ def print_sizes(bench: Bench, plain: Side, tool: Side, where: str) -> None:
             ref = reference.parse(bench.registry_refs(side)[name].split("@")[0])
             sizes.append(bench.registry.size(ref).layers / 1e6)
         target = SIZE_TARGETS_MB.get(name)
-        rows.append((name, f"{sizes[0]:.1f}", f"{sizes[1]:.1f}", f"<= {target:.0f}" if target else "",
-                     ("yes" if sizes[1] <= target else "NO") if target else ""))
+        rows.append(
+            (
+                name,
+                f"{sizes[0]:.1f}",
+                f"{sizes[1]:.1f}",
+                f"<= {target:.0f}" if target else "",
+                ("yes" if sizes[1] <= target else "NO") if target else "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
-        say("  ".join(cell.ljust(width) if j == 0 else cell.rjust(width) for j, (cell, width) in
-                      enumerate(zip(row, widths, strict=True))).rstrip())
+        say(
+            "  ".join(
+                cell.ljust(width) if j == 0 else cell.rjust(width)
+                for j, (cell, width) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
         if i == 0:
             say("  ".join("-" * w for w in widths))
 
@@ -695,8 +787,10 @@ def print_cold_breakdown(runs: Mapping[str, Run], number: int) -> None:
     plain = plain_sections(runs["plain"])
     tool = buildtool_phases(runs["buildtool"])
     say("")
-    say(f"case 4 run {number} ({runs['plain'].seconds:.1f}s plain, {runs['buildtool'].seconds:.1f}s buildtool), "
-        "where the time goes: start-end (seconds) since each command started")
+    say(
+        f"case 4 run {number} ({runs['plain'].seconds:.1f}s plain, {runs['buildtool'].seconds:.1f}s buildtool), "
+        "where the time goes: start-end (seconds) since each command started"
+    )
     rows = [("image", "plain build", "plain push", "buildtool build", "buildtool check", "buildtool push")]
 
     def cell(start: float | None, end: float | None) -> str:
@@ -707,17 +801,27 @@ def print_cold_breakdown(runs: Mapping[str, Run], number: int) -> None:
         if t is None:
             rows.append((name, cell(b.start, b.end), cell(p.start, p.end), "-", "-", "-"))
             continue
-        rows.append((name, cell(b.start, b.end), cell(p.start, p.end), cell(t.start, t.built),
-                     cell(t.built, t.checked), cell(t.pushing, t.end)))
+        rows.append(
+            (
+                name,
+                cell(b.start, b.end),
+                cell(p.start, p.end),
+                cell(t.start, t.built),
+                cell(t.built, t.checked),
+                cell(t.pushing, t.end),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = enumerate(zip(row, widths, strict=True))
         say("  " + "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in cells))
     first = min((t.start for t in tool.values()), default=0.0)
-    say(f"  buildtool before its first image starts (startup, context scan, registry lookups): {first:.1f}s; "
+    say(
+        f"  buildtool before its first image starts (startup, context scan, registry lookups): {first:.1f}s; "
         "its build column ends when the last Dockerfile step starts; then the import check and pip check "
         "(check) run beside the push to the staging repository; the push ends when the content tag is in place, "
-        "after both")
+        "after both"
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -725,8 +829,16 @@ def print_cold_breakdown(runs: Mapping[str, Run], number: int) -> None:
 
 def copy_tree(destination: Path) -> None:
     """The working tree's files (tracked and untracked, not ignored), as they are now."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, listed):
         source = REPO / rel
         if rel.startswith("bench/") or not source.is_file():
@@ -739,22 +851,41 @@ def copy_tree(destination: Path) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="1,3,2,4,5", help="cases to run, in this order (default: %(default)s)")
-    p.add_argument("--repeat", type=int, default=3, help="runs of cases 1 and 3 per side; the median is reported "
-                                                         "(default: %(default)s)")
-    p.add_argument("--cold-repeat", type=int, default=3, help="runs of case 4 per side, each on fresh prefixes; the "
-                                                              "median is reported (default: %(default)s)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of cases 1 and 3 per side; the median is reported (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cold-repeat",
+        type=int,
+        default=3,
+        help="runs of case 4 per side, each on fresh prefixes; the median is reported (default: %(default)s)",
+    )
     p.add_argument("--fresh-repeat", type=int, default=1, help="runs of case 5 per side (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=2, help="buildtool --jobs (default: %(default)s)")
-    p.add_argument("--added-from", type=int, default=0, help="case 6 adds the packages of ADDED_PACKAGES from this "
-                                                             "index on (default: %(default)s)")
+    p.add_argument(
+        "--added-from",
+        type=int,
+        default=0,
+        help="case 6 adds the packages of ADDED_PACKAGES from this index on (default: %(default)s)",
+    )
     p.add_argument("--registry", default=os.environ.get("BUILDTOOL_REGISTRY", "127.0.0.1:5000"))
-    p.add_argument("--base-image", default=os.environ.get("BUILDTOOL_BASE_IMAGE",
-                                                          "127.0.0.1:5000/buildtool/python:3.11-bookworm"))
+    p.add_argument(
+        "--base-image", default=os.environ.get("BUILDTOOL_BASE_IMAGE", "127.0.0.1:5000/buildtool/python:3.11-bookworm")
+    )
     p.add_argument("--buildtool", type=Path, default=REPO / ".venv" / "bin" / "buildtool")
-    p.add_argument("--empty-engine", action="store_true",
-                   help="allow cases 2, 4 and 5, which remove every image no container uses and the builder cache")
-    p.add_argument("--log-dir", type=Path, help="where the commands' logs go (default: RESULTS/<run id>/ with "
-                                                "--results, else a new temporary folder)")
+    p.add_argument(
+        "--empty-engine",
+        action="store_true",
+        help="allow cases 2, 4 and 5, which remove every image no container uses and the builder cache",
+    )
+    p.add_argument(
+        "--log-dir",
+        type=Path,
+        help="where the commands' logs go (default: RESULTS/<run id>/ with --results, else a new temporary folder)",
+    )
     p.add_argument("--results", type=Path, help="write the raw figures to RESULTS/<run id>.json and keep the logs")
     args = p.parse_args(argv)
     try:
@@ -771,8 +902,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run_id = time.strftime("r%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-    log_dir = args.log_dir or (args.results / run_id if args.results else
-                               Path(tempfile.mkdtemp(prefix=f"build-speed-{run_id}-logs-")))
+    log_dir = args.log_dir or (
+        args.results / run_id if args.results else Path(tempfile.mkdtemp(prefix=f"build-speed-{run_id}-logs-"))
+    )
     log_dir.mkdir(parents=True, exist_ok=True)
     tree = Path(tempfile.mkdtemp(prefix=f"build-speed-{run_id}-tree-"))
     copy_tree(tree)
@@ -835,17 +967,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def write_results(args: argparse.Namespace, run_id: str, started: float, bench: Bench,
-                  results: list[CaseResult]) -> Path:
+def write_results(
+    args: argparse.Namespace, run_id: str, started: float, bench: Bench, results: list[CaseResult]
+) -> Path:
     """The raw figures of this run, beside its logs: what bench/render_results.py turns into the README table."""
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     document = {
-        "run_id": run_id, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "seconds": round(time.time() - started, 1), "commit": commit,
+        "run_id": run_id,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "commit": commit,
         "engine": bench.commands.output(["docker", "version", "--format", "{{.Server.Version}}"]).strip(),
-        "cpus": os.cpu_count(), "machine": platform.machine(), "registry": args.registry,
-        "base_image": args.base_image, "argv": sys.argv[1:], "repeat": args.repeat, "cold_repeat": args.cold_repeat,
-        "fresh_repeat": args.fresh_repeat, "logs": f"{run_id}/", "cases": [r.as_json() for r in results],
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "registry": args.registry,
+        "base_image": args.base_image,
+        "argv": sys.argv[1:],
+        "repeat": args.repeat,
+        "cold_repeat": args.cold_repeat,
+        "fresh_repeat": args.fresh_repeat,
+        "logs": f"{run_id}/",
+        "cases": [r.as_json() for r in results],
     }
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / f"{run_id}.json"
@@ -872,8 +1014,10 @@ def cleanup(bench: Bench, log_dir: Path) -> None:
     finally:
         bench.close()
         shutil.rmtree(bench.tree, ignore_errors=True)
-    say(f"left in the registry: the repositories under {where} (the registry's garbage collector can reclaim "
-        f"their blobs); logs in {log_dir}")
+    say(
+        f"left in the registry: the repositories under {where} (the registry's garbage collector can reclaim "
+        f"their blobs); logs in {log_dir}"
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def docker_build(tag: str, context: Path, base: str) -> None:
-    built = subprocess.run(["docker", "build", "--quiet", "-t", tag, "--build-arg", f"BASE_IMAGE={base}",
-                            str(context)], capture_output=True, text=True, check=False)
+    built = subprocess.run(
+        ["docker", "build", "--quiet", "-t", tag, "--build-arg", f"BASE_IMAGE={base}", str(context)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if built.returncode != 0:
         raise SystemExit(f"check_container: error: docker build of {context} failed: {built.stderr.strip()[-500:]}")
 
@@ -37,8 +41,9 @@ def docker_build(tag: str, context: Path, base: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--base-image", default=os.environ.get("BUILDTOOL_BASE_IMAGE",
-                                                               "127.0.0.1:5000/buildtool/python:3.11-bookworm"))
+    parser.add_argument(
+        "--base-image", default=os.environ.get("BUILDTOOL_BASE_IMAGE", "127.0.0.1:5000/buildtool/python:3.11-bookworm")
+    )
     args = parser.parse_args()
     prefix = f"127.0.0.1:5000/check-bench-{uuid.uuid4().hex[:8]}"
     base, download = f"{prefix}/base:1", f"{prefix}/download:1"
@@ -54,18 +59,21 @@ def main() -> int:
         for _ in range(args.repeat):
             for label, offered in (("pip check runs", set()), ("pip check skipped", known)):
                 started = time.monotonic()
-                probe = step_imports.parse_probe(engine.run(download, step_imports.probe_command(modules, offered))
-                                                 .output, offered)
+                probe = step_imports.parse_probe(
+                    engine.run(download, step_imports.probe_command(modules, offered)).output, offered
+                )
                 times[label].append(time.monotonic() - started)
                 assert probe.pip_check_skipped == bool(offered) and not probe.failed_imports, probe
         print(f"check container of {download} (imports {', '.join(modules)}), {args.repeat} runs each:")
         for label, seconds in times.items():
-            print(f"  {label:<18} median {statistics.median(seconds):.2f} s  "
-                  f"[{', '.join(f'{s:.2f}' for s in seconds)}]")
+            print(
+                f"  {label:<18} median {statistics.median(seconds):.2f} s  [{', '.join(f'{s:.2f}' for s in seconds)}]"
+            )
     finally:
         for tag in (download, base):
-            subprocess.run(["docker", "rmi", "--force", tag], check=False, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+            subprocess.run(
+                ["docker", "rmi", "--force", tag], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
         engine.close()
     return 0
 

@@ -39,8 +39,19 @@ def both(local: str, repository: str) -> dict[str, float]:
         engine = timed(["docker", "push", engine_target])
     finally:
         subprocess.run(["docker", "rmi", engine_target], stdout=subprocess.DEVNULL, check=False)
-    skopeo = timed(["skopeo", "copy", "--dest-tls-verify=false", "--dest-compress-level", "6", "--retry-times", "3",
-                    f"docker-daemon:{local}", f"docker://{repository}-skopeo/image:t"])
+    skopeo = timed(
+        [
+            "skopeo",
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-compress-level",
+            "6",
+            "--retry-times",
+            "3",
+            f"docker-daemon:{local}",
+            f"docker://{repository}-skopeo/image:t",
+        ]
+    )
     return {"engine_s": engine, "skopeo_s": skopeo, "load_average": float(Path("/proc/loadavg").read_text().split()[0])}
 
 
@@ -55,10 +66,21 @@ def main() -> int:
     results = []
     for mb in args.sizes:
         local = f"{args.registry}/bench-threshold/{run}/size{mb}:t"
-        step = (f"RUN for i in $(seq 20); do echo $i > /tmp/n; tar cf - /tmp/n /usr/lib /usr/share 2>/dev/null; done"
-                f" | head -c {mb}000000 > /opt/data") if mb else "LABEL size=0"
-        subprocess.run(["docker", "build", "-q", "-t", local, "-"], input=f"FROM {BASE}\n{step}\n", text=True,
-                       check=True, stdout=subprocess.DEVNULL)
+        step = (
+            (
+                f"RUN for i in $(seq 20); do echo $i > /tmp/n; tar cf - /tmp/n /usr/lib /usr/share 2>/dev/null; done"
+                f" | head -c {mb}000000 > /opt/data"
+            )
+            if mb
+            else "LABEL size=0"
+        )
+        subprocess.run(
+            ["docker", "build", "-q", "-t", local, "-"],
+            input=f"FROM {BASE}\n{step}\n",
+            text=True,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         try:
             results.append({"new_mb": mb, **both(local, f"{args.registry}/bench-threshold/{run}/size{mb}")})
         finally:

@@ -42,8 +42,10 @@ def latest_cases(folder: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 
 def table(folder: Path) -> str:
-    rows = ["| case | plain s | buildtool s | paired ratios b/a | median | target | met | run |",
-            "| --- | ---: | ---: | --- | ---: | --- | --- | --- |"]
+    rows = [
+        "| case | plain s | buildtool s | paired ratios b/a | median | target | met | run |",
+        "| --- | ---: | ---: | --- | ---: | --- | --- | --- |",
+    ]
     for run, case in latest_cases(folder):
         ratios = ", ".join(f"{r:.3f}" for r in case["paired_ratios"])
         if case["case"] == 5:
@@ -52,9 +54,11 @@ def table(folder: Path) -> str:
         else:
             median = f"{case['median_ratio']:.3f}"
             target = f"≤ {case['target']}" + (", download alone" if case["case"] == 3 else "")
-        rows.append(f"| {case['title']} | {_seconds(case['plain_seconds'])} | {_seconds(case['buildtool_seconds'])} | "
-                    f"{ratios} | {median} | {target} | {'yes' if case['met'] else 'NO'} | "
-                    f"[{run['run_id']}](results/{run['run_id']}.json) |")
+        rows.append(
+            f"| {case['title']} | {_seconds(case['plain_seconds'])} | {_seconds(case['buildtool_seconds'])} | "
+            f"{ratios} | {median} | {target} | {'yes' if case['met'] else 'NO'} | "
+            f"[{run['run_id']}](results/{run['run_id']}.json) |"
+        )
     if len(rows) == 2:
         rows.append("| (no results yet) | | | | | | | |")
     return "\n".join(rows) + "\n"

@@ -49,10 +49,13 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as folder:
             root = Path(folder)
             path = write_project(root)
-            path.write_text(path.read_text()
-                            .replace('registry = "127.0.0.1:5000"', f'registry = "{registry.host}"')
-                            .replace('base_image = "127.0.0.1:5000/lib/python:3.11"',
-                                     f'base_image = "{registry.host}/lib/python:3.11"'))
+            path.write_text(
+                path.read_text()
+                .replace('registry = "127.0.0.1:5000"', f'registry = "{registry.host}"')
+                .replace(
+                    'base_image = "127.0.0.1:5000/lib/python:3.11"', f'base_image = "{registry.host}/lib/python:3.11"'
+                )
+            )
             lock_with_registry(path, registry)
             env = {**os.environ, "HOME": folder, "PLATFORM_ACCESS_KEY": "ak", "PLATFORM_SECRET_KEY": "sk"}
             for name in ("BUILDTOOL_REGISTRY", "BUILDTOOL_REPOSITORY", "BUILDTOOL_BASE_IMAGE"):
@@ -63,13 +66,13 @@ def main() -> int:
                     results["first submit"].append(timed(submit, env, root))
                     results["resubmit"].append(timed(submit, env, root))
                     results["--run --wait"].append(
-                        timed([*submit, "--run", "--wait", "--poll", "0.2", *PARAMS], env, root))
+                        timed([*submit, "--run", "--wait", "--poll", "0.2", *PARAMS], env, root)
+                    )
                     assert len(kfp.uploads) == 2 and len(kfp.runs) == 1
     finally:
         registry.close()
     for name, seconds in results.items():
-        print(f"{name:<14} median {statistics.median(seconds):.2f} s  runs: "
-              + " ".join(f"{s:.2f}" for s in seconds))
+        print(f"{name:<14} median {statistics.median(seconds):.2f} s  runs: " + " ".join(f"{s:.2f}" for s in seconds))
     return 0
 
 

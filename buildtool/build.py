@@ -61,12 +61,15 @@ def resolve_external(registry: Registry, text: str) -> str:
     try:
         found = registry.digest(ref)
     except RegistryError as exc:
-        raise RegistryError(f"cannot resolve base image {text}: {exc}. On a machine without a public registry, "
-                            "push a Python base image to a registry you can reach and set base_image "
-                            "(or BUILDTOOL_BASE_IMAGE) to it") from None
+        raise RegistryError(
+            f"cannot resolve base image {text}: {exc}. On a machine without a public registry, "
+            "push a Python base image to a registry you can reach and set base_image "
+            "(or BUILDTOOL_BASE_IMAGE) to it"
+        ) from None
     if not found:
-        raise RegistryError(f"base image {text} not found in {ref.api_host}; push it there or set "
-                            "base_image/BUILDTOOL_BASE_IMAGE")
+        raise RegistryError(
+            f"base image {text} not found in {ref.api_host}; push it there or set base_image/BUILDTOOL_BASE_IMAGE"
+        )
     return str(ref.with_digest(found))
 
 
@@ -78,11 +81,20 @@ def prepare(config: Config, registry: Registry, previous: ImageMap | None) -> Pr
     digests = {text: reference.parse(pin).digest or "" for text, pin in pins.items()}
     modules = step_imports.for_config(config)
     inputs = planning.compute_inputs(config, contexts, digests, modules)
-    existing = {name: registry.digest(reference.parse(f"{config.repository_for(config.image(name))}:{i.tag}"))
-                for name, i in inputs.items()}
-    untrusted = {name: why for name, found in existing.items()
-                 if found and (why := foreign_bytes(registry, config.repository_for(config.image(name)), found,
-                                                    inputs[name].digest, config.platform))}
+    existing = {
+        name: registry.digest(reference.parse(f"{config.repository_for(config.image(name))}:{i.tag}"))
+        for name, i in inputs.items()
+    }
+    untrusted = {
+        name: why
+        for name, found in existing.items()
+        if found
+        and (
+            why := foreign_bytes(
+                registry, config.repository_for(config.image(name)), found, inputs[name].digest, config.platform
+            )
+        )
+    }
     return Prepared(planning.make_plan(config, inputs, pins, existing, previous, untrusted), contexts, modules)
 
 
@@ -97,8 +109,9 @@ def foreign_bytes(registry: Registry, repository: str, digest: str, inputs_diges
     return f"the registry's tag holds {digest}, built from other inputs ({label}): rebuilt, not trusted"
 
 
-def check_image(engine: Engine, image: ImagePlan, modules: list[str], events: Events, token: Token,
-                pip_checks: PipCheckCache) -> None:
+def check_image(
+    engine: Engine, image: ImagePlan, modules: list[str], events: Events, token: Token, pip_checks: PipCheckCache
+) -> None:
     """Before anything is pushed: the step's imports load in its image (no network), and `pip check` passes.
 
     pip check is skipped when the image's distributions (their fingerprint) already passed it in another image.
@@ -110,8 +123,10 @@ def check_image(engine: Engine, image: ImagePlan, modules: list[str], events: Ev
     except BuildError as exc:
         raise BuildError(f"image {image.name}: {exc}") from None
     if probe.failed_imports:
-        raise BuildError(step_imports.describe_failures(str(image.step), image.name, probe.failed_imports)
-                         + "; add the package to the image's requirements")
+        raise BuildError(
+            step_imports.describe_failures(str(image.step), image.name, probe.failed_imports)
+            + "; add the package to the image's requirements"
+        )
     if probe.pip_check_code is None:
         pip_check = "pip check: same distributions as an image already checked"
     elif probe.pip_check_code != 0:
@@ -185,8 +200,9 @@ def _held_by_registry(run: _Run, image: ImagePlan, base: str, pulled: list[str])
     return held, known
 
 
-def _count_layers(run: _Run, engine: Engine, image: ImagePlan, image_id: str, base: str,
-                  pulled: list[str]) -> pushing.LayerCount:
+def _count_layers(
+    run: _Run, engine: Engine, image: ImagePlan, image_id: str, base: str, pulled: list[str]
+) -> pushing.LayerCount:
     info = engine.layers(image_id)
     held, known = _held_by_registry(run, image, base, pulled)
     return pushing.count_layers(info.diff_ids, info.sizes, info.size, _base_size(engine, base), held, known)
@@ -225,14 +241,21 @@ def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Resu
     planned = run.prepared.contexts[image.name]
     if context.scan(planned.root, planned.dockerfile) != planned:
         # The tag names what was hashed: sources edited since then must not be pushed under it.
-        raise BuildError(f"image {image.name}: files of {planned.root} changed since the build was planned; "
-                         "run it again")
+        raise BuildError(
+            f"image {image.name}: files of {planned.root} changed since the build was planned; run it again"
+        )
     run.token.raise_if_cancelled()
     builder = run.builder or ClassicBuilder(engine)
-    image_id = builder.build(planned, image.tagged, args, platform=run.config.platform,
-                             labels={LABEL_INPUTS: image.inputs.digest, LABEL_IMAGE: image.name},
-                             cache_from=cache_from, progress=lambda message: events(image.name, message),
-                             token=run.token)
+    image_id = builder.build(
+        planned,
+        image.tagged,
+        args,
+        platform=run.config.platform,
+        labels={LABEL_INPUTS: image.inputs.digest, LABEL_IMAGE: image.name},
+        cache_from=cache_from,
+        progress=lambda message: events(image.name, message),
+        token=run.token,
+    )
     run.token.raise_if_cancelled()
     modules = run.prepared.step_modules.get(image.step, []) if image.step else None
     check_token = run.token.child()
@@ -249,8 +272,17 @@ def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Resu
     count = _count_layers(run, engine, image, image_id, base, cache_from)
     pusher = pushing.pusher_for(run.config, engine, count.new_bytes, count.engine_bytes)
     target = reference.parse(image.tagged)
-    job = pushing.PushJob(image.name, image.tagged, image_id, target, pushing.staging_reference(target), run.workdir,
-                          run.config.compression_level, run.token.child(), lambda message: events(image.name, message))
+    job = pushing.PushJob(
+        image.name,
+        image.tagged,
+        image_id,
+        target,
+        pushing.staging_reference(target),
+        run.workdir,
+        run.config.compression_level,
+        run.token.child(),
+        lambda message: events(image.name, message),
+    )
     events(image.name, f"push via {pusher.name} ({count.describe()}) to {job.staging} while it is checked")
     digest = pushing.publish_checked(job, pusher, run.registry, check)
     events(image.name, f"pushed {image.tagged}@{digest} in {time.monotonic() - started:.0f}s")
@@ -260,10 +292,21 @@ def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Resu
 _STOP_WAIT = 1.0  # seconds the main thread gives running images to stop and clean up after a signal
 
 
-def execute(prepared: Prepared, engine: Engine | None, registry: Registry, config: Config, *, push: bool, jobs: int,
-            events: Events, token: Token | None = None, workdir: Path | None = None,
-            previous: ImageMap | None = None, pip_checks: PipCheckCache | None = None,
-            builder: Builder | None = None) -> dict[str, Result]:
+def execute(
+    prepared: Prepared,
+    engine: Engine | None,
+    registry: Registry,
+    config: Config,
+    *,
+    push: bool,
+    jobs: int,
+    events: Events,
+    token: Token | None = None,
+    workdir: Path | None = None,
+    previous: ImageMap | None = None,
+    pip_checks: PipCheckCache | None = None,
+    builder: Builder | None = None,
+) -> dict[str, Result]:
     """Run the plan: an image starts once its base is done; on the first failure nothing new starts.
 
     Images run in daemon threads that the main thread waits for in short slices, so a signal reaches it at
@@ -271,8 +314,9 @@ def execute(prepared: Prepared, engine: Engine | None, registry: Registry, confi
     """
     if pip_checks is None:
         pip_checks = PipCheckCache.default()
-    run = _Run(prepared, engine, registry, config, push, events, token or Token(), workdir, previous, pip_checks,
-               builder)
+    run = _Run(
+        prepared, engine, registry, config, push, events, token or Token(), workdir, previous, pip_checks, builder
+    )
     results: dict[str, Result] = {}
     pending = list(prepared.plan.images)
     errors: list[BuildtoolError] = []
@@ -293,8 +337,9 @@ def execute(prepared: Prepared, engine: Engine | None, registry: Registry, confi
                 if errors or len(running) >= max(1, jobs):
                     break
                 pending.remove(image)
-                thread = threading.Thread(target=work, args=(image, dict(results)), name=f"build-{image.name}",
-                                          daemon=True)
+                thread = threading.Thread(
+                    target=work, args=(image, dict(results)), name=f"build-{image.name}", daemon=True
+                )
                 running[image.name] = thread
                 thread.start()
             try:
@@ -331,8 +376,9 @@ def entries(prepared: Prepared, results: Mapping[str, Result]) -> dict[str, Lock
     locked = {}
     for name, result in results.items():
         planned = prepared.plan.get(name)
-        locked[name] = LockedImage(result.reference, planned.inputs.digest, planned.base_label,
-                                   dict(planned.inputs.items))
+        locked[name] = LockedImage(
+            result.reference, planned.inputs.digest, planned.base_label, dict(planned.inputs.items)
+        )
     return locked
 
 
@@ -358,13 +404,25 @@ def check_extra_tags(tags: list[str], push: bool) -> None:
         if not push:
             raise ConfigError("--tag needs --push: extra tags are added in the registry")
         if not reference.TAG_RE.match(tag):
-            raise ConfigError(f"--tag {tag!r}: a tag is up to 128 letters, digits, '_', '.' and '-', "
-                              "not starting with '.' or '-'")
+            raise ConfigError(
+                f"--tag {tag!r}: a tag is up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'"
+            )
 
 
-def run(full: Config, selected: Config, prepared: Prepared, registry: Registry, *, push: bool, jobs: int,
-        extra_tags: list[str], events: Events, token: Token, previous: ImageMap | None,
-        builder: str | None = None) -> Outcome:
+def run(
+    full: Config,
+    selected: Config,
+    prepared: Prepared,
+    registry: Registry,
+    *,
+    push: bool,
+    jobs: int,
+    extra_tags: list[str],
+    events: Events,
+    token: Token,
+    previous: ImageMap | None,
+    builder: str | None = None,
+) -> Outcome:
     """Execute the plan; with `push`, add the extra tags and merge the images into the map (under its lock).
 
     `builder` overrides the configuration's (classic, buildkit, auto)."""
@@ -377,8 +435,19 @@ def run(full: Config, selected: Config, prepared: Prepared, registry: Registry, 
             chosen, why = builders.choose(selected, engine, builder)
             events("-", why)
         with workdir.run_folder() as folder:
-            results = execute(prepared, engine, registry, selected, push=push, jobs=jobs, events=events, token=token,
-                              workdir=folder, previous=previous, builder=chosen)
+            results = execute(
+                prepared,
+                engine,
+                registry,
+                selected,
+                push=push,
+                jobs=jobs,
+                events=events,
+                token=token,
+                workdir=folder,
+                previous=previous,
+                builder=chosen,
+            )
     finally:
         if engine is not None:
             engine.close()

@@ -55,8 +55,18 @@ class Builder(Protocol):
 
     name: str
 
-    def build(self, context: BuildContext, tag: str, build_args: Mapping[str, str], *, platform: str,
-              labels: Mapping[str, str], cache_from: list[str], progress: Progress, token: Token) -> str: ...
+    def build(
+        self,
+        context: BuildContext,
+        tag: str,
+        build_args: Mapping[str, str],
+        *,
+        platform: str,
+        labels: Mapping[str, str],
+        cache_from: list[str],
+        progress: Progress,
+        token: Token,
+    ) -> str: ...
 
 
 class ClassicBuilder:
@@ -65,10 +75,21 @@ class ClassicBuilder:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def build(self, context: BuildContext, tag: str, build_args: Mapping[str, str], *, platform: str,
-              labels: Mapping[str, str], cache_from: list[str], progress: Progress, token: Token) -> str:
-        return self.engine.build(context, tag, build_args, platform=platform, labels=labels, cache_from=cache_from,
-                                 progress=progress)
+    def build(
+        self,
+        context: BuildContext,
+        tag: str,
+        build_args: Mapping[str, str],
+        *,
+        platform: str,
+        labels: Mapping[str, str],
+        cache_from: list[str],
+        progress: Progress,
+        token: Token,
+    ) -> str:
+        return self.engine.build(
+            context, tag, build_args, platform=platform, labels=labels, cache_from=cache_from, progress=progress
+        )
 
 
 def with_cache_mounts(dockerfile: str) -> str:
@@ -83,13 +104,12 @@ def with_cache_mounts(dockerfile: str) -> str:
                 line = _drop(line, flag)
                 flag = flag if line.rstrip().endswith("\\") else None
         elif line.startswith(CACHE_MOUNT_MARK):
-            parts = line[len(CACHE_MOUNT_MARK):].split()
+            parts = line[len(CACHE_MOUNT_MARK) :].split()
             mount = (parts[0], parts[1]) if len(parts) == 2 and parts[0].startswith("/") else None
         elif mount is not None and line.startswith("RUN "):
             target, drop = mount
             cache_id = _CACHE_ID + re.sub(r"[^A-Za-z0-9]+", "-", target).rstrip("-")
-            line = _drop(f"RUN --mount=type=cache,id={cache_id},target={target},"
-                         f"sharing=locked {line[4:]}", drop)
+            line = _drop(f"RUN --mount=type=cache,id={cache_id},target={target},sharing=locked {line[4:]}", drop)
             mount = None
             flag = drop if line.rstrip().endswith("\\") else None
         elif line.strip() and not line.startswith("#"):
@@ -110,8 +130,10 @@ def _context_with(context: BuildContext, dockerfile: str) -> io.BytesIO:
     """
     source = context_tar(context)
     out = io.BytesIO()
-    with (tarfile.open(fileobj=source, mode="r") as reading,
-          tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as writing):
+    with (
+        tarfile.open(fileobj=source, mode="r") as reading,
+        tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as writing,
+    ):
         for member in reading.getmembers():
             member.mtime = int(member.mtime)
             member.pax_headers = {}
@@ -126,19 +148,38 @@ def _context_with(context: BuildContext, dockerfile: str) -> io.BytesIO:
     return out
 
 
-
 class BuildKitBuilder:
     name = "buildkit"
 
     def __init__(self, cli: str) -> None:
         self.cli = cli  # the docker CLI that embeds BuildKit
 
-    def command(self, tag: str, build_args: Mapping[str, str], platform: str, labels: Mapping[str, str],
-                cache_from: list[str], iidfile: Path, dockerfile: str) -> list[str]:
-        argv = [self.cli, "build", "--progress=plain", "--iidfile", str(iidfile), "--tag", tag,
-                "--platform", platform, "--file", dockerfile,
-                # Cache metadata in the image, so that a fresh runner's --cache-from of it reuses its layers.
-                "--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+    def command(
+        self,
+        tag: str,
+        build_args: Mapping[str, str],
+        platform: str,
+        labels: Mapping[str, str],
+        cache_from: list[str],
+        iidfile: Path,
+        dockerfile: str,
+    ) -> list[str]:
+        argv = [
+            self.cli,
+            "build",
+            "--progress=plain",
+            "--iidfile",
+            str(iidfile),
+            "--tag",
+            tag,
+            "--platform",
+            platform,
+            "--file",
+            dockerfile,
+            # Cache metadata in the image, so that a fresh runner's --cache-from of it reuses its layers.
+            "--build-arg",
+            "BUILDKIT_INLINE_CACHE=1",
+        ]
         for name, value in sorted(build_args.items()):
             argv += ["--build-arg", f"{name}={value}"]
         for name, value in sorted(labels.items()):
@@ -147,8 +188,18 @@ class BuildKitBuilder:
             argv += ["--cache-from", ref]
         return argv + ["-"]
 
-    def build(self, context: BuildContext, tag: str, build_args: Mapping[str, str], *, platform: str,
-              labels: Mapping[str, str], cache_from: list[str], progress: Progress, token: Token) -> str:
+    def build(
+        self,
+        context: BuildContext,
+        tag: str,
+        build_args: Mapping[str, str],
+        *,
+        platform: str,
+        labels: Mapping[str, str],
+        cache_from: list[str],
+        progress: Progress,
+        token: Token,
+    ) -> str:
         try:
             text = (context.root / context.dockerfile).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -161,11 +212,16 @@ class BuildKitBuilder:
             iidfile = Path(folder) / "iid"
             argv = self.command(tag, build_args, platform, labels, cache_from, iidfile, context.dockerfile)
             try:
-                process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           stderr=subprocess.STDOUT, env={**os.environ, "DOCKER_BUILDKIT": "1"},
-                                           start_new_session=True)
+                process = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "DOCKER_BUILDKIT": "1"},
+                    start_new_session=True,
+                )
             except OSError as exc:
-                raise BuildError(f"build of {tag}: cannot run {self.cli}: {exc}; set builder = \"classic\"") from None
+                raise BuildError(f'build of {tag}: cannot run {self.cli}: {exc}; set builder = "classic"') from None
             assert process.stdin is not None and process.stdout is not None
             feeder = threading.Thread(target=_feed, args=(process.stdin, tar), daemon=True)
             with token.stopping(lambda: processes.stop(process)):
@@ -187,8 +243,10 @@ class BuildKitBuilder:
             token.raise_if_cancelled()
             if code != 0:
                 log_tail = "\n".join(tail)
-                raise BuildError(f"build of {tag} failed at {failed or '(before the first step)'} (BuildKit, exit "
-                                 f"{code})\n--- last lines of the build log ---\n{log_tail}")
+                raise BuildError(
+                    f"build of {tag} failed at {failed or '(before the first step)'} (BuildKit, exit "
+                    f"{code})\n--- last lines of the build log ---\n{log_tail}"
+                )
             try:
                 image_id = iidfile.read_text().strip()
             except OSError:
@@ -215,12 +273,30 @@ class AutoBuilder:
         marked = any(line.startswith(CACHE_MOUNT_MARK) for line in text.splitlines())
         return self.buildkit if marked else self.classic
 
-    def build(self, context: BuildContext, tag: str, build_args: Mapping[str, str], *, platform: str,
-              labels: Mapping[str, str], cache_from: list[str], progress: Progress, token: Token) -> str:
+    def build(
+        self,
+        context: BuildContext,
+        tag: str,
+        build_args: Mapping[str, str],
+        *,
+        platform: str,
+        labels: Mapping[str, str],
+        cache_from: list[str],
+        progress: Progress,
+        token: Token,
+    ) -> str:
         chosen = self.for_context(context)
         progress(f"built by {'BuildKit' if chosen is self.buildkit else 'the classic builder'}")
-        return chosen.build(context, tag, build_args, platform=platform, labels=labels, cache_from=cache_from,
-                            progress=progress, token=token)
+        return chosen.build(
+            context,
+            tag,
+            build_args,
+            platform=platform,
+            labels=labels,
+            cache_from=cache_from,
+            progress=progress,
+            token=token,
+        )
 
 
 def _feed(pipe: IO[bytes], tar: io.BytesIO) -> None:
@@ -243,9 +319,14 @@ def probe(cli: str, engine: Engine) -> str | None:
     with tempfile.TemporaryDirectory(prefix="buildtool-probe-") as folder:
         iidfile = Path(folder) / "iid"
         try:
-            done = subprocess.run([cli, "build", "--quiet", "--iidfile", str(iidfile), "-"],
-                                  input=dockerfile.encode(), capture_output=True, timeout=_PROBE_TIMEOUT,
-                                  env={**os.environ, "DOCKER_BUILDKIT": "1"}, check=False)
+            done = subprocess.run(
+                [cli, "build", "--quiet", "--iidfile", str(iidfile), "-"],
+                input=dockerfile.encode(),
+                capture_output=True,
+                timeout=_PROBE_TIMEOUT,
+                env={**os.environ, "DOCKER_BUILDKIT": "1"},
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"{cli}: {exc.__class__.__name__}: {exc}"
         if done.returncode != 0:
@@ -322,11 +403,15 @@ def choose(config: Config, engine: Engine, wanted: str | None = None) -> tuple[B
     if cli is not None and way == "buildkit":
         return BuildKitBuilder(cli), f"builder: buildkit (DOCKER_BUILDKIT=1 {cli} build)"
     if cli is not None:
-        return (AutoBuilder(BuildKitBuilder(cli), ClassicBuilder(engine)),
-                f"builder: auto: buildkit (DOCKER_BUILDKIT=1 {cli} build) for Dockerfiles with an installer cache "
-                "mount, classic for the others")
+        return (
+            AutoBuilder(BuildKitBuilder(cli), ClassicBuilder(engine)),
+            f"builder: auto: buildkit (DOCKER_BUILDKIT=1 {cli} build) for Dockerfiles with an installer cache "
+            "mount, classic for the others",
+        )
     if way == "buildkit":
-        raise ConfigError(f"{config.path}: builder = \"buildkit\" but no docker CLI builds with BuildKit here "
-                          f"({'; '.join(reasons)}); install Debian's docker.io (its CLI embeds BuildKit) or the "
-                          "buildx plugin, or set builder = \"classic\" or \"auto\"")
+        raise ConfigError(
+            f'{config.path}: builder = "buildkit" but no docker CLI builds with BuildKit here '
+            f"({'; '.join(reasons)}); install Debian's docker.io (its CLI embeds BuildKit) or the "
+            'buildx plugin, or set builder = "classic" or "auto"'
+        )
     return ClassicBuilder(engine), f"builder: classic (BuildKit unavailable: {'; '.join(reasons)})"

@@ -47,10 +47,12 @@ class Printer:
 
 
 def _config(args: argparse.Namespace) -> configuration.Config:
-    return configuration.load(Path(args.config),
-                              registry=getattr(args, "registry", None) or os.environ.get("BUILDTOOL_REGISTRY"),
-                              repository=os.environ.get("BUILDTOOL_REPOSITORY"),
-                              base_image=getattr(args, "base_image", None) or os.environ.get("BUILDTOOL_BASE_IMAGE"))
+    return configuration.load(
+        Path(args.config),
+        registry=getattr(args, "registry", None) or os.environ.get("BUILDTOOL_REGISTRY"),
+        repository=os.environ.get("BUILDTOOL_REPOSITORY"),
+        base_image=getattr(args, "base_image", None) or os.environ.get("BUILDTOOL_BASE_IMAGE"),
+    )
 
 
 def _previous_map(config: configuration.Config) -> image_map.ImageMap | None:
@@ -78,15 +80,27 @@ def cmd_build(args: argparse.Namespace) -> int:
         with on_signals(Token()) as token:
             prepared = building.prepare(selected, registry, previous)
             if full.repository_from:
-                print(f"repository {full.repository} (from {full.repository_from}; set [tool.buildtool] "
-                      "repository to choose another)")
+                print(
+                    f"repository {full.repository} (from {full.repository_from}; set [tool.buildtool] "
+                    "repository to choose another)"
+                )
             for line in planning.describe(prepared.plan):
                 print(line)
             if args.dry_run:
                 return 0
-            outcome = building.run(full, selected, prepared, registry, push=args.push, jobs=args.jobs,
-                                   extra_tags=args.tag, events=Printer(), token=token, previous=previous,
-                                   builder=args.builder)
+            outcome = building.run(
+                full,
+                selected,
+                prepared,
+                registry,
+                push=args.push,
+                jobs=args.jobs,
+                extra_tags=args.tag,
+                events=Printer(),
+                token=token,
+                previous=previous,
+                builder=args.builder,
+            )
     finally:
         registry.close()
     if not args.push:
@@ -125,8 +139,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     for path in changed:
         print(f"wrote {path.relative_to(config.root) if path.is_relative_to(config.root) else path}")
     templated = [i.name for i in config.images if i.template]
-    print(f"{len(templated)} rendered image(s) ({', '.join(templated) or 'none'}): "
-          f"{len(changed)} file(s) {'changed' if changed else 'already current'}")
+    print(
+        f"{len(templated)} rendered image(s) ({', '.join(templated) or 'none'}): "
+        f"{len(changed)} file(s) {'changed' if changed else 'already current'}"
+    )
     return 0
 
 
@@ -142,8 +158,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if config.output.exists():
         from . import freshness, verify
 
-        freshness.require_current(config, verify.load_workflow(config.output), loaded.steps,
-                                  label=str(config.output))
+        freshness.require_current(config, verify.load_workflow(config.output), loaded.steps, label=str(config.output))
         print(f"{config.output} is what compile makes from them")
     return 0
 
@@ -163,8 +178,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             verify.verify_pipeline(config, path, registry)
         finally:
             registry.close()
-    print(f"{path}: every image is pinned, matches {config.image_map.name}"
-          + ("" if args.offline else " and exists in the registry"))
+    print(
+        f"{path}: every image is pinned, matches {config.image_map.name}"
+        + ("" if args.offline else " and exists in the registry")
+    )
     return 0
 
 
@@ -192,28 +209,47 @@ def cmd_submit(args: argparse.Namespace) -> int:
     finally:
         registry.close()
     print(f"{path}: every image is pinned, matches {config.image_map.name} and exists in the registry")
-    local = submitting.local(workflow, data, pipeline_name=args.pipeline_name, version_name=args.version_name,
-                             pairs=args.param, environment=os.environ, run=args.run)
+    local = submitting.local(
+        workflow,
+        data,
+        pipeline_name=args.pipeline_name,
+        version_name=args.version_name,
+        pairs=args.param,
+        environment=os.environ,
+        run=args.run,
+    )
     if args.run and local.secrets_declared:
-        print(f"warning: the pipeline takes {' and '.join(local.secrets_declared)} as run parameters, which KFP "
-              "shows in the run's page and pod spec; compile with credentials = \"k8s-secret:NAME\" instead",
-              file=sys.stderr)
+        print(
+            f"warning: the pipeline takes {' and '.join(local.secrets_declared)} as run parameters, which KFP "
+            'shows in the run\'s page and pod spec; compile with credentials = "k8s-secret:NAME" instead',
+            file=sys.stderr,
+        )
     from .submit.kfp_api import Cluster
 
     cluster = Cluster(host, auth, namespace=args.namespace, ca_cert=ca_cert)
     if args.run and cluster.namespace_in_use() is None and cluster.multi_user():
-        raise ConfigError(f"{host} is a multi-user Kubeflow: experiments and runs belong to a profile's namespace; "
-                          "pass --namespace NS")
+        raise ConfigError(
+            f"{host} is a multi-user Kubeflow: experiments and runs belong to a profile's namespace; "
+            "pass --namespace NS"
+        )
     published = execute.publish(cluster, local, data, print)
-    print(f"version {published.version.name}: {published.version.id} of pipeline {published.pipeline.name} "
-          f"({published.pipeline.id}); sha256 {local.sha256}")
+    print(
+        f"version {published.version.name}: {published.version.id} of pipeline {published.pipeline.name} "
+        f"({published.pipeline.id}); sha256 {local.sha256}"
+    )
     if not args.run:
         return 0
-    run_name = (submitting.check_name("--run-name", args.run_name) if args.run_name
-                else f"{published.version.name} {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}")
+    run_name = (
+        submitting.check_name("--run-name", args.run_name)
+        if args.run_name
+        else f"{published.version.name} {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}"
+    )
     run = execute.start_run(cluster, published, local, args.experiment, run_name, print)
-    print(f"run {run.id} started in experiment {args.experiment}"
-          + (f" with {local.shown_parameters()}" if local.parameters else "") + f": {cluster.ui_link(run.id)}")
+    print(
+        f"run {run.id} started in experiment {args.experiment}"
+        + (f" with {local.shown_parameters()}" if local.parameters else "")
+        + f": {cluster.ui_link(run.id)}"
+    )
     if args.wait:
         execute.follow(cluster, run.id, args.timeout, args.poll, print)
         print(f"run {run.id} succeeded")
@@ -225,20 +261,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     endpoints = [run_network.parse_endpoint(text) for text in args.allow_host]
     if args.host_network and endpoints:
-        raise RunError("--host-network and --allow-host exclude each other: with the host's network every "
-                       "endpoint is reachable already; keep --allow-host alone")
+        raise RunError(
+            "--host-network and --allow-host exclude each other: with the host's network every "
+            "endpoint is reachable already; keep --allow-host alone"
+        )
     if args.jobs < 1:
         raise RunError(f"--jobs {args.jobs}: give at least 1")
     path = Path(args.pipeline) if args.pipeline else _config(args).output
     workflow = run_checks.read_workflow(path)
-    loaded, map_path = run_checks.image_map_for_run(Path(args.image_map) if args.image_map else None,
-                                                    Path(args.config), lambda: _config(args))
+    loaded, map_path = run_checks.image_map_for_run(
+        Path(args.image_map) if args.image_map else None, Path(args.config), lambda: _config(args)
+    )
     external = _config(args).external_images if loaded is not None and Path(args.config).is_file() else ()
-    plan = local_run.plan_checked(workflow, args.param, os.environ, None if loaded is None else loaded.steps,
-                                  local_run.SECRET_VARIABLES | set(args.secret_env), external)
+    plan = local_run.plan_checked(
+        workflow,
+        args.param,
+        os.environ,
+        None if loaded is None else loaded.steps,
+        local_run.SECRET_VARIABLES | set(args.secret_env),
+        external,
+    )
     if map_path is None:
-        print("warning: no image map found; images were checked for digest pins only (--image-map gives one)",
-              file=sys.stderr)
+        print(
+            "warning: no image map found; images were checked for digest pins only (--image-map gives one)",
+            file=sys.stderr,
+        )
     else:
         print(f"every image is pinned and matches {run_checks.escape(map_path)}")
     steps = local_run.preview(plan)
@@ -263,14 +310,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             try:
                 forwarder = steps[0].image if steps else ""  # the forwarder runs in the first step's image
                 with run_network.Isolation(engine, endpoints, args.host_network, forwarder, labels) as network:
-                    outcome = run_exec.execute_run(plan, engine, workdir, Printer(), jobs=args.jobs,
-                                                   network_mode=network.network_mode, token=token, threads=threads)
+                    outcome = run_exec.execute_run(
+                        plan,
+                        engine,
+                        workdir,
+                        Printer(),
+                        jobs=args.jobs,
+                        network_mode=network.network_mode,
+                        token=token,
+                        threads=threads,
+                    )
             except Interrupted as exc:
                 deadline = time.monotonic() + 5  # the workers remove the containers they were starting
                 for thread in list(threads):
                     thread.join(max(0.0, deadline - time.monotonic()))
-                raise Interrupted(exc.signum, "the step containers were stopped and removed; the outputs so far "
-                                              f"are in {run_checks.escape(root)}") from None
+                raise Interrupted(
+                    exc.signum,
+                    "the step containers were stopped and removed; the outputs so far "
+                    f"are in {run_checks.escape(root)}",
+                ) from None
     finally:
         engine.close()
     for line in run_exec.summary(outcome):
@@ -285,14 +343,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     from . import scaffold
 
-    planned = scaffold.plan(Path(args.config), args.steps_module, pipeline=args.pipeline,
-                            repository=args.repository, registry=args.registry, base_image=args.base_image)
+    planned = scaffold.plan(
+        Path(args.config),
+        args.steps_module,
+        pipeline=args.pipeline,
+        repository=args.repository,
+        registry=args.registry,
+        base_image=args.base_image,
+    )
     scaffold.write(planned)
     for path, _ in planned.files:
         print(f"created {path}")
-    print(f"added [tool.buildtool] to {planned.config}: {len(planned.steps)} step image(s) "
-          f"({', '.join(planned.steps)}); next: add each step's packages to its Dockerfile, then "
-          "`buildtool build --push`")
+    print(
+        f"added [tool.buildtool] to {planned.config}: {len(planned.steps)} step image(s) "
+        f"({', '.join(planned.steps)}); next: add each step's packages to its Dockerfile, then "
+        "`buildtool build --push`"
+    )
     return 0
 
 
@@ -302,9 +368,11 @@ def _require_platform() -> None:
 
     missing = [name for name in ("multipart", "numpy", "platform_client") if importlib.util.find_spec(name) is None]
     if missing:
-        raise PlatformError(f"the local platform needs {', '.join(missing)}, which the toolkit does not install: "
-                            "install the example's `platform` extra with its client, e.g. "
-                            "pip install ./images/base/platform-client '.[platform]' from the example's checkout")
+        raise PlatformError(
+            f"the local platform needs {', '.join(missing)}, which the toolkit does not install: "
+            "install the example's `platform` extra with its client, e.g. "
+            "pip install ./images/base/platform-client '.[platform]' from the example's checkout"
+        )
 
 
 def cmd_platform_seed(args: argparse.Namespace) -> int:
@@ -334,8 +402,9 @@ def cmd_platform_serve(args: argparse.Namespace) -> int:
     def ready(server: platform_server.PlatformServer) -> None:
         print(f"platform API on {server.url} (data in {data}); Ctrl-C stops it", file=sys.stderr, flush=True)
 
-    platform_server.serve_forever(args.host, args.port, data, accounts, token_ttl=args.token_ttl,
-                                  workers=args.workers, ready=ready)
+    platform_server.serve_forever(
+        args.host, args.port, data, accounts, token_ttl=args.token_ttl, workers=args.workers, ready=ready
+    )
     return 0
 
 
@@ -345,52 +414,79 @@ def _print_created(path: Path, created: bool) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="buildtool", description=DESCRIPTION,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    top.add_argument("--config", default="pyproject.toml",
-                     help="pyproject.toml holding [tool.buildtool] (default: %(default)s)")
+    top = argparse.ArgumentParser(
+        prog="buildtool", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    top.add_argument(
+        "--config", default="pyproject.toml", help="pyproject.toml holding [tool.buildtool] (default: %(default)s)"
+    )
     top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    b = sub.add_parser("build", help="build (and push) the images; with --push, rewrite image_map.yaml",
-                       description="Build each image whose inputs tag the registry does not hold yet, dependencies "
-                                   "first, independent images in parallel. With --push, push them and rewrite the "
-                                   "image map once all succeeded.")
+    b = sub.add_parser(
+        "build",
+        help="build (and push) the images; with --push, rewrite image_map.yaml",
+        description="Build each image whose inputs tag the registry does not hold yet, dependencies "
+        "first, independent images in parallel. With --push, push them and rewrite the "
+        "image map once all succeeded.",
+    )
     b.add_argument("images", nargs="*", metavar="IMAGE", help="only these images (and what they build on)")
     b.add_argument("--push", action="store_true", help="push to the registry and rewrite the image map")
     b.add_argument("--dry-run", action="store_true", help="print the plan (build or reuse, and why); change nothing")
-    b.add_argument("--tag", action="append", default=[], metavar="TAG",
-                   help="with --push, also tag every image TAG in the registry (e.g. the git commit); repeatable")
-    b.add_argument("--builder", choices=configuration.BUILDERS,
-                   help="what builds: classic, buildkit or auto (default: [tool.buildtool] builder)")
+    b.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="with --push, also tag every image TAG in the registry (e.g. the git commit); repeatable",
+    )
+    b.add_argument(
+        "--builder",
+        choices=configuration.BUILDERS,
+        help="what builds: classic, buildkit or auto (default: [tool.buildtool] builder)",
+    )
     b.add_argument("--jobs", "-j", type=int, default=2, help="images built at once (default: %(default)s)")
-    b.add_argument("--registry",
-                   help="registry host[:port] (default: [tool.buildtool] registry, or BUILDTOOL_REGISTRY)")
-    b.add_argument("--base-image",
-                   help="external base image (default: [tool.buildtool] base_image, or BUILDTOOL_BASE_IMAGE)")
+    b.add_argument(
+        "--registry", help="registry host[:port] (default: [tool.buildtool] registry, or BUILDTOOL_REGISTRY)"
+    )
+    b.add_argument(
+        "--base-image", help="external base image (default: [tool.buildtool] base_image, or BUILDTOOL_BASE_IMAGE)"
+    )
     b.set_defaults(func=cmd_build)
 
-    c = sub.add_parser("compile", help="compile the pipeline against the image map",
-                       description="Compile the pipeline with every step's image pinned as image_map.yaml says. "
-                                   "Refuses a missing, incomplete, unpinned or stale map.")
+    c = sub.add_parser(
+        "compile",
+        help="compile the pipeline against the image map",
+        description="Compile the pipeline with every step's image pinned as image_map.yaml says. "
+        "Refuses a missing, incomplete, unpinned or stale map.",
+    )
     c.add_argument("--output", "-o", help="where to write the workflow (default: [tool.buildtool] output)")
     c.add_argument("--allow-stale", action="store_true", help="compile against a stale map anyway (prints a warning)")
-    c.add_argument("--check", action="store_true",
-                   help="write nothing; fail (exit 13) if the output differs from what compile would write now")
+    c.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; fail (exit 13) if the output differs from what compile would write now",
+    )
     c.add_argument("--base-image", help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_compile)
 
-    t = sub.add_parser("render", help="write the Dockerfiles (and layer locks) of images that have a template",
-                       description="Render each image's Dockerfile from its template in images/templates/, and cut "
-                                   "its requirements lock into layer locks; writes only files that differ. "
-                                   "See docs/images.md.")
+    t = sub.add_parser(
+        "render",
+        help="write the Dockerfiles (and layer locks) of images that have a template",
+        description="Render each image's Dockerfile from its template in images/templates/, and cut "
+        "its requirements lock into layer locks; writes only files that differ. "
+        "See docs/images.md.",
+    )
     t.add_argument("images", nargs="*", metavar="IMAGE", help="only these images (default: all)")
     t.add_argument("--base-image", help=argparse.SUPPRESS)
     t.set_defaults(func=cmd_render)
 
-    k = sub.add_parser("check", help="fail if image_map.yaml no longer matches the sources (offline)",
-                       description="Recompute every image's inputs digest from the working tree, with no engine "
-                                   "and no network, and compare with the image map.")
+    k = sub.add_parser(
+        "check",
+        help="fail if image_map.yaml no longer matches the sources (offline)",
+        description="Recompute every image's inputs digest from the working tree, with no engine "
+        "and no network, and compare with the image map.",
+    )
     k.add_argument("--base-image", help=argparse.SUPPRESS)
     k.set_defaults(func=cmd_check)
 
@@ -399,79 +495,126 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--offline", action="store_true", help="skip the registry lookups")
     v.set_defaults(func=cmd_verify)
 
-    r = sub.add_parser("run", help="run a compiled pipeline on the local engine, as Argo runs it on the cluster",
-                       description="Run the compiled workflow's DAG on the local engine with Argo's semantics for "
-                                   "what kfp 1.8 emits (output files and parameters, conditions, loops, exit "
-                                   "handlers, retries, deadlines); independent tasks at once (--jobs). Steps get no "
-                                   "network unless --allow-host forwards a host endpoint to them. Only "
-                                   "digest-pinned images (equal to the image map's, when there is one) and the "
-                                   "fields local runs implement are accepted; anything else (volumes, sidecars, "
-                                   "securityContext...) is refused by name. access_key and secret_key may come from "
-                                   "PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY instead of --param; a variable the "
-                                   "workflow takes from a Kubernetes Secret comes from the host's variable of the "
-                                   "same name. Their values are shown as ***. See docs/run.md.")
+    r = sub.add_parser(
+        "run",
+        help="run a compiled pipeline on the local engine, as Argo runs it on the cluster",
+        description="Run the compiled workflow's DAG on the local engine with Argo's semantics for "
+        "what kfp 1.8 emits (output files and parameters, conditions, loops, exit "
+        "handlers, retries, deadlines); independent tasks at once (--jobs). Steps get no "
+        "network unless --allow-host forwards a host endpoint to them. Only "
+        "digest-pinned images (equal to the image map's, when there is one) and the "
+        "fields local runs implement are accepted; anything else (volumes, sidecars, "
+        "securityContext...) is refused by name. access_key and secret_key may come from "
+        "PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY instead of --param; a variable the "
+        "workflow takes from a Kubernetes Secret comes from the host's variable of the "
+        "same name. Their values are shown as ***. See docs/run.md.",
+    )
     r.add_argument("pipeline", nargs="?", help="compiled workflow (default: [tool.buildtool] output)")
-    r.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
-                   help="a pipeline parameter (repeat for each); parameters with a default may be left out")
+    r.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a pipeline parameter (repeat for each); parameters with a default may be left out",
+    )
     r.add_argument("--workdir", help="empty folder for the steps' artifacts (default: a new temporary folder)")
-    r.add_argument("--secret-env", action="append", default=[], metavar="NAME",
-                   help="also pass the host's NAME to a container that takes it from a Kubernetes Secret "
-                        "(PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY always are); repeatable")
-    r.add_argument("--image-map", help="image map the images must match (default: [tool.buildtool] image_map, "
-                                       "when the configuration and the map exist)")
+    r.add_argument(
+        "--secret-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also pass the host's NAME to a container that takes it from a Kubernetes Secret "
+        "(PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY always are); repeatable",
+    )
+    r.add_argument(
+        "--image-map",
+        help="image map the images must match (default: [tool.buildtool] image_map, "
+        "when the configuration and the map exist)",
+    )
     r.add_argument("--dry-run", action="store_true", help="print the resolved steps; run nothing")
     r.add_argument("--jobs", "-j", type=int, default=4, help="containers run at once (default: %(default)s)")
-    r.add_argument("--allow-host", action="append", default=[], metavar="HOST:PORT",
-                   help="let the steps reach this endpoint of the host's loopback (e.g. the platform server at "
-                        "127.0.0.1:8080), at the same address; nothing else is reachable. Repeatable")
-    r.add_argument("--host-network", action="store_true",
-                   help="give the steps the host's network instead: they then reach every service of the host, "
-                        "its loopback included (the registry on 127.0.0.1:5000, databases, metadata endpoints)")
+    r.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="let the steps reach this endpoint of the host's loopback (e.g. the platform server at "
+        "127.0.0.1:8080), at the same address; nothing else is reachable. Repeatable",
+    )
+    r.add_argument(
+        "--host-network",
+        action="store_true",
+        help="give the steps the host's network instead: they then reach every service of the host, "
+        "its loopback included (the registry on 127.0.0.1:5000, databases, metadata endpoints)",
+    )
     r.add_argument("--base-image", help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_run)
 
-    i = sub.add_parser("init", help="add [tool.buildtool] and an image context per step function; overwrites nothing",
-                       description="Read the step functions of STEPS_MODULE (parsed, not imported) and write a "
-                                   "[tool.buildtool] table into the configuration, with one image per step and its "
-                                   "context (Dockerfile, .dockerignore) under images/. Refuses if the table or any "
-                                   "of those files exists.")
+    i = sub.add_parser(
+        "init",
+        help="add [tool.buildtool] and an image context per step function; overwrites nothing",
+        description="Read the step functions of STEPS_MODULE (parsed, not imported) and write a "
+        "[tool.buildtool] table into the configuration, with one image per step and its "
+        "context (Dockerfile, .dockerignore) under images/. Refuses if the table or any "
+        "of those files exists.",
+    )
     i.add_argument("steps_module", metavar="STEPS_MODULE", help="module defining the step functions, e.g. mypkg.steps")
-    i.add_argument("--pipeline", help="module:function of the pipeline factory "
-                                      "(default: the steps module's package's pipeline:make_pipeline)")
-    i.add_argument("--repository", help="images are REGISTRY/REPOSITORY/IMAGE (default: [project].name, else the "
-                                        "folder's name)")
+    i.add_argument(
+        "--pipeline",
+        help="module:function of the pipeline factory (default: the steps module's package's pipeline:make_pipeline)",
+    )
+    i.add_argument(
+        "--repository", help="images are REGISTRY/REPOSITORY/IMAGE (default: [project].name, else the folder's name)"
+    )
     i.add_argument("--registry", default="127.0.0.1:5000", help="registry host[:port] (default: %(default)s)")
-    i.add_argument("--base-image", default="python:3.11-slim",
-                   help="external base of the step images (default: %(default)s)")
+    i.add_argument(
+        "--base-image", default="python:3.11-slim", help="external base of the step images (default: %(default)s)"
+    )
     i.set_defaults(func=cmd_init)
 
-    u = sub.add_parser("submit", help="publish the verified pipeline to Kubeflow Pipelines as a version; --run runs it",
-                       description="Read the compiled pipeline once, verify it (pins, map, registry), and upload "
-                                   "exactly those bytes through kfp.Client as a version of the named pipeline, "
-                                   "creating the pipeline when missing. The version is named after the content, so "
-                                   "submitting the same file again creates nothing. Credentials come from the "
-                                   "environment variable named by --token-env or --cookie-env, never the command "
-                                   "line. See docs/submit.md.")
+    u = sub.add_parser(
+        "submit",
+        help="publish the verified pipeline to Kubeflow Pipelines as a version; --run runs it",
+        description="Read the compiled pipeline once, verify it (pins, map, registry), and upload "
+        "exactly those bytes through kfp.Client as a version of the named pipeline, "
+        "creating the pipeline when missing. The version is named after the content, so "
+        "submitting the same file again creates nothing. Credentials come from the "
+        "environment variable named by --token-env or --cookie-env, never the command "
+        "line. See docs/submit.md.",
+    )
     u.add_argument("pipeline", nargs="?", help="compiled workflow (default: [tool.buildtool] output)")
     u.add_argument("--host", help="KFP API endpoint, e.g. http://127.0.0.1:8080 (default: KF_PIPELINES_ENDPOINT)")
     u.add_argument("--pipeline-name", help="pipeline to publish to (default: the pipeline's own name)")
     u.add_argument("--version-name", help="version name (default: <pipeline>-<12 hex of the file's sha256>)")
     u.add_argument("--run", action="store_true", help="start a run of the published version")
-    u.add_argument("--experiment", default="Default", help="experiment of the run, created when missing "
-                                                          "(default: %(default)s)")
+    u.add_argument(
+        "--experiment", default="Default", help="experiment of the run, created when missing (default: %(default)s)"
+    )
     u.add_argument("--run-name", help="name of the run (default: the version's name and the time)")
-    u.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
-                   help="a run parameter (repeat for each); checked against the pipeline's parameters")
+    u.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a run parameter (repeat for each); checked against the pipeline's parameters",
+    )
     u.add_argument("--wait", action="store_true", help="with --run, follow the run until it ends")
     u.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default: %(default)s)")
-    u.add_argument("--poll", type=float, default=5.0, help="seconds between two looks at the run "
-                                                          "(default: %(default)s)")
-    u.add_argument("--namespace", help="Kubeflow profile namespace of a multi-user cluster "
-                                       "(default: kfp's own context setting)")
+    u.add_argument(
+        "--poll", type=float, default=5.0, help="seconds between two looks at the run (default: %(default)s)"
+    )
+    u.add_argument(
+        "--namespace", help="Kubeflow profile namespace of a multi-user cluster (default: kfp's own context setting)"
+    )
     u.add_argument("--ca-cert", metavar="PATH", help="PEM CA bundle of a cluster behind a private CA")
     u.add_argument("--token-env", metavar="VAR", help="environment variable holding a bearer token")
-    u.add_argument("--cookie-env", metavar="VAR",
-                   help="environment variable holding a session cookie (NAME=VALUE, e.g. authservice_session=...)")
+    u.add_argument(
+        "--cookie-env",
+        metavar="VAR",
+        help="environment variable holding a session cookie (NAME=VALUE, e.g. authservice_session=...)",
+    )
     u.add_argument("--base-image", help=argparse.SUPPRESS)
     u.set_defaults(func=cmd_submit)
 
@@ -480,22 +623,42 @@ def parser() -> argparse.ArgumentParser:
 
     def dataset_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--data", default=".platform-data", help="folder of stored files (default: %(default)s)")
-        command.add_argument("--samples", type=int, default=dev_defaults.DEFAULT_SAMPLES,
-                             help="samples in a generated dataset (default: %(default)s)")
-        command.add_argument("--format", choices=("seed", "safe"), default="seed",
-                             help="dataset layout: seed is the platform's object array (read by a restricted "
-                                  "unpickler); safe is a structured array, no pickle (default: %(default)s)")
+        command.add_argument(
+            "--samples",
+            type=int,
+            default=dev_defaults.DEFAULT_SAMPLES,
+            help="samples in a generated dataset (default: %(default)s)",
+        )
+        command.add_argument(
+            "--format",
+            choices=("seed", "safe"),
+            default="seed",
+            help="dataset layout: seed is the platform's object array (read by a restricted "
+            "unpickler); safe is a structured array, no pickle (default: %(default)s)",
+        )
 
     s = psub.add_parser("serve", help="serve the platform's HTTP API until interrupted")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     s.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
-    s.add_argument("--accounts", help="YAML/JSON file 'accounts: {ACCESS_KEY: SECRET_KEY}' "
-                                      "(default: DATA/accounts.yaml, created with a random secret)")
+    s.add_argument(
+        "--accounts",
+        help="YAML/JSON file 'accounts: {ACCESS_KEY: SECRET_KEY}' "
+        "(default: DATA/accounts.yaml, created with a random secret)",
+    )
     s.add_argument("--seed-dataset", metavar="UID", help="store a generated training dataset under UID first")
-    s.add_argument("--token-ttl", type=float, default=dev_defaults.DEFAULT_TOKEN_TTL, metavar="SECONDS",
-                   help="seconds a login token stays valid (default: %(default)s)")
-    s.add_argument("--workers", type=int, default=dev_defaults.DEFAULT_WORKERS,
-                   help="connections served at once; more get a 503 (default: %(default)s)")
+    s.add_argument(
+        "--token-ttl",
+        type=float,
+        default=dev_defaults.DEFAULT_TOKEN_TTL,
+        metavar="SECONDS",
+        help="seconds a login token stays valid (default: %(default)s)",
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=dev_defaults.DEFAULT_WORKERS,
+        help="connections served at once; more get a 503 (default: %(default)s)",
+    )
     dataset_options(s)
     s.set_defaults(func=cmd_platform_serve)
     d = psub.add_parser("seed", help="store a generated, learnable training dataset under a uid")
@@ -507,8 +670,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     # urllib3 warns of every retried connection with its objects' reprs; the registry client logs each retry
     # itself, and a failure is one error line: the warnings show with -v only.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
@@ -524,8 +688,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a failure no module anticipated: one line, the traceback only with -v
         if args.verbose:
             raise
-        print(f"buildtool: error: unexpected {exc.__class__.__name__}: {exc} (run with -v for the traceback)",
-              file=sys.stderr)
+        print(
+            f"buildtool: error: unexpected {exc.__class__.__name__}: {exc} (run with -v for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

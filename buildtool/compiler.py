@@ -30,11 +30,14 @@ def _check_output(config: Config, output: Path) -> None:
     if output.is_dir():
         raise ConfigError(f"--output {output}: is a folder; name the file to write, e.g. {output / 'pipeline.yaml'}")
     if target == config.image_map.resolve():
-        raise ConfigError(f"--output {output}: is the image map ({config.image_map}), which the workflow would "
-                          "overwrite; write the workflow elsewhere, e.g. pipeline.yaml")
+        raise ConfigError(
+            f"--output {output}: is the image map ({config.image_map}), which the workflow would "
+            "overwrite; write the workflow elsewhere, e.g. pipeline.yaml"
+        )
     if target == config.path.resolve():
-        raise ConfigError(f"--output {output}: is the configuration ({config.path}); write the workflow elsewhere, "
-                          "e.g. pipeline.yaml")
+        raise ConfigError(
+            f"--output {output}: is the configuration ({config.path}); write the workflow elsewhere, e.g. pipeline.yaml"
+        )
     for parent in target.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -59,8 +62,9 @@ def compile_pipeline(config: Config, output: Path, *, allow_stale: bool = False)
             # What is written is what is checked: read back through the strict reader.
             problems = verify.pin_problems(verify.load_workflow(tmp), loaded.steps, config.external_images)
             if problems:
-                raise CompileError(f"compiled pipeline is not pinned as {config.image_map} says: "
-                                   + "; ".join(problems))
+                raise CompileError(
+                    f"compiled pipeline is not pinned as {config.image_map} says: " + "; ".join(problems)
+                )
     except OSError as exc:  # the folder is missing rights, the disk is full: the old output stays
         raise CompileError(f"{output}: cannot write the workflow: {exc.strerror or exc}") from None
     return notes

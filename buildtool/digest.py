@@ -33,8 +33,13 @@ class Inputs:
         return TAG_PREFIX + self.digest.removeprefix("sha256:")[:_SHORT]
 
 
-def compute(context: BuildContext, build_args: Mapping[str, str], platform: str, base_digest: str,
-            step_imports: list[str] | None = None) -> Inputs:
+def compute(
+    context: BuildContext,
+    build_args: Mapping[str, str],
+    platform: str,
+    base_digest: str,
+    step_imports: list[str] | None = None,
+) -> Inputs:
     """Digest of one image's inputs.
 
     `base_digest` is the base image's digest (or, for a project image, its inputs digest).
@@ -55,8 +60,12 @@ def compute(context: BuildContext, build_args: Mapping[str, str], platform: str,
     for name, value in build_args.items():
         items[f"arg:{name}"] = sha256_text(value)
     # Sorted keys, no whitespace, ASCII only: one byte string per set of inputs.
-    encoded = json.dumps({"encoding": ENCODING_VERSION, "dockerfile": context.dockerfile, "inputs": items},
-                         sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    encoded = json.dumps(
+        {"encoding": ENCODING_VERSION, "dockerfile": context.dockerfile, "inputs": items},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    ).encode()
     return Inputs(digest=content_digest(encoded), items=_shorten(items))
 
 

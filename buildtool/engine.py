@@ -82,7 +82,8 @@ def context_paths(root: Path, excludes: list[str], dockerfile: str) -> set[str]:
 def context_tar(context: BuildSources) -> IO[bytes]:
     """The context as docker-py sends it (a temp file, rewound): the same files `context_paths` listed."""
     fileobj: IO[bytes] = docker_build.tar(
-        str(context.root), exclude=list(context.excludes), dockerfile=(context.dockerfile, None))
+        str(context.root), exclude=list(context.excludes), dockerfile=(context.dockerfile, None)
+    )
     fileobj.seek(0)
     return fileobj
 
@@ -111,8 +112,10 @@ def _stream_error(chunk: Mapping[str, Any]) -> str | None:
 EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"  # an empty tar
 # History entries that never make a layer: the classic builder's "#(nop)" instructions but COPY/ADD, and
 # BuildKit's metadata instructions.
-_METADATA = re.compile(r"#\(nop\)\s+(?!COPY|ADD)|^(?:ENV|LABEL|ARG|CMD|ENTRYPOINT|WORKDIR|USER|EXPOSE|VOLUME|"
-                       r"STOPSIGNAL|HEALTHCHECK|SHELL|ONBUILD|MAINTAINER)\b")
+_METADATA = re.compile(
+    r"#\(nop\)\s+(?!COPY|ADD)|^(?:ENV|LABEL|ARG|CMD|ENTRYPOINT|WORKDIR|USER|EXPOSE|VOLUME|"
+    r"STOPSIGNAL|HEALTHCHECK|SHELL|ONBUILD|MAINTAINER)\b"
+)
 
 
 def layer_sizes(diff_ids: list[str], history: list[Mapping[str, Any]]) -> dict[str, int] | None:
@@ -179,13 +182,17 @@ def resolve_endpoint(environ: Mapping[str, str]) -> tuple[Endpoint, dict[str, An
         if "base_url" not in params:
             name = environ.get("DOCKER_CONTEXT") or None
             if name is not None and name != "default" and ContextAPI.get_context(name) is None:
-                raise EngineError(f"DOCKER_CONTEXT names the context {name!r}, which `docker context ls` does "
-                                  "not list; create it or unset DOCKER_CONTEXT")
+                raise EngineError(
+                    f"DOCKER_CONTEXT names the context {name!r}, which `docker context ls` does "
+                    "not list; create it or unset DOCKER_CONTEXT"
+                )
             params.update(ContextAPI.kwargs_from_context(environment=dict(environ)))
             source = f"the docker context {name or ContextAPI.get_current_context().Name!r}"
     except DockerException as exc:
-        raise EngineError(f"cannot resolve the Docker engine's address ({exc.__class__.__name__}: {exc}); "
-                          "check DOCKER_HOST, DOCKER_CERT_PATH and `docker context ls`") from None
+        raise EngineError(
+            f"cannot resolve the Docker engine's address ({exc.__class__.__name__}: {exc}); "
+            "check DOCKER_HOST, DOCKER_CERT_PATH and `docker context ls`"
+        ) from None
     url = params.get("base_url")
     if url is None or url in ("unix:///var/run/docker.sock", "http+docker://localhost"):
         return Endpoint(None, "the default socket", params.get("tls")), params
@@ -214,9 +221,11 @@ class Engine:
         tls = self.endpoint.tls
         if self.endpoint.url and self.endpoint.url.startswith("tcp://") and (tls is None or not tls.verify):
             # The docker CLI does the same without a word; a build context may hold what must not leak.
-            log.warning("the engine at %s is reached without verifying its certificate (set DOCKER_TLS_VERIFY=1 "
-                        "and DOCKER_CERT_PATH): build contexts and images cross the network unauthenticated",
-                        self.endpoint.url)
+            log.warning(
+                "the engine at %s is reached without verifying its certificate (set DOCKER_TLS_VERIFY=1 "
+                "and DOCKER_CERT_PATH): build contexts and images cross the network unauthenticated",
+                self.endpoint.url,
+            )
         try:
             # ssh:// goes through the ssh client, as the docker CLI's does (its config, agent and known_hosts).
             api = _EngineAPI(**params, version="auto", timeout=timeout, use_ssh_client=True)
@@ -224,10 +233,12 @@ class Engine:
             self._client.api = api
             self._client.ping()
         except (DockerException, *_TRANSPORT_ERRORS) as exc:
-            raise EngineError(f"no Docker engine answers at {self.endpoint.url or 'the default socket'} "
-                              f"(from {self.endpoint.source}; {exc.__class__.__name__}: {exc}); "
-                              "start the Docker engine (systemctl start docker), or fix DOCKER_HOST / the docker "
-                              "context") from None
+            raise EngineError(
+                f"no Docker engine answers at {self.endpoint.url or 'the default socket'} "
+                f"(from {self.endpoint.source}; {exc.__class__.__name__}: {exc}); "
+                "start the Docker engine (systemctl start docker), or fix DOCKER_HOST / the docker "
+                "context"
+            ) from None
 
     @property
     def api(self) -> docker.APIClient:
@@ -236,24 +247,43 @@ class Engine:
     def close(self) -> None:
         self._client.close()
 
-    def build(self, context: BuildSources, tag: str, build_args: Mapping[str, str], *, platform: str | None = None,
-              labels: Mapping[str, str] | None = None, cache_from: list[str] | None = None,
-              progress: Progress = _no_progress) -> str:
+    def build(
+        self,
+        context: BuildSources,
+        tag: str,
+        build_args: Mapping[str, str],
+        *,
+        platform: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        cache_from: list[str] | None = None,
+        progress: Progress = _no_progress,
+    ) -> str:
         """Build `context` as `tag`; return the image ID. BuildError names the failing step and shows the log's tail."""
         tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         current_step, image_id, started = "(before the first step)", None, time.monotonic()
         last_report = started
         try:
-            stream = self.api.build(fileobj=context_tar(context), custom_context=True, dockerfile=context.dockerfile,
-                                    tag=tag, buildargs=dict(build_args),
-                                    platform=platform, labels=dict(labels or {}), cache_from=cache_from or None,
-                                    rm=True, forcerm=True, decode=True)
+            stream = self.api.build(
+                fileobj=context_tar(context),
+                custom_context=True,
+                dockerfile=context.dockerfile,
+                tag=tag,
+                buildargs=dict(build_args),
+                platform=platform,
+                labels=dict(labels or {}),
+                cache_from=cache_from or None,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
             for chunk in stream:
                 detail = _stream_error(chunk)
                 if detail is not None:
                     log_tail = "\n".join(tail)
-                    raise BuildError(f"build of {tag} failed at {current_step}: {detail}\n"
-                                     f"--- last lines of the build log ---\n{log_tail}")
+                    raise BuildError(
+                        f"build of {tag} failed at {current_step}: {detail}\n"
+                        f"--- last lines of the build log ---\n{log_tail}"
+                    )
                 text = chunk.get("stream", "")
                 for line in text.splitlines():
                     line = line.rstrip()
@@ -314,8 +344,9 @@ class Engine:
         parsed = reference.parse(ref)
         started = time.monotonic()
         try:
-            for chunk in self.api.pull(parsed.repository, tag=parsed.digest or parsed.tag or "latest", stream=True,
-                                       decode=True):
+            for chunk in self.api.pull(
+                parsed.repository, tag=parsed.digest or parsed.tag or "latest", stream=True, decode=True
+            ):
                 detail = _stream_error(chunk)
                 if detail is not None:
                     raise EngineError(f"pull of {ref} failed: {detail}")
@@ -340,15 +371,20 @@ class Engine:
         except _TRANSPORT_ERRORS as exc:
             raise EngineError(f"the engine could not inspect {image}: {exc.__class__.__name__}: {exc}") from None
         diff_ids = [str(d) for d in (inspected.get("RootFS") or {}).get("Layers") or []]
-        return LayerInfo(tuple(diff_ids), layer_sizes(diff_ids, list(reversed(history))),
-                         tuple(str(r) for r in inspected.get("RepoDigests") or []), int(inspected.get("Size") or 0))
+        return LayerInfo(
+            tuple(diff_ids),
+            layer_sizes(diff_ids, list(reversed(history))),
+            tuple(str(r) for r in inspected.get("RepoDigests") or []),
+            int(inspected.get("Size") or 0),
+        )
 
     def tag(self, image: str, repository: str, tag: str) -> None:
         try:
             self.api.tag(image, repository, tag)
         except _TRANSPORT_ERRORS as exc:
-            raise EngineError(f"the engine could not tag {image} as {repository}:{tag}: "
-                              f"{exc.__class__.__name__}: {exc}") from None
+            raise EngineError(
+                f"the engine could not tag {image} as {repository}:{tag}: {exc.__class__.__name__}: {exc}"
+            ) from None
 
     def untag(self, ref: str) -> None:
         """Remove the tag `ref` (never another tag, nor an image a running container uses).
@@ -383,13 +419,17 @@ class Engine:
                 for chunk in self.api._stream_helper(response, decode=True):
                     detail = _stream_error(chunk)
                     if detail is not None:
-                        raise PushError(f"push of {repository}:{tag} failed: {detail}; "
-                                        "is the registry running and are you logged in (docker login)?")
+                        raise PushError(
+                            f"push of {repository}:{tag} failed: {detail}; "
+                            "is the registry running and are you logged in (docker login)?"
+                        )
                     status = chunk.get("status", "")
                     if status in ("Pushed", "Layer already exists") or status.startswith("Mounted from"):
                         layers_done += 1
-                        progress(f"push: {layers_done} layer(s) done ({status.lower()} {chunk.get('id', '')})"
-                                 f"  [{time.monotonic() - started:.0f}s]")
+                        progress(
+                            f"push: {layers_done} layer(s) done ({status.lower()} {chunk.get('id', '')})"
+                            f"  [{time.monotonic() - started:.0f}s]"
+                        )
                     aux = chunk.get("aux")
                     if isinstance(aux, dict) and aux.get("Digest"):
                         digest = str(aux["Digest"])
@@ -406,31 +446,52 @@ class Engine:
             raise PushError(f"push of {repository}:{tag} ended without a digest from the registry")
         return digest
 
-    def run(self, image: str, command: list[str], *, network: bool = False, network_mode: str | None = None,
-            environment: Mapping[str, str] | None = None, volumes: Mapping[str, Mapping[str, str]] | None = None,
-            timeout: float | None = None, labels: Mapping[str, str] | None = None,
-            token: Token | None = None, binds: Sequence[Bind] = (), deadline: float | None = None) -> RunResult:
+    def run(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        network: bool = False,
+        network_mode: str | None = None,
+        environment: Mapping[str, str] | None = None,
+        volumes: Mapping[str, Mapping[str, str]] | None = None,
+        timeout: float | None = None,
+        labels: Mapping[str, str] | None = None,
+        token: Token | None = None,
+        binds: Sequence[Bind] = (),
+        deadline: float | None = None,
+    ) -> RunResult:
         """Run `command` in a fresh container of `image` (no network unless asked); return its exit code and output.
 
         `network_mode` ("host", "none", a network's name, "container:ID") wins over `network` when given;
         `labels` are the container's, so that `docker ps --filter label=...` finds it while it runs. A container
         still running `deadline` seconds after its start is killed and reported `timed_out`.
         """
-        networking: dict[str, Any] = ({"network_mode": network_mode} if network_mode
-                                      else {"network_disabled": not network})
+        networking: dict[str, Any] = (
+            {"network_mode": network_mode} if network_mode else {"network_disabled": not network}
+        )
         mounts = [docker.types.Mount(b.target, b.source, type="bind", read_only=b.read_only) for b in binds]
         try:
             container = self._client.containers.create(
-                image, command, environment=dict(environment or {}), volumes=dict(volumes or {}), detach=True,
-                labels=dict(labels or {}), mounts=mounts, **networking)
+                image,
+                command,
+                environment=dict(environment or {}),
+                volumes=dict(volumes or {}),
+                detach=True,
+                labels=dict(labels or {}),
+                mounts=mounts,
+                **networking,
+            )
             try:
                 timer = None
                 expired = threading.Event()
                 if deadline is not None:
+
                     def expire() -> None:
                         expired.set()
                         with contextlib.suppress(*_TRANSPORT_ERRORS):
                             container.kill()
+
                     timer = threading.Timer(deadline, expire)
                 try:
                     if token is not None:
@@ -458,13 +519,21 @@ class Engine:
                 token.raise_if_cancelled()
             raise EngineError(f"running a container of {image} failed: {exc.__class__.__name__}: {exc}") from None
 
-    def start_detached(self, image: str, command: list[str], *, network_mode: str, binds: Sequence[Bind] = (),
-                     labels: Mapping[str, str] | None = None) -> str:
+    def start_detached(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        network_mode: str,
+        binds: Sequence[Bind] = (),
+        labels: Mapping[str, str] | None = None,
+    ) -> str:
         """Start a long-lived container (removed by `remove`); return its ID."""
         mounts = [docker.types.Mount(b.target, b.source, type="bind", read_only=b.read_only) for b in binds]
         try:
-            container = self._client.containers.create(image, command, detach=True, network_mode=network_mode,
-                                                       mounts=mounts, labels=dict(labels or {}))
+            container = self._client.containers.create(
+                image, command, detach=True, network_mode=network_mode, mounts=mounts, labels=dict(labels or {})
+            )
             container.start()
             return str(container.id)
         except _TRANSPORT_ERRORS as exc:
@@ -476,8 +545,9 @@ class Engine:
             container = self._client.containers.get(container_id)
             return f"{container.status}\n" + bytes(container.logs(stdout=True, stderr=True)).decode(errors="replace")
         except _TRANSPORT_ERRORS as exc:
-            raise EngineError(f"the engine could not read container {container_id[:12]}: "
-                              f"{exc.__class__.__name__}: {exc}") from None
+            raise EngineError(
+                f"the engine could not read container {container_id[:12]}: {exc.__class__.__name__}: {exc}"
+            ) from None
 
     def remove(self, container_id: str) -> None:
         """Stop and remove a container; one already gone is fine."""

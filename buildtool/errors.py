@@ -123,6 +123,8 @@ class Interrupted(BuildtoolError):
 
         self.signum = signum
         self.exit_code = 128 + signum
-        done = done or ("the running builds, checks and pushes were stopped, their staging images deleted; no tag "
-                        "and no image map was written after the signal")
+        done = done or (
+            "the running builds, checks and pushes were stopped, their staging images deleted; no tag "
+            "and no image map was written after the signal"
+        )
         super().__init__(f"interrupted by {signal.Signals(signum).name}: {done}")

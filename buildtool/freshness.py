@@ -57,13 +57,19 @@ def _walk(folder: Path) -> Iterator[Path]:
 
 def inputs_digest(config: Config, steps: Mapping[str, str]) -> str:
     """sha256 over a canonical encoding of everything `compile` reads to produce the workflow."""
-    files = [[str(p.relative_to(config.root)), hashlib.sha256(p.read_bytes()).hexdigest()]
-             for p in source_files(config)]
+    files = [
+        [str(p.relative_to(config.root)), hashlib.sha256(p.read_bytes()).hexdigest()] for p in source_files(config)
+    ]
     document = {
-        "steps": sorted(steps.items()), "pipeline": config.pipeline, "steps_module": config.steps_module,
-        "image_pull_policy": config.image_pull_policy, "credentials": config.credentials,
+        "steps": sorted(steps.items()),
+        "pipeline": config.pipeline,
+        "steps_module": config.steps_module,
+        "image_pull_policy": config.image_pull_policy,
+        "credentials": config.credentials,
         "external_images": list(config.external_images),
-        "kfp": _version("kfp"), "buildtool": _version("buildtool"), "files": files,
+        "kfp": _version("kfp"),
+        "buildtool": _version("buildtool"),
+        "files": files,
     }
     encoded = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(encoded).hexdigest()
@@ -123,8 +129,9 @@ def first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | No
     return "the workflow differs outside its templates"
 
 
-def require_current(config: Config, workflow: Mapping[str, Any], steps: Mapping[str, str], *, label: str,
-                    full: bool = False) -> None:
+def require_current(
+    config: Config, workflow: Mapping[str, Any], steps: Mapping[str, str], *, label: str, full: bool = False
+) -> None:
     """StalePipelineError unless `workflow` is what `compile` would produce now from the sources and `steps`.
 
     `label` names the workflow in the message (its path, or what a caller uploads). Without `full`, a
@@ -137,8 +144,10 @@ def require_current(config: Config, workflow: Mapping[str, Any], steps: Mapping[
 
     where = first_difference(workflow, create_workflow(config, steps))
     if where is not None:
-        raise StalePipelineError(f"{label} is stale: {where} from what `buildtool compile` makes now from the "
-                                 "current sources and image map; run `buildtool compile`")
+        raise StalePipelineError(
+            f"{label} is stale: {where} from what `buildtool compile` makes now from the "
+            "current sources and image map; run `buildtool compile`"
+        )
 
 
 def require_current_text(config: Config, text: str, steps: Mapping[str, str], *, label: str) -> None:

@@ -68,8 +68,11 @@ def parse(text: str, path: Path) -> ImageMap:
             raise _fail(path, f"steps.{yaml_io.shown(step, 40)}", f"a step name is a string; {REGENERATE}")
         problem = pinned_problem(ref)
         if problem:
-            raise _fail(path, f"steps.{yaml_io.shown(step, 60)}",
-                        f"'{yaml_io.shown(ref)}' is {problem}; regenerate the map with `buildtool build --push`")
+            raise _fail(
+                path,
+                f"steps.{yaml_io.shown(step, 60)}",
+                f"'{yaml_io.shown(ref)}' is {problem}; regenerate the map with `buildtool build --push`",
+            )
         steps[step] = ref
     images_data = data.get("images") or {}
     if not isinstance(images_data, dict):
@@ -116,8 +119,9 @@ def load(path: Path) -> ImageMap:
 def require_steps(image_map: ImageMap, steps: list[str] | set[str], path: Path) -> None:
     missing = sorted(set(steps) - set(image_map.steps))
     if missing:
-        raise ImageMapError(f"{path}: no image for step(s) {', '.join(missing)}; "
-                            "run `buildtool build --push` to regenerate the map")
+        raise ImageMapError(
+            f"{path}: no image for step(s) {', '.join(missing)}; run `buildtool build --push` to regenerate the map"
+        )
 
 
 def bound_problem(ref: str, repository: str, inputs_digest: str) -> str | None:
@@ -126,44 +130,58 @@ def bound_problem(ref: str, repository: str, inputs_digest: str) -> str | None:
     name = ref.split("@", 1)[0]
     if name == expected:
         return None
-    return (f"'{yaml_io.shown(ref)}' is not bound to its image: expected {expected}@sha256:<64 hex> (the configured "
-            "registry, repository and image name, and the tag of its inputs_digest)")
+    return (
+        f"'{yaml_io.shown(ref)}' is not bound to its image: expected {expected}@sha256:<64 hex> (the configured "
+        "registry, repository and image name, and the tag of its inputs_digest)"
+    )
 
 
-def require_locked(image_map: ImageMap, served: Mapping[str, str], path: Path,
-                   repositories: Mapping[str, str]) -> None:
+def require_locked(image_map: ImageMap, served: Mapping[str, str], path: Path, repositories: Mapping[str, str]) -> None:
     """The lock covers what it hands out, and is bound to what was built: every configured step is in `steps`, no
     other step is, `steps.<step>` is exactly the reference recorded for the image serving it (`served`: step ->
     image), and every recorded reference names its image's repository (`repositories`: image -> registry/
     repository/name) and the content tag of its inputs digest."""
     for name, repository in sorted(repositories.items()):
         recorded = image_map.images.get(name)
-        if recorded is not None and (problem := bound_problem(recorded.reference, repository,
-                                                               recorded.inputs_digest)):
+        if recorded is not None and (problem := bound_problem(recorded.reference, repository, recorded.inputs_digest)):
             raise _fail(path, f"images.{name}.reference", f"{problem}; {REGENERATE}")
     require_steps(image_map, set(served), path)
     unknown = sorted(set(image_map.steps) - set(served))
     if unknown:
         shown = ", ".join(yaml_io.shown(s, 60) for s in unknown)
-        raise _fail(path, f"steps.{yaml_io.shown(unknown[0], 60)}",
-                    f"step(s) {shown} not served by any configured image (steps are: {', '.join(sorted(served))}); "
-                    f"{REGENERATE}")
+        raise _fail(
+            path,
+            f"steps.{yaml_io.shown(unknown[0], 60)}",
+            f"step(s) {shown} not served by any configured image (steps are: {', '.join(sorted(served))}); "
+            f"{REGENERATE}",
+        )
     for step, image in sorted(served.items()):
         locked = image_map.images.get(image)
         if locked is None:
-            raise _fail(path, f"steps.{step}", f"images.{image} (the image serving it) is not recorded, so the entry "
-                                               f"is not locked; {REGENERATE}")
+            raise _fail(
+                path,
+                f"steps.{step}",
+                f"images.{image} (the image serving it) is not recorded, so the entry is not locked; {REGENERATE}",
+            )
         if image_map.steps[step] != locked.reference:
-            raise _fail(path, f"steps.{step}", f"{yaml_io.shown(image_map.steps[step])} differs from images.{image}."
-                                               f"reference {locked.reference}; {REGENERATE}")
+            raise _fail(
+                path,
+                f"steps.{step}",
+                f"{yaml_io.shown(image_map.steps[step])} differs from images.{image}."
+                f"reference {locked.reference}; {REGENERATE}",
+            )
 
 
 def render(image_map: ImageMap) -> str:
     data: dict[str, Any] = {"steps": dict(sorted(image_map.steps.items()))}
     if image_map.images:
         data["images"] = {
-            name: {"reference": img.reference, "inputs_digest": img.inputs_digest, "base": img.base,
-                   "inputs": dict(sorted(img.inputs.items()))}
+            name: {
+                "reference": img.reference,
+                "inputs_digest": img.inputs_digest,
+                "base": img.base,
+                "inputs": dict(sorted(img.inputs.items())),
+            }
             for name, img in sorted(image_map.images.items())
         }
     return HEADER + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=200)

@@ -36,10 +36,24 @@ def _glibc() -> str:
 
 def _environment() -> list[Any]:
     """What pip evaluates requirement markers and wheel tags against: the interpreter, the platform, the libc."""
-    return [sys.version, sys.implementation.name, sys.implementation.cache_tag, sys.platform, os.name,
-            sys.maxsize > 2**32, platform.machine(), platform.system(), platform.release(), platform.version(),
-            platform.python_implementation(), list(platform.libc_ver()), _glibc(), sysconfig.get_platform(),
-            sysconfig.get_config_var("SOABI"), sysconfig.get_config_var("EXT_SUFFIX")]
+    return [
+        sys.version,
+        sys.implementation.name,
+        sys.implementation.cache_tag,
+        sys.platform,
+        os.name,
+        sys.maxsize > 2**32,
+        platform.machine(),
+        platform.system(),
+        platform.release(),
+        platform.version(),
+        platform.python_implementation(),
+        list(platform.libc_ver()),
+        _glibc(),
+        sysconfig.get_platform(),
+        sysconfig.get_config_var("SOABI"),
+        sysconfig.get_config_var("EXT_SUFFIX"),
+    ]
 
 
 def _canonical(name: str) -> str:
@@ -91,8 +105,7 @@ def probe(known: Iterable[str], modules: Iterable[str]) -> dict[str, Any]:
     digest = fingerprint()
     pip = None
     if digest is None or digest not in set(known):
-        pip = subprocess.Popen([sys.executable, "-m", "pip", "check"], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+        pip = subprocess.Popen([sys.executable, "-m", "pip", "check"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     failed = {}
     for name in modules:
         try:

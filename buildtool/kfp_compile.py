@@ -37,6 +37,7 @@ def load_factory(config: Config) -> Callable[..., Callable[..., Any]]:
         raise CompileError(f"{config.path}: [tool.buildtool] pipeline: {module_name} has no function {attribute!r}")
     return cast("Callable[..., Callable[..., Any]]", factory)  # the user's pipeline factory: untyped by nature
 
+
 def factory_keywords(factory: Callable[..., Any], config: Config) -> dict[str, Any]:
     """The optional keywords (image_pull_policy, credentials) that `factory` declares, and only those.
 
@@ -50,8 +51,12 @@ def factory_keywords(factory: Callable[..., Any], config: Config) -> dict[str, A
         return {}
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return offered
-    return {name: value for name, value in offered.items()
-            if name in parameters and parameters[name].kind is not inspect.Parameter.POSITIONAL_ONLY}
+    return {
+        name: value
+        for name, value in offered.items()
+        if name in parameters and parameters[name].kind is not inspect.Parameter.POSITIONAL_ONLY
+    }
+
 
 def with_pull_policy(pipeline_func: Callable[..., Any], policy: str) -> Callable[..., Any]:
     """`pipeline_func`, with buildtool's pull policy set on every container task by kfp's own mechanism.
@@ -74,6 +79,7 @@ def with_pull_policy(pipeline_func: Callable[..., Any], policy: str) -> Callable
 
     return pipeline
 
+
 def _is_library(module: object) -> bool:
     """Whether `module` comes from the standard library or an installed distribution (or is buildtool)."""
     origin = getattr(module, "__file__", None)
@@ -83,8 +89,10 @@ def _is_library(module: object) -> bool:
         return False
     path = Path(origin).resolve()
     paths = sysconfig.get_paths()
-    return any(path.is_relative_to(Path(paths[key]).resolve())
-               for key in ("stdlib", "platstdlib", "purelib", "platlib"))
+    return any(
+        path.is_relative_to(Path(paths[key]).resolve()) for key in ("stdlib", "platstdlib", "purelib", "platlib")
+    )
+
 
 def _fresh_import(config: Config) -> None:
     """Forget the project's pipeline and steps modules, so the factory is imported from the files as they are now
@@ -96,6 +104,7 @@ def _fresh_import(config: Config) -> None:
         for name in [n for n in sys.modules if n.split(".")[0] == top]:
             del sys.modules[name]
 
+
 def create_workflow(config: Config, steps: Mapping[str, str]) -> dict[str, Any]:
     """The workflow kfp 1.8 compiles from the factory and `steps`, as a dict (nothing written)."""
     _fresh_import(config)
@@ -105,19 +114,21 @@ def create_workflow(config: Config, steps: Mapping[str, str]) -> dict[str, Any]:
     try:
         pipeline_func = factory(dict(steps), **factory_keywords(factory, config))
     except Exception as exc:
-        raise CompileError(f"{config.pipeline}: building the pipeline failed: "
-                           f"{exc.__class__.__name__}: {exc}") from None
+        raise CompileError(
+            f"{config.pipeline}: building the pipeline failed: {exc.__class__.__name__}: {exc}"
+        ) from None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             workflow: dict[str, Any] = kfp.compiler.Compiler().create_workflow(
-                with_pull_policy(pipeline_func, config.image_pull_policy))
+                with_pull_policy(pipeline_func, config.image_pull_policy)
+            )
         except Exception as exc:
-            raise CompileError(f"kfp could not compile {config.pipeline}: "
-                               f"{exc.__class__.__name__}: {exc}") from None
+            raise CompileError(f"kfp could not compile {config.pipeline}: {exc.__class__.__name__}: {exc}") from None
     for warning in caught:
         log.debug("kfp: %s", warning.message)
     return workflow
+
 
 def render(workflow: Mapping[str, Any]) -> str:
     """The workflow as kfp writes it (kfp's own YAML dump)."""

@@ -62,8 +62,10 @@ def parse_lock(text: str, where: str) -> tuple[Package, ...]:
         i += 1
         name = _NAME.match(line)
         if name is None or not _PINNED.match(line) or not any("--hash=" in part for part in block):
-            raise ConfigError(f"{where}:{start + 1}: {line.strip()[:80]!r} is not pinned with == and hashed; "
-                              "regenerate the lock with pip-compile --generate-hashes")
+            raise ConfigError(
+                f"{where}:{start + 1}: {line.strip()[:80]!r} is not pinned with == and hashed; "
+                "regenerate the lock with pip-compile --generate-hashes"
+            )
         via: list[str] = []
         while i < len(lines) and lines[i].startswith((" ", "\t")) and lines[i].strip().startswith("#"):
             comment = lines[i].strip().lstrip("#").strip()
@@ -76,8 +78,9 @@ def parse_lock(text: str, where: str) -> tuple[Package, ...]:
     return tuple(packages)
 
 
-def groups(packages: tuple[Package, ...], roots: tuple[tuple[str, ...], ...], where: str,
-           key: str) -> tuple[Group, ...]:
+def groups(
+    packages: tuple[Package, ...], roots: tuple[tuple[str, ...], ...], where: str, key: str
+) -> tuple[Group, ...]:
     """Layer groups: each configured one in order (its roots and what they pull in), then the rest."""
     by_name = {p.name: p for p in packages}
     required_by: dict[str, set[str]] = {p.name: set() for p in packages}
@@ -91,8 +94,10 @@ def groups(packages: tuple[Package, ...], roots: tuple[tuple[str, ...], ...], wh
         wanted = [normalize(root) for root in group_roots]
         for root in wanted:
             if root not in by_name:
-                raise ConfigError(f"{where}: {key}[{index}] names {root!r}, which the lock does not hold; "
-                                  "add it to the requirements or remove it from the group")
+                raise ConfigError(
+                    f"{where}: {key}[{index}] names {root!r}, which the lock does not hold; "
+                    "add it to the requirements or remove it from the group"
+                )
         members: set[str] = set()
         todo = [root for root in wanted if root not in placed]
         while todo:
@@ -112,8 +117,7 @@ def groups(packages: tuple[Package, ...], roots: tuple[tuple[str, ...], ...], wh
 def group_file(group: Group, lock: str, image: str) -> str:
     """The text of a group's lock: a header, then the requirements with their hashes (no `# via` comments,
     which change when an unrelated package is added)."""
-    what = (f"{', '.join(group.roots)} and what they pull in" if group.roots
-            else "every package no earlier layer holds")
+    what = f"{', '.join(group.roots)} and what they pull in" if group.roots else "every package no earlier layer holds"
     header = [
         f"# Layer {group.index} of {lock}: {what}.",
         f"# Generated from it by `buildtool render {image}`; edit {lock}, not this file.",

@@ -49,8 +49,13 @@ def current(map_path: Path) -> ImageMap | None:
         return None
 
 
-def merge(existing: ImageMap | None, ours: Mapping[str, LockedImage], steps_of: Mapping[str, str | None],
-          known: set[str], map_path: Path) -> ImageMap:
+def merge(
+    existing: ImageMap | None,
+    ours: Mapping[str, LockedImage],
+    steps_of: Mapping[str, str | None],
+    known: set[str],
+    map_path: Path,
+) -> ImageMap:
     """`existing` with `ours` replacing its entries; images no longer configured (not in `known`) are dropped.
 
     Every configured image must end up with an entry; `steps_of` maps each image to the step it serves.
@@ -62,8 +67,10 @@ def merge(existing: ImageMap | None, ours: Mapping[str, LockedImage], steps_of: 
         elif existing is not None and name in existing.images:
             images[name] = existing.images[name]
         else:
-            raise ImageMapError(f"{map_path}: no earlier entry for image {name!r}; build it too "
-                                "(run `buildtool build --push` without naming images)")
+            raise ImageMapError(
+                f"{map_path}: no earlier entry for image {name!r}; build it too "
+                "(run `buildtool build --push` without naming images)"
+            )
     steps = {step: images[name].reference for name, step in steps_of.items() if step and name in images}
     return ImageMap(steps=steps, images=images)
 

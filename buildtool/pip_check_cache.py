@@ -119,8 +119,12 @@ class PipCheckCache:
         except (OSError, ValueError) as exc:
             if not self._warned:  # once per run, not once per image
                 self._warned = True
-                log.warning("ignoring the pip check cache %s (%s): pip check runs in every image; a successful "
-                            "check rewrites it", self.path, exc)
+                log.warning(
+                    "ignoring the pip check cache %s (%s): pip check runs in every image; a successful "
+                    "check rewrites it",
+                    self.path,
+                    exc,
+                )
             return []
 
     def known(self) -> frozenset[str]:

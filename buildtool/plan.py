@@ -75,8 +75,12 @@ def build_order(config: Config) -> list[ImageConfig]:
     return ordered
 
 
-def compute_inputs(config: Config, contexts: Mapping[str, BuildContext], external_digests: Mapping[str, str],
-                   step_modules: Mapping[str, list[str]]) -> dict[str, Inputs]:
+def compute_inputs(
+    config: Config,
+    contexts: Mapping[str, BuildContext],
+    external_digests: Mapping[str, str],
+    step_modules: Mapping[str, list[str]],
+) -> dict[str, Inputs]:
     """Inputs digest of every image; a project base enters by its own inputs digest, so the
     whole graph's tags are known before anything builds."""
     result: dict[str, Inputs] = {}
@@ -88,8 +92,9 @@ def compute_inputs(config: Config, contexts: Mapping[str, BuildContext], externa
             assert external is not None, "an image with no project base has an external one"
             base_digest = external_digests[external]
         imports = step_modules.get(image.step) if image.step else None
-        result[image.name] = digest.compute(contexts[image.name], dict(image.build_args), config.platform, base_digest,
-                                            imports)
+        result[image.name] = digest.compute(
+            contexts[image.name], dict(image.build_args), config.platform, base_digest, imports
+        )
     return result
 
 
@@ -103,9 +108,14 @@ def _reasons_to_build(name: str, inputs: Inputs, previous: ImageMap | None) -> t
     return tuple(changes) or ("inputs digest changed",)
 
 
-def make_plan(config: Config, inputs: Mapping[str, Inputs], external_pins: Mapping[str, str],
-              existing: Mapping[str, str | None], previous: ImageMap | None,
-              untrusted: Mapping[str, str] | None = None) -> Plan:
+def make_plan(
+    config: Config,
+    inputs: Mapping[str, Inputs],
+    external_pins: Mapping[str, str],
+    existing: Mapping[str, str | None],
+    previous: ImageMap | None,
+    untrusted: Mapping[str, str] | None = None,
+) -> Plan:
     """Decide per image: reuse when the registry already holds its inputs tag, else build (and say why).
 
     `external_pins` maps an external base as configured to its pinned reference;
@@ -131,11 +141,20 @@ def make_plan(config: Config, inputs: Mapping[str, Inputs], external_pins: Mappi
         if action == BUILD:
             rebuilt.add(image.name)
         external = config.external_base(image)
-        images.append(ImagePlan(
-            name=image.name, step=image.step, repository=config.repository_for(image), inputs=image_inputs,
-            base_image=image.base, external_base=external_pins[external] if external else None,
-            build_args=image.build_args, action=action, reasons=reasons, existing_digest=found,
-        ))
+        images.append(
+            ImagePlan(
+                name=image.name,
+                step=image.step,
+                repository=config.repository_for(image),
+                inputs=image_inputs,
+                base_image=image.base,
+                external_base=external_pins[external] if external else None,
+                build_args=image.build_args,
+                action=action,
+                reasons=reasons,
+                existing_digest=found,
+            )
+        )
     return Plan(images=tuple(images))
 
 

@@ -42,9 +42,15 @@ class Output:
 
 
 def _environment(folder: Path) -> SandboxedEnvironment:
-    return SandboxedEnvironment(loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
-                                autoescape=False, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-                                auto_reload=False)
+    return SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
 
 
 def _relative(config: Config, path: Path) -> str:
@@ -63,8 +69,10 @@ def _template_line(exc: BaseException, filename: str) -> int | None:
 
 
 def _header(config: Config, image: ImageConfig, template: str) -> str:
-    return (f"# Rendered from {template} for image {image.name} by buildtool: do not edit.\n"
-            f"# Change the template or [tool.buildtool.images.{image.name}], then run: buildtool render {image.name}\n")
+    return (
+        f"# Rendered from {template} for image {image.name} by buildtool: do not edit.\n"
+        f"# Change the template or [tool.buildtool.images.{image.name}], then run: buildtool render {image.name}\n"
+    )
 
 
 def outputs(config: Config, image: ImageConfig) -> list[Output]:
@@ -84,37 +92,51 @@ def outputs(config: Config, image: ImageConfig) -> list[Output]:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{where}: cannot be read ({exc.__class__.__name__}); fix the file") from None
         packages = layering.parse_lock(text, where)
-        groups = layering.groups(packages, image.layers, f"{config.path}: [tool.buildtool]",
-                                 f"images.{image.name}.layers")
-        result += [Output(image.context / g.file, layering.group_file(g, image.requirements, image.name))
-                   for g in groups]
+        groups = layering.groups(
+            packages, image.layers, f"{config.path}: [tool.buildtool]", f"images.{image.name}.layers"
+        )
+        result += [
+            Output(image.context / g.file, layering.group_file(g, image.requirements, image.name)) for g in groups
+        ]
     if not template_path.is_file():
-        raise TemplateError(f"{shown}: no such template (images.{image.name}.template in {config.path.name}); "
-                            f"create it or name a file of {_relative(config, config.templates)}")
+        raise TemplateError(
+            f"{shown}: no such template (images.{image.name}.template in {config.path.name}); "
+            f"create it or name a file of {_relative(config, config.templates)}"
+        )
     variables: dict[str, Any] = {
         **image.template_vars,
-        "image": image.name, "step": image.step, "installer": image.installer,
+        "image": image.name,
+        "step": image.step,
+        "installer": image.installer,
         "requirements": image.requirements,
-        "layers": [types.MappingProxyType({"index": g.index, "name": g.name, "file": g.file, "roots": g.roots,
-                                           "count": len(g.packages)}) for g in groups],
+        "layers": [
+            types.MappingProxyType(
+                {"index": g.index, "name": g.name, "file": g.file, "roots": g.roots, "count": len(g.packages)}
+            )
+            for g in groups
+        ],
         "cache_mark": CACHE_MOUNT_MARK,
     }
     try:
         body = _environment(config.templates).get_template(image.template).render(variables)
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"{shown}:{exc.lineno}: syntax error: {exc.message} (image {image.name}); "
-                            "fix the template") from None
+        raise TemplateError(
+            f"{shown}:{exc.lineno}: syntax error: {exc.message} (image {image.name}); fix the template"
+        ) from None
     except jinja2.UndefinedError as exc:
         found = _UNDEFINED.search(str(exc))
         name = next((g for g in found.groups() if g), "?") if found else "?"
         line = _template_line(exc, str(template_path))
-        raise TemplateError(f"{shown}:{line or '?'}: undefined variable {name!r} (image {image.name}): "
-                            f"{exc.message}; set it under [tool.buildtool.images.{image.name}.template_vars] "
-                            "or fix the template") from None
+        raise TemplateError(
+            f"{shown}:{line or '?'}: undefined variable {name!r} (image {image.name}): "
+            f"{exc.message}; set it under [tool.buildtool.images.{image.name}.template_vars] "
+            "or fix the template"
+        ) from None
     except jinja2.TemplateError as exc:  # a sandbox refusal, a missing include, a filter error
         line = _template_line(exc, str(template_path))
-        raise TemplateError(f"{shown}:{line or '?'}: {exc.__class__.__name__}: {exc} (image {image.name}); "
-                            "fix the template") from None
+        raise TemplateError(
+            f"{shown}:{line or '?'}: {exc.__class__.__name__}: {exc} (image {image.name}); fix the template"
+        ) from None
     result.insert(0, Output(image.context / image.dockerfile, _header(config, image, shown) + body.rstrip("\n") + "\n"))
     return result
 
@@ -147,8 +169,10 @@ def problems(config: Config) -> list[str]:
             why = _differs(output)
             if why:
                 found.append(f"{_relative(config, output.path)} {why}")
-        found += [f"{_relative(config, p)} is left over from a layer group that no longer exists"
-                  for p in _stray_layer_files(image, wanted)]
+        found += [
+            f"{_relative(config, p)} is left over from a layer group that no longer exists"
+            for p in _stray_layer_files(image, wanted)
+        ]
     return found
 
 
@@ -157,9 +181,11 @@ def require_current(config: Config) -> None:
     found = problems(config)
     if found:
         names = sorted({i.name for i in config.images if i.template})
-        raise RenderedStaleError(f"{'; '.join(found[:5])}{' ...' if len(found) > 5 else ''}: run `buildtool "
-                                 f"render {' '.join(names)}` (an edit by hand belongs in the template or in "
-                                 "[tool.buildtool.images.NAME], where the next render keeps it)")
+        raise RenderedStaleError(
+            f"{'; '.join(found[:5])}{' ...' if len(found) > 5 else ''}: run `buildtool "
+            f"render {' '.join(names)}` (an edit by hand belongs in the template or in "
+            "[tool.buildtool.images.NAME], where the next render keeps it)"
+        )
 
 
 def write(config: Config) -> list[Path]:

@@ -52,8 +52,10 @@ def module_file(root: Path, module: str) -> Path:
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"--steps-module {module}: no {base.relative_to(root)}.py under {root}; "
-                      "give the module that defines the step functions")
+    raise ConfigError(
+        f"--steps-module {module}: no {base.relative_to(root)}.py under {root}; "
+        "give the module that defines the step functions"
+    )
 
 
 def step_functions(source: Path) -> list[str]:
@@ -61,8 +63,9 @@ def step_functions(source: Path) -> list[str]:
     try:
         tree = ast.parse(source.read_bytes(), filename=str(source))
     except (SyntaxError, ValueError) as exc:
-        raise ConfigError(f"{source}: cannot be parsed ({exc.__class__.__name__}: {exc}); fix it, then run init "
-                          "again") from None
+        raise ConfigError(
+            f"{source}: cannot be parsed ({exc.__class__.__name__}: {exc}); fix it, then run init again"
+        ) from None
     return [node.name for node in tree.body if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")]
 
 
@@ -70,8 +73,15 @@ def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def plan(config: Path, steps_module: str, *, pipeline: str | None = None, repository: str | None = None,
-         registry: str = "127.0.0.1:5000", base_image: str = "python:3.11-slim") -> Scaffold:
+def plan(
+    config: Path,
+    steps_module: str,
+    *,
+    pipeline: str | None = None,
+    repository: str | None = None,
+    registry: str = "127.0.0.1:5000",
+    base_image: str = "python:3.11-slim",
+) -> Scaffold:
     """Everything init would write for the project whose configuration is `config`; ConfigError if any exists."""
     root = config.resolve().parent
     text = config.read_text(encoding="utf-8") if config.is_file() else ""
@@ -80,12 +90,15 @@ def plan(config: Path, steps_module: str, *, pipeline: str | None = None, reposi
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config}: not valid TOML: {exc}") from None
     if "buildtool" in data.get("tool", {}):
-        raise ConfigError(f"{config}: already has [tool.buildtool]; init writes nothing over it "
-                          "(edit it, or remove the table to start again)")
+        raise ConfigError(
+            f"{config}: already has [tool.buildtool]; init writes nothing over it "
+            "(edit it, or remove the table to start again)"
+        )
     steps = step_functions(module_file(root, steps_module))
     if not steps:
-        raise ConfigError(f"--steps-module {steps_module}: defines no public function; each step of the pipeline "
-                          "is a function there")
+        raise ConfigError(
+            f"--steps-module {steps_module}: defines no public function; each step of the pipeline is a function there"
+        )
     package = steps_module.rpartition(".")[0]
     pipeline = pipeline or (f"{package}.pipeline" if package else "pipeline") + ":make_pipeline"
     lines = ["[tool.buildtool]", f"registry = {_toml_string(registry)}"]
@@ -93,25 +106,31 @@ def plan(config: Path, steps_module: str, *, pipeline: str | None = None, reposi
         lines.append(f"repository = {_toml_string(repository or image_name(root.name) or 'pipeline')}")
     else:
         lines.append("# repository: [project].name, unless set here (images are <registry>/<repository>/<image>)")
-    lines += [f"base_image = {_toml_string(base_image)}",
-              "# module:function taking the step -> image map (img_name_map) and returning the pipeline function",
-              f"pipeline = {_toml_string(pipeline)}",
-              f"steps_module = {_toml_string(steps_module)}"]
+    lines += [
+        f"base_image = {_toml_string(base_image)}",
+        "# module:function taking the step -> image map (img_name_map) and returning the pipeline function",
+        f"pipeline = {_toml_string(pipeline)}",
+        f"steps_module = {_toml_string(steps_module)}",
+    ]
     files: list[tuple[Path, str]] = []
     names: dict[str, str] = {}
     for step in steps:
         name = image_name(step)
         if name in names:
-            raise ConfigError(f"--steps-module {steps_module}: functions {names[name]} and {step} would share the "
-                              f"image name {name!r}; rename one")
+            raise ConfigError(
+                f"--steps-module {steps_module}: functions {names[name]} and {step} would share the "
+                f"image name {name!r}; rename one"
+            )
         names[name] = step
         context = root / "images" / name
         lines += ["", f"[tool.buildtool.images.{name}]", f'context = "images/{name}"', f"step = {_toml_string(step)}"]
         files += [(context / "Dockerfile", DOCKERFILE.format(step=step)), (context / ".dockerignore", DOCKERIGNORE)]
     taken = sorted(str(path.relative_to(root)) for path, _ in files if path.exists() or path.is_symlink())
     if taken:
-        raise ConfigError(f"{', '.join(taken)} already exist(s); init overwrites nothing: move them away or write "
-                          "[tool.buildtool] by hand")
+        raise ConfigError(
+            f"{', '.join(taken)} already exist(s); init overwrites nothing: move them away or write "
+            "[tool.buildtool] by hand"
+        )
     table = "\n".join(lines) + "\n"
     if text:
         table = text + ("" if text.endswith("\n") else "\n") + "\n" + table

@@ -39,8 +39,10 @@ def stale_images(config: Config, image_map: ImageMap) -> dict[str, list[str]]:
             stale[image.name] = [f"now builds on {external}, the map says {locked.base}"]
         elif not _same_image(external, locked.base):
             built_on = locked.base.split("@")[0]
-            stale[image.name] = [f"base image is now {external}, the map was built on {locked.base} "
-                                 f"(if this machine builds on that, export BUILDTOOL_BASE_IMAGE={built_on})"]
+            stale[image.name] = [
+                f"base image is now {external}, the map was built on {locked.base} "
+                f"(if this machine builds on that, export BUILDTOOL_BASE_IMAGE={built_on})"
+            ]
         else:
             external_digests[external] = reference.parse(locked.base).digest or ""
     if stale:

@@ -69,8 +69,10 @@ def step_modules(module_name: str, steps: list[str], root: Path, config_path: Pa
     result = {}
     for step in steps:
         if step not in functions:
-            raise ConfigError(f"{config_path}: [tool.buildtool] steps_module: {path} has no function {step!r} "
-                              "(each step's function is named like its step)")
+            raise ConfigError(
+                f"{config_path}: [tool.buildtool] steps_module: {path} has no function {step!r} "
+                "(each step's function is named like its step)"
+            )
         result[step] = sorted(imported_modules(ast.unparse(functions[step])))
     return result
 
@@ -116,12 +118,19 @@ def parse_probe(output: str, known: Collection[str] = ()) -> ProbeResult:
         raise malformed
     if pip_check is None:
         if fingerprint is None or fingerprint not in known:
-            raise BuildError("the import check says it skipped pip check for distributions not known to pass it "
-                             f"(fingerprint {fingerprint}): that result is not the check's own; does a step "
-                             f"module print lines starting with {import_probe.MARKER.strip()!r}?")
+            raise BuildError(
+                "the import check says it skipped pip check for distributions not known to pass it "
+                f"(fingerprint {fingerprint}): that result is not the check's own; does a step "
+                f"module print lines starting with {import_probe.MARKER.strip()!r}?"
+            )
         return ProbeResult(imports, None, "", fingerprint)
-    if (not isinstance(pip_check, list) or len(pip_check) != 2 or not isinstance(pip_check[0], int)
-            or isinstance(pip_check[0], bool) or not isinstance(pip_check[1], str)):
+    if (
+        not isinstance(pip_check, list)
+        or len(pip_check) != 2
+        or not isinstance(pip_check[0], int)
+        or isinstance(pip_check[0], bool)
+        or not isinstance(pip_check[1], str)
+    ):
         raise malformed
     return ProbeResult(imports, pip_check[0], pip_check[1], fingerprint)
 

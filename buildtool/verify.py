@@ -193,16 +193,26 @@ def _parameters(node: Any, template: str, where: str, bearing: bool) -> Iterator
         for key, value in node.items():
             path = f"{where}.{key}"
             if isinstance(key, str) and PARAMETER in key:
-                yield Found(template, path, None, "a parameter in a key: Argo would substitute it before the "
-                                                  "document is applied, so it could name any field")
+                yield Found(
+                    template,
+                    path,
+                    None,
+                    "a parameter in a key: Argo would substitute it before the "
+                    "document is applied, so it could name any field",
+                )
             field = go_fold(key) if isinstance(key, str) else key
             yield from _parameters(value, template, path, bearing or field in _IMAGE_BEARING)
     elif isinstance(node, list):
         for index, item in enumerate(node):
             yield from _parameters(item, template, f"{where}[{index}]", bearing)
     elif bearing and isinstance(node, str) and PARAMETER in node:
-        yield Found(template, where, None, f"{yaml_io.shown(node, 80)} is a parameter under an image-bearing field: "
-                                           "Argo would substitute it, so it could become any image")
+        yield Found(
+            template,
+            where,
+            None,
+            f"{yaml_io.shown(node, 80)} is a parameter under an image-bearing field: "
+            "Argo would substitute it, so it could become any image",
+        )
 
 
 def _anywhere(node: Any, template: str, where: str, embedded: bool = False) -> Iterator[Found]:
@@ -303,8 +313,12 @@ def places(workflow: Mapping[str, Any]) -> Iterator[Found]:
         yield Found(WORKFLOW, "spec.templates", None, f"expected a list of templates, got {_kind(templates)}")
         return
     if len(templates) > MAX_TEMPLATES:
-        yield Found(WORKFLOW, "spec.templates", None, f"{len(templates)} templates, more than the {MAX_TEMPLATES} "
-                                                      "buildtool reads")
+        yield Found(
+            WORKFLOW,
+            "spec.templates",
+            None,
+            f"{len(templates)} templates, more than the {MAX_TEMPLATES} buildtool reads",
+        )
         return
     for index, template in enumerate(templates):
         name = template.get("name") if isinstance(template, dict) else None
@@ -351,8 +365,10 @@ def pin_problems(workflow: Mapping[str, Any], steps: Mapping[str, str], external
         elif step is None and external_repository(image, external):
             problem = None  # a third-party component's image, pinned and listed
         elif step is None:
-            problem = (f"{image} serves no step of the image map ({', '.join(sorted(steps))}); an image buildtool "
-                       "does not build must be pinned and its repository listed in external_images")
+            problem = (
+                f"{image} serves no step of the image map ({', '.join(sorted(steps))}); an image buildtool "
+                "does not build must be pinned and its repository listed in external_images"
+            )
         elif image != steps[step]:
             problem = f"{image} differs from the map's {steps[step]}"
         else:
@@ -373,8 +389,9 @@ def summary(path: Path, problems: list[str], limit: int = 10) -> str:
     return f"{path}: {len(problems)} problem(s): {shown}{more}"
 
 
-def registry_problems(workflow: Mapping[str, Any], registry: Registry,
-                      inputs: Mapping[str, str] | None = None) -> list[str]:
+def registry_problems(
+    workflow: Mapping[str, Any], registry: Registry, inputs: Mapping[str, str] | None = None
+) -> list[str]:
     """Pinned images of the workflow that the registry does not serve as the lock says.
 
     Each digest must be in its repository and held there by a tag: the reference's own tag, or the digest tag
@@ -397,8 +414,10 @@ def registry_problems(workflow: Mapping[str, Any], registry: Registry,
             label = registry.labels(ref).get(LABEL_INPUTS)
             if label != expected:
                 shown = f"{LABEL_INPUTS}={label}" if label else f"no {LABEL_INPUTS} label"
-                problems.append(f"{image}: its image carries {shown}, not the map's inputs digest {expected}: "
-                                "these bytes were not built from what the lock records")
+                problems.append(
+                    f"{image}: its image carries {shown}, not the map's inputs digest {expected}: "
+                    "these bytes were not built from what the lock records"
+                )
     return problems
 
 
@@ -411,12 +430,15 @@ def _untagged(registry: Registry, ref: reference.Reference, digest: str) -> str 
     if registry.digest(reference.Reference(ref.domain, ref.path, hold)) == digest:
         return None
     serves = f"serves {by_tag}" if by_tag else "is not in the registry"
-    return (f"tag {ref.tag} {serves} and no tag {hold[:19]}… holds the pinned digest in {ref.repository}: the pin is "
-            "untagged, so the registry's garbage collection may delete it; rebuild with `buildtool build --push`")
+    return (
+        f"tag {ref.tag} {serves} and no tag {hold[:19]}… holds the pinned digest in {ref.repository}: the pin is "
+        "untagged, so the registry's garbage collection may delete it; rebuild with `buildtool build --push`"
+    )
 
 
-def verify_pipeline(config: Config, path: Path, registry: Registry | None, *,
-                    data: bytes | None = None) -> dict[str, Any]:
+def verify_pipeline(
+    config: Config, path: Path, registry: Registry | None, *, data: bytes | None = None
+) -> dict[str, Any]:
     """VerifyError unless every image of the workflow at `path` is pinned, as the (consistent) map says, and,
     given a registry, served by it; StalePipelineError unless it is what `compile` makes now.
     ImageMapError when the map itself is unreadable or not a lock.

@@ -53,8 +53,9 @@ class _StrictLoader(_Loader):  # type: ignore[misc]
             except TypeError:
                 raise YamlProblem(f"unhashable key at line {key_node.start_mark.line + 1}") from None
             if duplicate:
-                raise YamlProblem(f"duplicate key {shown(key)!s} at line {key_node.start_mark.line + 1}; "
-                                  "each key may appear once")
+                raise YamlProblem(
+                    f"duplicate key {shown(key)!s} at line {key_node.start_mark.line + 1}; each key may appear once"
+                )
             seen.add(key)
         mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
         return mapping
@@ -69,12 +70,14 @@ def _check_events(text: str, max_depth: int, max_nodes: int) -> None:
     depth = nodes = 0
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, yaml.AliasEvent):
-            raise YamlProblem(f"alias *{shown(event.anchor, 40)} at line {_line(event)}; "
-                              "anchors and aliases are not accepted")
+            raise YamlProblem(
+                f"alias *{shown(event.anchor, 40)} at line {_line(event)}; anchors and aliases are not accepted"
+            )
         if isinstance(event, yaml.NodeEvent):
             if event.anchor is not None:
-                raise YamlProblem(f"anchor &{shown(event.anchor, 40)} at line {_line(event)}; "
-                                  "anchors and aliases are not accepted")
+                raise YamlProblem(
+                    f"anchor &{shown(event.anchor, 40)} at line {_line(event)}; anchors and aliases are not accepted"
+                )
             nodes += 1
             if nodes > max_nodes:
                 raise YamlProblem(f"more than {max_nodes} nodes; not a file buildtool writes")

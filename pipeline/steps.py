@@ -14,8 +14,15 @@ when the pipeline is compiled with `credentials = "k8s-secret:NAME"`.
 from kfp.components import InputPath, OutputPath
 
 
-def download_training_dataset(output: OutputPath(), training_dataset_uid: str, host: str, port: str,
-                              access_key: str, secret_key: str, platform_timeout: float = 300.0) -> None:
+def download_training_dataset(
+    output: OutputPath(),
+    training_dataset_uid: str,
+    host: str,
+    port: str,
+    access_key: str,
+    secret_key: str,
+    platform_timeout: float = 300.0,
+) -> None:
     """Log in to the platform and stream the training dataset zip to `output`/training_dataset.zip.
 
     `platform_timeout` is the longest wait, in seconds, for the platform to connect or to send
@@ -29,17 +36,32 @@ def download_training_dataset(output: OutputPath(), training_dataset_uid: str, h
     access_key = access_key or os.environ.get("PLATFORM_ACCESS_KEY", "")
     secret_key = secret_key or os.environ.get("PLATFORM_SECRET_KEY", "")
     if not access_key or not secret_key:
-        raise ValueError("no platform credentials: pass access_key and secret_key, "
-                         "or set PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY")
+        raise ValueError(
+            "no platform credentials: pass access_key and secret_key, "
+            "or set PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY"
+        )
     os.makedirs(output, exist_ok=True)
-    client = PlatformClient(host=host, port=port, access_key=access_key, secret_key=secret_key,
-                            timeout=(min(10.0, platform_timeout), platform_timeout))
+    client = PlatformClient(
+        host=host,
+        port=port,
+        access_key=access_key,
+        secret_key=secret_key,
+        timeout=(min(10.0, platform_timeout), platform_timeout),
+    )
     path = client.download("training_dataset", training_dataset_uid, os.path.join(output, "training_dataset.zip"))
     print(f"downloaded training dataset {training_dataset_uid} to {path} ({os.path.getsize(path)} bytes)")
 
 
-def training(input: InputPath(), output: OutputPath(), learning_rate: float, batch_size: int = 4, epochs: int = 1,
-             record_accuracy: bool = True, max_samples: int = 0, allow_pickle_dataset: bool = False) -> None:
+def training(
+    input: InputPath(),
+    output: OutputPath(),
+    learning_rate: float,
+    batch_size: int = 4,
+    epochs: int = 1,
+    record_accuracy: bool = True,
+    max_samples: int = 0,
+    allow_pickle_dataset: bool = False,
+) -> None:
     """Unzip and split the dataset 80/10/10, train the LSTM, write model.zip (and model_accuracy.txt).
 
     `max_samples` > 0 keeps only the first N samples (the reference pipeline kept 100); 0 keeps all.
@@ -78,8 +100,9 @@ def training(input: InputPath(), output: OutputPath(), learning_rate: float, bat
     model.add(Dense(32, activation="relu"))
     model.add(Dense(3, activation="linear"))
     model.compile(loss="mean_squared_error", optimizer=Adam(learning_rate=learning_rate), metrics=["accuracy"])
-    history = model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs,
-                        validation_data=(x_validate, y_validate), verbose=2)
+    history = model.fit(
+        x_train, y_train, batch_size=batch_size, epochs=epochs, validation_data=(x_validate, y_validate), verbose=2
+    )
 
     os.makedirs(output, exist_ok=True)
     model_dir = os.path.join(work, "model")
@@ -93,8 +116,15 @@ def training(input: InputPath(), output: OutputPath(), learning_rate: float, bat
         print(f"accuracy of the last epoch: {accuracy}")
 
 
-def upload_model(input: InputPath(), model_uid: str, host: str, port: str, access_key: str, secret_key: str,
-                 platform_timeout: float = 300.0) -> None:
+def upload_model(
+    input: InputPath(),
+    model_uid: str,
+    host: str,
+    port: str,
+    access_key: str,
+    secret_key: str,
+    platform_timeout: float = 300.0,
+) -> None:
     """Upload `input`/model.zip as the model `model_uid`, and its accuracy when the training step recorded it.
 
     `platform_timeout`: as for `download_training_dataset`.
@@ -107,10 +137,17 @@ def upload_model(input: InputPath(), model_uid: str, host: str, port: str, acces
     access_key = access_key or os.environ.get("PLATFORM_ACCESS_KEY", "")
     secret_key = secret_key or os.environ.get("PLATFORM_SECRET_KEY", "")
     if not access_key or not secret_key:
-        raise ValueError("no platform credentials: pass access_key and secret_key, "
-                         "or set PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY")
-    client = PlatformClient(host=host, port=port, access_key=access_key, secret_key=secret_key,
-                            timeout=(min(10.0, platform_timeout), platform_timeout))
+        raise ValueError(
+            "no platform credentials: pass access_key and secret_key, "
+            "or set PLATFORM_ACCESS_KEY and PLATFORM_SECRET_KEY"
+        )
+    client = PlatformClient(
+        host=host,
+        port=port,
+        access_key=access_key,
+        secret_key=secret_key,
+        timeout=(min(10.0, platform_timeout), platform_timeout),
+    )
     client.upload("model", model_uid, os.path.join(input, "model.zip"))
     print(f"uploaded model {model_uid}")
     accuracy_path = os.path.join(input, "model_accuracy.txt")

@@ -95,8 +95,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def send(self, status: int, payload: Any = None, *, content_type: str = "application/json",
-             headers: dict[str, str] | None = None, head: bool = False) -> None:
+    def send(
+        self,
+        status: int,
+        payload: Any = None,
+        *,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+        head: bool = False,
+    ) -> None:
         data = b"" if payload is None else payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -175,6 +182,7 @@ class _Served:
 
 # -- the registry ---------------------------------------------------------------------------------------------
 
+
 class FakeRegistry(_Served):
     """Distribution API v2: /v2/; HEAD, GET, PUT and DELETE of manifests; HEAD of blobs and their cross-repository
     mount (POST /blobs/uploads/?mount=&from=). What a push stores comes from the engine.
@@ -200,23 +208,47 @@ class FakeRegistry(_Served):
         self.moved_after_put: dict[str, str] = {}
         self.configs: dict[str, bytes] = {}  # config blobs by digest (a test may swap one's bytes)
 
-    def store(self, path: str, tag: str, layers: tuple[int, ...] = (1000, 2000),
-              labels: dict[str, str] | None = None, config_size: int | None = None) -> str:
+    def store(
+        self,
+        path: str,
+        tag: str,
+        layers: tuple[int, ...] = (1000, 2000),
+        labels: dict[str, str] | None = None,
+        config_size: int | None = None,
+    ) -> str:
         """Hold an image manifest under `path:tag`, its config carrying `labels` and one diff ID per layer;
         return its digest.
 
         `config_size`: the size the manifest declares for its config (a lie, when given)."""
-        config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": labels or {}},
-                             "comment": f"{path}:{tag}", "rootfs": {"type": "layers", "diff_ids": [
-                                 sha256(f"diff {path}:{tag}:{n}".encode()) for n in range(len(layers))]}},
-                            sort_keys=True).encode()
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Labels": labels or {}},
+                "comment": f"{path}:{tag}",
+                "rootfs": {
+                    "type": "layers",
+                    "diff_ids": [sha256(f"diff {path}:{tag}:{n}".encode()) for n in range(len(layers))],
+                },
+            },
+            sort_keys=True,
+        ).encode()
         manifest = {
-            "schemaVersion": 2, "mediaType": self.MEDIA_TYPE,
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                       "size": len(config) if config_size is None else config_size,
-                       "digest": sha256(config)},
-            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": size,
-                        "digest": sha256(f"layer {path}:{tag}:{n}".encode())} for n, size in enumerate(layers)],
+            "schemaVersion": 2,
+            "mediaType": self.MEDIA_TYPE,
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": len(config) if config_size is None else config_size,
+                "digest": sha256(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "size": size,
+                    "digest": sha256(f"layer {path}:{tag}:{n}".encode()),
+                }
+                for n, size in enumerate(layers)
+            ],
         }
         body = json.dumps(manifest, sort_keys=True).encode()
         digest = sha256(body)
@@ -249,8 +281,11 @@ class FakeRegistry(_Served):
     def tags(self, path: str) -> dict[str, str]:
         """The tags `path` holds, with the digest each serves."""
         with self._lock:
-            return {ref: found[0] for (repo, ref), found in self._manifests.items()
-                    if repo == path and not ref.startswith("sha256:")}
+            return {
+                ref: found[0]
+                for (repo, ref), found in self._manifests.items()
+                if repo == path and not ref.startswith("sha256:")
+            }
 
     def serve_instead(self, path: str, tag: str, digest: str) -> None:
         """Answer `path:tag` with another digest than the one stored (a tag moved by someone else)."""
@@ -296,12 +331,14 @@ class FakeRegistry(_Served):
         with self._lock:
             found = self._manifests.get((repo, target))
         if found is None:
-            request.send(404, {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]},
-                         head=method == "HEAD")
+            request.send(
+                404, {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}, head=method == "HEAD"
+            )
             return
         digest, body = found
-        request.send(200, body, content_type=self.MEDIA_TYPE, head=method == "HEAD",
-                     headers={"Docker-Content-Digest": digest})
+        request.send(
+            200, body, content_type=self.MEDIA_TYPE, head=method == "HEAD", headers={"Docker-Content-Digest": digest}
+        )
 
     def _put(self, request: _Handler, repo: str, tag: str) -> None:
         body = request.body()
@@ -378,6 +415,7 @@ class FakeRegistry(_Served):
 
 
 # -- the engine -----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class BuildRequest:
@@ -463,8 +501,13 @@ class FakeEngine(_Served):
             {"stream": f"Step {step}\n"},
             {"stream": " ---> Running in 0123456789ab\n"},
             {"stream": f"{message}\n"},
-            {"errorDetail": {"code": code, "message": f"The command '/bin/sh -c ...' returned a non-zero code: {code}"},
-             "error": f"The command '/bin/sh -c ...' returned a non-zero code: {code}"},
+            {
+                "errorDetail": {
+                    "code": code,
+                    "message": f"The command '/bin/sh -c ...' returned a non-zero code: {code}",
+                },
+                "error": f"The command '/bin/sh -c ...' returned a non-zero code: {code}",
+            },
         ]
 
     def _push_stream(self, repository: str, tag: str) -> list[Chunk]:
@@ -495,8 +538,16 @@ class FakeEngine(_Served):
         with self._lock:
             self.calls.append(f"{method} {path}")
         if path == "/version":
-            request.send(200, {"ApiVersion": API_VERSION, "MinAPIVersion": "1.12", "Version": "20.10.24",
-                               "Os": "linux", "Arch": "amd64"})
+            request.send(
+                200,
+                {
+                    "ApiVersion": API_VERSION,
+                    "MinAPIVersion": "1.12",
+                    "Version": "20.10.24",
+                    "Os": "linux",
+                    "Arch": "amd64",
+                },
+            )
         elif path == "/_ping":
             request.send(200, b"OK", content_type="text/plain")
         elif path == "/info":
@@ -504,59 +555,84 @@ class FakeEngine(_Served):
         elif path == "/build" and method == "POST":
             self._build(request, query)
         elif path == "/images/create" and method == "POST":
-            ref = query.get("fromImage", "") + (("@" if query.get("tag", "").startswith("sha256:") else ":")
-                                                 + query["tag"] if query.get("tag") else "")
+            ref = query.get("fromImage", "") + (
+                ("@" if query.get("tag", "").startswith("sha256:") else ":") + query["tag"] if query.get("tag") else ""
+            )
             with self._lock:
                 self.pulls.append(ref)
-            request.stream(self.pull_streams.get(image_name(ref), [
-                {"status": "Pulling from x", "id": "latest"}, {"status": "Pull complete", "id": "aaaaaaaaaaaa"},
-                {"status": "Status: Downloaded newer image"}]))
+            request.stream(
+                self.pull_streams.get(
+                    image_name(ref),
+                    [
+                        {"status": "Pulling from x", "id": "latest"},
+                        {"status": "Pull complete", "id": "aaaaaaaaaaaa"},
+                        {"status": "Status: Downloaded newer image"},
+                    ],
+                )
+            )
         elif path.startswith("/images/") and path.endswith("/json"):
-            ref = path[len("/images/"):-len("/json")]
+            ref = path[len("/images/") : -len("/json")]
             with self._lock:  # by reference, or by image ID as the engine also answers
                 known = ref if ref in self.images else next((r for r, i in self.images.items() if i == ref), None)
             if known is not None:
-                request.send(200, {"Id": self.images[known], "Size": self.sizes.get(image_name(known), 10 ** 7),
-                                   "RootFS": {"Type": "layers", "Layers": [sha256(f"diff {known}".encode())]}})
+                request.send(
+                    200,
+                    {
+                        "Id": self.images[known],
+                        "Size": self.sizes.get(image_name(known), 10**7),
+                        "RootFS": {"Type": "layers", "Layers": [sha256(f"diff {known}".encode())]},
+                    },
+                )
             else:
                 request.send(404, {"message": f"No such image: {ref}"})
         elif path.startswith("/images/") and path.endswith("/history"):
-            ref = path[len("/images/"):-len("/history")]
+            ref = path[len("/images/") : -len("/history")]
             with self._lock:
                 known = ref if ref in self.images else next((r for r, i in self.images.items() if i == ref), None)
             if known is not None:  # one instruction, with the one layer the inspect above lists
-                request.send(200, [{"Id": self.images[known], "CreatedBy": "RUN x",
-                                    "Size": self.sizes.get(image_name(known), 10 ** 7)}])
+                request.send(
+                    200,
+                    [
+                        {
+                            "Id": self.images[known],
+                            "CreatedBy": "RUN x",
+                            "Size": self.sizes.get(image_name(known), 10**7),
+                        }
+                    ],
+                )
             else:
                 request.send(404, {"message": f"No such image: {ref}"})
         elif path.startswith("/images/") and path.endswith("/tag") and method == "POST":
-            ref = path[len("/images/"):-len("/tag")]
+            ref = path[len("/images/") : -len("/tag")]
             with self._lock:
                 image_id = self.images.get(ref) or (ref if ref in self.images.values() else None)
                 if image_id is not None:
                     self.images[f"{query.get('repo', '')}:{query.get('tag') or 'latest'}"] = image_id
             request.send(201 if image_id else 404, None if image_id else {"message": f"No such image: {ref}"})
         elif path.startswith("/images/") and method == "DELETE":
-            ref = path[len("/images/"):]
+            ref = path[len("/images/") :]
             with self._lock:
                 image_id = self.images.pop(ref, None)
                 if image_id is not None:
                     self.untagged.append(ref)
-            request.send(200 if image_id else 404, [{"Untagged": ref}] if image_id else
-                         {"message": f"No such image: {ref}"})
+            request.send(
+                200 if image_id else 404, [{"Untagged": ref}] if image_id else {"message": f"No such image: {ref}"}
+            )
         elif path.startswith("/images/") and path.endswith("/get"):
-            ref = path[len("/images/"):-len("/get")]
+            ref = path[len("/images/") : -len("/get")]
             if ref in self.export_tars:
                 request.send(200, self.export_tars[ref], content_type="application/x-tar")
             else:
                 request.send(404, {"message": f"reference does not exist: {ref}"})
         elif path.startswith("/images/") and path.endswith("/push") and method == "POST":
-            repository = path[len("/images/"):-len("/push")]
+            repository = path[len("/images/") : -len("/push")]
             request.body()
             with self._lock:
                 self.pushes.append(f"{repository}:{query.get('tag', '')}")
-            request.stream(self._push_stream(repository, query.get("tag", "latest")),
-                           delay=self.push_delays.get(image_name(repository), 0.0))
+            request.stream(
+                self._push_stream(repository, query.get("tag", "latest")),
+                delay=self.push_delays.get(image_name(repository), 0.0),
+            )
         elif path.startswith("/containers/"):
             self._containers(request, method, path, query)
         else:
@@ -568,8 +644,15 @@ class FakeEngine(_Served):
         with tarfile.open(fileobj=io.BytesIO(context)) as tar:
             files = sorted(tar.getnames())
         with self._lock:
-            self.builds.append(BuildRequest(tag, json.loads(query.get("buildargs", "{}")),
-                                            json.loads(query.get("labels", "{}")), query.get("dockerfile", ""), files))
+            self.builds.append(
+                BuildRequest(
+                    tag,
+                    json.loads(query.get("buildargs", "{}")),
+                    json.loads(query.get("labels", "{}")),
+                    query.get("dockerfile", ""),
+                    files,
+                )
+            )
         if self.on_build is not None:
             self.on_build(tag)
         time.sleep(self.build_delays.get(image_name(tag), 0.0))
@@ -597,9 +680,16 @@ class FakeEngine(_Served):
             return
         action = parts[2] if len(parts) > 2 else ""
         if action == "json":
-            request.send(200, {"Id": container.id, "Name": "/fake", "Image": container.image,
-                               "Config": {"Tty": False, "Image": container.image, "Cmd": container.command},
-                               "State": {"Status": "created", "Running": False, "ExitCode": 0}})
+            request.send(
+                200,
+                {
+                    "Id": container.id,
+                    "Name": "/fake",
+                    "Image": container.image,
+                    "Config": {"Tty": False, "Image": container.image, "Cmd": container.command},
+                    "State": {"Status": "created", "Running": False, "ExitCode": 0},
+                },
+            )
         elif action == "start":
             request.body()
             request.send(204)

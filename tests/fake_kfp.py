@@ -79,9 +79,12 @@ class Version:
     parameters: list[dict[str, str]]
 
     def api(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "name": self.name, "created_at": self.created_at,
-                               "resource_references": [{"key": {"type": "PIPELINE", "id": self.pipeline_id},
-                                                        "relationship": "OWNER"}]}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "created_at": self.created_at,
+            "resource_references": [{"key": {"type": "PIPELINE", "id": self.pipeline_id}, "relationship": "OWNER"}],
+        }
         if self.parameters:
             out["parameters"] = self.parameters
         return out
@@ -97,8 +100,12 @@ class Pipeline:
 
     def api(self) -> dict[str, Any]:
         default = self.versions[self.default_version]
-        out: dict[str, Any] = {"id": self.id, "name": self.name, "created_at": self.created_at,
-                               "default_version": default.api()}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "created_at": self.created_at,
+            "default_version": default.api(),
+        }
         if default.parameters:
             out["parameters"] = default.parameters
         return out
@@ -116,12 +123,16 @@ class Run:
 
     def api(self, state: str) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "id": self.id, "name": self.name, "storage_state": "STORAGESTATE_AVAILABLE", "created_at": self.created_at,
+            "id": self.id,
+            "name": self.name,
+            "storage_state": "STORAGESTATE_AVAILABLE",
+            "created_at": self.created_at,
             "scheduled_at": self.created_at,
             "pipeline_spec": {"parameters": [{"name": k, "value": v} for k, v in self.parameters.items()]},
             "resource_references": [
                 {"key": {"type": "EXPERIMENT", "id": self.experiment_id}, "relationship": "OWNER"},
-                {"key": {"type": "PIPELINE_VERSION", "id": self.version_id}, "relationship": "CREATOR"}],
+                {"key": {"type": "PIPELINE_VERSION", "id": self.version_id}, "relationship": "CREATOR"},
+            ],
         }
         if not self.parameters:
             del out["pipeline_spec"]["parameters"]
@@ -201,8 +212,9 @@ class FakeKfp:
 
     # -- the API ----------------------------------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
-               body: bytes) -> tuple[Any, ...]:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
+    ) -> tuple[Any, ...]:
         """(status, JSON body, the kfp_server_api model it must deserialize as[, extra headers])."""
         with self.lock:
             self.requests.append((method, path))
@@ -225,8 +237,9 @@ class FakeKfp:
         except (ValueError, KeyError) as exc:
             return 400, {"error": f"Invalid input error: {exc}", "code": 3}, None
 
-    def _route(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
-               body: bytes) -> tuple[int, dict[str, Any], str | None]:
+    def _route(
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any], str | None]:
         if path == f"{PREFIX}/pipelines" and method == "GET":
             name = _filter_name(query)
             barrier = self.barrier
@@ -235,15 +248,17 @@ class FakeKfp:
                 self.barrier = None
             with self.lock:
                 found = [p.api() for p in self.pipelines.values() if name is None or p.name == name]
-            return 200, ({"pipelines": found, "total_size": len(found)} if found else {}), \
-                "ApiListPipelinesResponse"
+            return 200, ({"pipelines": found, "total_size": len(found)} if found else {}), "ApiListPipelinesResponse"
         if path == f"{PREFIX}/pipelines/upload" and method == "POST":
             name = query.get("name", [""])[0]
             package = _upload(headers, body)
             with self.lock:
                 if not name or self.pipeline(name):
-                    return 409, {"error": f"Already exist error: a pipeline named {name} already exists",
-                                 "code": 6}, None
+                    return (
+                        409,
+                        {"error": f"Already exist error: a pipeline named {name} already exists", "code": 6},
+                        None,
+                    )
                 pid, now = str(uuid.uuid4()), _now()
                 version = Version(pid, name, pid, now, package, _declared(package))
                 self.pipelines[pid] = Pipeline(pid, name, now, pid, {pid: version})
@@ -274,25 +289,40 @@ class FakeKfp:
                 if pipeline is None:
                     return 404, {"error": "Pipeline not found", "code": 5}, None
                 found = [v.api() for v in pipeline.versions.values() if name is None or v.name == name]
-            return 200, ({"versions": found, "total_size": len(found)} if found else {}), \
-                "ApiListPipelineVersionsResponse"
+            return (
+                200,
+                ({"versions": found, "total_size": len(found)} if found else {}),
+                "ApiListPipelineVersionsResponse",
+            )
         if path == f"{PREFIX}/experiments" and method == "GET":
             name = _filter_name(query)
             namespace = query.get("resource_reference_key.id", [""])[0]
             with self.lock:
-                found = [e for e in self.experiments.values()
-                         if (name is None or e["name"] == name) and _namespace(e) == namespace]
-            return 200, ({"experiments": found, "total_size": len(found)} if found else {}), \
-                "ApiListExperimentsResponse"
+                found = [
+                    e
+                    for e in self.experiments.values()
+                    if (name is None or e["name"] == name) and _namespace(e) == namespace
+                ]
+            return (
+                200,
+                ({"experiments": found, "total_size": len(found)} if found else {}),
+                "ApiListExperimentsResponse",
+            )
         if path == f"{PREFIX}/experiments" and method == "POST":
             request = json.loads(body)
             checked(request, "ApiExperiment")
             with self.lock:
-                if any(e["name"] == request["name"] and _namespace(e) == _namespace(request)
-                       for e in self.experiments.values()):
+                if any(
+                    e["name"] == request["name"] and _namespace(e) == _namespace(request)
+                    for e in self.experiments.values()
+                ):
                     return 409, {"error": f"Already exist error: experiment {request['name']}", "code": 6}, None
-                experiment = {"id": str(uuid.uuid4()), "name": request["name"], "created_at": _now(),
-                              "storage_state": "STORAGESTATE_AVAILABLE"}
+                experiment = {
+                    "id": str(uuid.uuid4()),
+                    "name": request["name"],
+                    "created_at": _now(),
+                    "storage_state": "STORAGESTATE_AVAILABLE",
+                }
                 if request.get("resource_references"):
                     experiment["resource_references"] = request["resource_references"]
                 self.experiments[experiment["id"]] = experiment
@@ -305,8 +335,15 @@ class FakeKfp:
             with self.lock:
                 if refs.get("EXPERIMENT") not in self.experiments:
                     return 404, {"error": "Experiment not found", "code": 5}, None
-                version = next((v for p in self.pipelines.values() for v in p.versions.values()
-                                if v.id == refs.get("PIPELINE_VERSION")), None)
+                version = next(
+                    (
+                        v
+                        for p in self.pipelines.values()
+                        for v in p.versions.values()
+                        if v.id == refs.get("PIPELINE_VERSION")
+                    ),
+                    None,
+                )
                 if version is None:
                     return 404, {"error": "Pipeline version not found", "code": 5}, None
                 params = {p["name"]: p.get("value", "") for p in request.get("pipeline_spec", {}).get("parameters", [])}
@@ -314,8 +351,15 @@ class FakeKfp:
                 unknown = sorted(set(params) - declared)
                 if unknown:
                     raise ValueError(f"Unrecognized input parameter: {unknown[0]}")
-                run = Run(str(uuid.uuid4()), request["name"], refs["EXPERIMENT"], version.id, params, _now(),
-                          list(self.run_states))
+                run = Run(
+                    str(uuid.uuid4()),
+                    request["name"],
+                    refs["EXPERIMENT"],
+                    version.id,
+                    params,
+                    _now(),
+                    list(self.run_states),
+                )
                 self.runs[run.id] = run
                 self.changes += 1
                 return 200, {"run": run.api(""), "pipeline_runtime": {"workflow_manifest": "{}"}}, "ApiRunDetail"
@@ -342,7 +386,8 @@ def _upload(headers: dict[str, str], body: bytes) -> bytes:
     if len(body) > MAX_UPLOAD:
         raise ValueError("the file is larger than 32 MB")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + headers.get("content-type", "").encode() + b"\r\n\r\n" + body)
+        b"Content-Type: " + headers.get("content-type", "").encode() + b"\r\n\r\n" + body
+    )
     if not message.is_multipart():
         raise ValueError("expected multipart/form-data")
     for part in message.iter_parts():
@@ -368,8 +413,9 @@ def _handler(fake: FakeKfp) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, answer, model, *extra = fake.handle(self.command, parsed.path,
-                                                         urllib.parse.parse_qs(parsed.query), headers, body)
+            status, answer, model, *extra = fake.handle(
+                self.command, parsed.path, urllib.parse.parse_qs(parsed.query), headers, body
+            )
             if model is not None:
                 checked(answer, model)
             data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()

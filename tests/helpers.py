@@ -32,10 +32,12 @@ def write_lock(project_path: Path) -> tuple[config.Config, image_map.ImageMap]:
     the_plan = plan.make_plan(loaded, inputs, {EXTERNAL: PIN}, {}, None)
     images = {}
     for n, image in enumerate(the_plan.images):
-        images[image.name] = image_map.LockedImage(f"{image.tagged}@sha256:{str(n) * 64}", image.inputs.digest,
-                                                   image.base_label, dict(image.inputs.items))
-    lock = image_map.ImageMap(steps={i.step: images[i.name].reference for i in the_plan.images if i.step},
-                              images=images)
+        images[image.name] = image_map.LockedImage(
+            f"{image.tagged}@sha256:{str(n) * 64}", image.inputs.digest, image.base_label, dict(image.inputs.items)
+        )
+    lock = image_map.ImageMap(
+        steps={i.step: images[i.name].reference for i in the_plan.images if i.step}, images=images
+    )
     image_map.write_atomic(loaded.image_map, image_map.render(lock))
     return loaded, lock
 
@@ -147,13 +149,25 @@ class Store:
             h.answer(202 if body else 404)
         elif (repo, ref) in self.manifests:
             body = self.manifests[(repo, ref)]
-            h.answer(200, {"Docker-Content-Digest": "sha256:" + hashlib.sha256(body).hexdigest(),
-                           "Content-Type": "application/vnd.docker.distribution.manifest.v2+json"}, body)
+            h.answer(
+                200,
+                {
+                    "Docker-Content-Digest": "sha256:" + hashlib.sha256(body).hexdigest(),
+                    "Content-Type": "application/vnd.docker.distribution.manifest.v2+json",
+                },
+                body,
+            )
         else:
             h.answer(404)
 
 
-MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                       "config": {"digest": "sha256:" + "1" * 64, "size": 1},
-                       "layers": [{"digest": "sha256:" + "2" * 64, "size": 2}]}, indent=3).encode()
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"digest": "sha256:" + "1" * 64, "size": 1},
+        "layers": [{"digest": "sha256:" + "2" * 64, "size": 2}],
+    },
+    indent=3,
+).encode()
 MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()

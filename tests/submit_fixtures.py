@@ -20,8 +20,20 @@ from .fake_kfp import FakeKfp
 
 TOKEN = "kfp-token-3b1f9c0d2e"
 COOKIE = "authservice_session=MTcwMDAwMDAwMHxzZWNyZXQ"
-PARAMS = ["-p", "training_task_uid=t1", "-p", "training_dataset_uid=d1", "-p", "model_uid=m1",
-          "-p", "learning_rate=0.01", "-p", "host=platform.example.com", "-p", "port=443"]
+PARAMS = [
+    "-p",
+    "training_task_uid=t1",
+    "-p",
+    "training_dataset_uid=d1",
+    "-p",
+    "model_uid=m1",
+    "-p",
+    "learning_rate=0.01",
+    "-p",
+    "host=platform.example.com",
+    "-p",
+    "port=443",
+]
 
 
 def lock_with_registry(project_path: Path, registry: FakeRegistry) -> config.Config:
@@ -36,10 +48,12 @@ def lock_with_registry(project_path: Path, registry: FakeRegistry) -> config.Con
     for image in the_plan.images:
         ref = reference.parse(image.tagged)
         digest = registry.store(ref.path, ref.tag or "latest", labels={digest_module.LABEL_INPUTS: image.inputs.digest})
-        images[image.name] = image_map.LockedImage(f"{image.tagged}@{digest}", image.inputs.digest,
-                                                   image.base_label, dict(image.inputs.items))
-    lock = image_map.ImageMap(steps={i.step: images[i.name].reference for i in the_plan.images if i.step},
-                              images=images)
+        images[image.name] = image_map.LockedImage(
+            f"{image.tagged}@{digest}", image.inputs.digest, image.base_label, dict(image.inputs.items)
+        )
+    lock = image_map.ImageMap(
+        steps={i.step: images[i.name].reference for i in the_plan.images if i.step}, images=images
+    )
     image_map.write_atomic(loaded.image_map, image_map.render(lock))
     assert compiler.compile_pipeline(loaded, loaded.output) == []
     return loaded
@@ -58,8 +72,18 @@ class Submitter:
 
     def __call__(self, *args: str, host: str | None = None) -> tuple[int, str, str]:
         self.capsys.readouterr()
-        code = cli.main(["--config", str(self.root / "pyproject.toml"), "submit", "--host", host or self.kfp.url,
-                         "--poll", "0.05", *args])
+        code = cli.main(
+            [
+                "--config",
+                str(self.root / "pyproject.toml"),
+                "submit",
+                "--host",
+                host or self.kfp.url,
+                "--poll",
+                "0.05",
+                *args,
+            ]
+        )
         out, err = self.capsys.readouterr()
         assert "Traceback" not in err and "unexpected" not in err, err
         for secret in (TOKEN, COOKIE.split("=", 1)[1], "s3cr3t-value"):
@@ -73,17 +97,23 @@ def _template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     root = tmp_path_factory.mktemp("submit") / "project"
     root.mkdir()
     path = write_project(root)
-    path.write_text(path.read_text().replace('registry = "127.0.0.1:5000"', f'registry = "{registry.host}"')
-                    .replace('base_image = "127.0.0.1:5000/lib/python:3.11"',
-                             f'base_image = "{registry.host}/lib/python:3.11"'))
+    path.write_text(
+        path.read_text()
+        .replace('registry = "127.0.0.1:5000"', f'registry = "{registry.host}"')
+        .replace('base_image = "127.0.0.1:5000/lib/python:3.11"', f'base_image = "{registry.host}/lib/python:3.11"')
+    )
     lock_with_registry(path, registry)
     yield root, registry
     registry.close()
 
 
 @pytest.fixture
-def submit(_template: tuple[Path, FakeRegistry], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[Submitter]:
+def submit(
+    _template: tuple[Path, FakeRegistry],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Submitter]:
     template, registry = _template
     root = tmp_path / "project"
     shutil.copytree(template, root, ignore=shutil.ignore_patterns("__pycache__"))

@@ -60,8 +60,9 @@ def make_training_arrays(samples: int = DEFAULT_SAMPLES, *, seed: int = 0) -> tu
     return x.astype(np.float32), y.astype(np.float32)
 
 
-def write_training_dataset(path: Path | str, *, samples: int = DEFAULT_SAMPLES, seed: int = 0,
-                           format: str = "seed") -> Path:
+def write_training_dataset(
+    path: Path | str, *, samples: int = DEFAULT_SAMPLES, seed: int = 0, format: str = "seed"
+) -> Path:
     """Write a zip holding ``training_dataset.npy`` to `path`; return `path`.
 
     `format` is ``"seed"`` (the platform's object-dtype layout) or ``"safe"``

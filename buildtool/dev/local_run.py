@@ -30,10 +30,35 @@ from ..errors import RunError
 from .run_checks import escape, require_pinned, require_runnable
 from .run_expr import check_when, depends_tasks
 
-__all__ = ["ENV_PARAMETERS", "MAX_ITEMS", "RUN_LABEL", "SECRET_PARAMETERS", "SECRET_VARIABLES", "EnvVar",
-           "InputArtifact", "OutputFile", "RunPlan", "Scope", "StepRun", "dag_order", "describe", "item_values",
-           "loop_items", "parameter_names", "plan_checked", "plan_run", "preview", "resolve_step", "run_arguments",
-           "secret_variables", "substitute", "task_arguments", "task_needs", "template_inputs", "workflow_scope"]
+__all__ = [
+    "ENV_PARAMETERS",
+    "MAX_ITEMS",
+    "RUN_LABEL",
+    "SECRET_PARAMETERS",
+    "SECRET_VARIABLES",
+    "EnvVar",
+    "InputArtifact",
+    "OutputFile",
+    "RunPlan",
+    "Scope",
+    "StepRun",
+    "dag_order",
+    "describe",
+    "item_values",
+    "loop_items",
+    "parameter_names",
+    "plan_checked",
+    "plan_run",
+    "preview",
+    "resolve_step",
+    "run_arguments",
+    "secret_variables",
+    "substitute",
+    "task_arguments",
+    "task_needs",
+    "template_inputs",
+    "workflow_scope",
+]
 
 #: Parameters whose values are never shown.
 SECRET_PARAMETERS = frozenset({"access_key", "secret_key"})
@@ -50,8 +75,10 @@ MAX_ITEMS = 256
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _TASK_OUTPUT = re.compile(r"^tasks\.([^.{}\s]+)\.outputs\.(parameters|artifacts)\.([^.{}\s]+)$")
-_ARTIFACT_FROM = re.compile(r"^\{\{\s*(tasks\.[^.{}\s]+\.outputs\.artifacts\.[^.{}\s]+|inputs\.artifacts\.[^.{}\s]+)"
-                            r"\s*\}\}$")
+_ARTIFACT_FROM = re.compile(
+    r"^\{\{\s*(tasks\.[^.{}\s]+\.outputs\.artifacts\.[^.{}\s]+|inputs\.artifacts\.[^.{}\s]+)"
+    r"\s*\}\}$"
+)
 # Argo variables local runs resolve only when they have a value: any other is refused, not passed on as text.
 _ARGO_VARIABLES = ("inputs.", "outputs.", "workflow.", "tasks.", "steps.", "pod.", "node.", "item")
 
@@ -126,8 +153,10 @@ class StepRun:
         return text
 
     def shown_parameters(self) -> str:
-        return ", ".join(f"{name}={MASK if name in SECRET_PARAMETERS else escape(self.mask(value))}"
-                         for name, value in self.parameters)
+        return ", ".join(
+            f"{name}={MASK if name in SECRET_PARAMETERS else escape(self.mask(value))}"
+            for name, value in self.parameters
+        )
 
     def shown_env(self) -> str:
         return ", ".join(variable.shown(self.mask) for variable in self.env)
@@ -183,9 +212,14 @@ def secret_variables(workflow: Mapping[str, Any]) -> set[str]:
     return names
 
 
-def plan_checked(workflow: Mapping[str, Any], assignments: Iterable[str], environ: Mapping[str, str],
-                 image_map_steps: Mapping[str, str] | None,
-                 passed: Collection[str] = SECRET_VARIABLES, external: Iterable[str] = ()) -> RunPlan:
+def plan_checked(
+    workflow: Mapping[str, Any],
+    assignments: Iterable[str],
+    environ: Mapping[str, str],
+    image_map_steps: Mapping[str, str] | None,
+    passed: Collection[str] = SECRET_VARIABLES,
+    external: Iterable[str] = (),
+) -> RunPlan:
     """`plan_run` of a workflow that passed `run_checks`: only implemented fields, safe names, images pinned
     (and equal to `image_map_steps`, the image map's steps, or of an `external` repository, when given); see
     `plan_run` for `passed`."""
@@ -199,8 +233,9 @@ def plan_checked(workflow: Mapping[str, Any], assignments: Iterable[str], enviro
         raise RunError(escape(str(exc))) from None
 
 
-def run_arguments(workflow: Mapping[str, Any], assignments: Iterable[str],
-                  environ: Mapping[str, str]) -> dict[str, str]:
+def run_arguments(
+    workflow: Mapping[str, Any], assignments: Iterable[str], environ: Mapping[str, str]
+) -> dict[str, str]:
     """Parameters from ``NAME=VALUE`` strings; access_key/secret_key not given there come from `environ`
     (PLATFORM_ACCESS_KEY, PLATFORM_SECRET_KEY) when the workflow takes them as parameters, and not already
     as Secret environment variables (which would put them back on the command line)."""
@@ -225,8 +260,12 @@ def run_arguments(workflow: Mapping[str, Any], assignments: Iterable[str],
     return arguments
 
 
-def plan_run(workflow: Mapping[str, Any], arguments: Mapping[str, str], environ: Mapping[str, str] | None = None,
-             passed: Collection[str] = SECRET_VARIABLES) -> RunPlan:
+def plan_run(
+    workflow: Mapping[str, Any],
+    arguments: Mapping[str, str],
+    environ: Mapping[str, str] | None = None,
+    passed: Collection[str] = SECRET_VARIABLES,
+) -> RunPlan:
     """The workflow's templates and its parameters' values (given, else their defaults).
 
     `environ` is the host's environment, the source of the variables taken from Kubernetes Secrets; only
@@ -235,8 +274,10 @@ def plan_run(workflow: Mapping[str, Any], arguments: Mapping[str, str], environ:
     templates = {str(t.get("name")): t for t in _list(spec, "templates", "spec")}
     entrypoint = str(spec.get("entrypoint"))
     if not isinstance(templates.get(entrypoint, {}).get("dag"), Mapping):
-        raise RunError(f"the workflow's entrypoint {escape(repr(entrypoint))} is not a DAG template; "
-                       "only kfp v1 pipelines compiled to an Argo DAG can be run")
+        raise RunError(
+            f"the workflow's entrypoint {escape(repr(entrypoint))} is not a DAG template; "
+            "only kfp v1 pipelines compiled to an Argo DAG can be run"
+        )
     on_exit = spec.get("onExit")
     if on_exit is not None and on_exit not in templates:
         raise RunError(f"spec.onExit: {escape(repr(on_exit))} is not a template of the workflow")
@@ -248,8 +289,17 @@ def plan_run(workflow: Mapping[str, Any], arguments: Mapping[str, str], environ:
     metadata = workflow.get("metadata")
     names = metadata if isinstance(metadata, Mapping) else {}
     prefix = str(names.get("generateName") or names.get("name") or "run-")
-    return RunPlan(templates, str(entrypoint), values, tuple(sorted(hidden)), environ, frozenset(passed),
-                   None if on_exit is None else str(on_exit), f"{prefix}{uid.hex[:5]}", str(uid))
+    return RunPlan(
+        templates,
+        str(entrypoint),
+        values,
+        tuple(sorted(hidden)),
+        environ,
+        frozenset(passed),
+        None if on_exit is None else str(on_exit),
+        f"{prefix}{uid.hex[:5]}",
+        str(uid),
+    )
 
 
 def _workflow_values(spec: Mapping[str, Any], arguments: Mapping[str, str]) -> dict[str, str]:
@@ -261,8 +311,10 @@ def _workflow_values(spec: Mapping[str, Any], arguments: Mapping[str, str]) -> d
     values = {name: str(arguments[name]) if name in arguments else default for name, default in declared}
     missing = [name for name, value in values.items() if value is None]
     if missing:
-        raise RunError(f"missing required parameter(s): {', '.join(missing)}; the pipeline declares no default, "
-                       "give each a value (NAME=VALUE)")
+        raise RunError(
+            f"missing required parameter(s): {', '.join(missing)}; the pipeline declares no default, "
+            "give each a value (NAME=VALUE)"
+        )
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -298,9 +350,11 @@ def substitute(text: str, values: Mapping[str, str], where: str, strict: bool = 
         if key in values:
             return values[key]
         if key.startswith(_ARGO_VARIABLES) and strict:
-            raise RunError(f"{where}: cannot resolve {{{{{escape(key)}}}}}: it has no value here (local runs "
-                           "resolve inputs, outputs, workflow.parameters, workflow.status, workflow.name, "
-                           "workflow.uid, pod.name, tasks.T.outputs and item)")
+            raise RunError(
+                f"{where}: cannot resolve {{{{{escape(key)}}}}}: it has no value here (local runs "
+                "resolve inputs, outputs, workflow.parameters, workflow.status, workflow.name, "
+                "workflow.uid, pod.name, tasks.T.outputs and item)"
+            )
         return match[0]
 
     return _PLACEHOLDER.sub(replace, text)
@@ -341,8 +395,9 @@ def item_values(item: Any) -> dict[str, str]:
     return values
 
 
-def task_arguments(task: Mapping[str, Any], scope: Scope, where: str,
-                   strict: bool = True) -> tuple[dict[str, str], dict[str, str]]:
+def task_arguments(
+    task: Mapping[str, Any], scope: Scope, where: str, strict: bool = True
+) -> tuple[dict[str, str], dict[str, str]]:
     """A task's parameters (resolved) and artifacts (variable -> host path) from `scope`."""
     arguments = task.get("arguments") or {}
     parameters = {}
@@ -354,8 +409,10 @@ def task_arguments(task: Mapping[str, Any], scope: Scope, where: str,
     for artifact in arguments.get("artifacts") or []:
         match = _ARTIFACT_FROM.match(str(artifact.get("from", "")))
         if not match:
-            raise RunError(f"{where}: artifact {artifact['name']} does not come from another task's output "
-                           "({{tasks.T.outputs.artifacts.A}}) or the DAG's input ({{inputs.artifacts.A}})")
+            raise RunError(
+                f"{where}: artifact {artifact['name']} does not come from another task's output "
+                "({{tasks.T.outputs.artifacts.A}}) or the DAG's input ({{inputs.artifacts.A}})"
+            )
         if match[1] in scope.artifacts:
             artifacts[artifact["name"]] = scope.artifacts[match[1]]
         elif strict:
@@ -377,8 +434,14 @@ def template_inputs(template: Mapping[str, Any], given: Mapping[str, str], where
     return values
 
 
-def resolve_step(plan: RunPlan, template: Mapping[str, Any], node: str, parameters: Mapping[str, str],
-                 artifacts: Mapping[str, str], status: str = "Running") -> StepRun:
+def resolve_step(
+    plan: RunPlan,
+    template: Mapping[str, Any],
+    node: str,
+    parameters: Mapping[str, str],
+    artifacts: Mapping[str, str],
+    status: str = "Running",
+) -> StepRun:
     """The container template `template` run as `node` with these inputs: every placeholder of the template
     resolved (a value passed in is not read again, so run-time values still shown as `{{...}}` stay text)."""
     where = f"task {node}"
@@ -397,17 +460,26 @@ def resolve_step(plan: RunPlan, template: Mapping[str, Any], node: str, paramete
         context[f"outputs.{'parameters' if written.parameter else 'artifacts'}.{written.name}.path"] = written.path
     _check_paths(reads, writes, where)
     container = template["container"]
-    env = _environment(container.get("env") or [], context, plan.environ, plan.passed,
-                       f"{where} (template {template['name']})")
+    env = _environment(
+        container.get("env") or [], context, plan.environ, plan.passed, f"{where} (template {template['name']})"
+    )
     image = str(container.get("image") or "")
     if not image:
         raise RunError(f"{where}: template {template['name']} has no image")
     return StepRun(
-        task=node, template=str(template["name"]), image=image,
+        task=node,
+        template=str(template["name"]),
+        image=image,
         command=tuple(substitute(str(part), context, where) for part in container.get("command") or []),
         args=tuple(substitute(str(part), context, where) for part in container.get("args") or []),
-        parameters=tuple(sorted(inputs.items())), inputs=tuple(reads), outputs=tuple(writes),
-        secrets=plan.secrets, env=env, retries=_retries(template, where), deadline=_deadline(template, where))
+        parameters=tuple(sorted(inputs.items())),
+        inputs=tuple(reads),
+        outputs=tuple(writes),
+        secrets=plan.secrets,
+        env=env,
+        retries=_retries(template, where),
+        deadline=_deadline(template, where),
+    )
 
 
 def _output_files(template: Mapping[str, Any], where: str) -> list[OutputFile]:
@@ -420,8 +492,10 @@ def _output_files(template: Mapping[str, Any], where: str) -> list[OutputFile]:
         files.append(OutputFile(parameter["name"], path, parameter=True))
     for written in files:
         if posixpath.dirname(written.path) == "/":
-            raise RunError(f"{where}: output {written.name}: {written.path} lies in /; the folder around an "
-                           "output is mounted, so it needs a folder of its own (kfp writes /tmp/outputs/NAME/data)")
+            raise RunError(
+                f"{where}: output {written.name}: {written.path} lies in /; the folder around an "
+                "output is mounted, so it needs a folder of its own (kfp writes /tmp/outputs/NAME/data)"
+            )
     return files
 
 
@@ -461,8 +535,9 @@ def preview(plan: RunPlan) -> list[StepRun]:
     `{{...}}`), in the order a sequential run would start them; loops and conditions are shown once."""
     steps: list[StepRun] = []
     entry = plan.templates[plan.entrypoint]
-    _preview_dag(plan, plan.entrypoint, "", template_inputs(entry, plan.values, f"template {plan.entrypoint}"),
-                 steps, 0)
+    _preview_dag(
+        plan, plan.entrypoint, "", template_inputs(entry, plan.values, f"template {plan.entrypoint}"), steps, 0
+    )
     if plan.on_exit is not None:
         template = plan.templates[plan.on_exit]
         if "container" in template:
@@ -470,8 +545,9 @@ def preview(plan: RunPlan) -> list[StepRun]:
     return steps
 
 
-def _preview_dag(plan: RunPlan, name: str, prefix: str, given: Mapping[str, str], steps: list[StepRun],
-                 depth: int) -> None:
+def _preview_dag(
+    plan: RunPlan, name: str, prefix: str, given: Mapping[str, str], steps: list[StepRun], depth: int
+) -> None:
     if depth > 20:
         raise RunError(f"template {name}: DAGs nest more than 20 deep")
     template = plan.templates[name]
@@ -489,8 +565,9 @@ def _preview_dag(plan: RunPlan, name: str, prefix: str, given: Mapping[str, str]
         if "container" in child:
             steps.append(resolve_step(plan, child, node, parameters, artifacts))
         else:
-            _preview_dag(plan, task["template"], node + "/", template_inputs(child, parameters, where), steps,
-                         depth + 1)
+            _preview_dag(
+                plan, task["template"], node + "/", template_inputs(child, parameters, where), steps, depth + 1
+            )
 
 
 def dag_order(tasks: Sequence[Mapping[str, Any]], where: str) -> list[Mapping[str, Any]]:
@@ -551,8 +628,13 @@ def _workflow_parameters(spec: Mapping[str, Any]) -> list[tuple[str, str | None]
     return [(str(p["name"]), None if p.get("value") is None else str(p["value"])) for p in parameters]
 
 
-def _environment(entries: Sequence[Mapping[str, Any]], context: Mapping[str, str], environ: Mapping[str, str],
-                 passed: Collection[str], where: str) -> tuple[EnvVar, ...]:
+def _environment(
+    entries: Sequence[Mapping[str, Any]],
+    context: Mapping[str, str],
+    environ: Mapping[str, str],
+    passed: Collection[str],
+    where: str,
+) -> tuple[EnvVar, ...]:
     """The container's environment: plain values resolved, a Secret's key taken from the host's variable."""
     env = []
     for entry in entries:
@@ -562,13 +644,17 @@ def _environment(entries: Sequence[Mapping[str, Any]], context: Mapping[str, str
             continue
         ref = entry["valueFrom"]["secretKeyRef"]
         if name not in passed:
-            raise RunError(f"{where}: container.env {name} asks for the host's {name} (for key {escape(ref['key'])} "
-                           f"of the Kubernetes secret {escape(ref['name'])}); run passes only "
-                           f"{', '.join(sorted(passed))} unless told: add --secret-env {name} if you mean it")
+            raise RunError(
+                f"{where}: container.env {name} asks for the host's {name} (for key {escape(ref['key'])} "
+                f"of the Kubernetes secret {escape(ref['name'])}); run passes only "
+                f"{', '.join(sorted(passed))} unless told: add --secret-env {name} if you mean it"
+            )
         value = environ.get(name)
         if not value:
-            raise RunError(f"{where}: container.env {name} comes from key {escape(ref['key'])} of the Kubernetes "
-                           f"secret {escape(ref['name'])}; set {name} in the environment of `buildtool run` "
-                           "(it reaches the container's environment, never its command line)")
+            raise RunError(
+                f"{where}: container.env {name} comes from key {escape(ref['key'])} of the Kubernetes "
+                f"secret {escape(ref['name'])}; set {name} in the environment of `buildtool run` "
+                "(it reaches the container's environment, never its command line)"
+            )
         env.append(EnvVar(name, value, f"{ref['name']}/{ref['key']}"))
     return tuple(env)

@@ -20,8 +20,18 @@ from ..config import PULL_POLICIES, Config
 from ..errors import BuildtoolError, RunError
 from ..image_map import ImageMap
 
-__all__ = ["MAX_TASKS", "MAX_TEMPLATES", "MAX_WORKFLOW_BYTES", "NAME_RE", "escape", "image_map_for_run",
-           "read_workflow", "require_pinned", "require_runnable", "workflow_images"]
+__all__ = [
+    "MAX_TASKS",
+    "MAX_TEMPLATES",
+    "MAX_WORKFLOW_BYTES",
+    "NAME_RE",
+    "escape",
+    "image_map_for_run",
+    "read_workflow",
+    "require_pinned",
+    "require_runnable",
+    "workflow_images",
+]
 
 MAX_WORKFLOW_BYTES = yaml_io.MAX_BYTES  # the one cap on YAML buildtool reads; ~30 times a compiled pipeline
 MAX_TEMPLATES = verify.MAX_TEMPLATES
@@ -41,8 +51,19 @@ _WORKFLOW_METADATA = frozenset({"name", "generateName", "labels", "annotations"}
 _SPEC = frozenset({"entrypoint", "templates", "arguments", "serviceAccountName", "onExit"})
 _WORKFLOW_ARGUMENTS = frozenset({"parameters"})
 _PARAMETER = frozenset({"name", "value", "description"})
-_TEMPLATE = frozenset({"name", "container", "dag", "inputs", "outputs", "metadata", "retryStrategy",
-                       "activeDeadlineSeconds", "parallelism"})
+_TEMPLATE = frozenset(
+    {
+        "name",
+        "container",
+        "dag",
+        "inputs",
+        "outputs",
+        "metadata",
+        "retryStrategy",
+        "activeDeadlineSeconds",
+        "parallelism",
+    }
+)
 _RETRY = frozenset({"limit"})
 _TEMPLATE_METADATA = frozenset({"labels", "annotations"})
 _CONTAINER = frozenset({"image", "command", "args", "env", "resources", "imagePullPolicy"})
@@ -81,8 +102,10 @@ def read_workflow(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise RunError(f"{escape(path)}: cannot be read ({exc.strerror})") from None
     if size > MAX_WORKFLOW_BYTES:
-        raise RunError(f"{escape(path)}: {size} bytes, over the {MAX_WORKFLOW_BYTES}-byte limit for a workflow; "
-                       "a compiled pipeline is far smaller: compile it again with `buildtool compile`")
+        raise RunError(
+            f"{escape(path)}: {size} bytes, over the {MAX_WORKFLOW_BYTES}-byte limit for a workflow; "
+            "a compiled pipeline is far smaller: compile it again with `buildtool compile`"
+        )
     try:
         return verify.load_workflow(path)
     except BuildtoolError as exc:  # not found, not YAML, aliases, not a Workflow: a run error here
@@ -139,8 +162,10 @@ def _unpinned(workflow: Mapping[str, Any]) -> list[str]:
 def _refused(holder: Mapping[str, Any], allowed: frozenset[str], where: str) -> Iterator[str]:
     for key in holder:
         if key not in allowed:
-            yield f"{where}{'.' if where and not where.endswith(': ') else ''}{escape(key)}{_detail(holder[key])} " \
-                  "is not supported by local runs; remove it, or run the pipeline on the cluster"
+            yield (
+                f"{where}{'.' if where and not where.endswith(': ') else ''}{escape(key)}{_detail(holder[key])} "
+                "is not supported by local runs; remove it, or run the pipeline on the cluster"
+            )
 
 
 def _detail(value: Any) -> str:
@@ -173,8 +198,10 @@ def _named_list(value: Any, where: str, limit: int = MAX_TASKS) -> list[Mapping[
             return f"{where}[{number}]: expected a mapping with string keys"
         name = item.get("name")
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            return (f"{where}[{number}]: name {name!r} is not a safe name (1 to 128 letters, digits, '_', '.', '-', "
-                    "not starting with '.' or '-': a single path component)")
+            return (
+                f"{where}[{number}]: name {name!r} is not a safe name (1 to 128 letters, digits, '_', '.', '-', "
+                "not starting with '.' or '-': a single path component)"
+            )
         if name in names:
             return f"{where}: {name} appears twice"
         names.add(name)
@@ -239,10 +266,16 @@ def _artifacts(value: Any, where: str, allowed: frozenset[str] = _ARTIFACT) -> I
         yield from _refused(artifact, allowed, here)
         if allowed is _ARTIFACT:
             path = artifact.get("path")
-            if not isinstance(path, str) or not CONTAINER_PATH_RE.fullmatch(path) or "/./" in path + "/" \
-                    or "/../" in path + "/":
-                yield (f"{here}.path: {path!r} is not a plain absolute path in the container "
-                       "(no '.', '..', ':' or ',' components)")
+            if (
+                not isinstance(path, str)
+                or not CONTAINER_PATH_RE.fullmatch(path)
+                or "/./" in path + "/"
+                or "/../" in path + "/"
+            ):
+                yield (
+                    f"{here}.path: {path!r} is not a plain absolute path in the container "
+                    "(no '.', '..', ':' or ',' components)"
+                )
         elif allowed is _TASK_ARTIFACT and not isinstance(artifact.get("from"), str):
             yield f"{here}.from: expected {{{{tasks.T.outputs.artifacts.A}}}}"
 
@@ -257,8 +290,9 @@ def _template(template: Mapping[str, Any]) -> Iterator[str]:
         yield from _refused(metadata, _TEMPLATE_METADATA, where + "metadata")
         for key in _TEMPLATE_METADATA:
             entries = metadata.get(key)
-            if entries is not None and (not isinstance(entries, Mapping)
-                                        or not all(isinstance(v, str) for v in entries.values())):
+            if entries is not None and (
+                not isinstance(entries, Mapping) or not all(isinstance(v, str) for v in entries.values())
+            ):
                 yield f"{where}metadata.{key}: expected a mapping of strings"
     has_container, has_dag = "container" in template, "dag" in template
     inputs = _mapping(template.get("inputs"), where + "inputs")
@@ -268,15 +302,17 @@ def _template(template: Mapping[str, Any]) -> Iterator[str]:
         yield from _refused(inputs, _INPUTS, where + "inputs")
         yield from _parameters(inputs.get("parameters"), where + "inputs.parameters")
         # A DAG's input artifacts are passed through to its tasks: they have no path of their own.
-        yield from _artifacts(inputs.get("artifacts"), where + "inputs.artifacts",
-                              _DAG_INPUT_ARTIFACT if has_dag else _ARTIFACT)
+        yield from _artifacts(
+            inputs.get("artifacts"), where + "inputs.artifacts", _DAG_INPUT_ARTIFACT if has_dag else _ARTIFACT
+        )
     outputs = _mapping(template.get("outputs"), where + "outputs")
     if isinstance(outputs, str):
         yield outputs
     else:
         yield from _refused(outputs, _OUTPUTS, where + "outputs")
-        yield from _artifacts(outputs.get("artifacts"), where + "outputs.artifacts",
-                              _TASK_ARTIFACT if has_dag else _ARTIFACT)
+        yield from _artifacts(
+            outputs.get("artifacts"), where + "outputs.artifacts", _TASK_ARTIFACT if has_dag else _ARTIFACT
+        )
         yield from _output_parameters(outputs.get("parameters"), where + "outputs.parameters", has_dag)
     yield from _scheduling(template, where)
     if has_container == has_dag:
@@ -304,10 +340,13 @@ def _output_parameters(value: Any, where: str, dag: bool) -> Iterator[str]:
         key = "parameter" if dag else "path"
         if not isinstance(source.get(key), str):
             yield f"{here}.valueFrom.{key}: expected a string"
-        elif not dag and (not CONTAINER_PATH_RE.fullmatch(source[key]) or "/./" in source[key] + "/"
-                          or "/../" in source[key] + "/"):
-            yield (f"{here}.valueFrom.path: {source[key]!r} is not a plain absolute path in the container "
-                   "(no '.', '..', ':' or ',' components)")
+        elif not dag and (
+            not CONTAINER_PATH_RE.fullmatch(source[key]) or "/./" in source[key] + "/" or "/../" in source[key] + "/"
+        ):
+            yield (
+                f"{here}.valueFrom.path: {source[key]!r} is not a plain absolute path in the container "
+                "(no '.', '..', ':' or ',' components)"
+            )
 
 
 def _scheduling(template: Mapping[str, Any], where: str) -> Iterator[str]:
@@ -319,8 +358,9 @@ def _scheduling(template: Mapping[str, Any], where: str) -> Iterator[str]:
         yield from _refused(retry, _RETRY, where + "retryStrategy")
     for key in ("activeDeadlineSeconds", "parallelism"):
         value = template.get(key)
-        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) or
-                                      isinstance(value, str) and value.isdigit()):
+        if value is not None and not (
+            isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isdigit()
+        ):
             yield f"{where}{key}: expected a whole number"
 
 
@@ -407,8 +447,9 @@ def _dag(value: Any, where: str) -> Iterator[str]:
         if not isinstance(task.get("template"), str):
             yield f"{here}.template: expected a template name"
         dependencies = task.get("dependencies")
-        if dependencies is not None and (not isinstance(dependencies, list)
-                                         or not all(isinstance(d, str) for d in dependencies)):
+        if dependencies is not None and (
+            not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies)
+        ):
             yield f"{here}.dependencies: expected a list of task names"
         elif any(not NAME_RE.fullmatch(d) for d in dependencies or []):
             yield f"{here}.dependencies: {dependencies!r} holds a name that is not a safe name"
@@ -428,8 +469,9 @@ def _dag(value: Any, where: str) -> Iterator[str]:
         yield from _artifacts(arguments.get("artifacts"), here + ".arguments.artifacts", _TASK_ARTIFACT)
 
 
-def image_map_for_run(explicit: Path | None, config_file: Path,
-                      load_config: Callable[[], Config]) -> tuple[ImageMap | None, Path | None]:
+def image_map_for_run(
+    explicit: Path | None, config_file: Path, load_config: Callable[[], Config]
+) -> tuple[ImageMap | None, Path | None]:
     """The image map `run` checks images against, and its path: `explicit` (--image-map), else the
     configuration's map when the configuration file and the map exist, else none (pins are checked alone)."""
     if explicit is not None:

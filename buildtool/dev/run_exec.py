@@ -45,7 +45,6 @@ TAIL_LINES = 25
 MAX_NODES = 2000
 
 
-
 def _no_events(_: str, __: str) -> None:
     pass
 
@@ -79,8 +78,10 @@ def check_workdir(workdir: Path) -> Path:
     output), with no character the engine's mount syntax cannot carry."""
     root = Path(workdir).resolve()
     if any(c in str(root) for c in ":,") or not str(root).isprintable():
-        raise RunError(f"--workdir {escape(root)}: holds ':', ',' or a control character, which the engine's "
-                       "mount syntax cannot carry; choose another folder")
+        raise RunError(
+            f"--workdir {escape(root)}: holds ':', ',' or a control character, which the engine's "
+            "mount syntax cannot carry; choose another folder"
+        )
     if Path(workdir).is_symlink():
         raise RunError(f"--workdir {escape(workdir)}: a symlink; give a real folder")
     if root.exists() and not root.is_dir():
@@ -100,8 +101,9 @@ def _make_folder(root: Path, *names: str) -> Path:
         try:
             path.mkdir(exist_ok=True)
         except OSError as exc:
-            raise RunError(f"{escape(path)}: cannot create the folder ({exc.strerror}); "
-                           "run in an empty work folder") from None
+            raise RunError(
+                f"{escape(path)}: cannot create the folder ({exc.strerror}); run in an empty work folder"
+            ) from None
     resolved = path.resolve()
     if not resolved.is_relative_to(root) or resolved == root:
         raise RunError(f"{escape(path)} resolves to {escape(resolved)}, outside the work folder {escape(root)}")
@@ -125,8 +127,10 @@ def _read_parameter(path: Path, what: str) -> str:
     if not stat.S_ISREG(info.st_mode):
         raise RunError(f"{what}: a folder, not a file holding the value")
     if info.st_size > MAX_PARAMETER_BYTES:
-        raise RunError(f"{what}: {info.st_size} bytes, over the {MAX_PARAMETER_BYTES}-byte limit for a parameter; "
-                       "pass large values as artifacts")
+        raise RunError(
+            f"{what}: {info.st_size} bytes, over the {MAX_PARAMETER_BYTES}-byte limit for a parameter; "
+            "pass large values as artifacts"
+        )
     descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(descriptor, "rb") as handle:
         data = handle.read(MAX_PARAMETER_BYTES + 1)
@@ -137,8 +141,16 @@ def _read_parameter(path: Path, what: str) -> str:
 
 
 class _Executor:
-    def __init__(self, plan: RunPlan, engine: Engine, root: Path, events: Events, jobs: int, network_mode: str,
-                 token: Token | None) -> None:
+    def __init__(
+        self,
+        plan: RunPlan,
+        engine: Engine,
+        root: Path,
+        events: Events,
+        jobs: int,
+        network_mode: str,
+        token: Token | None,
+    ) -> None:
         self.plan, self.engine, self.root, self.events = plan, engine, root, events
         self.network_mode, self.token = network_mode, token
         self.slots = threading.BoundedSemaphore(max(1, jobs))
@@ -164,8 +176,14 @@ class _Executor:
 
     # -- DAGs --
 
-    def run_dag(self, name: str, prefix: str, parameters: Mapping[str, str], artifacts: Mapping[str, str],
-                status: str = "Running") -> tuple[str, dict[str, str], dict[str, str]]:
+    def run_dag(
+        self,
+        name: str,
+        prefix: str,
+        parameters: Mapping[str, str],
+        artifacts: Mapping[str, str],
+        status: str = "Running",
+    ) -> tuple[str, dict[str, str], dict[str, str]]:
         """Run DAG template `name`; return its state and its output parameters and artifacts (host paths)."""
         template = self.plan.templates[name]
         where = f"template {name}"
@@ -185,8 +203,11 @@ class _Executor:
             except Interrupted:
                 result = NodeResult(prefix + task["name"], "failed", reason="interrupted")
             except Exception as exc:  # the DAG waits for every task: a thread must always report
-                result = self.record(NodeResult(prefix + task["name"], "failed",
-                                                reason=self.plan.mask(_naming(prefix + task["name"], exc))))
+                result = self.record(
+                    NodeResult(
+                        prefix + task["name"], "failed", reason=self.plan.mask(_naming(prefix + task["name"], exc))
+                    )
+                )
             with finished:
                 outcomes[task["name"]] = result
                 finished.notify_all()
@@ -214,19 +235,22 @@ class _Executor:
                 scope = Scope(dict(values), dict(files))
                 try:
                     blocked = self.blocked(task, states, node)
-                    skip = not blocked and "when" in task and not when_holds(str(task["when"]), scope.values,
-                                                                             f"task {node}: when")
+                    skip = (
+                        not blocked
+                        and "when" in task
+                        and not when_holds(str(task["when"]), scope.values, f"task {node}: when")
+                    )
                 except RunError as exc:  # a value the expression cannot compare fails this task, not the run
-                    states[task_name] = self.record(NodeResult(node, "failed",
-                                                               reason=self.plan.mask(str(exc)))).state
+                    states[task_name] = self.record(NodeResult(node, "failed", reason=self.plan.mask(str(exc)))).state
                     continue
                 if blocked:
                     states[task_name] = self.record(NodeResult(node, "omitted", reason=blocked)).state
                     continue
                 if skip:
                     self.events(node, f"skipped: when {escape(self.plan.mask(str(task['when'])))} does not hold")
-                    states[task_name] = self.record(NodeResult(
-                        node, "skipped", reason=f"when {self.plan.mask(str(task['when']))} does not hold")).state
+                    states[task_name] = self.record(
+                        NodeResult(node, "skipped", reason=f"when {self.plan.mask(str(task['when']))} does not hold")
+                    ).state
                     continue
                 thread = threading.Thread(target=work, args=(task, scope), daemon=True, name=node)
                 running[task_name] = thread
@@ -248,20 +272,27 @@ class _Executor:
         bad = sorted(n for n in lr.task_needs(task, f"task {node}") if states.get(n) not in ("succeeded", "skipped"))
         return f"needs {', '.join(bad)}, which did not succeed" if bad else ""
 
-    def dag_outputs(self, template: Mapping[str, Any], scope: Scope, state: str,
-                    where: str) -> tuple[dict[str, str], dict[str, str]]:
+    def dag_outputs(
+        self, template: Mapping[str, Any], scope: Scope, state: str, where: str
+    ) -> tuple[dict[str, str], dict[str, str]]:
         if state != "succeeded":
             return {}, {}
         outputs = template.get("outputs") or {}
-        parameters = {p["name"]: lr.substitute(str((p.get("valueFrom") or {}).get("parameter", "")), scope.values,
-                                            f"{where}: outputs.parameters.{p['name']}")
-                      for p in outputs.get("parameters") or []}
+        parameters = {
+            p["name"]: lr.substitute(
+                str((p.get("valueFrom") or {}).get("parameter", "")),
+                scope.values,
+                f"{where}: outputs.parameters.{p['name']}",
+            )
+            for p in outputs.get("parameters") or []
+        }
         artifacts = {}
         for artifact in outputs.get("artifacts") or []:
             key = str(artifact.get("from", "")).strip("{} ")
             if key not in scope.artifacts:
-                raise RunError(f"{where}: outputs.artifacts.{artifact['name']} comes from {escape(key)}, "
-                               "which produced nothing")
+                raise RunError(
+                    f"{where}: outputs.artifacts.{artifact['name']} comes from {escape(key)}, which produced nothing"
+                )
             artifacts[artifact["name"]] = scope.artifacts[key]
         return parameters, artifacts
 
@@ -280,8 +311,9 @@ class _Executor:
         def one(index: int, item: Any) -> None:
             child = f"{node}({index})"
             try:
-                result = self.run_node(task, child, Scope({**scope.values, **lr.item_values(item)}, scope.artifacts),
-                                       status)
+                result = self.run_node(
+                    task, child, Scope({**scope.values, **lr.item_values(item)}, scope.artifacts), status
+                )
             except Interrupted:
                 result = NodeResult(child, "failed", reason="interrupted")
             except Exception as exc:  # the loop waits for every item: a thread must always report
@@ -289,8 +321,9 @@ class _Executor:
             with self.lock:
                 results.append(result)
 
-        threads = [threading.Thread(target=one, args=pair, daemon=True, name=f"{node}({pair[0]})")
-                   for pair in enumerate(items)]
+        threads = [
+            threading.Thread(target=one, args=pair, daemon=True, name=f"{node}({pair[0]})") for pair in enumerate(items)
+        ]
         self.threads.extend(threads)
         for thread in threads:
             thread.start()
@@ -299,8 +332,9 @@ class _Executor:
         failed = [r for r in results if r.state == "failed"]
         state = "failed" if failed else "succeeded"
         # Argo gathers no single output for a loop: a later reference to one fails to resolve, by name.
-        return self.record(NodeResult(node, state, time.monotonic() - started,
-                                      reason=failed[0].reason if failed else ""))
+        return self.record(
+            NodeResult(node, state, time.monotonic() - started, reason=failed[0].reason if failed else "")
+        )
 
     def run_node(self, task: Mapping[str, Any], node: str, scope: Scope, status: str) -> NodeResult:
         where = f"task {node}"
@@ -310,11 +344,18 @@ class _Executor:
         if "container" in template:
             return self.run_step(lr.resolve_step(self.plan, template, node, parameters, artifacts, status))
         started = time.monotonic()
-        state, out_parameters, out_artifacts = self.run_dag(task["template"], node + "/", parameters, artifacts,
-                                                            status)
+        state, out_parameters, out_artifacts = self.run_dag(task["template"], node + "/", parameters, artifacts, status)
         first = next((n.reason for n in self.nodes if n.state == "failed" and n.node.startswith(node + "/")), "")
-        return self.record(NodeResult(node, state, time.monotonic() - started,
-                                      {k: Path(v) for k, v in out_artifacts.items()}, out_parameters, first))
+        return self.record(
+            NodeResult(
+                node,
+                state,
+                time.monotonic() - started,
+                {k: Path(v) for k, v in out_artifacts.items()},
+                out_parameters,
+                first,
+            )
+        )
 
     # -- steps --
 
@@ -337,7 +378,8 @@ class _Executor:
                 folders[parent] = _make_folder(self.root, *step.task.split("/"), label)
                 binds.append(Bind(str(folders[parent]), parent))
             host[written.name + ("\0p" if written.parameter else "")] = folders[parent] / posixpath.basename(
-                written.path)
+                written.path
+            )
         started = time.monotonic()
         with self.slots:
             self.check_cancel()
@@ -347,9 +389,16 @@ class _Executor:
                 self.events(step.task, f"env: {step.shown_env()}")
             for attempt in range(step.retries + 1):
                 try:
-                    result = self.engine.run(step.image, step.argv, network_mode=self.network_mode, binds=binds,
-                                             environment=step.environment, labels={RUN_LABEL: str(self.root)},
-                                             token=self.token, deadline=step.deadline)
+                    result = self.engine.run(
+                        step.image,
+                        step.argv,
+                        network_mode=self.network_mode,
+                        binds=binds,
+                        environment=step.environment,
+                        labels={RUN_LABEL: str(self.root)},
+                        token=self.token,
+                        deadline=step.deadline,
+                    )
                 except EngineError as exc:  # the engine quotes argv[0] when it cannot start it: masked
                     raise RunError(step.mask(str(exc))) from None
                 output = step.mask(result.output)
@@ -358,16 +407,29 @@ class _Executor:
                 if result.exit_code == 0 and not result.timed_out:
                     break
                 if attempt < step.retries:
-                    self.events(step.task, f"failed (exit code {result.exit_code}); retry {attempt + 1} of "
-                                           f"{step.retries}")
+                    self.events(
+                        step.task, f"failed (exit code {result.exit_code}); retry {attempt + 1} of {step.retries}"
+                    )
         seconds = time.monotonic() - started
         if result.timed_out or result.exit_code != 0:
             tail = "\n".join(escape(line) for line in output.rstrip().splitlines()[-TAIL_LINES:])
-            why = (f"ran past its activeDeadlineSeconds ({step.deadline:.0f}s) and was killed" if result.timed_out
-                   else f"failed with exit code {result.exit_code} after {seconds:.0f}s")
+            why = (
+                f"ran past its activeDeadlineSeconds ({step.deadline:.0f}s) and was killed"
+                if result.timed_out
+                else f"failed with exit code {result.exit_code} after {seconds:.0f}s"
+            )
             tries = f" ({step.retries + 1} tries)" if step.retries else ""
-            return self.record(NodeResult(step.task, "failed", seconds, output=output, reason=(
-                f"step {step.task} {why}{tries} (image {step.image}); the last lines of its output:\n{tail}")))
+            return self.record(
+                NodeResult(
+                    step.task,
+                    "failed",
+                    seconds,
+                    output=output,
+                    reason=(
+                        f"step {step.task} {why}{tries} (image {step.image}); the last lines of its output:\n{tail}"
+                    ),
+                )
+            )
         outputs, parameters = {}, {}
         for written in step.outputs:
             what = f"task {step.task}: output {'parameter' if written.parameter else 'artifact'} {written.name}"
@@ -383,8 +445,9 @@ class _Executor:
 
 def _naming(node: str, error: Exception) -> str:
     """The error's message, naming the task unless it does already."""
-    message = str(error) if isinstance(error, (RunError, EngineError)) else \
-        f"unexpected {error.__class__.__name__}: {error}"
+    message = (
+        str(error) if isinstance(error, (RunError, EngineError)) else f"unexpected {error.__class__.__name__}: {error}"
+    )
     return message if f"task {node}" in message or f"step {node}" in message else f"task {node}: {message}"
 
 
@@ -396,13 +459,23 @@ def _pull_missing(plan: RunPlan, engine: Engine, events: Events) -> None:
         try:
             engine.pull(image, progress=lambda message: events("run", message))
         except EngineError as exc:
-            raise RunError(f"image {image} is neither in the local engine nor pullable: {exc}; "
-                           "build and push it with `buildtool build --push`") from None
+            raise RunError(
+                f"image {image} is neither in the local engine nor pullable: {exc}; "
+                "build and push it with `buildtool build --push`"
+            ) from None
 
 
-def execute_run(plan: RunPlan, engine: Engine, workdir: Path, events: Events = _no_events, *, jobs: int = 4,
-                network_mode: str = "none", token: Token | None = None,
-                threads: list[threading.Thread] | None = None) -> RunOutcome:
+def execute_run(
+    plan: RunPlan,
+    engine: Engine,
+    workdir: Path,
+    events: Events = _no_events,
+    *,
+    jobs: int = 4,
+    network_mode: str = "none",
+    token: Token | None = None,
+    threads: list[threading.Thread] | None = None,
+) -> RunOutcome:
     """Run `plan`; every node's result, and the first failure (None when all succeeded).
 
     `threads` (when given) collects the worker threads, so that a caller stopped by a signal can wait for
@@ -438,4 +511,3 @@ def summary(outcome: RunOutcome) -> list[str]:
         note = where or (result.reason if result.state in ("skipped", "omitted") else "")
         lines.append(f"{result.node:<{width}}  {result.state:<9} {result.seconds:6.1f}s  {note}".rstrip())
     return lines
-

@@ -20,13 +20,16 @@ from ..errors import RunError
 __all__ = ["MAX_EXPRESSION", "check_when", "depends_holds", "depends_tasks", "when_holds"]
 
 MAX_EXPRESSION = 4096
-_TOKEN = re.compile(r"""\s*(?:
+_TOKEN = re.compile(
+    r"""\s*(?:
     (?P<placeholder>\{\{\s*[^{}]*?\s*\}\})
   | (?P<string>"[^"\\{}]*(?:\{\{[^{}]*\}\}[^"\\{}]*)*"|'[^'\\{}]*(?:\{\{[^{}]*\}\}[^'\\{}]*)*')
   | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
   | (?P<op>&&|\|\||==|!=|<=|>=|<|>|!|\(|\))
   | (?P<word>[A-Za-z_][A-Za-z0-9_.-]*)
-)""", re.VERBOSE)
+)""",
+    re.VERBOSE,
+)
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _RESULTS = ("Succeeded", "Failed", "Skipped", "Completed", "Errored")
@@ -50,8 +53,10 @@ def _tokens(text: str, where: str) -> list[_Token]:
             break
         match = _TOKEN.match(text, position)
         if match is None or match.end() == position:
-            raise RunError(f"{where}: cannot read {text[position:position + 40]!r} in {text!r}; "
-                           "expected comparisons joined by &&, || and parentheses")
+            raise RunError(
+                f"{where}: cannot read {text[position : position + 40]!r} in {text!r}; "
+                "expected comparisons joined by &&, || and parentheses"
+            )
         kind = match.lastgroup or ""
         tokens.append(_Token(kind, match[kind]))
         position = match.end()
@@ -61,8 +66,7 @@ def _tokens(text: str, where: str) -> list[_Token]:
 class _Parser:
     """Recursive descent over the tokens; `atom` reads one operand or comparison."""
 
-    def __init__(self, tokens: list[_Token], where: str, text: str,
-                 atom: Callable[[_Parser], bool]) -> None:
+    def __init__(self, tokens: list[_Token], where: str, text: str, atom: Callable[[_Parser], bool]) -> None:
         self.tokens, self.where, self.text, self.atom, self.at = tokens, where, text, atom, 0
 
     def peek(self) -> _Token | None:
@@ -211,7 +215,12 @@ def depends_holds(text: str, states: Mapping[str, str], where: str) -> bool:
         state = states.get(name)
         if result is None:  # Argo: `A` means A.Succeeded || A.Skipped
             return state in ("succeeded", "skipped")
-        return {"Succeeded": state == "succeeded", "Failed": state == "failed", "Skipped": state == "skipped",
-                "Completed": state in ("succeeded", "failed"), "Errored": False}[result]
+        return {
+            "Succeeded": state == "succeeded",
+            "Failed": state == "failed",
+            "Skipped": state == "skipped",
+            "Completed": state in ("succeeded", "failed"),
+            "Errored": False,
+        }[result]
 
     return _Parser(_tokens(text, where), where, text, atom).parse()

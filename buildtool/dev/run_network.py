@@ -99,16 +99,19 @@ def parse_endpoint(text: str) -> Endpoint:
     except ValueError:
         loopback = False
     if not loopback or ":" in host:
-        raise RunError(f"--allow-host {text!r}: only an IPv4 loopback address or localhost can be forwarded "
-                       "(steps reach it at that address in their own namespace)")
+        raise RunError(
+            f"--allow-host {text!r}: only an IPv4 loopback address or localhost can be forwarded "
+            "(steps reach it at that address in their own namespace)"
+        )
     return Endpoint(host, int(port))
 
 
 class Isolation:
     """The network every step of one run gets: see the module's docstring. Use as a context manager."""
 
-    def __init__(self, engine: Engine, endpoints: list[Endpoint], host_network: bool, image: str,
-                 labels: dict[str, str]) -> None:
+    def __init__(
+        self, engine: Engine, endpoints: list[Endpoint], host_network: bool, image: str, labels: dict[str, str]
+    ) -> None:
         self._engine, self._endpoints, self._host = engine, endpoints, host_network
         self._image, self._labels = image, labels
         self._folder: Path | None = None
@@ -146,9 +149,10 @@ class Isolation:
             try:
                 self._engine.pull(self._image)
             except EngineError as exc:
-                raise RunError(f"image {self._image} (the --allow-host forwarder runs in it) is neither in the "
-                               f"local engine nor pullable: {exc}; build and push it with `buildtool build --push`"
-                               ) from None
+                raise RunError(
+                    f"image {self._image} (the --allow-host forwarder runs in it) is neither in the "
+                    f"local engine nor pullable: {exc}; build and push it with `buildtool build --push`"
+                ) from None
         self._folder = Path(tempfile.mkdtemp(prefix="buildtool-relay-"))  # 0700: only this user reaches the sockets
         for endpoint in self._endpoints:
             listener = socket.socket(socket.AF_UNIX)
@@ -157,16 +161,22 @@ class Isolation:
             self._listeners.append(listener)
             threading.Thread(target=self._accept, args=(listener, endpoint), daemon=True).start()
         self._container = self._engine.start_detached(
-            self._image, ["python3", "-c", FORWARDER, *(str(e.port) for e in self._endpoints)], network_mode="none",
-            binds=[Bind(str(self._folder), _MOUNT)], labels=self._labels)
+            self._image,
+            ["python3", "-c", FORWARDER, *(str(e.port) for e in self._endpoints)],
+            network_mode="none",
+            binds=[Bind(str(self._folder), _MOUNT)],
+            labels=self._labels,
+        )
         deadline = time.monotonic() + _READY_SECONDS
         while True:
             status, _, output = self._engine.logs(self._container).partition("\n")
             if "ready" in output.split():
                 return
             if status not in ("created", "running") or time.monotonic() > deadline:
-                raise RunError(f"the forwarder for --allow-host did not start in image {self._image} "
-                               f"(it runs that image's python3): {output.strip()[-300:] or status}")
+                raise RunError(
+                    f"the forwarder for --allow-host did not start in image {self._image} "
+                    f"(it runs that image's python3): {output.strip()[-300:] or status}"
+                )
             time.sleep(0.1)
 
     def _accept(self, listener: socket.socket, endpoint: Endpoint) -> None:
@@ -188,8 +198,10 @@ class Isolation:
                 log.debug("forward to %s: %s", endpoint, exc)
                 return
             upstream.settimeout(None)
-            pumps = [threading.Thread(target=_pipe, args=pair, daemon=True)
-                     for pair in ((client, upstream), (upstream, client))]
+            pumps = [
+                threading.Thread(target=_pipe, args=pair, daemon=True)
+                for pair in ((client, upstream), (upstream, client))
+            ]
             for pump in pumps:
                 pump.start()
             for pump in pumps:

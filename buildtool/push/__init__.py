@@ -32,8 +32,16 @@ from .job import PushJob, staging_reference
 from .registry import Manifest, Registry
 from .skopeo import SkopeoPusher
 
-__all__ = ["LayerCount", "Pusher", "PushJob", "count_layers", "pusher_for", "publish_checked", "staging_reference",
-           "SKOPEO_FROM_BYTES"]
+__all__ = [
+    "LayerCount",
+    "Pusher",
+    "PushJob",
+    "count_layers",
+    "pusher_for",
+    "publish_checked",
+    "staging_reference",
+    "SKOPEO_FROM_BYTES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +72,17 @@ class LayerCount:
 
     def describe(self) -> str:
         held = self.layers - self.lacking
-        return (f"{self.new_bytes / 1e6:.0f} MB in {self.lacking} layer(s) the registry lacks; it holds the other "
-                f"{held}")
+        return f"{self.new_bytes / 1e6:.0f} MB in {self.lacking} layer(s) the registry lacks; it holds the other {held}"
 
 
-def count_layers(diff_ids: tuple[str, ...], sizes: Mapping[str, int] | None, total: int, base_bytes: int,
-                 held: Set[str], engine_knows: Set[str]) -> LayerCount:
+def count_layers(
+    diff_ids: tuple[str, ...],
+    sizes: Mapping[str, int] | None,
+    total: int,
+    base_bytes: int,
+    held: Set[str],
+    engine_knows: Set[str],
+) -> LayerCount:
     """Count what a push sends. `held`: diff IDs the registry holds (read from images it serves); `engine_knows`:
     those of them the engine pushed or pulled itself, so that its push skips them (it keeps their digests).
 
@@ -96,12 +109,16 @@ def pusher_for(config: Config, engine: Engine, new_bytes: int, engine_bytes: int
     source = engine.endpoint.skopeo_source()
     if config.push_with == "skopeo":
         if executable is None:
-            raise PushError(f"{config.path}: push_with = \"skopeo\" but skopeo is not installed; install it "
-                            "(apt-get install skopeo) or set push_with = \"auto\"")
+            raise PushError(
+                f'{config.path}: push_with = "skopeo" but skopeo is not installed; install it '
+                '(apt-get install skopeo) or set push_with = "auto"'
+            )
         if source is None:
-            raise PushError(f"{config.path}: push_with = \"skopeo\" but skopeo cannot read the engine at "
-                            f"{engine.endpoint.url} (it needs unix://, or tcp:// with DOCKER_TLS_VERIFY and "
-                            "DOCKER_CERT_PATH); set push_with = \"auto\" to let the engine push")
+            raise PushError(
+                f'{config.path}: push_with = "skopeo" but skopeo cannot read the engine at '
+                f"{engine.endpoint.url} (it needs unix://, or tcp:// with DOCKER_TLS_VERIFY and "
+                'DOCKER_CERT_PATH); set push_with = "auto" to let the engine push'
+            )
         return SkopeoPusher(executable, source)
     if executable is not None and source is not None and max(new_bytes, engine_bytes) >= SKOPEO_FROM_BYTES:
         return SkopeoPusher(executable, source)
@@ -209,8 +226,10 @@ def promote(registry: Registry, job: PushJob, digest: str, manifest: Manifest) -
         theirs = job.target.with_digest(current)
         if _same_inputs(registry, theirs, ours):
             registry.add_tag(theirs, hold_tag(current))
-            job.progress(f"adopt {theirs}: the registry already holds a build of the same inputs under "
-                         f"{job.target.tag}; this build stays under {hold_tag(digest)[:19]}…")
+            job.progress(
+                f"adopt {theirs}: the registry already holds a build of the same inputs under "
+                f"{job.target.tag}; this build stays under {hold_tag(digest)[:19]}…"
+            )
             return current
         job.progress(f"replace {current} under {job.target.tag}: it was built from other inputs")
     registry.put_manifest(job.target, manifest)
@@ -223,8 +242,12 @@ def promote(registry: Registry, job: PushJob, digest: str, manifest: Manifest) -
         except RegistryError:  # not even readable: nothing to compare
             same = False
         if not same:
-            raise PushError(f"push of {job.target} reported {digest} but the registry serves {served}, not an image "
-                            "of the same inputs: someone else moves this tag")
-        job.progress(f"{job.target.tag} now serves {served}, written by another build meanwhile; this map pins "
-                     f"{digest}, kept under its tag {hold_tag(digest)[:19]}…")
+            raise PushError(
+                f"push of {job.target} reported {digest} but the registry serves {served}, not an image "
+                "of the same inputs: someone else moves this tag"
+            )
+        job.progress(
+            f"{job.target.tag} now serves {served}, written by another build meanwhile; this map pins "
+            f"{digest}, kept under its tag {hold_tag(digest)[:19]}…"
+        )
     return digest

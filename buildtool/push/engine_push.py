@@ -21,7 +21,8 @@ class EnginePusher:
         # The engine pushes a local name: the staging one, removed again once pushed (the image stays).
         self.engine.tag(job.image_id, job.staging.repository, str(job.staging.tag))
         try:
-            return self.engine.push(job.staging.repository, str(job.staging.tag), token=job.token,
-                                    progress=job.progress)
+            return self.engine.push(
+                job.staging.repository, str(job.staging.tag), token=job.token, progress=job.progress
+            )
         finally:
             self.engine.untag(f"{job.staging.repository}:{job.staging.tag}")

@@ -203,8 +203,11 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(current))
         yield current
-        stack += [e for e in (current.__cause__, current.__context__, getattr(current, "reason", None))
-                  if isinstance(e, BaseException)]
+        stack += [
+            e
+            for e in (current.__cause__, current.__context__, getattr(current, "reason", None))
+            if isinstance(e, BaseException)
+        ]
         stack += [a for a in current.args if isinstance(a, BaseException)]
 
 
@@ -212,19 +215,28 @@ def describe_transport_error(exc: requests.RequestException, host: str, timeout:
     """Which of the ways a connection fails this was: refused, reset mid-transfer, timed out, or else."""
     chain = list(_causes(exc))
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
-        return (f"registry {host} refused the connection (nothing listens there): is it running "
-                "and is the name right?")
-    if isinstance(exc, requests.ConnectTimeout) or any(isinstance(e, urllib3.exceptions.ConnectTimeoutError)
-                                                       for e in chain):
+        return f"registry {host} refused the connection (nothing listens there): is it running and is the name right?"
+    if isinstance(exc, requests.ConnectTimeout) or any(
+        isinstance(e, urllib3.exceptions.ConnectTimeoutError) for e in chain
+    ):
         return f"registry {host} did not accept a connection within {timeout:.0f}s: is the host reachable?"
-    if isinstance(exc, requests.Timeout) or any(isinstance(e, (TimeoutError, urllib3.exceptions.ReadTimeoutError))
-                                                for e in chain):
+    if isinstance(exc, requests.Timeout) or any(
+        isinstance(e, (TimeoutError, urllib3.exceptions.ReadTimeoutError)) for e in chain
+    ):
         return f"registry {host} stopped answering for {timeout:.0f}s (timeout): is it overloaded?"
-    cut = (ConnectionResetError, BrokenPipeError, http.client.IncompleteRead, http.client.RemoteDisconnected,
-           urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError)
+    cut = (
+        ConnectionResetError,
+        BrokenPipeError,
+        http.client.IncompleteRead,
+        http.client.RemoteDisconnected,
+        urllib3.exceptions.ProtocolError,
+        requests.exceptions.ChunkedEncodingError,
+    )
     if any(isinstance(e, cut) for e in chain):
-        return (f"the connection to registry {host} was cut mid-transfer (reset or a truncated answer): "
-                "a proxy or the registry dropped it")
+        return (
+            f"the connection to registry {host} was cut mid-transfer (reset or a truncated answer): "
+            "a proxy or the registry dropped it"
+        )
     return f"registry {host} could not be reached: {exc.__class__.__name__}: {exc}"
 
 
@@ -316,13 +328,32 @@ class Registry:
     def _credentials(self, ref: Reference) -> Credentials | None:
         return stored_credentials(ref.domain)
 
-    def _send(self, method: str, url: str, *, headers: dict[str, str], auth: Any, body: bytes | None,
-              params: list[tuple[str, str]] | None = None, verify: bool | str = True) -> requests.Response:
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        auth: Any,
+        body: bytes | None,
+        params: list[tuple[str, str]] | None = None,
+        verify: bool | str = True,
+    ) -> requests.Response:
         """One request under the retry policy, its body read whole: _BodyCut if that body broke off."""
         proxies = requests.utils.get_environ_proxies(url)  # HTTPS_PROXY/NO_PROXY still apply; netrc does not
-        response = self._session.request(method, url, headers=headers, data=body, auth=auth, params=params,
-                                         proxies=proxies, timeout=self.timeout, stream=True, verify=verify,
-                                         allow_redirects=method in ("GET", "HEAD"))
+        response = self._session.request(
+            method,
+            url,
+            headers=headers,
+            data=body,
+            auth=auth,
+            params=params,
+            proxies=proxies,
+            timeout=self.timeout,
+            stream=True,
+            verify=verify,
+            allow_redirects=method in ("GET", "HEAD"),
+        )
         try:
             _require_whole(response)
         except requests.RequestException as exc:
@@ -331,8 +362,9 @@ class Registry:
             raise _BodyCut(len(spent.history) + 1 if spent else 1) from exc
         return response
 
-    def _request(self, method: str, url: str, ref: Reference, headers: dict[str, str],
-                 body: bytes | None = None) -> requests.Response:
+    def _request(
+        self, method: str, url: str, ref: Reference, headers: dict[str, str], body: bytes | None = None
+    ) -> requests.Response:
         """One call under the retry policy; RegistryError saying which failure, and how many tries it took."""
         retry = self.retry
         tries = 0  # sends made by the attempts whose answer broke off
@@ -348,18 +380,22 @@ class Registry:
                 try:
                     retry = retry.increment(method=method, url=url, error=ProtocolError(str(failure)))
                 except MaxRetryError:
-                    reason = describe_transport_error(failure or requests.exceptions.ChunkedEncodingError(),
-                                                      ref.api_host, self.timeout)
+                    reason = describe_transport_error(
+                        failure or requests.exceptions.ChunkedEncodingError(), ref.api_host, self.timeout
+                    )
                     raise RegistryError(f"{method} {ref}: {reason} (tried {tries} time(s))") from None
                 retry.sleep()
             except requests.RequestException as exc:
                 spent = next((e for e in _causes(exc) if isinstance(e, RetriesSpent)), None)
                 tries += spent.tries if spent else 1  # no RetriesSpent: failed before the policy was asked
-                raise RegistryError(f"{method} {ref}: {describe_transport_error(exc, ref.api_host, self.timeout)}"
-                                    f" (tried {tries} time(s))") from None
+                raise RegistryError(
+                    f"{method} {ref}: {describe_transport_error(exc, ref.api_host, self.timeout)}"
+                    f" (tried {tries} time(s))"
+                ) from None
 
-    def _request_once(self, method: str, url: str, ref: Reference, headers: dict[str, str],
-                      body: bytes | None) -> requests.Response:
+    def _request_once(
+        self, method: str, url: str, ref: Reference, headers: dict[str, str], body: bytes | None
+    ) -> requests.Response:
         parts, home = urllib.parse.urlsplit(url), urllib.parse.urlsplit(self._base_url(ref))
         try:
             foreign = _origin(parts) != _origin(home)
@@ -367,21 +403,36 @@ class Registry:
             raise RegistryError(f"registry {ref.api_host}: cannot send {method} to {url}: {exc}") from None
         if foreign:  # a Location elsewhere: no credential goes there, and never plain HTTP from an HTTPS registry
             if home.scheme == "https" and parts.scheme != "https":
-                raise RegistryError(f"registry {ref.api_host} sent {method} for {ref} to "
-                                    f"{parts.scheme}://{parts.netloc}, which is not HTTPS; refused")
+                raise RegistryError(
+                    f"registry {ref.api_host} sent {method} for {ref} to "
+                    f"{parts.scheme}://{parts.netloc}, which is not HTTPS; refused"
+                )
             return self._send(method, url, headers=headers, auth=_NO_AUTH, body=body, verify=self._verify(ref))
         with self._lock:
             token = self._tokens.get((ref.api_host, ref.path))
             basic = self._basic.get(ref.api_host)
         auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
-        response = self._send(method, url, headers={**headers, **auth_headers},
-                              auth=basic if basic and not token else _NO_AUTH, body=body, verify=self._verify(ref))
+        response = self._send(
+            method,
+            url,
+            headers={**headers, **auth_headers},
+            auth=basic if basic and not token else _NO_AUTH,
+            body=body,
+            verify=self._verify(ref),
+        )
         if response.status_code == 401:
             response = self._answer_challenge(method, url, ref, headers, response, body)
         return response
 
-    def _answer_challenge(self, method: str, url: str, ref: Reference, headers: dict[str, str],
-                          response: requests.Response, body: bytes | None) -> requests.Response:
+    def _answer_challenge(
+        self,
+        method: str,
+        url: str,
+        ref: Reference,
+        headers: dict[str, str],
+        response: requests.Response,
+        body: bytes | None,
+    ) -> requests.Response:
         challenge = response.headers.get("WWW-Authenticate", "")
         scheme = challenge.split(" ", 1)[0].lower()
         creds = self._credentials(ref)
@@ -406,8 +457,9 @@ class Registry:
         query = [(k, v) for k, v in params.items() if k != "scope"] + [("scope", s) for s in params["scope"].split()]
         # Elsewhere over plain HTTP, the token is asked for anonymously: the credentials stay here.
         auth = pair if pair and realm_may_get_credentials(realm, url) else _NO_AUTH
-        token_response = self._send("GET", realm, headers={}, auth=auth, body=None, params=query,
-                                    verify=self._verify(ref))
+        token_response = self._send(
+            "GET", realm, headers={}, auth=auth, body=None, params=query, verify=self._verify(ref)
+        )
         if token_response.status_code != 200:
             return response
         try:
@@ -419,28 +471,40 @@ class Registry:
             return response
         with self._lock:
             self._tokens[(ref.api_host, ref.path)] = token
-        return self._send(method, url, headers={**headers, "Authorization": f"Bearer {token}"}, auth=_NO_AUTH,
-                          body=body, verify=self._verify(ref))
+        return self._send(
+            method,
+            url,
+            headers={**headers, "Authorization": f"Bearer {token}"},
+            auth=_NO_AUTH,
+            body=body,
+            verify=self._verify(ref),
+        )
 
     def _refused(self, response: requests.Response, ref: Reference, what: str) -> RegistryError:
         """The error for an answer that is not the expected one: 401 with and without credentials told apart."""
         status = response.status_code
         if status == 401:
             if self._credentials(ref) is None:
-                return RegistryError(f"registry {ref.api_host} requires credentials for {what} of {ref}, and none are "
-                                     f"stored for it: run `docker login {ref.domain}`")
-            return RegistryError(f"registry {ref.api_host} refused the stored credentials for {what} of {ref} (401): "
-                                 f"they are wrong or expired; run `docker login {ref.domain}` again")
+                return RegistryError(
+                    f"registry {ref.api_host} requires credentials for {what} of {ref}, and none are "
+                    f"stored for it: run `docker login {ref.domain}`"
+                )
+            return RegistryError(
+                f"registry {ref.api_host} refused the stored credentials for {what} of {ref} (401): "
+                f"they are wrong or expired; run `docker login {ref.domain}` again"
+            )
         if status == 403:
-            return RegistryError(f"registry {ref.api_host} denied {what} of {ref} (403): the stored account lacks "
-                                 "the permission")
+            return RegistryError(
+                f"registry {ref.api_host} denied {what} of {ref} (403): the stored account lacks the permission"
+            )
         detail = response.text[:200].strip() if response.request.method != "HEAD" else ""
         tries = ""
         if status in RETRY_STATUSES:  # retried under the policy: the last answer is the one quoted
             spent = response.raw.retries if isinstance(response.raw, urllib3.HTTPResponse) else None
             tries = f" (tried {len(spent.history) + 1 if spent else 1} time(s))"
-        return RegistryError(f"registry {ref.api_host} answered {status} for {what} of {ref}{tries}"
-                             + (f": {detail}" if detail else ""))
+        return RegistryError(
+            f"registry {ref.api_host} answered {status} for {what} of {ref}{tries}" + (f": {detail}" if detail else "")
+        )
 
     # -- reads -------------------------------------------------------------------------------------------------
 
@@ -461,8 +525,9 @@ class Registry:
     def raw_manifest(self, ref: Reference) -> Manifest:
         """The manifest of `ref` (tag or digest) as stored, with the digest it must hash to."""
         target = ref.digest or ref.tag or "latest"
-        response = self._request("GET", f"{self._base_url(ref)}/manifests/{target}", ref,
-                                 {"Accept": ", ".join(MANIFEST_TYPES)})
+        response = self._request(
+            "GET", f"{self._base_url(ref)}/manifests/{target}", ref, {"Accept": ", ".join(MANIFEST_TYPES)}
+        )
         if response.status_code != 200:
             raise self._refused(response, ref, "the manifest")
         body = response.content
@@ -478,8 +543,9 @@ class Registry:
         try:
             document = json.loads(raw.body)
         except ValueError:
-            raise RegistryError(f"registry sent a manifest for {ref} that is complete but not JSON "
-                                f"({len(raw.body)} bytes)") from None
+            raise RegistryError(
+                f"registry sent a manifest for {ref} that is complete but not JSON ({len(raw.body)} bytes)"
+            ) from None
         if not isinstance(document, dict):
             raise RegistryError(f"registry sent a manifest for {ref} that is not a JSON object")
         return document
@@ -508,8 +574,10 @@ class Registry:
             raise RegistryError(f"registry sent a manifest for {ref} that names no config blob")
         size = config.get("size")
         if not isinstance(size, int) or not 0 < size <= MAX_CONFIG_BYTES:
-            raise RegistryError(f"the manifest of {ref} declares a config blob of {size!r} bytes; an image config "
-                                f"is read only up to {MAX_CONFIG_BYTES} bytes")
+            raise RegistryError(
+                f"the manifest of {ref} declares a config blob of {size!r} bytes; an image config "
+                f"is read only up to {MAX_CONFIG_BYTES} bytes"
+            )
         response = self._request("GET", f"{self._base_url(ref)}/blobs/{digest}", ref, {})
         if response.status_code != 200:
             raise self._refused(response, ref, f"the config blob {digest}")
@@ -563,24 +631,30 @@ class Registry:
         if head.status_code == 200:
             return
         query = urllib.parse.urlencode({"mount": digest, "from": source.path})
-        response = self._request("POST", f"{self._base_url(ref)}/blobs/uploads/?{query}", ref,
-                                 {"Content-Length": "0"})
+        response = self._request("POST", f"{self._base_url(ref)}/blobs/uploads/?{query}", ref, {"Content-Length": "0"})
         if response.status_code == 201:
             return
         if response.status_code == 202:  # declined: the registry opened an upload instead; close it
             location = response.headers.get("Location")
             if location:
                 self._request("DELETE", urllib.parse.urljoin(response.url, location), ref, {})
-            raise RegistryError(f"registry {ref.api_host} declined to mount blob {digest} from {source.repository} "
-                                f"into {ref.repository}; it must allow cross-repository mounts")
+            raise RegistryError(
+                f"registry {ref.api_host} declined to mount blob {digest} from {source.repository} "
+                f"into {ref.repository}; it must allow cross-repository mounts"
+            )
         raise self._refused(response, ref, f"mounting blob {digest}")
 
     def put_manifest(self, ref: Reference, manifest: Manifest) -> None:
         """Store `manifest` under `ref`'s tag; RegistryError unless the registry stores it under the same digest."""
         if not ref.tag:
             raise RegistryError(f"{ref}: a manifest is stored under a tag")
-        response = self._request("PUT", f"{self._base_url(ref)}/manifests/{ref.tag}", ref,
-                                 {"Content-Type": manifest.media_type}, body=manifest.body)
+        response = self._request(
+            "PUT",
+            f"{self._base_url(ref)}/manifests/{ref.tag}",
+            ref,
+            {"Content-Type": manifest.media_type},
+            body=manifest.body,
+        )
         if response.status_code not in (200, 201):
             raise self._refused(response, ref, "storing the manifest")
         stored = response.headers.get("Docker-Content-Digest", manifest.digest)

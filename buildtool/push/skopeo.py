@@ -76,8 +76,19 @@ def command(executable: str, job: PushJob, authfile: Path, digestfile: Path, sou
 
     `source`: the options naming the engine it reads from (Endpoint.skopeo_source), empty for the default socket.
     """
-    argv = [executable, "copy", "--retry-times", str(RETRY_TIMES), "--dest-compress-level", str(job.level),
-            "--digestfile", str(digestfile), "--authfile", str(authfile), *source]
+    argv = [
+        executable,
+        "copy",
+        "--retry-times",
+        str(RETRY_TIMES),
+        "--dest-compress-level",
+        str(job.level),
+        "--digestfile",
+        str(digestfile),
+        "--authfile",
+        str(authfile),
+        *source,
+    ]
     if not uses_tls(job.staging.api_host):
         argv.append("--dest-tls-verify=false")
     return argv + [f"docker-daemon:{job.local}", f"docker://{job.staging}"]
@@ -107,7 +118,6 @@ def _dies_with_parent() -> Callable[[], None]:
     return preexec
 
 
-
 class SkopeoPusher:
     """Large new layers: skopeo compresses on every core."""
 
@@ -127,13 +137,22 @@ class SkopeoPusher:
             # The parent-death signal fires when this thread ends: it waits for skopeo below, so only a
             # buildtool that dies ends skopeo that way.
             argv = command(self.executable, job, authfile, digestfile, self.source)
-            process = subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                                       errors="replace", env={**os.environ, "TMPDIR": str(job.workdir)},
-                                       start_new_session=True, preexec_fn=_dies_with_parent())
+            process = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                errors="replace",
+                env={**os.environ, "TMPDIR": str(job.workdir)},
+                start_new_session=True,
+                preexec_fn=_dies_with_parent(),
+            )
         except OSError as exc:
-            raise PushError(f"cannot run {self.executable}: {exc}; install skopeo (apt-get install skopeo) "
-                            "or set push_with = \"engine\"") from None
+            raise PushError(
+                f"cannot run {self.executable}: {exc}; install skopeo (apt-get install skopeo) "
+                'or set push_with = "engine"'
+            ) from None
         try:
             with job.token.stopping(lambda: processes.stop(process)):
                 assert process.stdout is not None
@@ -165,4 +184,3 @@ class SkopeoPusher:
         if not DIGEST_RE.match(digest):
             raise PushError(f"skopeo reported {digest!r} as the digest of {job.staging}, not sha256:<64 hex>")
         return digest
-

@@ -41,11 +41,15 @@ def credentials(token_env: str | None, cookie_env: str | None, environ: Mapping[
             continue
         value = environ.get(variable, "")
         if not value.strip():
-            raise ConfigError(f"{option} {variable}: that environment variable is not set or empty; "
-                              f"export the {'bearer token' if kind == 'token' else 'session cookie'} in it")
+            raise ConfigError(
+                f"{option} {variable}: that environment variable is not set or empty; "
+                f"export the {'bearer token' if kind == 'token' else 'session cookie'} in it"
+            )
         if any(ch in value for ch in "\r\n\0"):
-            raise ConfigError(f"{option} {variable}: the value holds a line break or NUL, which would forge "
-                              "another header; export it on one line")
+            raise ConfigError(
+                f"{option} {variable}: the value holds a line break or NUL, which would forge "
+                "another header; export it on one line"
+            )
         if kind == "token":
             return Auth(f"the bearer token from ${variable}", token=value.strip())
         return Auth(f"the session cookie from ${variable}", cookie=value.strip())
@@ -54,16 +58,20 @@ def credentials(token_env: str | None, cookie_env: str | None, environ: Mapping[
 
 def check_host(host: str | None, auth: Auth) -> str:
     if not host:
-        raise ConfigError("no KFP endpoint: pass --host URL or set KF_PIPELINES_ENDPOINT "
-                          "(e.g. http://127.0.0.1:8080 through `kubectl port-forward`)")
+        raise ConfigError(
+            "no KFP endpoint: pass --host URL or set KF_PIPELINES_ENDPOINT "
+            "(e.g. http://127.0.0.1:8080 through `kubectl port-forward`)"
+        )
     parsed = urllib.parse.urlsplit(host)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(f"--host {host[:120]!r}: expected http(s)://HOST[:PORT][/PATH]")
     if parsed.username or parsed.password:
         raise ConfigError("--host carries a user:password@; give the credential with --token-env or --cookie-env")
     if parsed.scheme == "http" and (auth.token or auth.cookie) and not _loopback(parsed.hostname):
-        raise ConfigError(f"--host {parsed.scheme}://{parsed.hostname}: {auth.label} would cross the network "
-                          "in clear text; use https (or a port-forward on 127.0.0.1)")
+        raise ConfigError(
+            f"--host {parsed.scheme}://{parsed.hostname}: {auth.label} would cross the network "
+            "in clear text; use https (or a port-forward on 127.0.0.1)"
+        )
     return host
 
 
@@ -116,13 +124,16 @@ T = TypeVar("T", Pipeline, Version)
 
 def _must(found: T | None, what: str) -> T:
     if found is None:
-        raise ClusterError(f"the server answered 409 (already exists) for {what}, but lists none of that name; "
-                           "was it deleted meanwhile? submit again")
+        raise ClusterError(
+            f"the server answered 409 (already exists) for {what}, but lists none of that name; "
+            "was it deleted meanwhile? submit again"
+        )
     return found
 
 
-def start_run(cluster: Cluster, published: Published, local: plan.Local, experiment: str, run_name: str,
-              say: Say) -> Run:
+def start_run(
+    cluster: Cluster, published: Published, local: plan.Local, experiment: str, run_name: str, say: Say
+) -> Run:
     """A run of exactly `published.version` in `experiment` (created when missing)."""
     experiment_id = cluster.find_experiment(experiment)
     if experiment_id is None:
@@ -132,14 +143,22 @@ def start_run(cluster: Cluster, published: Published, local: plan.Local, experim
         except AlreadyExists:
             experiment_id = cluster.find_experiment(experiment)
             if experiment_id is None:
-                raise ClusterError(f"the server answered 409 for experiment {experiment!r} but lists none; "
-                                   "submit again") from None
+                raise ClusterError(
+                    f"the server answered 409 for experiment {experiment!r} but lists none; submit again"
+                ) from None
     run = cluster.create_run(experiment_id, run_name, published.pipeline, published.version, local.parameters)
     return run
 
 
-def follow(cluster: Cluster, run_id: str, timeout: float, poll: float, say: Say,
-           clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> Run:
+def follow(
+    cluster: Cluster,
+    run_id: str,
+    timeout: float,
+    poll: float,
+    say: Say,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Run:
     """Poll the run until it ends; ClusterRunFailed unless it Succeeded, ClusterRunTimeout after `timeout` s."""
     deadline = clock() + timeout
     last = None
@@ -154,6 +173,8 @@ def follow(cluster: Cluster, run_id: str, timeout: float, poll: float, say: Say,
             return run
         left = deadline - clock()
         if left <= 0:
-            raise ClusterRunTimeout(f"run {run_id} still {run.state or 'pending'} after {timeout:g} s (--timeout); "
-                                    f"it goes on on the cluster: {cluster.ui_link(run_id)}")
+            raise ClusterRunTimeout(
+                f"run {run_id} still {run.state or 'pending'} after {timeout:g} s (--timeout); "
+                f"it goes on on the cluster: {cluster.ui_link(run_id)}"
+            )
         sleep(min(poll, left))

@@ -103,8 +103,10 @@ def _server_message(exc: ApiException) -> str:
 def _text(value: object, what: str) -> str:
     """A non-empty string the server must have sent (an id, a name); ClusterError otherwise."""
     if not isinstance(value, str) or not value or len(value) > 1024:
-        raise ClusterError(f"the server's answer gives {what} as {_shown(repr(value))[:80]}, not an identifier; "
-                           "is --host a KFP v1 API?")
+        raise ClusterError(
+            f"the server's answer gives {what} as {_shown(repr(value))[:80]}, not an identifier; "
+            "is --host a KFP v1 API?"
+        )
     return value
 
 
@@ -123,8 +125,10 @@ def _require_api_answer(response: Any) -> None:
     except (ValueError, RecursionError):
         parsed = None
     if kind != "application/json" or not isinstance(parsed, dict):
-        raise NotTheApi(f"HTTP {response.status} with {kind or 'no Content-Type'}, {len(response.data or b'')} bytes "
-                        "that are not a JSON object")
+        raise NotTheApi(
+            f"HTTP {response.status} with {kind or 'no Content-Type'}, {len(response.data or b'')} bytes "
+            "that are not a JSON object"
+        )
 
 
 def _entries(items: Any, kind: str) -> list[Any]:
@@ -153,15 +157,26 @@ def _causes(exc: BaseException) -> list[BaseException]:
 class Cluster:
     """A KFP v1 API endpoint (`host`, e.g. http://127.0.0.1:8080 through a port-forward, or an ingress URL)."""
 
-    def __init__(self, host: str, auth: Auth, *, namespace: str | None = None, ca_cert: Path | None = None,
-                 read_timeout: float = READ_TIMEOUT) -> None:
+    def __init__(
+        self,
+        host: str,
+        auth: Auth,
+        *,
+        namespace: str | None = None,
+        ca_cert: Path | None = None,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
         self.host = host.rstrip("/")
         self.auth = auth
         self.namespace = namespace
         try:
-            self._client = kfp.Client(host=self.host, namespace=namespace or _PLACEHOLDER_NAMESPACE,
-                                      existing_token=auth.token, cookies=auth.cookie,
-                                      ssl_ca_cert=str(ca_cert) if ca_cert else None)
+            self._client = kfp.Client(
+                host=self.host,
+                namespace=namespace or _PLACEHOLDER_NAMESPACE,
+                existing_token=auth.token,
+                cookies=auth.cookie,
+                ssl_ca_cert=str(ca_cert) if ca_cert else None,
+            )
             # kfp's own context (~/.config/kfp/context.json) decides the namespace when --namespace is not given.
             self._client._load_context_setting_or_default()
             settings = self._client._context_setting
@@ -169,8 +184,10 @@ class Cluster:
                 raise ValueError("kfp's context.json is not a JSON object")
         except (ValueError, TypeError, AttributeError, KeyError, OSError, ssl.SSLError) as exc:
             # kfp reads its context.json in the constructor and indexes it as an object.
-            raise ClusterError(f"cannot set up the client for {self.host}: {exc.__class__.__name__}: "
-                               f"{_shown(str(exc))}; check ~/.config/kfp/context.json") from None
+            raise ClusterError(
+                f"cannot set up the client for {self.host}: {exc.__class__.__name__}: "
+                f"{_shown(str(exc))}; check ~/.config/kfp/context.json"
+            ) from None
         if namespace is not None or not isinstance(settings.get("namespace"), str):
             settings["namespace"] = namespace or ""
         # One generated ApiClient serves every API of the client: its urllib3 pool sends every call.
@@ -201,13 +218,16 @@ class Cluster:
         return str(self._client.get_user_namespace() or "") or None
 
     def find_pipeline(self, name: str) -> Pipeline | None:
-        response = self._call(f"list the pipelines named {name!r}",
-                              lambda: self._client.pipelines.list_pipelines(filter=_equals("name", name),
-                                                                            page_size=10))
+        response = self._call(
+            f"list the pipelines named {name!r}",
+            lambda: self._client.pipelines.list_pipelines(filter=_equals("name", name), page_size=10),
+        )
         found = [p for p in _entries(response.pipelines, "pipeline") if p.name == name]
         if len(found) > 1:
-            raise ClusterError(f"{len(found)} pipelines are named {name!r} on {self.host}; "
-                               "delete the extra ones or pass another --pipeline-name")
+            raise ClusterError(
+                f"{len(found)} pipelines are named {name!r} on {self.host}; "
+                "delete the extra ones or pass another --pipeline-name"
+            )
         if not found:
             return None
         return Pipeline(_text(found[0].id, "a pipeline's id"), name, getattr(found[0].default_version, "id", None))
@@ -216,17 +236,22 @@ class Cluster:
         response = self._call(
             f"list the versions named {name!r} of pipeline {pipeline.name!r}",
             lambda: self._client.pipelines.list_pipeline_versions(
-                resource_key_type=kfp_server_api.ApiResourceType.PIPELINE, resource_key_id=pipeline.id,
-                filter=_equals("name", name), page_size=10))
+                resource_key_type=kfp_server_api.ApiResourceType.PIPELINE,
+                resource_key_id=pipeline.id,
+                filter=_equals("name", name),
+                page_size=10,
+            ),
+        )
         found = [v for v in _entries(response.versions, "version") if v.name == name]
         return Version(_text(found[0].id, "a version's id"), name) if found else None
 
     def find_experiment(self, name: str) -> str | None:
         """The id of the experiment `name` (in the namespace, when there is one), or None."""
         namespace = self._client.get_user_namespace() or None
-        response = self._call(f"list the experiments named {name!r}",
-                              lambda: self._client.list_experiments(namespace=namespace, filter=_equals("name", name),
-                                                                    page_size=10))
+        response = self._call(
+            f"list the experiments named {name!r}",
+            lambda: self._client.list_experiments(namespace=namespace, filter=_equals("name", name), page_size=10),
+        )
         found = [e for e in _entries(response.experiments, "experiment") if e.name == name]
         return _text(found[0].id, "an experiment's id") if found else None
 
@@ -250,33 +275,41 @@ class Cluster:
 
     def create_pipeline(self, name: str, package: Path) -> Pipeline:
         """Upload `package` as the new pipeline `name` (KFP makes it its first version, named `name` too)."""
-        created = self._call(f"create pipeline {name!r}",
-                             lambda: self._client.upload_pipeline(str(package), pipeline_name=name))
+        created = self._call(
+            f"create pipeline {name!r}", lambda: self._client.upload_pipeline(str(package), pipeline_name=name)
+        )
         return Pipeline(_text(created.id, "the new pipeline's id"), name, getattr(created.default_version, "id", None))
 
     def create_version(self, pipeline: Pipeline, name: str, package: Path) -> Version:
-        created = self._call(f"create version {name!r} of pipeline {pipeline.name!r}",
-                             lambda: self._client.upload_pipeline_version(str(package), name,
-                                                                          pipeline_id=pipeline.id))
+        created = self._call(
+            f"create version {name!r} of pipeline {pipeline.name!r}",
+            lambda: self._client.upload_pipeline_version(str(package), name, pipeline_id=pipeline.id),
+        )
         return Version(_text(created.id, "the new version's id"), name)
 
     def create_experiment(self, name: str) -> str:
         namespace = self._client.get_user_namespace() or None
         references = []
         if namespace:
-            references.append(kfp_server_api.ApiResourceReference(
-                key=kfp_server_api.ApiResourceKey(id=namespace, type=kfp_server_api.ApiResourceType.NAMESPACE),
-                relationship=kfp_server_api.ApiRelationship.OWNER))
+            references.append(
+                kfp_server_api.ApiResourceReference(
+                    key=kfp_server_api.ApiResourceKey(id=namespace, type=kfp_server_api.ApiResourceType.NAMESPACE),
+                    relationship=kfp_server_api.ApiRelationship.OWNER,
+                )
+            )
         body = kfp_server_api.ApiExperiment(name=name, resource_references=references)
-        created = self._call(f"create experiment {name!r}",
-                             lambda: self._client.experiments.create_experiment(body=body))
+        created = self._call(
+            f"create experiment {name!r}", lambda: self._client.experiments.create_experiment(body=body)
+        )
         return _text(created.id, "the new experiment's id")
 
-    def create_run(self, experiment_id: str, name: str, pipeline: Pipeline, version: Version,
-                   parameters: Mapping[str, str]) -> Run:
-        created = self._call(f"start run {name!r} of version {version.name!r}",
-                             lambda: self._client.run_pipeline(experiment_id, name, params=dict(parameters),
-                                                               version_id=version.id))
+    def create_run(
+        self, experiment_id: str, name: str, pipeline: Pipeline, version: Version, parameters: Mapping[str, str]
+    ) -> Run:
+        created = self._call(
+            f"start run {name!r} of version {version.name!r}",
+            lambda: self._client.run_pipeline(experiment_id, name, params=dict(parameters), version_id=version.id),
+        )
         return Run(_text(created.id, "the new run's id"), name, _shown(str(created.status or "")))
 
     # -- errors ---------------------------------------------------------------------------------------------
@@ -293,11 +326,16 @@ class Cluster:
         except (NotTheApi, OSError, ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
             # kfp raises ValueError for two pipelines of a name; the generated models raise on an answer that is
             # not the API's (a proxy's HTML page, a wrong shape).
-            raise self._masked(ClusterError(f"could not {what} on {self.host}: the answer is not the KFP v1 API's "
-                                            f"({exc.__class__.__name__}: {_shown(str(exc))})")) from None
+            raise self._masked(
+                ClusterError(
+                    f"could not {what} on {self.host}: the answer is not the KFP v1 API's "
+                    f"({exc.__class__.__name__}: {_shown(str(exc))})"
+                )
+            ) from None
         if result is None:
-            raise ClusterError(f"could not {what} on {self.host}: the server sent an empty answer; "
-                               "is --host a KFP v1 API?")
+            raise ClusterError(
+                f"could not {what} on {self.host}: the server sent an empty answer; is --host a KFP v1 API?"
+            )
         return result
 
     def _masked(self, error: ClusterError) -> ClusterError:
@@ -316,20 +354,28 @@ class Cluster:
         status, message = exc.status, _server_message(exc)
         head = f"could not {what} on {self.host}: HTTP {status}"
         if status == 401:
-            return ClusterError(f"{head} (not authenticated; sent {self.auth.label}): {message}; "
-                                "give a valid token with --token-env or a session cookie with --cookie-env")
+            return ClusterError(
+                f"{head} (not authenticated; sent {self.auth.label}): {message}; "
+                "give a valid token with --token-env or a session cookie with --cookie-env"
+            )
         if status == 403:
-            return ClusterError(f"{head} (forbidden; sent {self.auth.label}): {message}; that identity may not "
-                                f"do this{' in namespace ' + repr(self.namespace) if self.namespace else ''}: "
-                                "ask for access, or pass --namespace of a profile you belong to")
+            return ClusterError(
+                f"{head} (forbidden; sent {self.auth.label}): {message}; that identity may not "
+                f"do this{' in namespace ' + repr(self.namespace) if self.namespace else ''}: "
+                "ask for access, or pass --namespace of a profile you belong to"
+            )
         if status in (301, 302, 303, 307, 308):
             target = _shown(str((exc.headers or {}).get("Location", "?")))
-            return ClusterError(f"{head} redirect to {target}, not followed (it would carry {self.auth.label}); "
-                                "a login page means the session cookie is missing or expired: --cookie-env, or "
-                                "--host naming the API itself")
+            return ClusterError(
+                f"{head} redirect to {target}, not followed (it would carry {self.auth.label}); "
+                "a login page means the session cookie is missing or expired: --cookie-env, or "
+                "--host naming the API itself"
+            )
         if status == 404:
-            return ClusterError(f"{head} (not found): {message}; is --host the KFP API "
-                                "(e.g. http://127.0.0.1:8080 through `kubectl port-forward svc/ml-pipeline-ui`)?")
+            return ClusterError(
+                f"{head} (not found): {message}; is --host the KFP API "
+                "(e.g. http://127.0.0.1:8080 through `kubectl port-forward svc/ml-pipeline-ui`)?"
+            )
         if status in (400, 422):
             return ClusterError(f"{head} (the server refused it as invalid): {message}")
         return ClusterError(f"{head}: {message}")
@@ -340,16 +386,22 @@ class Cluster:
         after = f" after {tries} tries" if tries and tries > 1 else ""
         for cause in causes:
             if isinstance(cause, (ssl.SSLError, urllib3.exceptions.SSLError)):
-                return ClusterError(f"could not {what} on {self.host}: TLS failed{after} ({_shown(str(cause))}); "
-                                    "a cluster behind a private CA needs --ca-cert PATH (verification stays on)")
+                return ClusterError(
+                    f"could not {what} on {self.host}: TLS failed{after} ({_shown(str(cause))}); "
+                    "a cluster behind a private CA needs --ca-cert PATH (verification stays on)"
+                )
         for cause in causes:
             # urllib3's NewConnectionError (refused, no route) subclasses ConnectTimeoutError: ask it first.
             if isinstance(cause, urllib3.exceptions.NewConnectionError):
                 break
-            if isinstance(cause, (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ConnectTimeoutError,
-                                  TimeoutError)):
-                return ClusterError(f"could not {what} on {self.host}: no answer in time{after}; "
-                                    "is the port-forward or ingress up?")
+            if isinstance(
+                cause, (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ConnectTimeoutError, TimeoutError)
+            ):
+                return ClusterError(
+                    f"could not {what} on {self.host}: no answer in time{after}; is the port-forward or ingress up?"
+                )
         last = causes[-1]
-        return ClusterError(f"could not {what} on {self.host}: unreachable{after} ({last.__class__.__name__}: "
-                            f"{_shown(str(last))}); is the port-forward or ingress up, and --host right?")
+        return ClusterError(
+            f"could not {what} on {self.host}: unreachable{after} ({last.__class__.__name__}: "
+            f"{_shown(str(last))}); is the port-forward or ingress up, and --host right?"
+        )

@@ -35,8 +35,9 @@ class Local:
 
     def shown_parameters(self) -> str:
         """The run's parameters for the terminal: secret ones as ***."""
-        return ", ".join(f"{k}={'***' if k in SECRET_PARAMETERS else _escaped(v)}"
-                         for k, v in sorted(self.parameters.items()))
+        return ", ".join(
+            f"{k}={'***' if k in SECRET_PARAMETERS else _escaped(v)}" for k, v in sorted(self.parameters.items())
+        )
 
 
 def _escaped(value: str) -> str:
@@ -96,13 +97,16 @@ def declared_parameters(workflow: Mapping[str, Any]) -> dict[str, str | None]:
 def check_name(option: str, value: str) -> str:
     if not value or len(value) > MAX_NAME or not _NAME.match(value):
         shown = value.encode("unicode_escape").decode("ascii")[:80]
-        raise ConfigError(f"{option} {shown!r}: expected 1 to {MAX_NAME} letters, digits, spaces, '.', '_' or '-', "
-                          "starting with a letter or digit")
+        raise ConfigError(
+            f"{option} {shown!r}: expected 1 to {MAX_NAME} letters, digits, spaces, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
     return value
 
 
-def parse_parameters(pairs: Sequence[str], declared: Mapping[str, str | None],
-                     environment: Mapping[str, str]) -> dict[str, str]:
+def parse_parameters(
+    pairs: Sequence[str], declared: Mapping[str, str | None], environment: Mapping[str, str]
+) -> dict[str, str]:
     """-p NAME=VALUE, checked against what the pipeline declares: an unknown or a missing required one is refused.
 
     access_key and secret_key may come from PLATFORM_ACCESS_KEY / PLATFORM_SECRET_KEY, as for `buildtool run`.
@@ -114,21 +118,32 @@ def parse_parameters(pairs: Sequence[str], declared: Mapping[str, str | None],
         if not sep or not _PARAM.match(name):
             raise ConfigError(f"-p {shown!r}: expected NAME=VALUE with NAME a parameter of the pipeline")
         if name not in declared:
-            raise ConfigError(f"-p {shown}: the pipeline declares no such parameter "
-                              f"(it has: {', '.join(sorted(declared)) or 'none'})")
+            raise ConfigError(
+                f"-p {shown}: the pipeline declares no such parameter (it has: {', '.join(sorted(declared)) or 'none'})"
+            )
         given[name] = value
     for name, variable in (("access_key", "PLATFORM_ACCESS_KEY"), ("secret_key", "PLATFORM_SECRET_KEY")):
         if name in declared and name not in given and environment.get(variable):
             given[name] = environment[variable]
     missing = sorted(name for name, default in declared.items() if default is None and name not in given)
     if missing:
-        raise ConfigError(f"the pipeline needs {', '.join(missing)}, which has no default: pass "
-                          + " ".join(f"-p {name}=..." for name in missing))
+        raise ConfigError(
+            f"the pipeline needs {', '.join(missing)}, which has no default: pass "
+            + " ".join(f"-p {name}=..." for name in missing)
+        )
     return given
 
 
-def local(workflow: Mapping[str, Any], data: bytes, *, pipeline_name: str | None, version_name: str | None,
-          pairs: Sequence[str], environment: Mapping[str, str], run: bool) -> Local:
+def local(
+    workflow: Mapping[str, Any],
+    data: bytes,
+    *,
+    pipeline_name: str | None,
+    version_name: str | None,
+    pairs: Sequence[str],
+    environment: Mapping[str, str],
+    run: bool,
+) -> Local:
     name = check_name("--pipeline-name", pipeline_name) if pipeline_name is not None else own_name(workflow)
     version = check_name("--version-name", version_name) if version_name is not None else content_name(name, data)
     declared = declared_parameters(workflow)

@@ -14,7 +14,6 @@ ARGUMENTS: dict[str, Any] = {}
 LOCAL_CLIENT: list[tuple[str, str, str, int | None]] = []
 
 
-
 def make_pipeline(images: str | Mapping[str, str]) -> Any:
     greet_op = component(greet, images)
 

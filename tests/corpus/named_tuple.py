@@ -31,5 +31,9 @@ def make_pipeline(images: str | Mapping[str, str]) -> Any:
 def expected(arguments: dict[str, Any]) -> dict[tuple[str, str], str]:
     quotient, remainder = divide(arguments["a"], arguments["b"])
     total = add(quotient, remainder)
-    return {("divmod", "quotient"): str(quotient), ("divmod", "remainder"): str(remainder),
-            ("add", "Output"): str(total), ("add-2", "Output"): str(add(total, 100))}
+    return {
+        ("divmod", "quotient"): str(quotient),
+        ("divmod", "remainder"): str(remainder),
+        ("add", "Output"): str(total),
+        ("add-2", "Output"): str(add(total, 100)),
+    }

@@ -50,8 +50,9 @@ def served_digest(ref_without_digest: str) -> str | None:
     """What the registry's HTTP API serves for `host/repo:tag` (Docker-Content-Digest)."""
     host, _, rest = ref_without_digest.partition("/")
     repo, _, tag = rest.rpartition(":")
-    response = requests.head(f"http://{host}/v2/{repo}/manifests/{tag}",
-                             headers={"Accept": ", ".join(MANIFEST_TYPES)}, timeout=10)
+    response = requests.head(
+        f"http://{host}/v2/{repo}/manifests/{tag}", headers={"Accept": ", ".join(MANIFEST_TYPES)}, timeout=10
+    )
     return response.headers.get("Docker-Content-Digest") if response.status_code == 200 else None
 
 
@@ -83,14 +84,17 @@ def small_project(tmp_path: Path, registry: str, engine_client: docker.DockerCli
     text = path.read_text().replace('repository = "t"', f'repository = "{prefix}"\nbuilder = "{builder}"')
     text = text.replace('base_image = "127.0.0.1:5000/lib/python:3.11"', f'base_image = "{BASE_IMAGE}"')
     text = text.replace('registry = "127.0.0.1:5000"', f'registry = "{registry}"')
-    text = text.replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
-                        'pipeline = "pipeline.training_pipeline:make_pipeline"\nsteps_module = "small_steps"')
+    text = text.replace(
+        'pipeline = "pipeline.training_pipeline:make_pipeline"',
+        'pipeline = "pipeline.training_pipeline:make_pipeline"\nsteps_module = "small_steps"',
+    )
     path.write_text(text)
     # Step functions whose imports the tiny images do have (the import check runs them).
     (tmp_path / "small_steps.py").write_text(SMALL_STEPS)
     for name in ("base", "download", "training", "upload"):
         (tmp_path / "images" / name / "Dockerfile").write_text(
-            f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nCOPY . /opt/{name}/\nRUN python3 -c \"print('{name} ok')\"\n")
+            f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nCOPY . /opt/{name}/\nRUN python3 -c \"print('{name} ok')\"\n"
+        )
     yield path
     for image in engine_client.images.list():
         for tag in image.tags:

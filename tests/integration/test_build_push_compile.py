@@ -97,7 +97,7 @@ def test_dependents_build_on_the_pinned_base(small_project, registry):
     base_layers = [layer["digest"] for layer in client.manifest(parse(mapping.images["base"].reference))["layers"]]
     for name in ("download", "training", "upload"):
         layers = [layer["digest"] for layer in client.manifest(parse(mapping.images[name].reference))["layers"]]
-        assert layers[:len(base_layers)] == base_layers, name
+        assert layers[: len(base_layers)] == base_layers, name
         assert mapping.images[name].base == "image:base"
     client.close()
 
@@ -107,13 +107,17 @@ def test_failed_build_names_the_step_and_keeps_the_map(small_project, capsys):
     map_path = small_project.parent / "image_map.yaml"
     before = map_path.read_bytes()
     (small_project.parent / "images" / "training" / "Dockerfile").write_text(
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo about to fail && exit 3\n")
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo about to fail && exit 3\n"
+    )
     capsys.readouterr()
     assert run(small_project, "build", "--push") == 6
     err = capsys.readouterr().err
     # Each builder numbers its own steps (the classic one counts ARG and its LABELs): the failing one is named.
-    assert re.search(r"build of \S+/training:in-[0-9a-f]{16} failed at step \d+/\d+ "
-                     r"\(RUN echo about to fail && exit 3\)", err), err
+    assert re.search(
+        r"build of \S+/training:in-[0-9a-f]{16} failed at step \d+/\d+ "
+        r"\(RUN echo about to fail && exit 3\)",
+        err,
+    ), err
     assert "about to fail" in err.split("last lines of the build log")[1]
     assert "Traceback" not in err
     assert map_path.read_bytes() == before
@@ -134,8 +138,11 @@ def _proxy_handler(upstream: str):
                 self.end_headers()
                 self.wfile.write(body)
                 return
-            request = urllib.request.Request(f"http://{upstream}{self.path}", method=self.command,
-                                             headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+            request = urllib.request.Request(
+                f"http://{upstream}{self.path}",
+                method=self.command,
+                headers={k: v for k, v in self.headers.items() if k.lower() != "host"},
+            )
             try:
                 response = urllib.request.urlopen(request, timeout=30)
                 status, headers, body = response.status, response.headers, response.read()
@@ -180,10 +187,12 @@ def test_a_step_importing_what_its_image_lacks_fails_before_push(small_project, 
     map_path.write_text("# the map before the failed build\nsteps: {}\n")
     before = map_path.read_bytes()
     steps = small_project.parent / "small_steps.py"
-    steps.write_text(steps.read_text().replace(
-        "def training(input, output):\n    import json",
-        "def training(input, output):\n    import json\n    from sklearn.model_selection import train_test_split",
-    ))
+    steps.write_text(
+        steps.read_text().replace(
+            "def training(input, output):\n    import json",
+            "def training(input, output):\n    import json\n    from sklearn.model_selection import train_test_split",
+        )
+    )
     code = run(small_project, "build", "--push")
     err = capsys.readouterr().err
     assert code == 6, err
@@ -219,10 +228,12 @@ def _remove_local_images(engine_client, prefix: str) -> None:
 def test_pushed_images_pull_back_by_digest_and_run(small_project, engine_client, registry, capsys):
     """push_with = "skopeo": skopeo pushes every image; an image adding no layer (download here) shares every
     blob with its base (skopeo reuses what it pushed). The engine must pull and run what was pushed."""
-    small_project.write_text(small_project.read_text().replace("[tool.buildtool]\n",
-                                                               '[tool.buildtool]\npush_with = "skopeo"\n', 1))
+    small_project.write_text(
+        small_project.read_text().replace("[tool.buildtool]\n", '[tool.buildtool]\npush_with = "skopeo"\n', 1)
+    )
     (small_project.parent / "images" / "download" / "Dockerfile").write_text(
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nLABEL step=download\n")
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nLABEL step=download\n"
+    )
     assert run(small_project, "build", "--push") == 0
     err = capsys.readouterr().err
     for name in ("base", "download", "training", "upload"):
@@ -231,8 +242,10 @@ def test_pushed_images_pull_back_by_digest_and_run(small_project, engine_client,
     mapping = image_map.load(small_project.parent / "image_map.yaml")
     client = Registry()
     try:
-        layers = {name: [layer["digest"] for layer in client.manifest(parse(mapping.images[name].reference))["layers"]]
-                  for name in ("base", "download")}
+        layers = {
+            name: [layer["digest"] for layer in client.manifest(parse(mapping.images[name].reference))["layers"]]
+            for name in ("base", "download")
+        }
     finally:
         client.close()
     assert layers["download"] == layers["base"]  # stored once
@@ -292,8 +305,11 @@ def test_a_fresh_runner_pushes_only_the_layer_the_registry_lacks(small_project, 
     assert run(small_project, "build", "--push") == 0
     err = capsys.readouterr().err
     assert "pull " in err and "the map's previous image" in err
-    match = re.search(r"\] training +push via (\w+) \((\d+) MB in (\d+) layer\(s\) the registry lacks; it holds the "
-                      r"other (\d+)\)", err)
+    match = re.search(
+        r"\] training +push via (\w+) \((\d+) MB in (\d+) layer\(s\) the registry lacks; it holds the "
+        r"other (\d+)\)",
+        err,
+    )
     assert match, err
     assert (match[1], match[2], match[3]) == ("engine", "0", "1") and int(match[4]) >= 3, err
     new = image_map.load(small_project.parent / "image_map.yaml")
@@ -309,6 +325,7 @@ def test_both_builders_give_the_same_inputs_digests(small_project, tmp_path, cap
         small_project.write_text(re.sub(r'builder = "\w+"', f'builder = "{way}"', text))
         capsys.readouterr()
         assert run(small_project, "build", "--dry-run") == 0
-        tags[way] = sorted(line.split()[-1] for line in capsys.readouterr().out.splitlines()
-                           if line.startswith(("build ", "reuse ")))
+        tags[way] = sorted(
+            line.split()[-1] for line in capsys.readouterr().out.splitlines() if line.startswith(("build ", "reuse "))
+        )
     assert tags["classic"] == tags["buildkit"] and len(tags["classic"]) == 4

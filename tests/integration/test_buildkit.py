@@ -43,11 +43,24 @@ def test_the_installer_cache_is_a_cache_mount(tmp_path, cli, engine_client, regi
     try:
         for n in (1, 2):
             (tmp_path / "Dockerfile").write_text(DOCKERFILE.format(n=n))
-            image = builder.build(context.scan(tmp_path), f"{tag}:{n}", {"BASE_IMAGE": BASE_IMAGE},
-                                  platform="linux/amd64", labels={"buildtool.test": "cache"}, cache_from=[],
-                                  progress=lambda _: None, token=Token())
-            result = engine.run(image, ["sh", "-c", "cat /seen; echo ---; cat /flags; echo ---; "
-                                                    "ls /root/.cache/buildtool-test 2>/dev/null | wc -l"])
+            image = builder.build(
+                context.scan(tmp_path),
+                f"{tag}:{n}",
+                {"BASE_IMAGE": BASE_IMAGE},
+                platform="linux/amd64",
+                labels={"buildtool.test": "cache"},
+                cache_from=[],
+                progress=lambda _: None,
+                token=Token(),
+            )
+            result = engine.run(
+                image,
+                [
+                    "sh",
+                    "-c",
+                    "cat /seen; echo ---; cat /flags; echo ---; ls /root/.cache/buildtool-test 2>/dev/null | wc -l",
+                ],
+            )
             assert result.exit_code == 0, result.output
             listing, flags, in_layer = result.output.split("---\n")
             seen.append(listing.split())

@@ -38,8 +38,9 @@ def buildtool(project: Path, *argv: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def corpus_project(tmp_path_factory: pytest.TempPathFactory, registry: str,
-                   engine_client: docker.DockerClient) -> Iterator[Path]:
+def corpus_project(
+    tmp_path_factory: pytest.TempPathFactory, registry: str, engine_client: docker.DockerClient
+) -> Iterator[Path]:
     """The project, initialised and built once; its images are removed from the engine afterwards."""
     project = tmp_path_factory.mktemp("corpus-project")
     shutil.copytree(CORPUS, project / "corpus", ignore=shutil.ignore_patterns("__pycache__"))
@@ -71,8 +72,11 @@ def steps_of(module: Any) -> set[str]:
     """The step functions (of corpus.steps) that the corpus module's pipeline uses."""
     from tests.corpus import steps
 
-    return {name for name, value in vars(module).items()
-            if callable(value) and getattr(value, "__module__", None) == steps.__name__}
+    return {
+        name
+        for name, value in vars(module).items()
+        if callable(value) and getattr(value, "__module__", None) == steps.__name__
+    }
 
 
 def pipeline_project(corpus_project: Path, module: Any, where: Path) -> Path:
@@ -82,8 +86,12 @@ def pipeline_project(corpus_project: Path, module: Any, where: Path) -> Path:
     shutil.copytree(corpus_project, project)
     config = project / "pyproject.toml"
     name = module.__name__.rpartition(".")[2]
-    text, count = re.subn(r'^pipeline = "corpus\.file_outputs:make_pipeline"$',
-                          f'pipeline = "corpus.{name}:make_pipeline"', config.read_text(), flags=re.M)
+    text, count = re.subn(
+        r'^pipeline = "corpus\.file_outputs:make_pipeline"$',
+        f'pipeline = "corpus.{name}:make_pipeline"',
+        config.read_text(),
+        flags=re.M,
+    )
     assert count == 1
     table = r'^\[tool\.buildtool\.images\.[\w-]+\]\ncontext = "[^"\n]+"\nstep = "{}"\n\n?'
     tables = re.findall(table.format(r"(\w+)"), text, flags=re.M)
@@ -96,8 +104,8 @@ def pipeline_project(corpus_project: Path, module: Any, where: Path) -> Path:
 
 @pytest.mark.parametrize("name", PIPELINES)
 def test_a_corpus_pipeline_builds_compiles_verifies_and_runs_as_kfp_runs_it(
-        name: str, corpus_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    name: str, corpus_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     module: Any = importlib.import_module(f"tests.corpus.{name}")
     project = pipeline_project(corpus_project, module, tmp_path)
     monkeypatch.setenv("BUILDTOOL_BASE_IMAGE", BASE_IMAGE)

@@ -39,8 +39,9 @@ def blocks(text: str) -> list[tuple[str, str]]:
     return re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.M | re.S)
 
 
-def test_the_readme_section_alone_reaches_a_verified_pipeline(tmp_path, registry, engine_client: docker.DockerClient,
-                                                             monkeypatch, capsys):
+def test_the_readme_section_alone_reaches_a_verified_pipeline(
+    tmp_path, registry, engine_client: docker.DockerClient, monkeypatch, capsys
+):
     project = tmp_path / "mypipe"
     project.mkdir()
     if shutil.which("git"):
@@ -113,7 +114,8 @@ def _project_modules_unloaded():
 
 
 def test_an_ordinary_pipeline_with_a_third_party_image_builds_compiles_and_verifies(
-        tmp_path, registry, engine_client: docker.DockerClient, monkeypatch):
+    tmp_path, registry, engine_client: docker.DockerClient, monkeypatch
+):
     """Reused, conditional, looped and renamed steps, and a component.yaml whose image (here the base, pushed
     by another project) is pinned by digest and listed in external_images: verified against the registry."""
     from ..unit.test_any_pipeline import ordinary

@@ -14,14 +14,14 @@ import pytest
 from buildtool import cli
 
 SAME = "pip check: same distributions as an image already checked"
-BROKEN_DIST = '''\
+BROKEN_DIST = """\
 import os, sysconfig
 folder = os.path.join(sysconfig.get_paths()["purelib"], "needs_missing-1.0.dist-info")
 os.makedirs(folder)
 with open(os.path.join(folder, "METADATA"), "w") as handle:
     handle.write("Metadata-Version: 2.1\\nName: needs-missing\\nVersion: 1.0\\n"
                  "Requires-Dist: not-installed-anywhere>=1\\n")
-'''
+"""
 
 
 def run(project: Path, *args: str) -> int:
@@ -45,7 +45,8 @@ def fingerprints(path: Path) -> list[str]:
 
 
 def test_a_rebuild_with_the_same_distributions_skips_pip_check_and_a_broken_one_still_fails(
-        small_project: Path, cache_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small_project: Path, cache_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run(small_project, "build", "--push") == 0
     err = capsys.readouterr().err
     lines = [check_line(err, image) for image in ("download", "training", "upload")]
@@ -72,15 +73,17 @@ def test_a_rebuild_with_the_same_distributions_skips_pip_check_and_a_broken_one_
         dockerfile.write("RUN python3 /opt/download/broken_dist.py\n")
     assert run(small_project, "build", "--push") == 6
     err = capsys.readouterr().err
-    assert ("buildtool: error: image download: `pip check` found broken requirements: "
-            "needs-missing 1.0 requires not-installed-anywhere") in err
+    assert (
+        "buildtool: error: image download: `pip check` found broken requirements: "
+        "needs-missing 1.0 requires not-installed-anywhere"
+    ) in err
     assert "Traceback" not in err and not re.search(r"\] download +pushed ", err)
     assert map_path.read_bytes() == before and fingerprints(cache_file) == known
 
 
 def test_a_corrupt_cache_means_pip_check_runs_and_is_replaced(
-        small_project: Path, cache_file: Path, capsys: pytest.CaptureFixture[str],
-        caplog: pytest.LogCaptureFixture) -> None:
+    small_project: Path, cache_file: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     cache_file.parent.mkdir(parents=True)
     # A cache that lists fingerprints but is malformed (a bad entry): nothing in it is trusted.
     cache_file.write_text(json.dumps({"version": 1, "fingerprints": ["0" * 64, "not a fingerprint"]}))

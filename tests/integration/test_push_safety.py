@@ -30,8 +30,14 @@ def buildtool(project: Path, *args: str, tmpdir: Path | None = None) -> subproce
     env = {**os.environ, "BUILDTOOL_BASE_IMAGE": BASE_IMAGE, "PYTHONPATH": str(REPO)}
     if tmpdir is not None:
         env["TMPDIR"] = str(tmpdir)
-    return subprocess.Popen([sys.executable, "-m", "buildtool", "--config", str(project), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=project.parent)
+    return subprocess.Popen(
+        [sys.executable, "-m", "buildtool", "--config", str(project), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=project.parent,
+    )
 
 
 def set_push_with(project: Path, way: str) -> None:
@@ -102,15 +108,19 @@ def remove_project_images(engine_client: docker.DockerClient, prefix: str) -> No
 def big_training(project: Path) -> None:
     (project.parent / "images" / "training" / "Dockerfile").write_text(
         "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY . /opt/training/\n"
-        f"RUN head -c {BIG_MB}000000 /dev/urandom > /opt/big\n")
+        f"RUN head -c {BIG_MB}000000 /dev/urandom > /opt/big\n"
+    )
 
 
-@pytest.mark.parametrize("sig, code, way, times", [
-    (signal.SIGTERM, 143, "skopeo", 1),
-    (signal.SIGINT, 130, "skopeo", 1),
-    (signal.SIGINT, 130, "skopeo", 2),  # a second Ctrl-C during the clean-up ends it no later
-    (signal.SIGTERM, 143, "engine", 1),
-])
+@pytest.mark.parametrize(
+    "sig, code, way, times",
+    [
+        (signal.SIGTERM, 143, "skopeo", 1),
+        (signal.SIGINT, 130, "skopeo", 1),
+        (signal.SIGINT, 130, "skopeo", 2),  # a second Ctrl-C during the clean-up ends it no later
+        (signal.SIGTERM, 143, "engine", 1),
+    ],
+)
 def test_a_signal_mid_push_stops_everything_within_2s(small_project, registry, tmp_path, sig, code, way, times):
     set_push_with(small_project, way)
     big_training(small_project)
@@ -140,9 +150,11 @@ def test_a_signal_mid_push_stops_everything_within_2s(small_project, registry, t
     err = reader.text()
     assert took <= 2.0, f"exit took {took:.2f}s\n{err[-2500:]}"
     errors = [line for line in err.splitlines() if line.startswith("buildtool:")]
-    assert errors == [f"buildtool: error: interrupted by {signal.Signals(sig).name}: the running builds, checks and "
-                      "pushes were stopped, their staging images deleted; no tag and no image map was written "
-                      "after the signal"]
+    assert errors == [
+        f"buildtool: error: interrupted by {signal.Signals(sig).name}: the running builds, checks and "
+        "pushes were stopped, their staging images deleted; no tag and no image map was written "
+        "after the signal"
+    ]
     assert "Traceback" not in err
     assert map_path.read_bytes() == before
     assert served_digest(content_tag(err, "training")) is None  # no content tag after the signal
@@ -192,10 +204,15 @@ def _training_imports_slowly(small_project, module: str) -> None:
     training = small_project.parent / "images" / "training"
     (training / "slow_import.py").write_text(module)
     (training / "Dockerfile").write_text(
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY slow_import.py /opt/slow/\nENV PYTHONPATH=/opt/slow\n")
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY slow_import.py /opt/slow/\nENV PYTHONPATH=/opt/slow\n"
+    )
     steps = small_project.parent / "small_steps.py"
-    steps.write_text(steps.read_text().replace("def training(input, output):\n    import json",
-                                               "def training(input, output):\n    import json, slow_import"))
+    steps.write_text(
+        steps.read_text().replace(
+            "def training(input, output):\n    import json",
+            "def training(input, output):\n    import json, slow_import",
+        )
+    )
 
 
 def test_the_content_tag_is_not_pullable_while_the_image_is_checked(small_project, registry):
@@ -229,8 +246,11 @@ def test_the_content_tag_is_not_pullable_while_the_image_is_checked(small_projec
 
 def test_a_failed_check_leaves_neither_content_nor_staging_tag(small_project, registry):
     steps = small_project.parent / "small_steps.py"
-    steps.write_text(steps.read_text().replace("def training(input, output):\n    import json",
-                                               "def training(input, output):\n    import json, sklearn"))
+    steps.write_text(
+        steps.read_text().replace(
+            "def training(input, output):\n    import json", "def training(input, output):\n    import json, sklearn"
+        )
+    )
     prefix = config.load(small_project).repository
     process = buildtool(small_project, "build", "--push")
     out, err = process.communicate(timeout=600)
@@ -267,9 +287,14 @@ def test_two_builds_at_once_both_land_in_the_map(small_project, registry):
     final = image_map.load(map_path)
     name, digest = final.images["download"].reference.split("@")
     assert final.steps["download_training_dataset"] == final.images["download"].reference
-    assert requests.head(f"http://{registry}/v2/{name.split('/', 1)[1].rsplit(':', 1)[0]}/manifests/{digest}",
-                         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
-                         timeout=10).status_code == 200
+    assert (
+        requests.head(
+            f"http://{registry}/v2/{name.split('/', 1)[1].rsplit(':', 1)[0]}/manifests/{digest}",
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+            timeout=10,
+        ).status_code
+        == 200
+    )
 
 
 def test_a_fresh_runner_reuses_the_previous_images_layers(small_project, engine_client, registry):
@@ -294,7 +319,7 @@ def test_a_fresh_runner_reuses_the_previous_images_layers(small_project, engine_
     pulled = previous.split(":in-")[0] + "@" + previous.split("@")[1]  # pulled by digest: no tag
     old_layers = engine_client.images.get(pulled).attrs["RootFS"]["Layers"]
     new_layers = engine_client.images.get(new.split("@")[0]).attrs["RootFS"]["Layers"]  # built here: its tag
-    assert new_layers[:len(old_layers)] == old_layers  # the random layer came from the cache, not a new RUN
+    assert new_layers[: len(old_layers)] == old_layers  # the random layer came from the cache, not a new RUN
 
 
 def test_a_signal_during_the_check_stops_its_container(small_project, registry, engine_client):

@@ -13,14 +13,23 @@ def test_verify_asks_the_real_registry_for_every_pinned_image(registry: str) -> 
     assert digest, f"{BASE_IMAGE} is not in the registry; scripts/infra-up.sh pushes it"
     present = f"{BASE_IMAGE}@{digest}"
     absent = f"{BASE_IMAGE}@sha256:" + "0" * 64
-    workflow = {"kind": "Workflow", "spec": {"templates": [
-        {"name": "training", "container": {"image": present}},
-        {"name": "upload-model", "container": {"image": absent}},
-    ]}}
+    workflow = {
+        "kind": "Workflow",
+        "spec": {
+            "templates": [
+                {"name": "training", "container": {"image": present}},
+                {"name": "upload-model", "container": {"image": absent}},
+            ]
+        },
+    }
     client = Registry(timeout=10)
     try:
         assert verify.registry_problems(workflow, client) == [f"{absent}: not in the registry"]
-        assert verify.registry_problems({"kind": "Workflow", "spec": {"templates": workflow["spec"]["templates"][:1]}},
-                                        client) == []
+        assert (
+            verify.registry_problems(
+                {"kind": "Workflow", "spec": {"templates": workflow["spec"]["templates"][:1]}}, client
+            )
+            == []
+        )
     finally:
         client.close()

@@ -49,10 +49,13 @@ def login_registry(tmp_path: Path) -> Iterator[str]:
         hashed = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))
     (tmp_path / "htpasswd").write_text(f"{USER}:{hashed}\n")
     host = f"127.0.0.1:{_free_port()}"
-    config = {"version": 0.1, "log": {"level": "error"},
-              "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}},
-              "http": {"addr": host},
-              "auth": {"htpasswd": {"realm": "buildtool-test", "path": str(tmp_path / "htpasswd")}}}
+    config = {
+        "version": 0.1,
+        "log": {"level": "error"},
+        "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}},
+        "http": {"addr": host},
+        "auth": {"htpasswd": {"realm": "buildtool-test", "path": str(tmp_path / "htpasswd")}},
+    }
     (tmp_path / "registry.yml").write_text(json.dumps(config))  # JSON is YAML
     with open(tmp_path / "registry.log", "w") as log:
         server = subprocess.Popen([SERVER, "serve", str(tmp_path / "registry.yml")], stdout=log, stderr=log)
@@ -90,9 +93,11 @@ def _store_login(store: Path, way: str, host: str, password: str) -> None:
         return
     helper = store.parent.parent / "bin" / "docker-credential-lab"  # the credential helper protocol: `get`, stdin
     answer = json.dumps({"ServerURL": host, "Username": USER, "Secret": password})
-    helper.write_text(f'#!/bin/sh\nread server\n'
-                      f'[ "$server" = "{host}" ] || {{ echo "credentials not found"; exit 1; }}\n'
-                      f"echo '{answer}'\n")
+    helper.write_text(
+        f"#!/bin/sh\nread server\n"
+        f'[ "$server" = "{host}" ] || {{ echo "credentials not found"; exit 1; }}\n'
+        f"echo '{answer}'\n"
+    )
     helper.chmod(0o755)
     store.write_text(json.dumps({"credHelpers": {host: "lab"}}))
 
@@ -108,26 +113,55 @@ def _oci_layout(folder: Path) -> None:
         return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
 
     layer = subprocess.run(["tar", "-cz", "--files-from", "/dev/null"], capture_output=True, check=True).stdout
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(b'').hexdigest()}"]}})
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": blob(config.encode(), "application/vnd.oci.image.config.v1+json"),
-                           "layers": [blob(layer, "application/vnd.oci.image.layer.v1.tar+gzip")]}).encode()
-    index = {"schemaVersion": 2, "manifests": [{**blob(manifest, "application/vnd.oci.image.manifest.v1+json"),
-                                                "annotations": {"org.opencontainers.image.ref.name": "t"}}]}
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(b'').hexdigest()}"]},
+        }
+    )
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": blob(config.encode(), "application/vnd.oci.image.config.v1+json"),
+            "layers": [blob(layer, "application/vnd.oci.image.layer.v1.tar+gzip")],
+        }
+    ).encode()
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                **blob(manifest, "application/vnd.oci.image.manifest.v1+json"),
+                "annotations": {"org.opencontainers.image.ref.name": "t"},
+            }
+        ],
+    }
     (folder / "index.json").write_text(json.dumps(index))
     (folder / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
 
 
 @pytest.mark.parametrize("way", ["auths", "credential-helper"])
-def test_stored_credentials_push_through_skopeo_and_read_back(login_registry: str, store: Path, tmp_path: Path,
-                                                              way: str) -> None:
+def test_stored_credentials_push_through_skopeo_and_read_back(
+    login_registry: str, store: Path, tmp_path: Path, way: str
+) -> None:
     _store_login(store, way, login_registry, PASSWORD)
     _oci_layout(tmp_path / "image")
     authfile = skopeo.write_authfile(tmp_path, login_registry)  # what a push by skopeo is given
-    done = subprocess.run(["skopeo", "copy", "--authfile", str(authfile), "--dest-tls-verify=false",
-                           f"oci:{tmp_path / 'image'}:t", f"docker://{login_registry}/lab/tiny:t1"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--authfile",
+            str(authfile),
+            "--dest-tls-verify=false",
+            f"oci:{tmp_path / 'image'}:t",
+            f"docker://{login_registry}/lab/tiny:t1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     client = Registry(timeout=10)
     try:
@@ -139,14 +173,22 @@ def test_stored_credentials_push_through_skopeo_and_read_back(login_registry: st
     assert PASSWORD not in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("stored, fragment", [
-    (None, "requires credentials for the manifest of {host}/lab/tiny:t1, and none are stored for it: "
-           "run `docker login {host}`"),
-    ("wrong-password", "refused the stored credentials for the manifest of {host}/lab/tiny:t1 (401)"),
-], ids=["none-stored", "wrong-password"])
+@pytest.mark.parametrize(
+    "stored, fragment",
+    [
+        (
+            None,
+            "requires credentials for the manifest of {host}/lab/tiny:t1, and none are stored for it: "
+            "run `docker login {host}`",
+        ),
+        ("wrong-password", "refused the stored credentials for the manifest of {host}/lab/tiny:t1 (401)"),
+    ],
+    ids=["none-stored", "wrong-password"],
+)
 @pytest.mark.parametrize("way", ["auths", "credential-helper"])
-def test_a_missing_or_wrong_login_is_named(login_registry: str, store: Path, way: str, stored: str | None,
-                                           fragment: str) -> None:
+def test_a_missing_or_wrong_login_is_named(
+    login_registry: str, store: Path, way: str, stored: str | None, fragment: str
+) -> None:
     if stored is not None:
         _store_login(store, way, login_registry, stored)
     client = Registry(timeout=10)

@@ -149,11 +149,15 @@ def compile_hello(image: str, path: Path) -> None:
 
 
 @pytest.mark.parametrize("push_with", ["auto", "skopeo"])
-def test_build_push_and_run_through_a_tls_docker_host(small_project: Path, remote_engine: TlsProxy,
-                                                      push_with: str, tmp_path: Path, capsys: Any) -> None:
+def test_build_push_and_run_through_a_tls_docker_host(
+    small_project: Path, remote_engine: TlsProxy, push_with: str, tmp_path: Path, capsys: Any
+) -> None:
     if push_with == "skopeo":
-        small_project.write_text(small_project.read_text().replace(
-            'steps_module = "small_steps"', 'steps_module = "small_steps"\npush_with = "skopeo"'))
+        small_project.write_text(
+            small_project.read_text().replace(
+                'steps_module = "small_steps"', 'steps_module = "small_steps"\npush_with = "skopeo"'
+            )
+        )
     code = cli.main(["--config", str(small_project), "build", "--push"])
     err = capsys.readouterr().err
     assert code == 0, err
@@ -172,15 +176,31 @@ def test_build_push_and_run_through_a_tls_docker_host(small_project: Path, remot
     steps = tmp_path / "hello-map.yaml"
     steps.write_text(f"steps:\n  hello: {image}\n  fetch: {image}\n")
     capsys.readouterr()
-    assert cli.main(["run", str(pipeline), "--image-map", str(steps), "--workdir", str(workdir)]) == 0, \
+    assert cli.main(["run", str(pipeline), "--image-map", str(steps), "--workdir", str(workdir)]) == 0, (
         capsys.readouterr().err
+    )
     assert (workdir / "hello" / "hello-output" / "data").read_text() == "hello over tls"
     assert remote_engine.bytes_in > sent_before
     # Steps have no network; --allow-host relays one endpoint of this machine to them, the engine being remote.
     with served("from this machine") as port:
         url = f"http://127.0.0.1:{port}/"
-        assert cli.main(["run", str(pipeline), "--image-map", str(steps), "--workdir", str(tmp_path / "fetch"),
-                         "-p", f"url={url}", "--allow-host", f"127.0.0.1:{port}"]) == 0, capsys.readouterr().err
+        assert (
+            cli.main(
+                [
+                    "run",
+                    str(pipeline),
+                    "--image-map",
+                    str(steps),
+                    "--workdir",
+                    str(tmp_path / "fetch"),
+                    "-p",
+                    f"url={url}",
+                    "--allow-host",
+                    f"127.0.0.1:{port}",
+                ]
+            )
+            == 0
+        ), capsys.readouterr().err
     assert (tmp_path / "fetch" / "condition-1" / "fetch" / "fetch-Output" / "data").read_text() == "from this machine"
 
 
@@ -209,9 +229,9 @@ def served(body: str) -> Iterator[int]:
         server.server_close()
 
 
-def test_an_engine_endpoint_refusing_the_client_is_one_line(small_project: Path, remote_engine: TlsProxy,
-                                                            tmp_path: Path, capsys: Any,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_engine_endpoint_refusing_the_client_is_one_line(
+    small_project: Path, remote_engine: TlsProxy, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     other = trustme.CA()  # a client certificate the endpoint does not trust
     certs = tmp_path / "foreign-certs"
     certs.mkdir()
@@ -254,8 +274,9 @@ while True:
 """
 
 
-def test_build_push_through_an_ssh_docker_host(small_project: Path, tmp_path: Path, capsys: Any,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_push_through_an_ssh_docker_host(
+    small_project: Path, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """DOCKER_HOST=ssh://... goes through the ssh client (here a stand-in on PATH), as the docker CLI's does;
     skopeo cannot read such an engine, so the engine pushes."""
     import sys
@@ -269,8 +290,11 @@ def test_build_push_through_an_ssh_docker_host(small_project: Path, tmp_path: Pa
     monkeypatch.setenv("DOCKER_HOST", "ssh://builder@build.invalid:2222")
     for name in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT"):
         monkeypatch.delenv(name, raising=False)
-    small_project.write_text(small_project.read_text().replace(
-        'steps_module = "small_steps"', 'steps_module = "small_steps"\npush_with = "auto"'))
+    small_project.write_text(
+        small_project.read_text().replace(
+            'steps_module = "small_steps"', 'steps_module = "small_steps"\npush_with = "auto"'
+        )
+    )
     code = cli.main(["--config", str(small_project), "build", "--push"])
     err = capsys.readouterr().err
     assert code == 0, err
@@ -278,4 +302,7 @@ def test_build_push_through_an_ssh_docker_host(small_project: Path, tmp_path: Pa
     calls = log.read_text().splitlines()
     assert calls and all(call == "-l builder -p 2222 -- build.invalid docker system dial-stdio" for call in calls)
     assert set(image_map.load(config.load(small_project).image_map).steps) == {
-        "download_training_dataset", "training", "upload_model"}
+        "download_training_dataset",
+        "training",
+        "upload_model",
+    }

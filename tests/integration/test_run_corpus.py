@@ -41,11 +41,13 @@ def compile_corpus(module: Any, image: str, path: Path) -> None:
         kfp.compiler.Compiler().compile(module.make_pipeline(image), str(path))
 
 
-def run(path: Path, workdir: Path, arguments: dict[str, Any], capsys: pytest.CaptureFixture[str],
-        *options: str) -> tuple[int, str, str]:
+def run(
+    path: Path, workdir: Path, arguments: dict[str, Any], capsys: pytest.CaptureFixture[str], *options: str
+) -> tuple[int, str, str]:
     params = [item for name, value in arguments.items() for item in ("-p", f"{name}={value}")]
-    code = cli.main(["--config", str(path.parent / "absent.toml"), "run", str(path), "--workdir", str(workdir),
-                     *params, *options])
+    code = cli.main(
+        ["--config", str(path.parent / "absent.toml"), "run", str(path), "--workdir", str(workdir), *params, *options]
+    )
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -64,8 +66,12 @@ def local_client(module: Any, image: str | Mapping[str, str], root: Path) -> dic
     root.mkdir()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = kfp.run_pipeline_func_locally(module.make_pipeline(image), module.ARGUMENTS, pipeline_root=str(root),
-                                               execution_mode=LocalClient.ExecutionMode(mode="docker"))
+        result = kfp.run_pipeline_func_locally(
+            module.make_pipeline(image),
+            module.ARGUMENTS,
+            pipeline_root=str(root),
+            execution_mode=LocalClient.ExecutionMode(mode="docker"),
+        )
     found = {}
     for node, output, op, iteration in module.LOCAL_CLIENT:
         path = Path(result.get_output_file(op, output))
@@ -93,8 +99,9 @@ def test_corpus_runs_as_kfp_runs_it(name: str, base: str, tmp_path: Path, capsys
     assert {key: ours.get(key, written(tmp_path / "work", *key)) for key in theirs} == theirs
 
 
-def test_a_condition_that_does_not_hold_is_skipped_and_reported(base: str, tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_condition_that_does_not_hold_is_skipped_and_reported(
+    base: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.corpus import condition
 
     pipeline = tmp_path / "pipeline.yaml"
@@ -111,8 +118,9 @@ def test_a_condition_that_does_not_hold_is_skipped_and_reported(base: str, tmp_p
             assert written(workdir, node, output) == value
 
 
-def test_the_exit_handler_runs_after_a_failure_and_sees_it(base: str, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_exit_handler_runs_after_a_failure_and_sees_it(
+    base: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.corpus import exit_handler
 
     pipeline = tmp_path / "pipeline.yaml"
@@ -126,8 +134,9 @@ def test_the_exit_handler_runs_after_a_failure_and_sees_it(base: str, tmp_path: 
     assert states == {"cleanup": "succeeded", "exit-handler-1": "failed", "exit-handler-1/work": "failed"}
 
 
-def test_independent_tasks_run_at_once_and_a_loop_is_bounded(base: str, tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_independent_tasks_run_at_once_and_a_loop_is_bounded(
+    base: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Three loop items at --jobs 3 overlap in time; a withParam list over the bound is refused by name."""
     from tests.corpus import loop_param
 

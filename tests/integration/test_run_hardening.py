@@ -51,8 +51,9 @@ def compile_reveal(image: str, path: Path) -> None:
 
     @dsl.pipeline(name="reveal")
     def pipeline(greeting: str) -> None:
-        op(greeting=greeting).apply(use_k8s_secret(secret_name="platform-credentials",
-                                                   k8s_secret_key_to_env={"secret_key": VARIABLE}))
+        op(greeting=greeting).apply(
+            use_k8s_secret(secret_name="platform-credentials", k8s_secret_key_to_env={"secret_key": VARIABLE})
+        )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -60,7 +61,8 @@ def compile_reveal(image: str, path: Path) -> None:
 
 
 def test_a_secret_variable_reaches_the_environment_not_the_command_line(
-        tmp_path: Path, registry: str, engine_client: docker.DockerClient) -> None:
+    tmp_path: Path, registry: str, engine_client: docker.DockerClient
+) -> None:
     digest = served_digest(BASE_IMAGE)
     assert digest, f"{BASE_IMAGE} is not in the registry; run scripts/infra-up.sh"
     image = f"{BASE_IMAGE}@{digest}"
@@ -71,10 +73,27 @@ def test_a_secret_variable_reaches_the_environment_not_the_command_line(
     workdir = tmp_path / "work"
     secret = "it-" + secrets.token_urlsafe(24)
     label = f"{RUN_LABEL}={workdir.resolve()}"
-    command = [sys.executable, "-m", "buildtool", "run", str(pipeline), "--image-map", str(image_map),
-               "-p", "greeting=hello", "--workdir", str(workdir)]
-    run = subprocess.Popen(command, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", VARIABLE: secret},
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "buildtool",
+        "run",
+        str(pipeline),
+        "--image-map",
+        str(image_map),
+        "-p",
+        "greeting=hello",
+        "--workdir",
+        str(workdir),
+    ]
+    run = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", VARIABLE: secret},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 180
         running: list[Any] = []
@@ -83,8 +102,12 @@ def test_a_secret_variable_reaches_the_environment_not_the_command_line(
             time.sleep(0.2)
         assert len(running) == 1, f"no running container labelled {label}: {run.communicate(timeout=30)}"
         attrs = engine_client.api.inspect_container(running[0].id)
-        command_line = [attrs["Path"], *attrs["Args"], *(attrs["Config"]["Cmd"] or []),
-                        *(attrs["Config"]["Entrypoint"] or [])]
+        command_line = [
+            attrs["Path"],
+            *attrs["Args"],
+            *(attrs["Config"]["Cmd"] or []),
+            *(attrs["Config"]["Entrypoint"] or []),
+        ]
         assert not any(secret in part for part in command_line)
         assert "--greeting" in attrs["Args"] and "hello" in attrs["Args"]  # the command line is the one inspected
         assert f"{VARIABLE}={secret}" in attrs["Config"]["Env"]
@@ -104,16 +127,28 @@ def test_a_secret_variable_reaches_the_environment_not_the_command_line(
     assert engine_client.containers.list(all=True, filters={"label": label}) == []
 
 
-def test_run_accepts_what_build_and_compile_pinned_and_refuses_a_swapped_image(small_project: Path,
-                                                                               capsys: Any) -> None:
+def test_run_accepts_what_build_and_compile_pinned_and_refuses_a_swapped_image(
+    small_project: Path, capsys: Any
+) -> None:
     """The map check on real output: build --push, compile, then run --dry-run against the project's map."""
     config = ["--config", str(small_project)]
     assert cli.main([*config, "build", "--push"]) == 0
     assert cli.main([*config, "compile"]) == 0
     pipeline = small_project.parent / "pipeline.yaml"
-    params = [item for pair in ("training_task_uid=t", "training_dataset_uid=d", "model_uid=m", "learning_rate=0.1",
-                                "host=127.0.0.1", "port=1", "access_key=a", "secret_key=s")
-              for item in ("-p", pair)]
+    params = [
+        item
+        for pair in (
+            "training_task_uid=t",
+            "training_dataset_uid=d",
+            "model_uid=m",
+            "learning_rate=0.1",
+            "host=127.0.0.1",
+            "port=1",
+            "access_key=a",
+            "secret_key=s",
+        )
+        for item in ("-p", pair)
+    ]
     capsys.readouterr()
     assert cli.main([*config, "run", str(pipeline), "--dry-run", *params]) == 0
     out = capsys.readouterr().out
@@ -126,7 +161,11 @@ def test_run_accepts_what_build_and_compile_pinned_and_refuses_a_swapped_image(s
     before = {p: p.read_bytes() for p in small_project.parent.glob("*.yaml")}
     assert cli.main([*config, "run", str(pipeline), "--workdir", str(small_project.parent / "work"), *params]) == 11
     err = capsys.readouterr().err
-    assert f"template training: container.image: {images['download-training-dataset']} differs from the map's " \
-           f"{images['training']}" in err and len(err.splitlines()) == 1
+    assert (
+        f"template training: container.image: {images['download-training-dataset']} differs from the map's "
+        f"{images['training']}"
+        in err
+        and len(err.splitlines()) == 1
+    )
     assert {p: p.read_bytes() for p in small_project.parent.glob("*.yaml")} == before
     assert not (small_project.parent / "work").exists()

@@ -136,9 +136,17 @@ def engine() -> Iterator[Engine]:
 
 
 def run_plan(workflow: Mapping[str, Any], port: int, **overrides: str) -> local_run.RunPlan:
-    arguments = {"training_task_uid": "task-it", "training_dataset_uid": DATASET_UID, "model_uid": MODEL_UID,
-                 "learning_rate": "0.001", "host": "127.0.0.1", "port": str(port),
-                 "access_key": ACCESS_KEY, "secret_key": SECRET_KEY, **overrides}
+    arguments = {
+        "training_task_uid": "task-it",
+        "training_dataset_uid": DATASET_UID,
+        "model_uid": MODEL_UID,
+        "learning_rate": "0.001",
+        "host": "127.0.0.1",
+        "port": str(port),
+        "access_key": ACCESS_KEY,
+        "secret_key": SECRET_KEY,
+        **overrides,
+    }
     return local_run.plan_run(workflow, arguments)
 
 
@@ -146,16 +154,23 @@ def plan(pipeline: Pipeline, port: int, **overrides: str) -> list[local_run.Step
     return local_run.preview(run_plan(pipeline.workflow, port, **overrides))
 
 
-def execute(workflow: Mapping[str, Any], engine: Engine, workdir: Path, port: int,
-            events: list[tuple[str, str]] | None = None, **overrides: str) -> run_exec.RunOutcome:
+def execute(
+    workflow: Mapping[str, Any],
+    engine: Engine,
+    workdir: Path,
+    port: int,
+    events: list[tuple[str, str]] | None = None,
+    **overrides: str,
+) -> run_exec.RunOutcome:
     """The pipeline run as `buildtool run --allow-host 127.0.0.1:PORT` runs it."""
     plan = run_plan(workflow, port, **overrides)
     image = local_run.preview(plan)[0].image
     seen = events if events is not None else []
     endpoint = run_network.Endpoint("127.0.0.1", port)
     with run_network.Isolation(engine, [endpoint], False, image, {local_run.RUN_LABEL: str(workdir)}) as network:
-        return run_exec.execute_run(plan, engine, workdir, lambda who, what: seen.append((who, what)),
-                                    network_mode=network.network_mode)
+        return run_exec.execute_run(
+            plan, engine, workdir, lambda who, what: seen.append((who, what)), network_mode=network.network_mode
+        )
 
 
 def only(pipeline: Pipeline, task: str) -> dict[str, Any]:
@@ -170,8 +185,9 @@ def files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()]
 
 
-def run_failing(pipeline: Pipeline, engine: Engine, workdir: Path, port: int, failing: str,
-                **overrides: str) -> tuple[str, list[tuple[str, str]], float]:
+def run_failing(
+    pipeline: Pipeline, engine: Engine, workdir: Path, port: int, failing: str, **overrides: str
+) -> tuple[str, list[tuple[str, str]], float]:
     """Run the whole pipeline, which must stop at step `failing`; return the error, the events, the seconds."""
     events: list[tuple[str, str]] = []
     started = time.monotonic()
@@ -184,9 +200,15 @@ def run_failing(pipeline: Pipeline, engine: Engine, workdir: Path, port: int, fa
 
 
 def model_check(engine: Engine, image: str, dataset_dir: Path, model_dir: Path) -> dict[str, Any]:
-    result = engine.run(image, ["python3", "-c", MODEL_CHECK], network_mode="none",
-                        volumes={str(dataset_dir): {"bind": "/run/dataset", "mode": "ro"},
-                                 str(model_dir): {"bind": "/run/model", "mode": "ro"}})
+    result = engine.run(
+        image,
+        ["python3", "-c", MODEL_CHECK],
+        network_mode="none",
+        volumes={
+            str(dataset_dir): {"bind": "/run/dataset", "mode": "ro"},
+            str(model_dir): {"bind": "/run/model", "mode": "ro"},
+        },
+    )
     lines = [line for line in result.output.splitlines() if line.startswith("RESULT ")]
     assert result.exit_code == 0 and lines, result.output[-3000:]
     return json.loads(lines[-1].removeprefix("RESULT "))
@@ -209,16 +231,27 @@ def trained(pipeline: Pipeline, engine: Engine, tmp_path_factory: pytest.TempPat
     events: list[tuple[str, str]] = []
     with PlatformServer(root / "platform", {ACCESS_KEY: SECRET_KEY}) as server:
         steps = plan(pipeline, server.port, training_dataset_uid=TRAINED_DATASET_UID, **TRAINING_ARGUMENTS)
-        outcome = execute(pipeline.workflow, engine, root / "work", server.port, events,
-                          training_dataset_uid=TRAINED_DATASET_UID, **TRAINING_ARGUMENTS)
+        outcome = execute(
+            pipeline.workflow,
+            engine,
+            root / "work",
+            server.port,
+            events,
+            training_dataset_uid=TRAINED_DATASET_UID,
+            **TRAINING_ARGUMENTS,
+        )
     assert outcome.failure is None, outcome.failure
     return Trained(dataset, server.data_dir, steps[1].image, {r.node: r for r in outcome.nodes}, events)
 
 
 @pytest.fixture(scope="module")
 def checked(trained: Trained, engine: Engine) -> dict[str, Any]:
-    return model_check(engine, trained.training_image, trained.results[DOWNLOAD].outputs[f"{DOWNLOAD}-output"],
-                       trained.results[TRAINING].outputs["training-output"])
+    return model_check(
+        engine,
+        trained.training_image,
+        trained.results[DOWNLOAD].outputs[f"{DOWNLOAD}-output"],
+        trained.results[TRAINING].outputs["training-output"],
+    )
 
 
 def test_download_step_fetches_the_dataset_from_the_platform(trained: Trained) -> None:
@@ -268,11 +301,15 @@ def test_model_is_compiled_as_the_seed_compiles_it(checked: dict[str, Any]) -> N
 
 def test_training_learns_far_better_than_predicting_the_mean(trained: Trained, checked: dict[str, Any]) -> None:
     # Keras prints the time per batch of each epoch as "123ms/step" or "1s/step".
-    per_batch = [float(value) * (1 if unit == "ms" else 1000)
-                 for value, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s)/step", trained.results[TRAINING].output)]
+    per_batch = [
+        float(value) * (1 if unit == "ms" else 1000)
+        for value, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s)/step", trained.results[TRAINING].output)
+    ]
     seconds = ", ".join(f"{task} {result.seconds:.1f} s" for task, result in trained.results.items())
-    print(f"validation MSE {checked['val_mse']:.4f} vs {checked['mean_mse']:.4f} predicting the training mean "
-          f"({checked['validate']} samples); steps: {seconds}; ms per batch by epoch {per_batch}")
+    print(
+        f"validation MSE {checked['val_mse']:.4f} vs {checked['mean_mse']:.4f} predicting the training mean "
+        f"({checked['validate']} samples); steps: {seconds}; ms per batch by epoch {per_batch}"
+    )
     assert len(per_batch) == int(TRAINING_ARGUMENTS["epochs"])
     assert checked["validate"] == 20
     assert checked["val_mse"] < 0.25 * checked["mean_mse"], checked
@@ -305,8 +342,14 @@ def options_run(pipeline: Pipeline, engine: Engine, tmp_path_factory: pytest.Tem
     dataset = seed_with_cli(root / "platform", OPTIONS_DATASET_UID, 60)
     events: list[tuple[str, str]] = []
     with PlatformServer(root / "platform", {ACCESS_KEY: SECRET_KEY}) as server:
-        options = {"training_dataset_uid": OPTIONS_DATASET_UID, "model_uid": OPTIONS_MODEL_UID,
-                   "record_accuracy": "false", "max_samples": "30", "epochs": "1", "batch_size": "8"}
+        options = {
+            "training_dataset_uid": OPTIONS_DATASET_UID,
+            "model_uid": OPTIONS_MODEL_UID,
+            "record_accuracy": "false",
+            "max_samples": "30",
+            "epochs": "1",
+            "batch_size": "8",
+        }
         steps = plan(pipeline, server.port, **options)
         outcome = execute(pipeline.workflow, engine, root / "work", server.port, events, **options)
     assert outcome.failure is None, outcome.failure
@@ -334,16 +377,18 @@ def test_max_samples_trains_on_that_many_samples(options_run: Trained) -> None:
 
 
 def test_wrong_credentials_fail_the_download_step(pipeline, engine, platform_server, tmp_path) -> None:
-    message, _, _ = run_failing(pipeline, engine, tmp_path / "work", platform_server.port, DOWNLOAD,
-                                secret_key="not-the-secret")
+    message, _, _ = run_failing(
+        pipeline, engine, tmp_path / "work", platform_server.port, DOWNLOAD, secret_key="not-the-secret"
+    )
     assert "PlatformError: login as '***'" in message and "HTTP 401" in message
     assert "not-the-secret" not in message
     assert not (tmp_path / "work" / TRAINING).exists() and not (platform_server.data_dir / "model").exists()
 
 
 def test_unknown_dataset_uid_fails_the_download_step(pipeline, engine, platform_server, tmp_path) -> None:
-    message, _, _ = run_failing(pipeline, engine, tmp_path / "work", platform_server.port, DOWNLOAD,
-                                training_dataset_uid="ds-missing")
+    message, _, _ = run_failing(
+        pipeline, engine, tmp_path / "work", platform_server.port, DOWNLOAD, training_dataset_uid="ds-missing"
+    )
     assert "download of training_dataset 'ds-missing'" in message and "HTTP 404" in message
     assert files_under(tmp_path / "work" / DOWNLOAD / f"{DOWNLOAD}-output") == []  # no partial file left
 
@@ -360,8 +405,7 @@ def test_download_step_survives_server_errors_then_succeeds(pipeline, engine, ma
 
 
 def test_silent_server_fails_the_download_step_in_bounded_time(pipeline, engine, silent_server, tmp_path) -> None:
-    message, _, seconds = run_failing(pipeline, engine, tmp_path, silent_server.port, DOWNLOAD,
-                                      platform_timeout="2")
+    message, _, seconds = run_failing(pipeline, engine, tmp_path, silent_server.port, DOWNLOAD, platform_timeout="2")
     assert "failed after 5 attempt(s): timed out: no answer within 2s" in message
     assert seconds < 60, f"took {seconds:.0f}s"  # 5 waits of 2 s and back-offs of 7.5 s in all, plus start-up
 
@@ -380,10 +424,15 @@ def _safe_npy() -> bytes:
 
 
 def test_dataset_zip_with_parent_member_fails_the_training_step(pipeline, engine, platform_server, tmp_path) -> None:
-    _seed_zip(platform_server, "ds-escape", {"training_dataset.npy": _safe_npy(), "../escape.txt": b"x"},
-              tmp_path / "escape.zip")
-    message, _, _ = run_failing(pipeline, engine, tmp_path / "work", platform_server.port, TRAINING,
-                                training_dataset_uid="ds-escape")
+    _seed_zip(
+        platform_server,
+        "ds-escape",
+        {"training_dataset.npy": _safe_npy(), "../escape.txt": b"x"},
+        tmp_path / "escape.zip",
+    )
+    message, _, _ = run_failing(
+        pipeline, engine, tmp_path / "work", platform_server.port, TRAINING, training_dataset_uid="ds-escape"
+    )
     assert "ArchiveError:" in message and "member '../escape.txt' has a '..' component" in message
     assert files_under(tmp_path / "work" / TRAINING / "training-output") == []
     assert not (platform_server.data_dir / "model").exists()
@@ -392,11 +441,12 @@ def test_dataset_zip_with_parent_member_fails_the_training_step(pipeline, engine
 def test_corrupt_dataset_zip_fails_the_training_step(pipeline, engine, platform_server, tmp_path) -> None:
     data = bytearray(write_training_dataset(tmp_path / "good.zip", samples=50, format="safe").read_bytes())
     middle = len(data) // 2
-    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
     (tmp_path / "corrupt.zip").write_bytes(data)
     seed_dataset(platform_server.data_dir, "ds-corrupt", tmp_path / "corrupt.zip")
-    message, _, _ = run_failing(pipeline, engine, tmp_path / "work", platform_server.port, TRAINING,
-                                training_dataset_uid="ds-corrupt")
+    message, _, _ = run_failing(
+        pipeline, engine, tmp_path / "work", platform_server.port, TRAINING, training_dataset_uid="ds-corrupt"
+    )
     assert "ArchiveError:" in message and "member 'training_dataset.npy' is corrupt: Bad CRC-32" in message
     assert not (platform_server.data_dir / "model").exists()
 
@@ -405,12 +455,30 @@ def test_cli_run_exits_11_naming_the_failing_step(pipeline, platform_server, tmp
     monkeypatch.setenv("PLATFORM_ACCESS_KEY", ACCESS_KEY)
     monkeypatch.setenv("PLATFORM_SECRET_KEY", SECRET_KEY)
     # The project's configuration, so that run checks the images against the map they were compiled from.
-    code = cli.main(["--config", str(pipeline.path.parent / "pyproject.toml"), "run", str(pipeline.path),
-                     "--workdir", str(tmp_path / "work"),
-                     "-p", "training_task_uid=task-cli", "-p", "training_dataset_uid=ds-unknown",
-                     "-p", "model_uid=model-cli", "-p", "learning_rate=0.01",
-                     "-p", "host=127.0.0.1", "-p", f"port={platform_server.port}",
-                     "--allow-host", f"127.0.0.1:{platform_server.port}"])
+    code = cli.main(
+        [
+            "--config",
+            str(pipeline.path.parent / "pyproject.toml"),
+            "run",
+            str(pipeline.path),
+            "--workdir",
+            str(tmp_path / "work"),
+            "-p",
+            "training_task_uid=task-cli",
+            "-p",
+            "training_dataset_uid=ds-unknown",
+            "-p",
+            "model_uid=model-cli",
+            "-p",
+            "learning_rate=0.01",
+            "-p",
+            "host=127.0.0.1",
+            "-p",
+            f"port={platform_server.port}",
+            "--allow-host",
+            f"127.0.0.1:{platform_server.port}",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 11
     assert "buildtool: error: step download-training-dataset failed with exit code 1" in captured.err
@@ -425,12 +493,14 @@ def _seed_npy(server: PlatformServer, uid: str, array: np.ndarray, path: Path) -
 
 
 def test_platform_dataset_of_wrong_shapes_fails_the_training_step_naming_the_shape(
-        pipeline, engine, platform_server, tmp_path) -> None:
+    pipeline, engine, platform_server, tmp_path
+) -> None:
     pairs = pack_training_dataset(np.zeros((10, 100, 3)), np.zeros((10, 3)), format="seed")
     pairs[3, 0] = np.zeros((50, 3), np.float32)
     _seed_npy(platform_server, "ds-shapes", pairs, tmp_path / "shapes.zip")
-    message, _, _ = run_failing(pipeline, engine, tmp_path / "work", platform_server.port, TRAINING,
-                                training_dataset_uid="ds-shapes")
+    message, _, _ = run_failing(
+        pipeline, engine, tmp_path / "work", platform_server.port, TRAINING, training_dataset_uid="ds-shapes"
+    )
     [line] = [line for line in message.splitlines() if "(50, 3)" in line]
     assert line.startswith("platform_client.errors.DatasetError: ")
     assert line.endswith("training_dataset.npy: pair 3: x has shape (50, 3), expected (100, 3)")
@@ -448,18 +518,24 @@ class _Payload:
 @pytest.mark.parametrize(
     ("allow_pickle", "payload", "fragment"),
     [
-        ("false", lambda marker: (os.system, (f"touch {marker}",)),
-         "refused: the object array refers to posix.system"),
-        ("false", lambda marker: (eval, (f"__import__('pathlib').Path({marker!r}).touch()",)),
-         "refused: the object array refers to builtins.eval"),
+        ("false", lambda marker: (os.system, (f"touch {marker}",)), "refused: the object array refers to posix.system"),
+        (
+            "false",
+            lambda marker: (eval, (f"__import__('pathlib').Path({marker!r}).touch()",)),
+            "refused: the object array refers to builtins.eval",
+        ),
         # Full unpickling (for a source you trust) does run it: the marker is a real witness.
-        ("true", lambda marker: (os.system, (f"touch {marker}",)),
-         "pair 0: y is of type int, expected a numeric array"),
+        (
+            "true",
+            lambda marker: (os.system, (f"touch {marker}",)),
+            "pair 0: y is of type int, expected a numeric array",
+        ),
     ],
     ids=["os.system", "builtins.eval", "full unpickling runs it"],
 )
 def test_platform_dataset_carrying_code_is_refused_in_the_training_image(
-        pipeline, engine, platform_server, tmp_path, allow_pickle, payload, fragment) -> None:
+    pipeline, engine, platform_server, tmp_path, allow_pickle, payload, fragment
+) -> None:
     # The payload would touch a file in the training step's output folder, which is a host folder.
     [output] = plan(pipeline, platform_server.port)[1].outputs
     marker = f"{os.path.dirname(output.path)}/ran"  # the folder around the output path is the host's
@@ -467,8 +543,15 @@ def test_platform_dataset_carrying_code_is_refused_in_the_training_image(
     pairs[0, 1] = _Payload(payload(marker))
     uid = "ds-payload"
     _seed_npy(platform_server, uid, pairs, tmp_path / "payload.zip")
-    message, _, _ = run_failing(pipeline, engine, tmp_path / "work", platform_server.port, TRAINING,
-                                training_dataset_uid=uid, allow_pickle_dataset=allow_pickle)
+    message, _, _ = run_failing(
+        pipeline,
+        engine,
+        tmp_path / "work",
+        platform_server.port,
+        TRAINING,
+        training_dataset_uid=uid,
+        allow_pickle_dataset=allow_pickle,
+    )
     assert "DatasetError: " in message and fragment in message, message
     ran = (tmp_path / "work" / TRAINING / "training-output" / "ran").exists()
     assert ran == (allow_pickle == "true")

@@ -57,6 +57,7 @@ USER = "robot"
 
 # -- a private CA, and certificates it signs ----------------------------------------------------------------------
 
+
 def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
@@ -69,8 +70,11 @@ class Issued:
     def write(self, folder: Path, stem: str) -> tuple[Path, Path]:
         cert, key = folder / f"{stem}.crt", folder / f"{stem}.key"
         cert.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
-        key.write_bytes(self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+        key.write_bytes(
+            self.key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         key.chmod(0o600)
         return cert, key
 
@@ -78,25 +82,33 @@ class Issued:
 def issue(common: str, ca: Issued | None, *, server: bool = False) -> Issued:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateBuilder().subject_name(_name(common))
-               .issuer_name(ca.cert.subject if ca else _name(common)).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1)))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common))
+        .issuer_name(ca.cert.subject if ca else _name(common))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
     if ca is None:
         builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
     else:
         builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-                                        critical=False)
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
     if server:
         import ipaddress
 
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(
-            ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
     return Issued(key, builder.sign(ca.key if ca else key, hashes.SHA256()))
 
 
 # -- the token issuer -----------------------------------------------------------------------------------------------
+
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -117,10 +129,21 @@ class TokenIssuer:
             name, _, actions = rest.rpartition(":")
             access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
         now = int(time.time())
-        header = {"typ": "JWT", "alg": "RS256",
-                  "x5c": [base64.b64encode(self.signer.cert.public_bytes(serialization.Encoding.DER)).decode()]}
-        claims = {"iss": ISSUER, "sub": account, "aud": SERVICE, "exp": now + 300, "nbf": now - 10, "iat": now,
-                  "jti": uuid.uuid4().hex, "access": access}
+        header = {
+            "typ": "JWT",
+            "alg": "RS256",
+            "x5c": [base64.b64encode(self.signer.cert.public_bytes(serialization.Encoding.DER)).decode()],
+        }
+        claims = {
+            "iss": ISSUER,
+            "sub": account,
+            "aud": SERVICE,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": access,
+        }
         signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
         signature = self.signer.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{signing_input}.{_b64(signature)}"
@@ -171,6 +194,7 @@ def serve_tls(issuer: TokenIssuer, cert: Path, key: Path) -> Iterator[str]:
 
 # -- the registry, its CA in the engine's certs.d, and a docker login -----------------------------------------------
 
+
 @dataclass
 class Secured:
     host: str
@@ -199,13 +223,19 @@ def secured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Secured
     created_certs_d = not ENGINE_CERTS.exists()
     with serve_tls(issuer, server_cert, server_key) as realm:
         config = tmp_path / "registry.yml"
-        config.write_text(yaml.safe_dump({
-            "version": 0.1, "log": {"level": "warn"},
-            "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
-            "http": {"addr": host, "tls": {"certificate": str(server_cert), "key": str(server_key)}},
-            "auth": {"token": {"realm": realm, "service": SERVICE, "issuer": ISSUER,
-                               "rootcertbundle": str(ca_cert)}},
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "version": 0.1,
+                    "log": {"level": "warn"},
+                    "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
+                    "http": {"addr": host, "tls": {"certificate": str(server_cert), "key": str(server_key)}},
+                    "auth": {
+                        "token": {"realm": realm, "service": SERVICE, "issuer": ISSUER, "rootcertbundle": str(ca_cert)}
+                    },
+                }
+            )
+        )
         server = Distribution(config, host, tmp_path / "registry.log", scheme="https", ca=ca_cert)
         certs.mkdir(parents=True)
         shutil.copy(ca_cert, certs / "ca.crt")
@@ -214,9 +244,14 @@ def secured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Secured
             docker_config = tmp_path / "docker-config"
             docker_config.mkdir()
             monkeypatch.setenv("DOCKER_CONFIG", str(docker_config))
-            login = subprocess.run(["docker", "login", "--username", USER, "--password-stdin", host],
-                                   input=password, capture_output=True, text=True, timeout=60,
-                                   env={**os.environ, "DOCKER_CONFIG": str(docker_config)})
+            login = subprocess.run(
+                ["docker", "login", "--username", USER, "--password-stdin", host],
+                input=password,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**os.environ, "DOCKER_CONFIG": str(docker_config)},
+            )
             assert login.returncode == 0, login.stderr
             yield Secured(host, password, issuer, docker_config)
         finally:
@@ -232,14 +267,17 @@ def tls_project(root: Path, registry: str, prefix: str, push_with: str) -> Path:
     text = path.read_text().replace('repository = "t"', f'repository = "{prefix}"')
     text = text.replace('base_image = "127.0.0.1:5000/lib/python:3.11"', f'base_image = "{BASE_IMAGE}"')
     text = text.replace('registry = "127.0.0.1:5000"', f'registry = "{registry}"')
-    text = text.replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
-                        'pipeline = "pipeline.training_pipeline:make_pipeline"\nsteps_module = "small_steps"\n'
-                        f'push_with = "{push_with}"')
+    text = text.replace(
+        'pipeline = "pipeline.training_pipeline:make_pipeline"',
+        'pipeline = "pipeline.training_pipeline:make_pipeline"\nsteps_module = "small_steps"\n'
+        f'push_with = "{push_with}"',
+    )
     path.write_text(text)
     (root / "small_steps.py").write_text(SMALL_STEPS)
     for name in ("base", "download", "training", "upload"):
         (root / "images" / name / "Dockerfile").write_text(
-            f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nCOPY . /opt/{name}/\nRUN python3 -c \"print('{name} ok')\"\n")
+            f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nCOPY . /opt/{name}/\nRUN python3 -c \"print('{name} ok')\"\n"
+        )
     return path
 
 
@@ -267,8 +305,12 @@ def compile_greet(image: str, path: Path) -> None:
 
 @pytest.mark.parametrize("push_with", ["skopeo", "engine"])
 def test_build_push_verify_and_run_against_a_tls_registry_with_token_auth(
-        secured: Secured, tmp_path: Path, push_with: str, engine_client: docker.DockerClient,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    secured: Secured,
+    tmp_path: Path,
+    push_with: str,
+    engine_client: docker.DockerClient,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     prefix = f"tls-{uuid.uuid4().hex[:10]}"
     project = tls_project(tmp_path / "project", secured.host, prefix, push_with)
     config = ["--config", str(project)]
@@ -289,10 +331,15 @@ def test_build_push_verify_and_run_against_a_tls_registry_with_token_auth(
             ref = parse(entry.reference)
             assert ref.digest
             token = secured.issuer.token(USER, [f"repository:{ref.path}:pull"])
-            answer = requests.head(f"https://{ref.api_host}/v2/{ref.path}/manifests/{hold_tag(ref.digest)}",
-                                   headers={"Authorization": f"Bearer {token}",
-                                            "Accept": "application/vnd.docker.distribution.manifest.v2+json"},
-                                   verify=str(ca), timeout=10)
+            answer = requests.head(
+                f"https://{ref.api_host}/v2/{ref.path}/manifests/{hold_tag(ref.digest)}",
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Accept": "application/vnd.docker.distribution.manifest.v2+json",
+                },
+                verify=str(ca),
+                timeout=10,
+            )
             assert answer.headers.get("Docker-Content-Digest") == ref.digest
         # run: the engine lacks the image, so it pulls it by its digest, with the engine's stored credentials.
         image = locked.steps["download_training_dataset"]
@@ -301,18 +348,41 @@ def test_build_push_verify_and_run_against_a_tls_registry_with_token_auth(
         (tmp_path / "greet-map.yaml").write_text(f"steps:\n  greet: {image}\n")
         remove_local(engine_client, f"/{prefix}/")
         workdir = tmp_path / "work"
-        done = subprocess.run([sys.executable, "-m", "buildtool", "run", str(pipeline), "--image-map",
-                               str(tmp_path / "greet-map.yaml"), "-p", "greeting=hello", "--workdir", str(workdir)],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                              env={"PATH": os.environ["PATH"], "DOCKER_CONFIG": str(secured.docker_config)})
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "buildtool",
+                "run",
+                str(pipeline),
+                "--image-map",
+                str(tmp_path / "greet-map.yaml"),
+                "-p",
+                "greeting=hello",
+                "--workdir",
+                str(workdir),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={"PATH": os.environ["PATH"], "DOCKER_CONFIG": str(secured.docker_config)},
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         assert f"pull {image}" in done.stdout + done.stderr
         assert (workdir / "greet" / "greet-output" / "data").read_text() == "hello"
         # The credentials went to the issuer alone, over TLS (it speaks nothing else), and never show.
         assert any(seen["basic"] for seen in secured.issuer.seen)
         assert all(seen["service"] == SERVICE for seen in secured.issuer.seen)
-        for text in (out, err, done.stdout, done.stderr, (project.parent / "pipeline.yaml").read_text(),
-                     (project.parent / "image_map.yaml").read_text(), pipeline.read_text()):
+        for text in (
+            out,
+            err,
+            done.stdout,
+            done.stderr,
+            (project.parent / "pipeline.yaml").read_text(),
+            (project.parent / "image_map.yaml").read_text(),
+            pipeline.read_text(),
+        ):
             assert secured.password not in text
     finally:
         remove_local(engine_client, f"/{prefix}/")

@@ -59,13 +59,15 @@ class Distribution:
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([DISTRIBUTION, "serve", str(self.config)], stdout=log,
-                                            stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [DISTRIBUTION, "serve", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with contextlib.suppress(requests.RequestException):
-                answer = requests.get(f"{self.scheme}://{self.host}/v2/", timeout=2,
-                                      verify=str(self.ca) if self.ca else True)
+                answer = requests.get(
+                    f"{self.scheme}://{self.host}/v2/", timeout=2, verify=str(self.ca) if self.ca else True
+                )
                 if answer.status_code in (200, 401):  # 401: it asks for a token, so it serves
                     return
             time.sleep(0.1)
@@ -82,8 +84,12 @@ class Distribution:
             self.process = None
 
     def garbage_collect(self) -> str:
-        done = subprocess.run([DISTRIBUTION, "garbage-collect", "--delete-untagged", str(self.config)],
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [DISTRIBUTION, "garbage-collect", "--delete-untagged", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         return done.stdout + done.stderr
 
@@ -96,11 +102,16 @@ def distribution(tmp_path: Path) -> Iterator[Distribution]:
     storage = tmp_path / "registry-storage"
     storage.mkdir()
     config = tmp_path / "registry.yml"
-    config.write_text(yaml.safe_dump({
-        "version": 0.1, "log": {"level": "warn"},
-        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}"},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "version": 0.1,
+                "log": {"level": "warn"},
+                "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
+                "http": {"addr": f"127.0.0.1:{port}"},
+            }
+        )
+    )
     server = Distribution(config, f"127.0.0.1:{port}", tmp_path / "registry.log")
     server.start()
     try:
@@ -115,15 +126,18 @@ def racing_project(root: Path, registry: str, prefix: str) -> Path:
     text = path.read_text().replace('repository = "t"', f'repository = "{prefix}"')
     text = text.replace('base_image = "127.0.0.1:5000/lib/python:3.11"', f'base_image = "{BASE_IMAGE}"')
     text = text.replace('registry = "127.0.0.1:5000"', f'registry = "{registry}"')
-    text = text.replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
-                        'pipeline = "pipeline.training_pipeline:make_pipeline"\nsteps_module = "small_steps"')
+    text = text.replace(
+        'pipeline = "pipeline.training_pipeline:make_pipeline"',
+        'pipeline = "pipeline.training_pipeline:make_pipeline"\nsteps_module = "small_steps"',
+    )
     path.write_text(text)
     (root / "small_steps.py").write_text(SMALL_STEPS)
     stamp = "import time, uuid; time.sleep(3); open('/opt/stamp', 'w').write(uuid.uuid4().hex)"
     for name in IMAGES:
         run_line = f'RUN python3 -c "{stamp}"' if name == "base" else f"RUN python3 -c \"print('{name} ok')\""
         (root / "images" / name / "Dockerfile").write_text(
-            f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nCOPY . /opt/{name}/\n{run_line}\n")
+            f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nCOPY . /opt/{name}/\n{run_line}\n"
+        )
     return path
 
 
@@ -185,15 +199,23 @@ def upload_inputs(map_text: str) -> str:
     return str(yaml.safe_load(map_text)["images"]["upload"]["inputs_digest"])
 
 
-def test_two_builders_race_and_every_pin_outlives_garbage_collection(distribution: Distribution, tmp_path: Path,
-                                                                     engine_client: docker.DockerClient) -> None:
+def test_two_builders_race_and_every_pin_outlives_garbage_collection(
+    distribution: Distribution, tmp_path: Path, engine_client: docker.DockerClient
+) -> None:
     prefix = f"race-{uuid.uuid4().hex[:10]}"
     projects = [racing_project(tmp_path / side, distribution.host, prefix) for side in ("a", "b")]
     env = {**os.environ, "BUILDTOOL_BASE_IMAGE": BASE_IMAGE}
     try:
-        builders = [subprocess.Popen([sys.executable, "-m", "buildtool", "--config", str(p), "build", "--push"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-                    for p in projects]
+        builders = [
+            subprocess.Popen(
+                [sys.executable, "-m", "buildtool", "--config", str(p), "build", "--push"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+            )
+            for p in projects
+        ]
         outputs = [b.communicate(timeout=600)[0] for b in builders]
         assert [b.returncode for b in builders] == [0, 0], "\n".join(outputs)[-4000:]
         maps = [pinned(p) for p in projects]
@@ -202,8 +224,9 @@ def test_two_builders_race_and_every_pin_outlives_garbage_collection(distributio
         repository_of = {ref: parse(ref) for ref in every}
         # The race happened: a later builder adopted the earlier one's image, or both wrote the content tag and the
         # earlier one's pin is held by its digest tag alone (what garbage collection used to delete).
-        untagged_but_held = [ref for ref, r in repository_of.items()
-                             if served_digest(f"{r.repository}:{r.tag}") != r.digest]
+        untagged_but_held = [
+            ref for ref, r in repository_of.items() if served_digest(f"{r.repository}:{r.tag}") != r.digest
+        ]
         assert untagged_but_held or "adopt " in said, said[-4000:]
         print("\n".join(line for line in said.splitlines() if "adopt " in line or "meanwhile" in line))
         if untagged_but_held:
@@ -217,8 +240,11 @@ def test_two_builders_race_and_every_pin_outlives_garbage_collection(distributio
         distribution.start()
 
         for ref, r in repository_of.items():
-            manifest = requests.get(f"http://{r.api_host}/v2/{r.path}/manifests/{r.digest}",
-                                    headers={"Accept": ", ".join(MANIFEST_TYPES)}, timeout=10)
+            manifest = requests.get(
+                f"http://{r.api_host}/v2/{r.path}/manifests/{r.digest}",
+                headers={"Accept": ", ".join(MANIFEST_TYPES)},
+                timeout=10,
+            )
             assert manifest.status_code == 200, ref
             document = manifest.json()
             for blob in [document["config"]["digest"]] + [layer["digest"] for layer in document["layers"]]:

@@ -72,9 +72,15 @@ def run_subprocess(project: Path, *args: str, timeout: float = 60, env: dict[str
         peak, out_path, err_path = Path(tmp) / "peak", Path(tmp) / "out", Path(tmp) / "err"
         start = time.monotonic()
         with open(out_path, "w") as out, open(err_path, "w") as err:
-            child = subprocess.run([sys.executable, "-c", _CHILD, "--config", str(project / "pyproject.toml"), *args],
-                                   stdout=out, stderr=err, stdin=subprocess.DEVNULL, timeout=timeout, cwd=project,
-                                   env={**os.environ, **(env or {}), "BUILDTOOL_TEST_PEAK": str(peak)})
+            child = subprocess.run(
+                [sys.executable, "-c", _CHILD, "--config", str(project / "pyproject.toml"), *args],
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                cwd=project,
+                env={**os.environ, **(env or {}), "BUILDTOOL_TEST_PEAK": str(peak)},
+            )
         seconds = time.monotonic() - start
         rss = int(peak.read_text()) / 1024 if peak.exists() else None
         return Outcome(child.returncode, out_path.read_text(), err_path.read_text(), seconds, rss)

@@ -22,8 +22,14 @@ SECRET = "sk-reliability-4b1f-never-shown"
 ACCESS = "rel-tester-7c2"
 ENVIRONMENT = {"PLATFORM_ACCESS_KEY": ACCESS, "PLATFORM_SECRET_KEY": SECRET}
 ARGUMENTS = {
-    "training_task_uid": "task-1", "training_dataset_uid": "ds-1", "model_uid": "model-1",
-    "learning_rate": "0.01", "host": "127.0.0.1", "port": "8080", "access_key": ACCESS, "secret_key": SECRET,
+    "training_task_uid": "task-1",
+    "training_dataset_uid": "ds-1",
+    "model_uid": "model-1",
+    "learning_rate": "0.01",
+    "host": "127.0.0.1",
+    "port": "8080",
+    "access_key": ACCESS,
+    "secret_key": SECRET,
 }
 
 

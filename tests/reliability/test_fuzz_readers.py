@@ -26,15 +26,56 @@ from .conftest import DOCUMENTED, Outcome, run_in_process
 
 EXAMPLES = int(os.environ.get("BUILDTOOL_FUZZ_EXAMPLES", "100"))  # raise it for a longer hunt
 # CI replays the same inputs on every run (derandomized); a developer's run explores new ones.
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=bool(os.environ.get("CI")),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 SECONDS = 5  # per input, on a shared machine; the unbounded readers took minutes
 
 # Pieces of YAML (and of what breaks YAML readers) spliced into a valid file.
-TOKENS = [b"&a ", b"*a", b"<<: ", b"\xff", b"\x00", b"\xef\xbb\xbf", b"- ", b": ", b"[", b"]", b"{", b"}",
-          b"!!python/object/apply:os.system ", b"!!binary ", b"\n", b"  ", b"\t", b"'", b'"', b"#", b"|", b">",
-          b"? ", b"---\n", b"...\n", b"%YAML 1.1\n", b"training", b"steps", b"images", b"image", b"podSpecPatch",
-          b"@sha256:" + b"e" * 64, b"evil.example.com/x", b"templates", b"abc", b"\\u0000", b"1e999", b"~"]
+TOKENS = [
+    b"&a ",
+    b"*a",
+    b"<<: ",
+    b"\xff",
+    b"\x00",
+    b"\xef\xbb\xbf",
+    b"- ",
+    b": ",
+    b"[",
+    b"]",
+    b"{",
+    b"}",
+    b"!!python/object/apply:os.system ",
+    b"!!binary ",
+    b"\n",
+    b"  ",
+    b"\t",
+    b"'",
+    b'"',
+    b"#",
+    b"|",
+    b">",
+    b"? ",
+    b"---\n",
+    b"...\n",
+    b"%YAML 1.1\n",
+    b"training",
+    b"steps",
+    b"images",
+    b"image",
+    b"podSpecPatch",
+    b"@sha256:" + b"e" * 64,
+    b"evil.example.com/x",
+    b"templates",
+    b"abc",
+    b"\\u0000",
+    b"1e999",
+    b"~",
+]
 
 
 @st.composite
@@ -47,26 +88,64 @@ def mutated(draw: st.DrawFn, original: bytes) -> bytes:
         if kind == "insert":
             data[at:at] = draw(st.sampled_from(TOKENS))
         elif kind == "delete":
-            del data[at:at + draw(st.integers(1, 200))]
+            del data[at : at + draw(st.integers(1, 200))]
         elif kind == "byte" and at < len(data):
             data[at] = draw(st.integers(0, 255))
         elif kind == "repeat":
-            span = bytes(data[at:at + draw(st.integers(1, 40))])
+            span = bytes(data[at : at + draw(st.integers(1, 40))])
             data[at:at] = span * draw(st.integers(1, 50))
     return bytes(data)
 
 
-KEYS = st.sampled_from(["image", "podSpecPatch", "manifest", "containers", "sidecars", "initContainers",
-                        "containerSet", "script", "container", "templateRef", "metadata", "annotations",
-                        verify.COMPONENT_SPEC, "templates", "spec", "name", "resource", "templateDefaults",
-                        "steps", "images", "reference", "training", "x", "Image", "PodSpecPatch"])
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-                    st.text(max_size=30), st.sampled_from(["evil.example.com/miner:latest",
-                                                           "evil.example.com/m@sha256:" + "e" * 64,
-                                                           json.dumps({"containers": [{"image": "evil:1"}]}),
-                                                           "kind: Pod\nspec: {containers: [{image: evil}]}"]))
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(KEYS, inner, max_size=4)), max_leaves=20)
+KEYS = st.sampled_from(
+    [
+        "image",
+        "podSpecPatch",
+        "manifest",
+        "containers",
+        "sidecars",
+        "initContainers",
+        "containerSet",
+        "script",
+        "container",
+        "templateRef",
+        "metadata",
+        "annotations",
+        verify.COMPONENT_SPEC,
+        "templates",
+        "spec",
+        "name",
+        "resource",
+        "templateDefaults",
+        "steps",
+        "images",
+        "reference",
+        "training",
+        "x",
+        "Image",
+        "PodSpecPatch",
+    ]
+)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "evil.example.com/miner:latest",
+            "evil.example.com/m@sha256:" + "e" * 64,
+            json.dumps({"containers": [{"image": "evil:1"}]}),
+            "kind: Pod\nspec: {containers: [{image: evil}]}",
+        ]
+    ),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(KEYS, inner, max_size=4)),
+    max_leaves=20,
+)
 
 
 def dump(data: Any) -> bytes:

@@ -123,8 +123,7 @@ def base_other_repository(text: str) -> str:
 
 
 TEXT_ROWS: list[tuple[str, Callable[[str], str], str]] = [
-    ("consistent-foreign-repository", consistent_foreign,
-     "images.training.reference: '127.0.0.1:5000/t/upload:in-"),
+    ("consistent-foreign-repository", consistent_foreign, "images.training.reference: '127.0.0.1:5000/t/upload:in-"),
     ("consistent-other-registry", other_registry, "is not bound to its image: expected 127.0.0.1:5000/t/training:in-"),
     ("consistent-other-repository", other_repository, "expected 127.0.0.1:5000/t/training:in-"),
     ("consistent-other-inputs-tag", other_inputs_tag, ":in-0123456789abcdef@sha256:"),
@@ -147,8 +146,9 @@ TEXT_ROWS: list[tuple[str, Callable[[str], str], str]] = [
 
 @pytest.mark.parametrize("command", list(COMMANDS))
 @pytest.mark.parametrize("edit, fragment", [pytest.param(e, f, id=i) for i, e, f in TEXT_ROWS])
-def test_hostile_map_text_is_refused(locked_project: Path, command: str, edit: Callable[[str], str],
-                                     fragment: str) -> None:
+def test_hostile_map_text_is_refused(
+    locked_project: Path, command: str, edit: Callable[[str], str], fragment: str
+) -> None:
     path = locked_project / "image_map.yaml"
     path.write_text(edit(path.read_text()))
     guard = Guard(locked_project)
@@ -218,8 +218,9 @@ BOMB_ROWS: list[tuple[str, Callable[[Path], None], str]] = [
 
 @pytest.mark.parametrize("command", list(COMMANDS))
 @pytest.mark.parametrize("edit, code, fragment", [pytest.param(e, c, f, id=i) for i, e, c, f in FILE_ROWS])
-def test_unreadable_map_is_refused(locked_project: Path, command: str, edit: Callable[[Path], None], code: int,
-                                   fragment: str) -> None:
+def test_unreadable_map_is_refused(
+    locked_project: Path, command: str, edit: Callable[[Path], None], code: int, fragment: str
+) -> None:
     edit(locked_project / "image_map.yaml")
     guard = Guard(locked_project)
     line = assert_refused(run_in_process(locked_project, *COMMANDS[command]), code, fragment)
@@ -227,10 +228,17 @@ def test_unreadable_map_is_refused(locked_project: Path, command: str, edit: Cal
     guard.check()
 
 
-@pytest.mark.parametrize("edit, fragment", [pytest.param(e, f, id=i) for i, e, f in BOMB_ROWS + [
-    ("alias-bomb-in-inputs", lambda p: p.write_text(alias_bomb(p.read_text())), "anchors and aliases")]])
-def test_map_bombs_fail_fast_in_bounded_memory(locked_project: Path, edit: Callable[[Path], None],
-                                               fragment: str) -> None:
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        pytest.param(e, f, id=i)
+        for i, e, f in BOMB_ROWS
+        + [("alias-bomb-in-inputs", lambda p: p.write_text(alias_bomb(p.read_text())), "anchors and aliases")]
+    ],
+)
+def test_map_bombs_fail_fast_in_bounded_memory(
+    locked_project: Path, edit: Callable[[Path], None], fragment: str
+) -> None:
     edit(locked_project / "image_map.yaml")
     guard = Guard(locked_project)
     outcome = run_subprocess(locked_project, "check", timeout=30)

@@ -357,6 +357,7 @@ def test_an_upload_cut_off_midway_leaves_nothing(platform_server):
     )
     with socket.create_connection(("127.0.0.1", platform_server.port), timeout=5) as connection:
         connection.sendall(head + b'--b0undary\r\nContent-Disposition: form-data; name="file"\r\n\r\n' + b"x" * MB)
+
     # The server handles the request on a worker of its own: wait for its temp file to appear (it may
     # already be gone on a fast machine), then for it to go, so the check below cannot run too early.
     def uploading() -> bool:

@@ -97,8 +97,13 @@ def test_skopeo_dies_with_buildtool_and_its_authfile_goes_next_run(tmp_path, kil
     (config / "config.json").write_text(json.dumps(auth))
     env = {**os.environ, "DOCKER_CONFIG": str(config), "FAKE_SKOPEO_STATE": str(state)}
     script = BUILDTOOL.format(repo=str(REPO), root=str(root), skopeo=str(skopeo))
-    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, text=True,
-                               env=env, start_new_session=True)  # a process group of its own, as under CI
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )  # a process group of its own, as under CI
     try:
         assert process.stdout is not None
         folder = Path(process.stdout.readline().strip())
@@ -146,8 +151,11 @@ def _a_file(auth: Path, tmp_path: Path) -> None:
     auth.write_text("")
 
 
-@pytest.mark.parametrize("plant", [_symlink_elsewhere, _open_to_others, _a_file],
-                         ids=["auth-folder-symlink", "auth-folder-0755", "auth-folder-is-a-file"])
+@pytest.mark.parametrize(
+    "plant",
+    [_symlink_elsewhere, _open_to_others, _a_file],
+    ids=["auth-folder-symlink", "auth-folder-0755", "auth-folder-is-a-file"],
+)
 def test_credentials_are_never_written_where_others_could_read_them(tmp_path, monkeypatch, plant):
     config = tmp_path / "docker"
     config.mkdir()

@@ -55,8 +55,11 @@ def served(locked_project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Se
     try:
         for name, locked in image_map.load(map_path).images.items():
             old = parse(locked.reference)
-            digest = registry.store(old.path, str(old.tag), labels={"buildtool.inputs-digest": locked.inputs_digest,
-                                                                    "buildtool.image": name})
+            digest = registry.store(
+                old.path,
+                str(old.tag),
+                labels={"buildtool.inputs-digest": locked.inputs_digest, "buildtool.image": name},
+            )
             new = Reference(registry.host, old.path, old.tag, digest)
             client.add_tag(new, hold_tag(digest))
             for path in texts:
@@ -109,8 +112,9 @@ def unlabelled(s: Served) -> None:
         client.close()
     for name in ("image_map.yaml", "pipeline.yaml"):
         path = s.root / name
-        path.write_text(path.read_text().replace(s.refs["upload"], s.refs["upload"].replace(str(upload.digest),
-                                                                                             digest)))
+        path.write_text(
+            path.read_text().replace(s.refs["upload"], s.refs["upload"].replace(str(upload.digest), digest))
+        )
 
 
 def huge_config(s: Served) -> None:
@@ -128,8 +132,12 @@ def always_500(s: Served) -> None:
 
 
 ROWS: list[tuple[str, Callable[[Served], None], int, str]] = [
-    ("content-tag-moved-to-another-images-bytes", forged_download, VERIFY_CODE,
-     "its image carries buildtool.inputs-digest="),
+    (
+        "content-tag-moved-to-another-images-bytes",
+        forged_download,
+        VERIFY_CODE,
+        "its image carries buildtool.inputs-digest=",
+    ),
     ("pin-held-by-no-tag", untagged_pin, VERIFY_CODE, "the registry's garbage collection may delete it"),
     ("pin-not-in-its-repository", lost_pin, VERIFY_CODE, "not in the registry"),
     ("image-without-inputs-label", unlabelled, VERIFY_CODE, "its image carries no buildtool.inputs-digest label"),
@@ -139,8 +147,9 @@ ROWS: list[tuple[str, Callable[[Served], None], int, str]] = [
 
 
 @pytest.mark.parametrize("edit, code, fragment", [pytest.param(e, c, f, id=i) for i, e, c, f in ROWS])
-def test_a_registry_that_does_not_hold_the_lock_fails_verify(served: Served, edit: Callable[[Served], None],
-                                                            code: int, fragment: str) -> None:
+def test_a_registry_that_does_not_hold_the_lock_fails_verify(
+    served: Served, edit: Callable[[Served], None], code: int, fragment: str
+) -> None:
     edit(served)
     guard = Guard(served.root)
     outcome = run_in_process(served.root, "verify")

@@ -19,8 +19,14 @@ from ..conftest import write_project
 from .run_fixtures import RecordingEngine, compile_project
 
 ARGUMENTS = {
-    "training_task_uid": "task-1", "training_dataset_uid": "ds-1", "model_uid": "model-1",
-    "learning_rate": "0.01", "host": "127.0.0.1", "port": "8080", "access_key": "tester", "secret_key": "s",
+    "training_task_uid": "task-1",
+    "training_dataset_uid": "ds-1",
+    "model_uid": "model-1",
+    "learning_rate": "0.01",
+    "host": "127.0.0.1",
+    "port": "8080",
+    "access_key": "tester",
+    "secret_key": "s",
 }
 DOWNLOAD, TRAINING = "download-training-dataset", "training"
 
@@ -32,8 +38,9 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("extra", [["again"], ["again", "thrice"]], ids=["two-inputs", "three-inputs"])
-def test_every_input_taken_from_one_output_is_mounted(compiled: dict[str, Any], tmp_path: Path,
-                                                      extra: list[str]) -> None:
+def test_every_input_taken_from_one_output_is_mounted(
+    compiled: dict[str, Any], tmp_path: Path, extra: list[str]
+) -> None:
     workflow = copy.deepcopy(compiled)
     training = next(t for t in workflow["spec"]["templates"] if t["name"] == TRAINING)
     dag = next(t for t in workflow["spec"]["templates"] if t["name"] == workflow["spec"]["entrypoint"])["dag"]
@@ -41,7 +48,8 @@ def test_every_input_taken_from_one_output_is_mounted(compiled: dict[str, Any], 
     for name in extra:
         training["inputs"]["artifacts"].append({"name": name, "path": f"/tmp/inputs/{name}/data"})
         task["arguments"]["artifacts"].append(
-            {"name": name, "from": f"{{{{tasks.{DOWNLOAD}.outputs.artifacts.{DOWNLOAD}-output}}}}"})
+            {"name": name, "from": f"{{{{tasks.{DOWNLOAD}.outputs.artifacts.{DOWNLOAD}-output}}}}"}
+        )
     engine = RecordingEngine([RunResult(0, "")] * 3)
     plan = local_run.plan_run(workflow, ARGUMENTS)
     outcome = run_exec.execute_run(plan, engine, tmp_path / "work", lambda who, what: None)

@@ -21,12 +21,55 @@ from .run_fixtures import ARGUMENTS, ENVIRONMENT, compile_project
 
 CASES = 300
 SECONDS_PER_CASE = 2.0
-VALUES: list[Any] = [None, 0, -1, 10**400, 1.5, True, "", "..", "../../x", "/abs", "a/b", "x\ny", "\x00", "a" * 300,
-                     "{{tasks.t.outputs.parameters.p}}", "{{inputs.parameters.nope}}", [], [None], [[]], {}, {"a": 1},
-                     {"name": "n"}, [{"name": ".."}], [{"name": "n", "hostPath": {"path": "/"}}],
-                     "evil.example.com/miner:latest"]
-KEYS = ["name", "value", "image", "volumes", "hostPath", "env", "valueFrom", "path", "from", "tasks", "dag",
-        "container", "script", "dependencies", "arguments", "artifacts", "parameters", "secretKeyRef", "\n", ""]
+VALUES: list[Any] = [
+    None,
+    0,
+    -1,
+    10**400,
+    1.5,
+    True,
+    "",
+    "..",
+    "../../x",
+    "/abs",
+    "a/b",
+    "x\ny",
+    "\x00",
+    "a" * 300,
+    "{{tasks.t.outputs.parameters.p}}",
+    "{{inputs.parameters.nope}}",
+    [],
+    [None],
+    [[]],
+    {},
+    {"a": 1},
+    {"name": "n"},
+    [{"name": ".."}],
+    [{"name": "n", "hostPath": {"path": "/"}}],
+    "evil.example.com/miner:latest",
+]
+KEYS = [
+    "name",
+    "value",
+    "image",
+    "volumes",
+    "hostPath",
+    "env",
+    "valueFrom",
+    "path",
+    "from",
+    "tasks",
+    "dag",
+    "container",
+    "script",
+    "dependencies",
+    "arguments",
+    "artifacts",
+    "parameters",
+    "secretKeyRef",
+    "\n",
+    "",
+]
 BYTES = [b"&a ", b"*a", b"\xff", b"\x00", b"[", b"{", b": ", b"\n- ", b"!!python/object:os.system ", b"'", b"\t"]
 
 
@@ -111,7 +154,7 @@ def test_mutated_files_end_in_a_plan_or_a_run_error(compiled: Any, seed: int, tm
             at = rng.randrange(len(mutated))
             if rng.random() < 0.3:
                 cut = rng.randint(1, 200)
-                del mutated[at:at + cut]
+                del mutated[at : at + cut]
                 how.append(f"cut {cut} at {at}")
             else:
                 insert = rng.choice(BYTES)

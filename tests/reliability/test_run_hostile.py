@@ -65,16 +65,26 @@ def _rewrite(node: Any, change: Callable[[str, str], str]) -> Any:
 
 def rename_artifact(old: str, new: str) -> Callable[[Workflow, Path], Workflow]:
     """The artifact renamed everywhere: where it is written, read and passed."""
+
     def edit(workflow: Workflow, tmp: Path) -> Workflow:
         new_name = new.format(tmp=tmp)
-        return _rewrite(workflow, lambda key, value: new_name if key == "name" and value == old
-                        else value.replace(f".artifacts.{old}}}}}", f".artifacts.{new_name}}}}}") if key == "from"
-                        else value)
+        return _rewrite(
+            workflow,
+            lambda key, value: (
+                new_name
+                if key == "name" and value == old
+                else value.replace(f".artifacts.{old}}}}}", f".artifacts.{new_name}}}}}")
+                if key == "from"
+                else value
+            ),
+        )
+
     return edit
 
 
 def rename_task(old: str, new: str) -> Callable[[Workflow, Path], Workflow]:
     """The DAG task renamed in the DAG, in its dependents' dependencies and in the artifacts they read."""
+
     def edit(workflow: Workflow, tmp: Path) -> Workflow:
         new_name = new.format(tmp=tmp)
         for task in template(workflow, workflow["spec"]["entrypoint"])["dag"]["tasks"]:
@@ -84,6 +94,7 @@ def rename_task(old: str, new: str) -> Callable[[Workflow, Path], Workflow]:
             for artifact in task.get("arguments", {}).get("artifacts", []):
                 artifact["from"] = artifact["from"].replace(f"{{{{tasks.{old}.", f"{{{{tasks.{new_name}.")
         return workflow
+
     return edit
 
 
@@ -94,14 +105,17 @@ def rename_template(old: str, new: str) -> Callable[[Workflow, Path], Workflow]:
             if task["template"] == old:
                 task["template"] = new
         return workflow
+
     return edit
 
 
 def setting(where: Callable[[Workflow], dict[str, Any]], key: str, value: Any) -> Callable[[Workflow, Path], Workflow]:
     """Set `key` to `value` in the mapping `where` picks."""
+
     def edit(workflow: Workflow, tmp: Path) -> Workflow:
         where(workflow)[key] = value
         return workflow
+
     return edit
 
 
@@ -195,11 +209,13 @@ class Row:
 
 def symlink_at(*parts: str) -> Callable[[Path, Path], None]:
     """A symlink planted at workdir/parts..., to a folder outside the work folder."""
+
     def plant(workdir: Path, tmp: Path) -> None:
         (tmp / "outside").mkdir()
         link = workdir.joinpath(*parts)
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(tmp / "outside", target_is_directory=True)
+
     return plant
 
 
@@ -219,10 +235,18 @@ UNSAFE_NAME = "is not a safe name"
 
 ROWS = [
     # Names that become host folders.
-    Row("artifact-name-absolute", UNSAFE_NAME, rename_artifact(DOWNLOAD_OUT, "{tmp}/abs-escape"),
-        absent=("{tmp}/abs-escape",)),
-    Row("artifact-name-dotdot", UNSAFE_NAME, rename_artifact(DOWNLOAD_OUT, "../../dotdot-escape"),
-        absent=("{tmp}/dotdot-escape",)),
+    Row(
+        "artifact-name-absolute",
+        UNSAFE_NAME,
+        rename_artifact(DOWNLOAD_OUT, "{tmp}/abs-escape"),
+        absent=("{tmp}/abs-escape",),
+    ),
+    Row(
+        "artifact-name-dotdot",
+        UNSAFE_NAME,
+        rename_artifact(DOWNLOAD_OUT, "../../dotdot-escape"),
+        absent=("{tmp}/dotdot-escape",),
+    ),
     Row("artifact-name-dotdot-alone", UNSAFE_NAME, rename_artifact(DOWNLOAD_OUT, "..")),
     Row("artifact-name-slash", UNSAFE_NAME, rename_artifact(DOWNLOAD_OUT, "a/b")),
     Row("artifact-name-control", UNSAFE_NAME, rename_artifact(DOWNLOAD_OUT, "out\x1b[2K")),
@@ -232,94 +256,200 @@ ROWS = [
     Row("task-name-newline", UNSAFE_NAME, rename_task(DOWNLOAD, "t\nbuildtool: all good")),
     Row("template-name-dotdot", UNSAFE_NAME, rename_template(DOWNLOAD, "..")),
     Row("task-name-twice", f"{TRAINING} appears twice", rename_task(DOWNLOAD, TRAINING)),
-    Row("artifact-path-bind-syntax", "is not a plain absolute path",
-        setting(download_output, "path", "/tmp/out:/host:rw")),
+    Row(
+        "artifact-path-bind-syntax",
+        "is not a plain absolute path",
+        setting(download_output, "path", "/tmp/out:/host:rw"),
+    ),
     Row("artifact-path-relative", "is not a plain absolute path", setting(training_input, "path", "tmp/in")),
     Row("artifact-path-dotdot", "is not a plain absolute path", setting(training_input, "path", "/tmp/../etc")),
     # Images: pinned, and as the map says (verify's check).
-    Row("image-unpinned-tag", f"template {DOWNLOAD}: container.image: {EVIL} is not pinned by digest",
-        setting(download_container, "image", EVIL)),
-    Row("image-not-the-maps", f"template {DOWNLOAD}: container.image: {PINNED_ELSEWHERE} differs from the map's",
-        setting(download_container, "image", PINNED_ELSEWHERE)),
-    Row("image-annotation-not-the-maps", f"template {DOWNLOAD}: {run_checks.verify.COMPONENT_SPEC} annotation: "
-        f"{PINNED_ELSEWHERE} differs", with_annotation_image),
-    Row("image-newline", "evil.example.com/x:1\\nbuildtool: all good is not pinned",
-        setting(download_container, "image", "evil.example.com/x:1\nbuildtool: all good")),
+    Row(
+        "image-unpinned-tag",
+        f"template {DOWNLOAD}: container.image: {EVIL} is not pinned by digest",
+        setting(download_container, "image", EVIL),
+    ),
+    Row(
+        "image-not-the-maps",
+        f"template {DOWNLOAD}: container.image: {PINNED_ELSEWHERE} differs from the map's",
+        setting(download_container, "image", PINNED_ELSEWHERE),
+    ),
+    Row(
+        "image-annotation-not-the-maps",
+        f"template {DOWNLOAD}: {run_checks.verify.COMPONENT_SPEC} annotation: {PINNED_ELSEWHERE} differs",
+        with_annotation_image,
+    ),
+    Row(
+        "image-newline",
+        "evil.example.com/x:1\\nbuildtool: all good is not pinned",
+        setting(download_container, "image", "evil.example.com/x:1\nbuildtool: all good"),
+    ),
     # Fields local runs do not implement, refused by name.
-    Row("spec-volumes-hostPath", f"spec.volumes (hostPath, name) {REFUSED}",
-        setting(spec, "volumes", [{"name": "root", "hostPath": {"path": "/"}}])),
-    Row("template-volumes", f"template {DOWNLOAD}: volumes (hostPath, name) {REFUSED}",
-        setting(download, "volumes", [{"name": "ssh", "hostPath": {"path": "/root/.ssh"}}])),
-    Row("container-volumeMounts", f"template {DOWNLOAD}: container.volumeMounts (mountPath, name) {REFUSED}",
-        setting(download_container, "volumeMounts", [{"name": "root", "mountPath": "/host"}])),
-    Row("container-privileged", f"template {DOWNLOAD}: container.securityContext (privileged) {REFUSED}",
-        setting(download_container, "securityContext", {"privileged": True})),
-    Row("template-sidecars", f"template {DOWNLOAD}: sidecars (image, name) {REFUSED}",
-        setting(download, "sidecars", [{"name": "miner", "image": EVIL}])),
-    Row("template-initContainers", f"template {DOWNLOAD}: initContainers (image, name) {REFUSED}",
-        setting(download, "initContainers", [{"name": "miner", "image": EVIL}])),
+    Row(
+        "spec-volumes-hostPath",
+        f"spec.volumes (hostPath, name) {REFUSED}",
+        setting(spec, "volumes", [{"name": "root", "hostPath": {"path": "/"}}]),
+    ),
+    Row(
+        "template-volumes",
+        f"template {DOWNLOAD}: volumes (hostPath, name) {REFUSED}",
+        setting(download, "volumes", [{"name": "ssh", "hostPath": {"path": "/root/.ssh"}}]),
+    ),
+    Row(
+        "container-volumeMounts",
+        f"template {DOWNLOAD}: container.volumeMounts (mountPath, name) {REFUSED}",
+        setting(download_container, "volumeMounts", [{"name": "root", "mountPath": "/host"}]),
+    ),
+    Row(
+        "container-privileged",
+        f"template {DOWNLOAD}: container.securityContext (privileged) {REFUSED}",
+        setting(download_container, "securityContext", {"privileged": True}),
+    ),
+    Row(
+        "template-sidecars",
+        f"template {DOWNLOAD}: sidecars (image, name) {REFUSED}",
+        setting(download, "sidecars", [{"name": "miner", "image": EVIL}]),
+    ),
+    Row(
+        "template-initContainers",
+        f"template {DOWNLOAD}: initContainers (image, name) {REFUSED}",
+        setting(download, "initContainers", [{"name": "miner", "image": EVIL}]),
+    ),
     Row("template-script", f"template {DOWNLOAD}: script (command, image, source) {REFUSED}", as_script),
-    Row("template-resource", f"template {DOWNLOAD}: resource (action, manifest) {REFUSED}",
-        setting(download, "resource", {"action": "create", "manifest": f"kind: Pod\nspec: {{image: {EVIL}}}"})),
-    Row("template-podSpecPatch", f"template {DOWNLOAD}: podSpecPatch {REFUSED}",
-        setting(download, "podSpecPatch", '{"containers": [{"name": "main", "image": "' + EVIL + '"}]}')),
+    Row(
+        "template-resource",
+        f"template {DOWNLOAD}: resource (action, manifest) {REFUSED}",
+        setting(download, "resource", {"action": "create", "manifest": f"kind: Pod\nspec: {{image: {EVIL}}}"}),
+    ),
+    Row(
+        "template-podSpecPatch",
+        f"template {DOWNLOAD}: podSpecPatch {REFUSED}",
+        setting(download, "podSpecPatch", '{"containers": [{"name": "main", "image": "' + EVIL + '"}]}'),
+    ),
     Row("spec-podSpecPatch", f"spec.podSpecPatch {REFUSED}", setting(spec, "podSpecPatch", "hostPID: true")),
     Row("spec-hostNetwork", f"spec.hostNetwork {REFUSED}", setting(spec, "hostNetwork", True)),
-    Row("spec-securityContext", f"spec.securityContext (runAsUser) {REFUSED}",
-        setting(spec, "securityContext", {"runAsUser": 0})),
-    Row("spec-templateDefaults", f"spec.templateDefaults (container) {REFUSED}",
-        setting(spec, "templateDefaults", {"container": {"image": EVIL}})),
-    Row("env-configMapKeyRef", f"template {DOWNLOAD}: container.env.X.valueFrom.configMapKeyRef (key, name) {REFUSED}",
-        setting(download_container, "env",
-                [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}])),
-    Row("env-fieldRef", f"template {DOWNLOAD}: container.env.NODE.valueFrom.fieldRef (fieldPath) {REFUSED}",
-        setting(download_container, "env",
-                [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}])),
-    Row("output-parameter-jsonPath", f"template {DOWNLOAD}: outputs.parameters.p.valueFrom.jsonPath {REFUSED}",
-        setting(lambda w: download(w)["outputs"], "parameters", [{"name": "p", "valueFrom": {"jsonPath": "{.x}"}}])),
-    Row("output-parameter-path-dotdot", "outputs.parameters.p.valueFrom.path: '/tmp/../etc/x' is not a plain",
-        setting(lambda w: download(w)["outputs"], "parameters",
-                [{"name": "p", "valueFrom": {"path": "/tmp/../etc/x"}}])),
-    Row("output-in-root", "output p: /p lies in /", setting(lambda w: download(w)["outputs"], "parameters",
-                                                              [{"name": "p", "valueFrom": {"path": "/p"}}])),
-    Row("input-artifact-http", f"template {TRAINING}: inputs.artifacts.{DOWNLOAD_OUT}.http (url) {REFUSED}",
-        setting(training_input, "http", {"url": "http://evil.example.com/payload"})),
-    Row("task-when-code", "expected comparisons joined by &&, || and parentheses",
-        setting(training_task, "when", "__import__('os').system('id') == 0")),
-    Row("task-when-not-a-string", f"dag.tasks.{TRAINING}.when: expected a string",
-        setting(training_task, "when", ["1 == 1"])),
-    Row("task-withSequence", f"template pipeline: dag.tasks.{TRAINING}.withSequence (count) {REFUSED}",
-        setting(training_task, "withSequence", {"count": "5"})),
-    Row("task-withItems-too-many", f"dag.tasks.{TRAINING}.withItems: expected a list of at most 1000 items",
-        setting(training_task, "withItems", list(range(1001)))),
-    Row("task-depends-unknown-result", "asks for 'Exploded' of task download-training-dataset",
-        setting(training_task, "depends", f"{DOWNLOAD}.Exploded")),
-    Row("retry-policy", f"template {TRAINING}: retryStrategy.backoff (duration) {REFUSED}",
-        setting(lambda w: template(w, TRAINING), "retryStrategy", {"limit": 2, "backoff": {"duration": "1"}})),
-    Row("retry-limit-huge", "retryStrategy.limit 1000000 is not a whole number from 0 to 10",
-        setting(lambda w: template(w, TRAINING), "retryStrategy", {"limit": 1000000})),
-    Row("on-exit-unknown", "spec.onExit: 'nowhere' is not a template of the workflow",
-        setting(spec, "onExit", "nowhere")),
-    Row("artifact-from-control", f"task {TRAINING} depends on unknown task(s) x\\x1b[2K",
-        setting(lambda w: training_task(w)["arguments"]["artifacts"][0], "from",
-                "{{tasks.x\x1b[2K.outputs.artifacts.y}}")),
-    Row("task-output-parameter", "cannot resolve {{tasks.download-training-dataset.outputs.parameters.x}}",
-        unresolvable_task_output),
+    Row(
+        "spec-securityContext",
+        f"spec.securityContext (runAsUser) {REFUSED}",
+        setting(spec, "securityContext", {"runAsUser": 0}),
+    ),
+    Row(
+        "spec-templateDefaults",
+        f"spec.templateDefaults (container) {REFUSED}",
+        setting(spec, "templateDefaults", {"container": {"image": EVIL}}),
+    ),
+    Row(
+        "env-configMapKeyRef",
+        f"template {DOWNLOAD}: container.env.X.valueFrom.configMapKeyRef (key, name) {REFUSED}",
+        setting(
+            download_container, "env", [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]
+        ),
+    ),
+    Row(
+        "env-fieldRef",
+        f"template {DOWNLOAD}: container.env.NODE.valueFrom.fieldRef (fieldPath) {REFUSED}",
+        setting(
+            download_container, "env", [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+        ),
+    ),
+    Row(
+        "output-parameter-jsonPath",
+        f"template {DOWNLOAD}: outputs.parameters.p.valueFrom.jsonPath {REFUSED}",
+        setting(lambda w: download(w)["outputs"], "parameters", [{"name": "p", "valueFrom": {"jsonPath": "{.x}"}}]),
+    ),
+    Row(
+        "output-parameter-path-dotdot",
+        "outputs.parameters.p.valueFrom.path: '/tmp/../etc/x' is not a plain",
+        setting(
+            lambda w: download(w)["outputs"], "parameters", [{"name": "p", "valueFrom": {"path": "/tmp/../etc/x"}}]
+        ),
+    ),
+    Row(
+        "output-in-root",
+        "output p: /p lies in /",
+        setting(lambda w: download(w)["outputs"], "parameters", [{"name": "p", "valueFrom": {"path": "/p"}}]),
+    ),
+    Row(
+        "input-artifact-http",
+        f"template {TRAINING}: inputs.artifacts.{DOWNLOAD_OUT}.http (url) {REFUSED}",
+        setting(training_input, "http", {"url": "http://evil.example.com/payload"}),
+    ),
+    Row(
+        "task-when-code",
+        "expected comparisons joined by &&, || and parentheses",
+        setting(training_task, "when", "__import__('os').system('id') == 0"),
+    ),
+    Row(
+        "task-when-not-a-string",
+        f"dag.tasks.{TRAINING}.when: expected a string",
+        setting(training_task, "when", ["1 == 1"]),
+    ),
+    Row(
+        "task-withSequence",
+        f"template pipeline: dag.tasks.{TRAINING}.withSequence (count) {REFUSED}",
+        setting(training_task, "withSequence", {"count": "5"}),
+    ),
+    Row(
+        "task-withItems-too-many",
+        f"dag.tasks.{TRAINING}.withItems: expected a list of at most 1000 items",
+        setting(training_task, "withItems", list(range(1001))),
+    ),
+    Row(
+        "task-depends-unknown-result",
+        "asks for 'Exploded' of task download-training-dataset",
+        setting(training_task, "depends", f"{DOWNLOAD}.Exploded"),
+    ),
+    Row(
+        "retry-policy",
+        f"template {TRAINING}: retryStrategy.backoff (duration) {REFUSED}",
+        setting(lambda w: template(w, TRAINING), "retryStrategy", {"limit": 2, "backoff": {"duration": "1"}}),
+    ),
+    Row(
+        "retry-limit-huge",
+        "retryStrategy.limit 1000000 is not a whole number from 0 to 10",
+        setting(lambda w: template(w, TRAINING), "retryStrategy", {"limit": 1000000}),
+    ),
+    Row(
+        "on-exit-unknown",
+        "spec.onExit: 'nowhere' is not a template of the workflow",
+        setting(spec, "onExit", "nowhere"),
+    ),
+    Row(
+        "artifact-from-control",
+        f"task {TRAINING} depends on unknown task(s) x\\x1b[2K",
+        setting(
+            lambda w: training_task(w)["arguments"]["artifacts"][0], "from", "{{tasks.x\x1b[2K.outputs.artifacts.y}}"
+        ),
+    ),
+    Row(
+        "task-output-parameter",
+        "cannot resolve {{tasks.download-training-dataset.outputs.parameters.x}}",
+        unresolvable_task_output,
+    ),
     # Documents no compiler writes.
     Row("yaml-alias", "anchors and aliases are not accepted", with_shared_args),
     Row("yaml-alias-bomb", "anchors and aliases are not accepted", alias_bomb_in_args),
     Row("10000-templates", "spec.templates: 10004 entries, over the limit of 1000", many_templates),
     Row("not-utf-8", "not UTF-8 (byte 0xff at offset 0)", data=lambda data: b"\xff" + data),
-    Row("over-size-cap", f"over the {run_checks.MAX_WORKFLOW_BYTES}-byte limit",
-        data=lambda data: data + b"#" * run_checks.MAX_WORKFLOW_BYTES + b"\n"),
+    Row(
+        "over-size-cap",
+        f"over the {run_checks.MAX_WORKFLOW_BYTES}-byte limit",
+        data=lambda data: data + b"#" * run_checks.MAX_WORKFLOW_BYTES + b"\n",
+    ),
     Row("deep-nesting", "not valid YAML", data=lambda data: b"[" * 20000 + b"]" * 20000),
     Row("templates-not-a-list", "spec.templates: expected a list, got str", setting(spec, "templates", "abc")),
     Row("not-a-workflow", "not an Argo Workflow (kind: Workflow)", setting(lambda w: w, "kind", "Pod")),
-    Row("entrypoint-not-a-dag", f"the workflow's entrypoint '{DOWNLOAD}' is not a DAG template",
-        setting(spec, "entrypoint", DOWNLOAD)),
+    Row(
+        "entrypoint-not-a-dag",
+        f"the workflow's entrypoint '{DOWNLOAD}' is not a DAG template",
+        setting(spec, "entrypoint", DOWNLOAD),
+    ),
     # Parameters.
-    Row("param-name-newline", "unknown parameter(s) a\\nbuildtool: all good;",
-        params=(*(f"{k}={v}" for k, v in ARGUMENTS.items()), "a\nbuildtool: all good=1")),
+    Row(
+        "param-name-newline",
+        "unknown parameter(s) a\\nbuildtool: all good;",
+        params=(*(f"{k}={v}" for k, v in ARGUMENTS.items()), "a\nbuildtool: all good=1"),
+    ),
     # The work folder.
     Row("workdir-symlink-task", "is not an empty folder", workdir=symlink_at(DOWNLOAD)),
     Row("workdir-symlink-artifact", "is not an empty folder", workdir=symlink_at(DOWNLOAD, DOWNLOAD_OUT)),
@@ -327,16 +457,26 @@ ROWS = [
     Row("workdir-task-is-a-file", "is not an empty folder", workdir=task_file),
     Row("workdir-is-a-symlink", "a symlink; give a real folder", workdir=lambda w, t: w.symlink_to(t)),
     # Secrets the workflow takes from a Kubernetes Secret.
-    Row("secret-variable-not-passed", "container.env AWS_SECRET_ACCESS_KEY asks for the host's "
+    Row(
+        "secret-variable-not-passed",
+        "container.env AWS_SECRET_ACCESS_KEY asks for the host's "
         "AWS_SECRET_ACCESS_KEY (for key k of the Kubernetes secret s); run passes only PLATFORM_ACCESS_KEY, "
         "PLATFORM_SECRET_KEY unless told: add --secret-env AWS_SECRET_ACCESS_KEY",
-        setting(download_container, "env",
-                [{"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
-        environment={**ENVIRONMENT, "AWS_SECRET_ACCESS_KEY": SECRET}),
-    Row("secret-variable-missing", f"container.env PLATFORM_SECRET_KEY comes from key secret_key of the Kubernetes "
-        f"secret {SECRET_NAME}; set PLATFORM_SECRET_KEY", k8s_secret=True,
+        setting(
+            download_container,
+            "env",
+            [{"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+        ),
+        environment={**ENVIRONMENT, "AWS_SECRET_ACCESS_KEY": SECRET},
+    ),
+    Row(
+        "secret-variable-missing",
+        f"container.env PLATFORM_SECRET_KEY comes from key secret_key of the Kubernetes "
+        f"secret {SECRET_NAME}; set PLATFORM_SECRET_KEY",
+        k8s_secret=True,
         environment={"PLATFORM_ACCESS_KEY": ACCESS},
-        params=tuple(f"{k}={v}" for k, v in ARGUMENTS.items() if k not in ("access_key", "secret_key"))),
+        params=tuple(f"{k}={v}" for k, v in ARGUMENTS.items() if k not in ("access_key", "secret_key")),
+    ),
 ]
 
 
@@ -388,9 +528,15 @@ def compiled_once(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, tuple[
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
-def test_run_refuses(row: Row, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                     capsys: pytest.CaptureFixture[str], tripwire: type[EngineTripwire],
-                     compiled_once: dict[bool, tuple[dict[str, Any], bytes]]) -> None:
+def test_run_refuses(
+    row: Row,
+    project: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tripwire: type[EngineTripwire],
+    compiled_once: dict[bool, tuple[dict[str, Any], bytes]],
+) -> None:
     workflow, lock = compiled_once[row.k8s_secret]
     (project.parent / "image_map.yaml").write_bytes(lock)
     path = project.parent / "pipeline.yaml"
@@ -410,8 +556,18 @@ def test_run_refuses(row: Row, project: Path, tmp_path: Path, monkeypatch: pytes
     modes = [[]] if row.workdir is not None else [["--dry-run"], []]
     for mode in modes:
         started = time.monotonic()
-        code = cli.main(["--config", str(project), "run", str(path), "--workdir", str(workdir), *mode,
-                         *(item for param in params for item in ("-p", param))])
+        code = cli.main(
+            [
+                "--config",
+                str(project),
+                "run",
+                str(path),
+                "--workdir",
+                str(workdir),
+                *mode,
+                *(item for param in params for item in ("-p", param)),
+            ]
+        )
         seconds = time.monotonic() - started
         out, err = capsys.readouterr()
         assert code == row.code, err
@@ -436,12 +592,23 @@ def test_a_newline_in_a_parameter_value_forges_no_plan_line(project: Path, capsy
     _, _, path = compile_project(project)
     forged = "ds-1\n2. upload-model: evil.example.com/miner:latest"
     params = {**ARGUMENTS, "training_dataset_uid": forged}
-    code = cli.main(["--config", str(project), "run", str(path), "--dry-run",
-                     *(item for k, v in params.items() for item in ("-p", f"{k}={v}"))])
+    code = cli.main(
+        [
+            "--config",
+            str(project),
+            "run",
+            str(path),
+            "--dry-run",
+            *(item for k, v in params.items() for item in ("-p", f"{k}={v}")),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "training_dataset_uid=ds-1\\n2. upload-model: evil.example.com/miner:latest" in out
     assert not any(line.startswith("2. upload-model: evil") for line in out.splitlines())
     assert [line.split(":")[0] for line in out.splitlines() if line[:1].isdigit()] == [
-        "1. download-training-dataset", "2. training", "3. upload-model"]
+        "1. download-training-dataset",
+        "2. training",
+        "3. upload-model",
+    ]
     assert SECRET not in out + err

@@ -121,17 +121,41 @@ ROWS = [
     Row("registry-on-loopback", "127.0.0.1", 5000, (), 11, "step reach failed with exit code 1"),
     Row("registry-by-localhost", "localhost", 5000, (), 11, "step reach failed with exit code 1"),
     Row("registry-by-bridge-gateway", "{gateway}", 5000, (), 11, "step reach failed with exit code 1"),
-    Row("registry-while-another-endpoint-is-allowed", "127.0.0.1", 5000, ("--allow-host", "127.0.0.1:{port}"), 11,
-        "step reach failed with exit code 1"),
+    Row(
+        "registry-while-another-endpoint-is-allowed",
+        "127.0.0.1",
+        5000,
+        ("--allow-host", "127.0.0.1:{port}"),
+        11,
+        "step reach failed with exit code 1",
+    ),
     Row("platform-not-allowed", "127.0.0.1", 0, (), 11, "step reach failed with exit code 1"),
     Row("platform-allowed", "127.0.0.1", 0, ("--allow-host", "127.0.0.1:{port}"), 0, f"HTTP 200 {PLATFORM_REPLY}"),
-    Row("platform-allowed-as-localhost", "localhost", 0, ("--allow-host", "localhost:{port}"), 0,
-        f"HTTP 200 {PLATFORM_REPLY}"),
-    Row("allow-a-non-loopback-host", "127.0.0.1", 0, ("--allow-host", "{gateway}:5000"), 11,
-        "only an IPv4 loopback address or localhost can be forwarded"),
+    Row(
+        "platform-allowed-as-localhost",
+        "localhost",
+        0,
+        ("--allow-host", "localhost:{port}"),
+        0,
+        f"HTTP 200 {PLATFORM_REPLY}",
+    ),
+    Row(
+        "allow-a-non-loopback-host",
+        "127.0.0.1",
+        0,
+        ("--allow-host", "{gateway}:5000"),
+        11,
+        "only an IPv4 loopback address or localhost can be forwarded",
+    ),
     Row("allow-host-without-port", "127.0.0.1", 0, ("--allow-host", "127.0.0.1"), 11, "expected HOST:PORT"),
-    Row("host-network-with-allow-host", "127.0.0.1", 0, ("--host-network", "--allow-host", "127.0.0.1:{port}"), 11,
-        "--host-network and --allow-host exclude each other"),
+    Row(
+        "host-network-with-allow-host",
+        "127.0.0.1",
+        0,
+        ("--host-network", "--allow-host", "127.0.0.1:{port}"),
+        11,
+        "--host-network and --allow-host exclude each other",
+    ),
     # What --host-network exposes, as its help says: the registry too.
     Row("host-network-exposes-the-registry", "127.0.0.1", 5000, ("--host-network",), 0, "HTTP 200 {}"),
 ]
@@ -142,17 +166,35 @@ def left(client: docker.DockerClient, workdir: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
-def test_what_a_step_reaches(row: Row, base: str, platform_port: int, tmp_path: Path,
-                             engine_client: docker.DockerClient,  # noqa: F811
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_what_a_step_reaches(
+    row: Row,
+    base: str,
+    platform_port: int,
+    tmp_path: Path,
+    engine_client: docker.DockerClient,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     pipeline = tmp_path / "pipeline.yaml"
     compile_function(reach, base, pipeline)
     gateway = bridge_gateway(engine_client)
     host = row.host.format(gateway=gateway)
     options = [option.format(port=platform_port, gateway=gateway) for option in row.options]
     workdir = tmp_path / "work"
-    code = cli.main(["--config", str(tmp_path / "absent.toml"), "run", str(pipeline), "--workdir", str(workdir),
-                     "-p", f"host={host}", "-p", f"port={row.port or platform_port}", *options])
+    code = cli.main(
+        [
+            "--config",
+            str(tmp_path / "absent.toml"),
+            "run",
+            str(pipeline),
+            "--workdir",
+            str(workdir),
+            "-p",
+            f"host={host}",
+            "-p",
+            f"port={row.port or platform_port}",
+            *options,
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == row.code, out + err
     if code == 0:
@@ -167,10 +209,13 @@ def test_the_table_covers_every_case() -> None:
     assert len({row.id for row in ROWS}) == len(ROWS) >= 10
 
 
-def test_a_secret_as_argv0_is_masked_in_the_engines_error(base: str, tmp_path: Path,
-                                                          engine_client: docker.DockerClient,  # noqa: F811
-                                                          capsys: pytest.CaptureFixture[str],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_secret_as_argv0_is_masked_in_the_engines_error(
+    base: str,
+    tmp_path: Path,
+    engine_client: docker.DockerClient,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     pipeline = tmp_path / "pipeline.yaml"
     compile_function(reach, base, pipeline)
     workflow = yaml.safe_load(pipeline.read_text())
@@ -179,8 +224,9 @@ def test_a_secret_as_argv0_is_masked_in_the_engines_error(base: str, tmp_path: P
     template["container"]["command"] = ["{{workflow.parameters.secret_key}}"]
     pipeline.write_text(yaml.safe_dump(workflow))
     monkeypatch.setenv("PLATFORM_SECRET_KEY", SECRET)
-    code = cli.main(["--config", str(tmp_path / "absent.toml"), "run", str(pipeline), "--workdir",
-                     str(tmp_path / "work")])
+    code = cli.main(
+        ["--config", str(tmp_path / "absent.toml"), "run", str(pipeline), "--workdir", str(tmp_path / "work")]
+    )
     out, err = capsys.readouterr()
     assert code == 11, err
     assert SECRET not in out + err
@@ -189,20 +235,45 @@ def test_a_secret_as_argv0_is_masked_in_the_engines_error(base: str, tmp_path: P
     assert left(engine_client, tmp_path / "work") == []
 
 
-@pytest.mark.parametrize(("signals", "code"), [((signal.SIGTERM,), 143), ((signal.SIGINT, signal.SIGINT), 130)],
-                         ids=["sigterm", "sigint-twice"])
-def test_a_signal_removes_the_runs_containers_with_one_line(signals: tuple[int, ...], code: int, base: str,
-                                                            platform_port: int, tmp_path: Path,
-                                                            engine_client: docker.DockerClient  # noqa: F811
-                                                            ) -> None:
+@pytest.mark.parametrize(
+    ("signals", "code"),
+    [((signal.SIGTERM,), 143), ((signal.SIGINT, signal.SIGINT), 130)],
+    ids=["sigterm", "sigint-twice"],
+)
+def test_a_signal_removes_the_runs_containers_with_one_line(
+    signals: tuple[int, ...],
+    code: int,
+    base: str,
+    platform_port: int,
+    tmp_path: Path,
+    engine_client: docker.DockerClient,  # noqa: F811
+) -> None:
     pipeline = tmp_path / "pipeline.yaml"
     compile_function(hold, base, pipeline)
     workdir = tmp_path / "work"
     # With --allow-host, the forwarder's container is the run's too: it must go as well.
-    command = [sys.executable, "-m", "buildtool", "--config", str(tmp_path / "absent.toml"), "run", str(pipeline),
-               "--workdir", str(workdir), "-p", "seconds=120", "--allow-host", f"127.0.0.1:{platform_port}"]
-    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    command = [
+        sys.executable,
+        "-m",
+        "buildtool",
+        "--config",
+        str(tmp_path / "absent.toml"),
+        "run",
+        str(pipeline),
+        "--workdir",
+        str(workdir),
+        "-p",
+        "seconds=120",
+        "--allow-host",
+        f"127.0.0.1:{platform_port}",
+    ]
+    run = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
     try:
         deadline = time.monotonic() + 120
         while len(left(engine_client, workdir)) < 2 and run.poll() is None and time.monotonic() < deadline:
@@ -221,8 +292,10 @@ def test_a_signal_removes_the_runs_containers_with_one_line(signals: tuple[int, 
         for container in engine_client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={workdir.resolve()}"}):
             container.remove(force=True)  # only if the run could not remove it itself
     assert run.returncode == code, err
-    assert err.splitlines()[-1].startswith(f"buildtool: error: interrupted by {signal.Signals(signals[0]).name}: "
-                                           "the step containers were stopped and removed"), err
+    assert err.splitlines()[-1].startswith(
+        f"buildtool: error: interrupted by {signal.Signals(signals[0]).name}: "
+        "the step containers were stopped and removed"
+    ), err
     assert sum(line.startswith("buildtool: error:") for line in err.splitlines()) == 1
     assert seconds < 15, f"{seconds:.1f}s"
     assert left(engine_client, workdir) == []

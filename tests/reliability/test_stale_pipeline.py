@@ -30,10 +30,12 @@ def template(workflow: Workflow, name: str) -> dict[str, Any]:
 def old_step_source(w: Workflow) -> None:
     """The cluster would run other code than the step function now holds."""
     container = template(w, "training")["container"]
-    container["args"] = [a.replace("def training(", "def training(  ") if isinstance(a, str) else a
-                         for a in container["args"]]
-    container["command"] = [c.replace("def training(", "def training(  ") if isinstance(c, str) else c
-                            for c in container["command"]]
+    container["args"] = [
+        a.replace("def training(", "def training(  ") if isinstance(a, str) else a for a in container["args"]
+    ]
+    container["command"] = [
+        c.replace("def training(", "def training(  ") if isinstance(c, str) else c for c in container["command"]
+    ]
 
 
 def other_command(w: Workflow) -> None:
@@ -123,6 +125,7 @@ def setting(line: str) -> Callable[[Path], None]:
     def edit(root: Path) -> None:
         path = root / "pyproject.toml"
         path.write_text(path.read_text().replace("[tool.buildtool]\n", f"[tool.buildtool]\n{line}\n", 1))
+
     return edit
 
 
@@ -140,8 +143,9 @@ SOURCE_ROWS: list[tuple[str, Callable[[Path], None], str]] = [
 
 
 @pytest.mark.parametrize("edit, fragment", [pytest.param(e, f, id=i) for i, e, f in SOURCE_ROWS])
-def test_a_source_changed_since_compile_makes_check_fail(locked_project: Path, edit: Callable[[Path], None],
-                                                         fragment: str) -> None:
+def test_a_source_changed_since_compile_makes_check_fail(
+    locked_project: Path, edit: Callable[[Path], None], fragment: str
+) -> None:
     assert run_in_process(locked_project, "check").code == 0
     edit(locked_project)
     guard = Guard(locked_project)

@@ -31,36 +31,57 @@ EMPTY = _raw(200, b"{}")
 
 ROWS = [
     # (id, script, fragment)
-    ("401-echoes-the-token", [_json(401, {"error": f"token {TOKEN} expired", "code": 16})],
-     "(not authenticated; sent the bearer token from $KFP_TOKEN): token *** expired"),
-    ("500-echoes-the-token-url-encoded",
-     [_json(500, {"error": f"got {urllib.parse.quote(TOKEN + '/x', safe='')}"})] * 4, "HTTP 500: got ***"),
-    ("400-echoes-the-token-escaped", [_json(400, {"error": f"bad\u2028 {TOKEN}"})],
-     "bad\\u2028 ***"),
-    ("newline-and-terminal-escape-in-the-message", [_json(400, {"error": "no\n\x1b[31mbuildtool: ok"})],
-     "no\\n\\x1b[31mbuildtool: ok"),
+    (
+        "401-echoes-the-token",
+        [_json(401, {"error": f"token {TOKEN} expired", "code": 16})],
+        "(not authenticated; sent the bearer token from $KFP_TOKEN): token *** expired",
+    ),
+    (
+        "500-echoes-the-token-url-encoded",
+        [_json(500, {"error": f"got {urllib.parse.quote(TOKEN + '/x', safe='')}"})] * 4,
+        "HTTP 500: got ***",
+    ),
+    ("400-echoes-the-token-escaped", [_json(400, {"error": f"bad\u2028 {TOKEN}"})], "bad\\u2028 ***"),
+    (
+        "newline-and-terminal-escape-in-the-message",
+        [_json(400, {"error": "no\n\x1b[31mbuildtool: ok"})],
+        "no\\n\\x1b[31mbuildtool: ok",
+    ),
     ("a-megabyte-message", [_json(400, {"error": "x" * 1_000_000})], "xxx..."),
-    ("an-ingress-html-page-with-200", [_raw(200, b"<html><body>Sign in</body></html>", {"Content-Type": "text/html"})],
-     "the answer is not the KFP v1 API's"),
+    (
+        "an-ingress-html-page-with-200",
+        [_raw(200, b"<html><body>Sign in</body></html>", {"Content-Type": "text/html"})],
+        "the answer is not the KFP v1 API's",
+    ),
     ("a-list-that-is-a-string", [_json(200, {"pipelines": "abc"})], "not an identifier"),
     ("a-pipeline-without-id", [_json(200, {"pipelines": [{"name": "pipeline"}]})], "a pipeline's id as None"),
-    ("a-list-of-2000", [_json(200, {"pipelines": [{"id": str(n), "name": f"p{n}"} for n in range(2000)]})],
-     "not a list of at most 1000"),
-    ("two-pipelines-of-the-name", [_json(200, {"pipelines": [{"id": "a", "name": "pipeline"},
-                                                              {"id": "b", "name": "pipeline"}]})],
-     "2 pipelines are named 'pipeline'"),
-    ("a-redirect-to-another-host", [_raw(302, b"", {"Location": "https://evil.example.com/dex/auth?x=1"})],
-     "redirect to https://evil.example.com/dex/auth?x=1, not followed"),
-    ("a-409-then-nothing-listed", [EMPTY, _json(409, {"error": "exists"}), EMPTY],
-     "answered 409 (already exists) for pipeline 'pipeline', but lists none"),
+    (
+        "a-list-of-2000",
+        [_json(200, {"pipelines": [{"id": str(n), "name": f"p{n}"} for n in range(2000)]})],
+        "not a list of at most 1000",
+    ),
+    (
+        "two-pipelines-of-the-name",
+        [_json(200, {"pipelines": [{"id": "a", "name": "pipeline"}, {"id": "b", "name": "pipeline"}]})],
+        "2 pipelines are named 'pipeline'",
+    ),
+    (
+        "a-redirect-to-another-host",
+        [_raw(302, b"", {"Location": "https://evil.example.com/dex/auth?x=1"})],
+        "redirect to https://evil.example.com/dex/auth?x=1, not followed",
+    ),
+    (
+        "a-409-then-nothing-listed",
+        [EMPTY, _json(409, {"error": "exists"}), EMPTY],
+        "answered 409 (already exists) for pipeline 'pipeline', but lists none",
+    ),
     ("a-404", [_json(404, {"error": "Not Found"})], "HTTP 404 (not found): Not Found; is --host the KFP API"),
     ("an-empty-200", [_raw(200, b"")], "the answer is not the KFP v1 API's"),
 ]
 
 
 @pytest.mark.parametrize("script, fragment", [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])
-def test_a_hostile_server(submit: Submitter, monkeypatch: pytest.MonkeyPatch, script: list[Any],
-                          fragment: str) -> None:
+def test_a_hostile_server(submit: Submitter, monkeypatch: pytest.MonkeyPatch, script: list[Any], fragment: str) -> None:
     monkeypatch.setenv("KFP_TOKEN", TOKEN)
     files = {name: (submit.root / name).read_bytes() for name in ("pipeline.yaml", "image_map.yaml")}
     submit.kfp.script = list(script)

@@ -32,8 +32,14 @@ def add_template(workflow: Workflow, body: dict[str, Any]) -> None:
 
 
 def pod(image: str) -> str:
-    return yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
-                           "spec": {"containers": [{"name": "c", "image": image}]}})
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "x"},
+            "spec": {"containers": [{"name": "c", "image": image}]},
+        }
+    )
 
 
 def patch(image: str) -> dict[str, Any]:
@@ -66,8 +72,12 @@ def resource_manifest(w: Workflow) -> None:
 
 
 def resource_manifest_json(w: Workflow) -> None:
-    manifest = json.dumps({"kind": "Deployment", "spec": {"template": {"spec": {"initContainers": [
-        {"name": "c", "image": PINNED_MINER}]}}}})
+    manifest = json.dumps(
+        {
+            "kind": "Deployment",
+            "spec": {"template": {"spec": {"initContainers": [{"name": "c", "image": PINNED_MINER}]}}},
+        }
+    )
     add_template(w, {"name": "miner", "resource": {"action": "apply", "manifest": manifest}})
 
 
@@ -76,8 +86,7 @@ def resource_unparsable(w: Workflow) -> None:
 
 
 def resource_manifest_from(w: Workflow) -> None:
-    add_template(w, {"name": "miner", "resource": {"action": "create",
-                                                    "manifestFrom": {"artifact": {"name": "m"}}}})
+    add_template(w, {"name": "miner", "resource": {"action": "create", "manifestFrom": {"artifact": {"name": "m"}}}})
 
 
 def template_patch_yaml(w: Workflow) -> None:
@@ -127,8 +136,9 @@ def container_set(w: Workflow) -> None:
 
 def container_set_in_step(w: Workflow) -> None:
     t = template(w, "training")
-    t["containerSet"] = {"containers": [{"name": "main", "image": t["container"]["image"]},
-                                        {"name": "b", "image": PINNED_MINER}]}
+    t["containerSet"] = {
+        "containers": [{"name": "main", "image": t["container"]["image"]}, {"name": "b", "image": PINNED_MINER}]
+    }
 
 
 def templates_abc(w: Workflow) -> None:
@@ -205,18 +215,21 @@ def patch_parameter_key(w: Workflow) -> None:
     """Argo substitutes parameters in podSpecPatch before applying it: k=image, img=the miner."""
     with_parameters(w, k="image", img=MINER)
     template(w, "training")["podSpecPatch"] = json.dumps(
-        {"containers": [{"name": "main", "{{workflow.parameters.k}}": "{{workflow.parameters.img}}"}]})
+        {"containers": [{"name": "main", "{{workflow.parameters.k}}": "{{workflow.parameters.img}}"}]}
+    )
 
 
 def patch_parameter_key_only(w: Workflow) -> None:
     with_parameters(w, k="image")
     template(w, "training")["podSpecPatch"] = json.dumps(
-        {"containers": [{"name": "main", "{{workflow.parameters.k}}": PINNED_MINER}]})
+        {"containers": [{"name": "main", "{{workflow.parameters.k}}": PINNED_MINER}]}
+    )
 
 
 def patch_parameter_image(w: Workflow) -> None:
     template(w, "training")["podSpecPatch"] = json.dumps(
-        {"containers": [{"name": "main", "image": "{{workflow.parameters.img}}"}]})
+        {"containers": [{"name": "main", "image": "{{workflow.parameters.img}}"}]}
+    )
 
 
 def patch_parameter_containers(w: Workflow) -> None:
@@ -237,8 +250,18 @@ def workflow_patch_parameter_key(w: Workflow) -> None:
 
 
 def manifest_parameter_key(w: Workflow) -> None:
-    add_template(w, {"name": "miner", "resource": {"action": "create", "manifest": yaml.safe_dump(
-        {"kind": "Pod", "spec": {"containers": [{"name": "m", "{{inputs.parameters.k}}": "x"}]}})}})
+    add_template(
+        w,
+        {
+            "name": "miner",
+            "resource": {
+                "action": "create",
+                "manifest": yaml.safe_dump(
+                    {"kind": "Pod", "spec": {"containers": [{"name": "m", "{{inputs.parameters.k}}": "x"}]}}
+                ),
+            },
+        },
+    )
 
 
 def patch_upper_case_key(w: Workflow) -> None:
@@ -252,8 +275,18 @@ def patch_long_s_sidecars(w: Workflow) -> None:
 
 def patch_long_s_patch(w: Workflow) -> None:
     """A podSpecPatch inside a resource manifest, its key spelled `pod\u017fpecPatch`: still read."""
-    add_template(w, {"name": "miner", "resource": {"action": "create", "manifest": yaml.safe_dump(
-        {"kind": "Workflow", "spec": {"pod\u017fpecPatch": json.dumps(patch(MINER))}})}})
+    add_template(
+        w,
+        {
+            "name": "miner",
+            "resource": {
+                "action": "create",
+                "manifest": yaml.safe_dump(
+                    {"kind": "Workflow", "spec": {"pod\u017fpecPatch": json.dumps(patch(MINER))}}
+                ),
+            },
+        },
+    )
 
 
 def patch_kelvin_template_ref(w: Workflow) -> None:
@@ -276,21 +309,36 @@ DATA_ROWS: list[tuple[str, Callable[[Workflow], None], str]] = [
     ("script-template", script_template, f"template miner: script.image: {MINER}"),
     ("script-in-step", script_instead_of_container, f"template training: script.image: {MINER}"),
     ("resource-manifest", resource_manifest, f"template miner: resource.manifest.spec.containers[0].image: {MINER}"),
-    ("resource-manifest-json", resource_manifest_json,
-     "template miner: resource.manifest.spec.template.spec.initContainers[0].image"),
+    (
+        "resource-manifest-json",
+        resource_manifest_json,
+        "template miner: resource.manifest.spec.template.spec.initContainers[0].image",
+    ),
     ("resource-manifest-unparsable", resource_unparsable, "template miner: resource.manifest: cannot be read"),
     ("resource-manifest-from", resource_manifest_from, "template miner: resource.manifestFrom: reads its manifest"),
-    ("podspecpatch-template-yaml", template_patch_yaml,
-     f"template training: podSpecPatch.containers[0].image: {MINER}"),
-    ("podspecpatch-template-json", template_patch_json,
-     f"template upload-model: podSpecPatch.containers[0].image: {MINER}"),
-    ("podspecpatch-workflow", workflow_patch,
-     f"spec.podSpecPatch.containers[0].image: {PINNED_MINER} applies to every"),
+    (
+        "podspecpatch-template-yaml",
+        template_patch_yaml,
+        f"template training: podSpecPatch.containers[0].image: {MINER}",
+    ),
+    (
+        "podspecpatch-template-json",
+        template_patch_json,
+        f"template upload-model: podSpecPatch.containers[0].image: {MINER}",
+    ),
+    (
+        "podspecpatch-workflow",
+        workflow_patch,
+        f"spec.podSpecPatch.containers[0].image: {PINNED_MINER} applies to every",
+    ),
     ("podspecpatch-field-case", patch_field_case, f"template training: podSpecPatch.containers[0].Image: {MINER}"),
     ("image-in-annotations", image_in_annotations, f"template training: metadata.annotations.x.image: {MINER}"),
     ("podspecpatch-unparsable", patch_unparsable, "template training: podSpecPatch: cannot be read"),
-    ("podspecpatch-not-a-string", patch_not_a_string,
-     "template training: podSpecPatch: expected a YAML or JSON string"),
+    (
+        "podspecpatch-not-a-string",
+        patch_not_a_string,
+        "template training: podSpecPatch: expected a YAML or JSON string",
+    ),
     ("podspecpatch-in-podspecpatch", patch_in_patch, "podSpecPatch.podSpecPatch: a document embedded in an embedded"),
     ("template-defaults", template_defaults, f"spec.templateDefaults.container.image: {MINER}"),
     ("template-defaults-sidecar", template_defaults_sidecar, "spec.templateDefaults.sidecars[0].image"),
@@ -311,29 +359,58 @@ DATA_ROWS: list[tuple[str, Callable[[Workflow], None], str]] = [
     ("dag-inline-template", inline_template, f"template pipeline: dag.tasks[0].inline.container.image: {MINER}"),
     ("workflow-template-ref", workflow_template_ref, "spec.workflowTemplateRef: runs another WorkflowTemplate"),
     ("newline-in-image", newline_in_image, "evil.example.com/x:1\\nbuildtool: ok"),
-    ("podspecpatch-parameter-key-and-image", patch_parameter_key,
-     "podSpecPatch.containers[0].{{workflow.parameters.k}}: a parameter in a key"),
-    ("podspecpatch-parameter-key", patch_parameter_key_only,
-     "podSpecPatch.containers[0].{{workflow.parameters.k}}: a parameter in a key"),
-    ("podspecpatch-parameter-image", patch_parameter_image,
-     "podSpecPatch.containers[0].image: {{workflow.parameters.img}} is a parameter under an image-bearing field"),
-    ("podspecpatch-parameter-containers", patch_parameter_containers,
-     "podSpecPatch.initContainers: {{inputs.parameters.c}} is a parameter under an image-bearing field"),
-    ("podspecpatch-parameter-list-item", patch_parameter_list_item,
-     "podSpecPatch.containers[0]: {{workflow.parameters.c}} is a parameter"),
-    ("podspecpatch-parameter-whole", patch_parameter_whole,
-     "podSpecPatch: the whole document is a parameter"),
-    ("workflow-podspecpatch-parameter-key", workflow_patch_parameter_key,
-     "spec.podSpecPatch.sidecars[0].{{workflow.parameters.k}}: a parameter in a key"),
-    ("manifest-parameter-key", manifest_parameter_key,
-     "resource.manifest.spec.containers[0].{{inputs.parameters.k}}: a parameter in a key"),
+    (
+        "podspecpatch-parameter-key-and-image",
+        patch_parameter_key,
+        "podSpecPatch.containers[0].{{workflow.parameters.k}}: a parameter in a key",
+    ),
+    (
+        "podspecpatch-parameter-key",
+        patch_parameter_key_only,
+        "podSpecPatch.containers[0].{{workflow.parameters.k}}: a parameter in a key",
+    ),
+    (
+        "podspecpatch-parameter-image",
+        patch_parameter_image,
+        "podSpecPatch.containers[0].image: {{workflow.parameters.img}} is a parameter under an image-bearing field",
+    ),
+    (
+        "podspecpatch-parameter-containers",
+        patch_parameter_containers,
+        "podSpecPatch.initContainers: {{inputs.parameters.c}} is a parameter under an image-bearing field",
+    ),
+    (
+        "podspecpatch-parameter-list-item",
+        patch_parameter_list_item,
+        "podSpecPatch.containers[0]: {{workflow.parameters.c}} is a parameter",
+    ),
+    ("podspecpatch-parameter-whole", patch_parameter_whole, "podSpecPatch: the whole document is a parameter"),
+    (
+        "workflow-podspecpatch-parameter-key",
+        workflow_patch_parameter_key,
+        "spec.podSpecPatch.sidecars[0].{{workflow.parameters.k}}: a parameter in a key",
+    ),
+    (
+        "manifest-parameter-key",
+        manifest_parameter_key,
+        "resource.manifest.spec.containers[0].{{inputs.parameters.k}}: a parameter in a key",
+    ),
     ("podspecpatch-field-upper-case", patch_upper_case_key, f"podSpecPatch.containers[0].IMAGE: {MINER}"),
-    ("podspecpatch-long-s-sidecars", patch_long_s_sidecars,
-     f"podSpecPatch.\u017fidecars[0].image: {MINER} is not pinned"),
-    ("manifest-long-s-podspecpatch", patch_long_s_patch,
-     "resource.manifest.spec.pod\u017fpecPatch: a document embedded in an embedded document"),
-    ("kelvin-workflow-template-ref", patch_kelvin_template_ref,
-     "spec.wor\u212aflowTemplateRef: runs another WorkflowTemplate"),
+    (
+        "podspecpatch-long-s-sidecars",
+        patch_long_s_sidecars,
+        f"podSpecPatch.\u017fidecars[0].image: {MINER} is not pinned",
+    ),
+    (
+        "manifest-long-s-podspecpatch",
+        patch_long_s_patch,
+        "resource.manifest.spec.pod\u017fpecPatch: a document embedded in an embedded document",
+    ),
+    (
+        "kelvin-workflow-template-ref",
+        patch_kelvin_template_ref,
+        "spec.wor\u212aflowTemplateRef: runs another WorkflowTemplate",
+    ),
     ("not-a-workflow", not_a_workflow, "not an Argo Workflow (kind: Workflow)"),
     ("step-without-template", step_missing, "step upload_model: in the image map but no template of the workflow"),
 ]
@@ -415,8 +492,9 @@ BOMB_ROWS: list[tuple[str, Callable[[Path], None], str]] = [
 
 
 @pytest.mark.parametrize("edit, fragment", [pytest.param(e, f, id=i) for i, e, f in BOMB_ROWS])
-def test_workflow_bombs_fail_fast_in_bounded_memory(locked_project: Path, edit: Callable[[Path], None],
-                                                    fragment: str) -> None:
+def test_workflow_bombs_fail_fast_in_bounded_memory(
+    locked_project: Path, edit: Callable[[Path], None], fragment: str
+) -> None:
     edit(locked_project / "pipeline.yaml")
     guard = Guard(locked_project)
     outcome = run_subprocess(locked_project, "verify", "--offline", timeout=60)

@@ -85,8 +85,7 @@ def fake_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeEngine, F
 
 
 @pytest.fixture
-def fake(tmp_path: Path, fake_engine: tuple[FakeEngine, FakeRegistry],
-         capsys: pytest.CaptureFixture[str]) -> FakeSetup:
+def fake(tmp_path: Path, fake_engine: tuple[FakeEngine, FakeRegistry], capsys: pytest.CaptureFixture[str]) -> FakeSetup:
     """The four-image project of tests/conftest.py, its registry and base image in the fake registry.
 
     The engine pushes (push_with = "engine"): the push is the engine's stream, scripted per image.
@@ -94,8 +93,10 @@ def fake(tmp_path: Path, fake_engine: tuple[FakeEngine, FakeRegistry],
     engine, registry = fake_engine
     path = write_project(tmp_path)
     text = path.read_text().replace('registry = "127.0.0.1:5000"', f'registry = "{registry.host}"')
-    text = text.replace('base_image = "127.0.0.1:5000/lib/python:3.11"',
-                        f'base_image = "{registry.host}/lib/python:3.11"\npush_with = "engine"')
+    text = text.replace(
+        'base_image = "127.0.0.1:5000/lib/python:3.11"',
+        f'base_image = "{registry.host}/lib/python:3.11"\npush_with = "engine"',
+    )
     path.write_text(text)
     registry.store("lib/python", "3.11")
     return FakeSetup(engine, registry, path, capsys)
@@ -123,8 +124,10 @@ def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[
     HOME moves too, with a ~/.netrc that must never be read."""
     home = tmp_path / "home"
     home.mkdir()
-    (home / ".netrc").write_text("machine 127.0.0.1 login netrc-user password netrc-secret\n"
-                                 "machine 127.0.0.2 login netrc-user password netrc-secret\n")
+    (home / ".netrc").write_text(
+        "machine 127.0.0.1 login netrc-user password netrc-secret\n"
+        "machine 127.0.0.2 login netrc-user password netrc-secret\n"
+    )
     (home / ".netrc").chmod(0o600)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("NETRC", raising=False)

@@ -63,11 +63,14 @@ def test_reused_conditional_looped_and_renamed_steps_compile_and_verify(tmp_path
     assert "is what compile makes from them" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("report", "external", "fragment"), [
-    (REPORT_PIN, "", f"template report: container.image: {REPORT_PIN} serves no step of the image map"),
-    (f"{REPORT}:1.0", REPORT, f"template report: container.image: {REPORT}:1.0 is not pinned by digest"),
-    (f"127.0.0.1:5000/other/report@sha256:{'7' * 64}", REPORT, "its repository listed in external_images"),
-])
+@pytest.mark.parametrize(
+    ("report", "external", "fragment"),
+    [
+        (REPORT_PIN, "", f"template report: container.image: {REPORT_PIN} serves no step of the image map"),
+        (f"{REPORT}:1.0", REPORT, f"template report: container.image: {REPORT}:1.0 is not pinned by digest"),
+        (f"127.0.0.1:5000/other/report@sha256:{'7' * 64}", REPORT, "its repository listed in external_images"),
+    ],
+)
 def test_a_third_party_image_passes_only_pinned_and_listed(tmp_path, capsys, report, external, fragment):
     project = ordinary(tmp_path, report=report, external=external)
     write_lock(project)
@@ -77,14 +80,17 @@ def test_a_third_party_image_passes_only_pinned_and_listed(tmp_path, capsys, rep
     assert not (tmp_path / "pipeline.yaml").exists()
 
 
-@pytest.mark.parametrize(("value", "fragment"), [
-    ('["127.0.0.1:5000/thirdparty/report:1.0"]', "names a tag or digest; list the repository only"),
-    (f'["{REPORT_PIN}"]', "names a tag or digest"),
-    ('["127.0.0.1:5000/ordinary-pipeline/prepare"]', "where buildtool pushes its own images"),
-    ('["Not A Repo"]', "is not an image repository"),
-    ('[1]', "external_images[0]: expected a string"),
-    ('"127.0.0.1:5000/thirdparty/report"', "external_images: expected a list"),
-])
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ('["127.0.0.1:5000/thirdparty/report:1.0"]', "names a tag or digest; list the repository only"),
+        (f'["{REPORT_PIN}"]', "names a tag or digest"),
+        ('["127.0.0.1:5000/ordinary-pipeline/prepare"]', "where buildtool pushes its own images"),
+        ('["Not A Repo"]', "is not an image repository"),
+        ("[1]", "external_images[0]: expected a string"),
+        ('"127.0.0.1:5000/thirdparty/report"', "external_images: expected a list"),
+    ],
+)
 def test_external_images_are_repositories_outside_buildtool_s_own(tmp_path, value, fragment):
     project = ordinary(tmp_path)
     project.write_text(project.read_text().replace(f'external_images = ["{REPORT}"]', f"external_images = {value}"))
@@ -173,18 +179,19 @@ def test_a_library_named_like_the_pipeline_package_is_not_reloaded(tmp_path):
     assert sys.modules["yaml"] is library
 
 
-
 def test_the_pull_policy_joins_the_pipeline_s_own_conf(tmp_path):
     """buildtool's transformer is added to the PipelineConf the pipeline set up; the pipeline's settings stay,
     and a policy the factory set on a task is buildtool's to decide."""
     project = ordinary(tmp_path)
     factory = tmp_path / "mypipe" / "pipeline.py"
     text = factory.read_text()
-    text = text.replace("        report_op(text=again.output)\n",
-                        "        report_op(text=again.output).set_image_pull_policy('Never')\n"
-                        "        conf = dsl.get_pipeline_conf()\n"
-                        "        conf.set_ttl_seconds_after_finished(60)\n"
-                        "        conf.add_op_transformer(lambda op: op.add_pod_annotation('owner', 'ml'))\n")
+    text = text.replace(
+        "        report_op(text=again.output)\n",
+        "        report_op(text=again.output).set_image_pull_policy('Never')\n"
+        "        conf = dsl.get_pipeline_conf()\n"
+        "        conf.set_ttl_seconds_after_finished(60)\n"
+        "        conf.add_op_transformer(lambda op: op.add_pod_annotation('owner', 'ml'))\n",
+    )
     factory.write_text(text)
     policy = '[tool.buildtool]\nimage_pull_policy = "Always"\n'
     project.write_text(project.read_text().replace("[tool.buildtool]\n", policy))

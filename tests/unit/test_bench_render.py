@@ -19,18 +19,36 @@ def _render():
 
 def _case(n: int, plain: list[float], tool: list[float], met: bool, **extra: object) -> dict[str, object]:
     ratios = [t / p for t, p in zip(tool, plain, strict=True)]
-    return {"case": n, "title": f"{n} case", "skipped": None, "plain_seconds": plain, "buildtool_seconds": tool,
-            "paired_ratios": ratios, "median_ratio": sorted(ratios)[len(ratios) // 2] if ratios else None,
-            "target": 0.85, "met": met,
-            "to_cold_ratios": [], "to_cold_target": None, **extra}
+    return {
+        "case": n,
+        "title": f"{n} case",
+        "skipped": None,
+        "plain_seconds": plain,
+        "buildtool_seconds": tool,
+        "paired_ratios": ratios,
+        "median_ratio": sorted(ratios)[len(ratios) // 2] if ratios else None,
+        "target": 0.85,
+        "met": met,
+        "to_cold_ratios": [],
+        "to_cold_target": None,
+        **extra,
+    }
 
 
 def test_the_table_shows_paired_ratios_from_the_latest_run_of_each_case(tmp_path):
-    older = {"run_id": "r1", "started": "2026-01-01T00:00:00Z",
-             "cases": [_case(4, [100.0, 100.0, 100.0], [95.0, 80.0, 70.0], True), _case(1, [1.0], [0.5], True)]}
-    newer = {"run_id": "r2", "started": "2026-01-02T00:00:00Z",
-             "cases": [_case(1, [1.0, 1.0, 1.0], [0.9, 0.8, 1.2], True),
-                       {**_case(4, [], [], False), "skipped": "skipped: needs --empty-engine"}]}
+    older = {
+        "run_id": "r1",
+        "started": "2026-01-01T00:00:00Z",
+        "cases": [_case(4, [100.0, 100.0, 100.0], [95.0, 80.0, 70.0], True), _case(1, [1.0], [0.5], True)],
+    }
+    newer = {
+        "run_id": "r2",
+        "started": "2026-01-02T00:00:00Z",
+        "cases": [
+            _case(1, [1.0, 1.0, 1.0], [0.9, 0.8, 1.2], True),
+            {**_case(4, [], [], False), "skipped": "skipped: needs --empty-engine"},
+        ],
+    }
     for run in (older, newer):
         (tmp_path / f"{run['run_id']}.json").write_text(json.dumps(run))
     table = _render().table(tmp_path)

@@ -33,16 +33,20 @@ class _Image:
 
 
 def _previous() -> ImageMap:
-    return ImageMap(steps={"training": PREVIOUS},
-                    images={"training": LockedImage(PREVIOUS, "sha256:" + "b" * 64, "image:base")})
+    return ImageMap(
+        steps={"training": PREVIOUS}, images={"training": LockedImage(PREVIOUS, "sha256:" + "b" * 64, "image:base")}
+    )
 
 
-@pytest.mark.parametrize("known, pull_fails, expected, pulled", [
-    (set(), False, [BY_DIGEST], [BY_DIGEST]),  # a fresh runner: pull, then build with cache_from
-    ({BY_DIGEST}, False, [], []),  # pulled before: the engine's own cache serves
-    ({BY_TAG}, False, [], []),  # built here before (pushed through staging: known by tag only)
-    (set(), True, [], []),  # the registry lost it: build without, and say so
-])
+@pytest.mark.parametrize(
+    "known, pull_fails, expected, pulled",
+    [
+        (set(), False, [BY_DIGEST], [BY_DIGEST]),  # a fresh runner: pull, then build with cache_from
+        ({BY_DIGEST}, False, [], []),  # pulled before: the engine's own cache serves
+        ({BY_TAG}, False, [], []),  # built here before (pushed through staging: known by tag only)
+        (set(), True, [], []),  # the registry lost it: build without, and say so
+    ],
+)
 def test_the_previous_image_is_pulled_only_when_missing(known, pull_fails, expected, pulled):
     engine = _Engine(known, pull_fails)
     said: list[str] = []

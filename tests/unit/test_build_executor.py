@@ -70,8 +70,10 @@ def test_build_push_pins_what_the_registry_serves_and_a_second_run_reuses(fake: 
     assert args["base"]["BASE_IMAGE"] == external
     assert args["training"] == {"BASE_IMAGE": lock.images["base"].reference, "EXTRA": "1"}
     labels = {image_name(b.tag): b.labels for b in fake.engine.builds}
-    assert labels["upload"] == {"buildtool.inputs-digest": lock.images["upload"].inputs_digest,
-                                "buildtool.image": "upload"}
+    assert labels["upload"] == {
+        "buildtool.inputs-digest": lock.images["upload"].inputs_digest,
+        "buildtool.image": "upload",
+    }
     # What the engine received is what was hashed: .dockerignore'd files stay home.
     training = next(b for b in fake.engine.builds if image_name(b.tag) == "training")
     assert training.files == [".dockerignore", "Dockerfile", "requirements.txt"]
@@ -178,7 +180,8 @@ def test_a_selected_build_without_an_earlier_map_is_refused(fake: FakeSetup) -> 
 
 def test_a_failed_build_names_the_step_and_shows_the_log_tail(fake: FakeSetup) -> None:
     fake.engine.build_streams["training"] = FakeEngine.build_failing(
-        "2/3 : RUN pip install nope", "ERROR: No matching distribution found for nope")
+        "2/3 : RUN pip install nope", "ERROR: No matching distribution found for nope"
+    )
     code, _, err = fake.cli("build", "--push")
     assert code == 6
     assert "buildtool: error: build of " in err and "/t/training:in-" in err
@@ -190,8 +193,10 @@ def test_a_failed_build_names_the_step_and_shows_the_log_tail(fake: FakeSetup) -
 def test_an_error_inside_the_push_stream_fails_the_build_with_exit_7(fake: FakeSetup) -> None:
     fake.engine.push_streams["upload"] = [
         {"status": "Preparing", "id": "aaaa"},
-        {"errorDetail": {"message": "unauthorized: authentication required"},
-         "error": "unauthorized: authentication required"},
+        {
+            "errorDetail": {"message": "unauthorized: authentication required"},
+            "error": "unauthorized: authentication required",
+        },
     ]
     code, _, err = fake.cli("build", "--push")
     assert code == 7
@@ -202,8 +207,11 @@ def test_an_error_inside_the_push_stream_fails_the_build_with_exit_7(fake: FakeS
 
 
 def test_a_push_stream_cut_midway_fails_the_build(fake: FakeSetup) -> None:
-    fake.engine.push_streams["download"] = [{"status": "Preparing", "id": "aaaa"}, {"status": "Pushing", "id": "aaaa"},
-                                            CUT]
+    fake.engine.push_streams["download"] = [
+        {"status": "Preparing", "id": "aaaa"},
+        {"status": "Pushing", "id": "aaaa"},
+        CUT,
+    ]
     code, _, err = fake.cli("build", "--push")
     assert code == 7
     assert "/t/download/staging:unchecked-" in error_line(err)
@@ -231,7 +239,7 @@ def test_broken_requirements_in_an_image_fail_the_build(fake: FakeSetup) -> None
 
 
 def test_an_image_without_python_fails_the_import_check(fake: FakeSetup) -> None:
-    fake.engine.run_results["download"] = (127, "exec: \"python3\": executable file not found in $PATH\n")
+    fake.engine.run_results["download"] = (127, 'exec: "python3": executable file not found in $PATH\n')
     code, _, err = fake.cli("build", "--push")
     assert code == 6
     assert "the import check printed no result" in error_line(err) and "python3" in err
@@ -290,8 +298,14 @@ def add_independent_images(fake: FakeSetup, *names: str) -> None:
 def run_in_subprocess(fake: FakeSetup, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI in a child process, so that an executor that never stops fails the test instead of hanging it."""
     env = {**os.environ, "DOCKER_HOST": fake.engine.host, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "buildtool", "--config", str(fake.project), *args],
-                          capture_output=True, text=True, timeout=30, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "buildtool", "--config", str(fake.project), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        cwd=REPO,
+    )
 
 
 def test_with_one_job_nothing_builds_after_the_first_failure(fake: FakeSetup) -> None:
@@ -318,7 +332,6 @@ def test_with_two_jobs_the_running_build_finishes_but_its_dependents_never_start
     assert not fake.image_map.exists()
 
 
-
 def test_a_content_tag_moved_to_another_images_bytes_is_rebuilt_not_reused(fake: FakeSetup) -> None:
     """Someone PUT upload's manifest under download's content tag: the label tells, download is built again."""
     assert fake.cli("build", "--push")[0] == 0
@@ -333,8 +346,10 @@ def test_a_content_tag_moved_to_another_images_bytes_is_rebuilt_not_reused(fake:
     code, out, err = fake.cli("build", "--push")
     assert code == 0, err
     assert built(fake.engine) == ["download"]
-    assert (f"the registry's tag holds {upload.digest}, built from other inputs (label buildtool.inputs-digest="
-            f"{lock.images['upload'].inputs_digest}): rebuilt, not trusted") in out
+    assert (
+        f"the registry's tag holds {upload.digest}, built from other inputs (label buildtool.inputs-digest="
+        f"{lock.images['upload'].inputs_digest}): rebuilt, not trusted"
+    ) in out
     assert f"replace {upload.digest} under {download.tag}: it was built from other inputs" in out + err
     rebuilt = image_map.load(fake.image_map).images["download"].reference
     assert upload.digest not in rebuilt

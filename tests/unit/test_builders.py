@@ -28,20 +28,24 @@ RUN uv pip install --no-cache -r b.txt
 def test_a_marked_run_gets_a_cache_mount_and_loses_the_no_cache_flag():
     out = builders.with_cache_mounts(MARKED)
     lines = out.splitlines()
-    assert lines[2].startswith("RUN --mount=type=cache,id=buildtool-installer-root-cache-uv,target=/root/.cache/uv,"
-                               "sharing=locked set -eux;")
+    assert lines[2].startswith(
+        "RUN --mount=type=cache,id=buildtool-installer-root-cache-uv,target=/root/.cache/uv,sharing=locked set -eux;"
+    )
     assert "--no-cache " not in "\n".join(lines[2:7]) and "--no-cache;" not in "\n".join(lines[2:7])
     assert lines[6] == "    echo --no-cache-dir"  # another word that only starts like the flag stays
     assert lines[7] == "RUN uv pip install --no-cache -r b.txt"  # an unmarked RUN is left alone
     assert lines[1] == MARKED.splitlines()[1]
 
 
-@pytest.mark.parametrize("text", [
-    "FROM x\n# buildtool: cache-mount /root/.cache/uv --no-cache\nENV A=1\nRUN a --no-cache\n",  # not right after
-    "FROM x\n# buildtool: cache-mount relative --no-cache\nRUN a --no-cache\n",  # not an absolute target
-    "FROM x\n# buildtool: cache-mount /root/.cache/uv\nRUN a --no-cache\n",  # no flag
-    "FROM x\nRUN a\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FROM x\n# buildtool: cache-mount /root/.cache/uv --no-cache\nENV A=1\nRUN a --no-cache\n",  # not right after
+        "FROM x\n# buildtool: cache-mount relative --no-cache\nRUN a --no-cache\n",  # not an absolute target
+        "FROM x\n# buildtool: cache-mount /root/.cache/uv\nRUN a --no-cache\n",  # no flag
+        "FROM x\nRUN a\n",
+    ],
+)
 def test_anything_else_is_kept_byte_for_byte(text):
     assert builders.with_cache_mounts(text) == text
 
@@ -72,10 +76,16 @@ def test_buildkit_gets_the_classic_context_with_its_dockerfile_replaced(tmp_path
 
 def test_the_buildkit_command_line(tmp_path):
     argv = builders.BuildKitBuilder("/usr/bin/docker").command(
-        "r/x:in-1", {"BASE_IMAGE": "r/base@sha256:" + "a" * 64}, "linux/amd64", {"buildtool.image": "x"},
-        ["r/x@sha256:" + "b" * 64], tmp_path / "iid", "Dockerfile")
+        "r/x:in-1",
+        {"BASE_IMAGE": "r/base@sha256:" + "a" * 64},
+        "linux/amd64",
+        {"buildtool.image": "x"},
+        ["r/x@sha256:" + "b" * 64],
+        tmp_path / "iid",
+        "Dockerfile",
+    )
     assert argv[:2] == ["/usr/bin/docker", "build"] and argv[-1] == "-"  # the context comes on stdin
-    assert ["--platform", "linux/amd64"] == argv[argv.index("--platform"):argv.index("--platform") + 2]
+    assert ["--platform", "linux/amd64"] == argv[argv.index("--platform") : argv.index("--platform") + 2]
     assert "BASE_IMAGE=r/base@sha256:" + "a" * 64 in argv and "buildtool.image=x" in argv
     assert "BUILDKIT_INLINE_CACHE=1" in argv and "--cache-from" in argv
 
@@ -104,8 +114,9 @@ def fake_cli(tmp_path: Path, name: str, script: str) -> str:
 def test_auto_falls_back_to_classic_and_says_why(tmp_path, monkeypatch, project):
     from buildtool import config
 
-    broken = fake_cli(tmp_path, "docker", "echo 'ERROR: BuildKit is enabled but the buildx component is missing' >&2\n"
-                                          "exit 1\n")
+    broken = fake_cli(
+        tmp_path, "docker", "echo 'ERROR: BuildKit is enabled but the buildx component is missing' >&2\nexit 1\n"
+    )
     monkeypatch.setattr(builders, "CLI_CANDIDATES", (str(tmp_path / "absent"), broken))
     loaded = config.load(project)
     chosen, why = builders.choose(loaded, NoEngine(), "auto")  # type: ignore[arg-type]
@@ -122,8 +133,11 @@ def test_auto_takes_a_cli_whose_probe_build_succeeds(tmp_path, monkeypatch, proj
 
     # The probe reads the Dockerfile on stdin and writes the image ID where --iidfile says.
     probes = tmp_path / "probes"
-    working = fake_cli(tmp_path, "docker", f'echo probe >> {probes}; while [ "$1" != --iidfile ]; do shift; done; '
-                                           'cat >/dev/null; echo sha256:1 > "$2"\n')
+    working = fake_cli(
+        tmp_path,
+        "docker",
+        f'echo probe >> {probes}; while [ "$1" != --iidfile ]; do shift; done; cat >/dev/null; echo sha256:1 > "$2"\n',
+    )
     monkeypatch.setattr(builders, "CLI_CANDIDATES", (working,))
     chosen, why = builders.choose(config.load(project), NoEngine(), "auto")  # type: ignore[arg-type]
     assert chosen.name == "auto" and why.startswith(f"builder: auto: buildkit (DOCKER_BUILDKIT=1 {working} build)")
@@ -154,5 +168,3 @@ def test_a_builder_that_is_not_known_is_a_config_error(tmp_path):
     path.write_text(path.read_text().replace('repository = "t"', 'repository = "t"\nbuilder = "kaniko"'))
     with pytest.raises(ConfigError, match="builder: 'kaniko' is not one of auto, classic, buildkit"):
         config.load(path)
-
-

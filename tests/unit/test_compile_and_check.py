@@ -23,8 +23,10 @@ def test_compile_pins_every_image_as_the_map_says(project):
             assert template["container"]["image"] == lock.steps[step]
             assert spec["implementation"]["container"]["image"] == lock.steps[step]
             assert template["container"]["imagePullPolicy"] == "IfNotPresent"
-            assert template["container"]["resources"] == {"limits": {"cpu": "0.5", "memory": "4000Mi"},
-                                                          "requests": {"cpu": "0.5", "memory": "4000Mi"}}
+            assert template["container"]["resources"] == {
+                "limits": {"cpu": "0.5", "memory": "4000Mi"},
+                "requests": {"cpu": "0.5", "memory": "4000Mi"},
+            }
             assert template["metadata"]["labels"]["{{inputs.parameters.training_task_uid}}"] == step
             assert template["metadata"]["labels"]["pipelines.kubeflow.org/enable_caching"] == "false"
             seen[step] = True
@@ -118,10 +120,18 @@ def test_an_unreachable_registry_is_one_error_line_without_urllib3s_retry_warnin
     with refused_port() as port:
         for path in (loaded.image_map, loaded.output):
             path.write_text(path.read_text().replace("127.0.0.1:5000/", f"127.0.0.1:{port}/"))
-        env = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "no-docker-config"),
-               "BUILDTOOL_REGISTRY": f"127.0.0.1:{port}"}  # the lock is bound to the configured registry
-        done = subprocess.run([sys.executable, "-m", "buildtool", "--config", str(project), "verify"],
-                              capture_output=True, text=True, env=env, timeout=60)
+        env = {
+            **os.environ,
+            "DOCKER_CONFIG": str(tmp_path / "no-docker-config"),
+            "BUILDTOOL_REGISTRY": f"127.0.0.1:{port}",
+        }  # the lock is bound to the configured registry
+        done = subprocess.run(
+            [sys.executable, "-m", "buildtool", "--config", str(project), "verify"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
     assert done.returncode == RegistryError.exit_code
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("buildtool: error: ")
     assert f"registry 127.0.0.1:{port} refused the connection" in done.stderr and "(tried 4 time(s))" in done.stderr

@@ -29,28 +29,53 @@ def test_overrides_win_over_the_file(project):
     assert loaded.registry == "reg.example.com:443" and loaded.base_image == "python:3.11-slim"
 
 
-@pytest.mark.parametrize("old, new, expected", [
-    ('repository = "t"', 'repositry = "t"', "repositry: unknown key; did you mean 'repository'?"),
-    ('step = "training"', 'stpe = "training"', "images.training.stpe: unknown key; did you mean 'step'?"),
-    ('repository = "t"', "repository = 3", "repository: expected a string, got int 3"),
-    ('context = "images/upload"', 'context = "images/nope"', "images.upload.context: folder"),
-    ('base = "base"\nstep = "training"', 'base = "bsae"\nstep = "training"',
-     "no image named 'bsae'; did you mean 'base'?"),
-    ('build_args = { EXTRA = "1" }', 'build_args = { HF_TOKEN = "x" }', "build_args.HF_TOKEN: looks like a secret"),
-    ('build_args = { EXTRA = "1" }', 'build_args = { EXTRA = 1 }', "build_args.EXTRA: expected a string"),
-    ('step = "upload_model"', 'step = "training"', "step 'training' is already served by image 'training'"),
-    ('pipeline = "pipeline.training_pipeline:make_pipeline"', 'pipeline = "nocolon"',
-     "pipeline: 'nocolon' is not 'module:function'"),
-    ('registry = "127.0.0.1:5000"', 'registry = "127.0.0.1:5000"\nimage_pull_policy = "Sometimes"',
-     "image_pull_policy"),
-    ('registry = "127.0.0.1:5000"', 'registry = "127.0.0.1:5000"\npush_with = "buildtool"',
-     "push_with: 'buildtool' is not one of auto, skopeo, engine"),
-    ('registry = "127.0.0.1:5000"', 'registry = "127.0.0.1:5000"\ncompression_level = 0',
-     "compression_level: 0 is not a gzip level from 1 (fastest) to 9 (smallest)"),
-    ('registry = "127.0.0.1:5000"', 'registry = "127.0.0.1:5000"\ncompression_level = true', "compression_level: True"),
-    ('registry = "127.0.0.1:5000"', 'registry = "127.0.0.1:5000"\ncompression_level = "6"',
-     "compression_level: expected an integer, got str '6'"),
-])
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ('repository = "t"', 'repositry = "t"', "repositry: unknown key; did you mean 'repository'?"),
+        ('step = "training"', 'stpe = "training"', "images.training.stpe: unknown key; did you mean 'step'?"),
+        ('repository = "t"', "repository = 3", "repository: expected a string, got int 3"),
+        ('context = "images/upload"', 'context = "images/nope"', "images.upload.context: folder"),
+        (
+            'base = "base"\nstep = "training"',
+            'base = "bsae"\nstep = "training"',
+            "no image named 'bsae'; did you mean 'base'?",
+        ),
+        ('build_args = { EXTRA = "1" }', 'build_args = { HF_TOKEN = "x" }', "build_args.HF_TOKEN: looks like a secret"),
+        ('build_args = { EXTRA = "1" }', "build_args = { EXTRA = 1 }", "build_args.EXTRA: expected a string"),
+        ('step = "upload_model"', 'step = "training"', "step 'training' is already served by image 'training'"),
+        (
+            'pipeline = "pipeline.training_pipeline:make_pipeline"',
+            'pipeline = "nocolon"',
+            "pipeline: 'nocolon' is not 'module:function'",
+        ),
+        (
+            'registry = "127.0.0.1:5000"',
+            'registry = "127.0.0.1:5000"\nimage_pull_policy = "Sometimes"',
+            "image_pull_policy",
+        ),
+        (
+            'registry = "127.0.0.1:5000"',
+            'registry = "127.0.0.1:5000"\npush_with = "buildtool"',
+            "push_with: 'buildtool' is not one of auto, skopeo, engine",
+        ),
+        (
+            'registry = "127.0.0.1:5000"',
+            'registry = "127.0.0.1:5000"\ncompression_level = 0',
+            "compression_level: 0 is not a gzip level from 1 (fastest) to 9 (smallest)",
+        ),
+        (
+            'registry = "127.0.0.1:5000"',
+            'registry = "127.0.0.1:5000"\ncompression_level = true',
+            "compression_level: True",
+        ),
+        (
+            'registry = "127.0.0.1:5000"',
+            'registry = "127.0.0.1:5000"\ncompression_level = "6"',
+            "compression_level: expected an integer, got str '6'",
+        ),
+    ],
+)
 def test_bad_config_names_file_key_and_fix(tmp_path, old, new, expected):
     load = load_with(tmp_path, old, new)
     with pytest.raises(ConfigError) as caught:
@@ -68,8 +93,11 @@ def test_missing_dockerfile_is_named(project):
 
 
 def test_cycle_is_refused(tmp_path):
-    load = load_with(tmp_path, '[tool.buildtool.images.base]\ncontext = "images/base"',
-                     '[tool.buildtool.images.base]\ncontext = "images/base"\nbase = "upload"')
+    load = load_with(
+        tmp_path,
+        '[tool.buildtool.images.base]\ncontext = "images/base"',
+        '[tool.buildtool.images.base]\ncontext = "images/base"\nbase = "upload"',
+    )
     with pytest.raises(ConfigError, match="cycle: base -> upload -> base"):
         load()
 

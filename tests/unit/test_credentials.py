@@ -25,21 +25,36 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder / "config.json"
 
 
-@pytest.mark.parametrize("config, domain, expected", [
-    pytest.param({"auths": {"127.0.0.1:5000": {"auth": _auth("robot", "pw")}}}, "127.0.0.1:5000",
-                 Credentials("robot", "pw"), id="auths"),
-    pytest.param({"auths": {"127.0.0.1:5000": {"auth": _auth("robot", "pw")}}}, "127.0.0.1:5001", None,
-                 id="another-registry"),
-    pytest.param({"auths": {"https://index.docker.io/v1/": {"auth": _auth("hubber", "pw")}}}, "docker.io",
-                 Credentials("hubber", "pw"), id="docker-hub-key"),
-    pytest.param({"auths": {"reg.example.com": {}}}, "reg.example.com", None, id="entry-without-auth"),
-    pytest.param({"credHelpers": {"reg.example.com": "missing"}}, "reg.example.com", None,
-                 id="helper-not-installed",  # the SDK warns of it (Python's warnings, not buildtool's output)
-                 marks=pytest.mark.filterwarnings("ignore:docker-credential-missing not installed")),
-    pytest.param({"credsStore": "broken"}, "reg.example.com", None, id="helper-that-fails"),
-])
-def test_stored_credentials(store: Path, config: dict[str, object], domain: str,
-                            expected: Credentials | None) -> None:
+@pytest.mark.parametrize(
+    "config, domain, expected",
+    [
+        pytest.param(
+            {"auths": {"127.0.0.1:5000": {"auth": _auth("robot", "pw")}}},
+            "127.0.0.1:5000",
+            Credentials("robot", "pw"),
+            id="auths",
+        ),
+        pytest.param(
+            {"auths": {"127.0.0.1:5000": {"auth": _auth("robot", "pw")}}}, "127.0.0.1:5001", None, id="another-registry"
+        ),
+        pytest.param(
+            {"auths": {"https://index.docker.io/v1/": {"auth": _auth("hubber", "pw")}}},
+            "docker.io",
+            Credentials("hubber", "pw"),
+            id="docker-hub-key",
+        ),
+        pytest.param({"auths": {"reg.example.com": {}}}, "reg.example.com", None, id="entry-without-auth"),
+        pytest.param(
+            {"credHelpers": {"reg.example.com": "missing"}},
+            "reg.example.com",
+            None,
+            id="helper-not-installed",  # the SDK warns of it (Python's warnings, not buildtool's output)
+            marks=pytest.mark.filterwarnings("ignore:docker-credential-missing not installed"),
+        ),
+        pytest.param({"credsStore": "broken"}, "reg.example.com", None, id="helper-that-fails"),
+    ],
+)
+def test_stored_credentials(store: Path, config: dict[str, object], domain: str, expected: Credentials | None) -> None:
     helper = store.parent.parent / "bin" / "docker-credential-broken"
     helper.parent.mkdir(exist_ok=True)
     helper.write_text("#!/bin/sh\necho 'helper exploded' >&2\nexit 3\n")

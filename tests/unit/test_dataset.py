@@ -274,23 +274,41 @@ def _reduce_ndarray(shape: tuple) -> bytes:
     [
         # Allowed names used for other things than NumPy's own pickles use them for.
         (_npy_with_pickle(_reduce_ndarray((10**11,))), "TypeError: '_NdarrayType' object is not callable"),
-        (_npy_with_pickle(b"\x80\x02cnumpy.core.multiarray\n_reconstruct\n(cnumpy\ndtype\nK\x00K\x00tR."),
-         "unexpected array reconstruction arguments"),
+        (
+            _npy_with_pickle(b"\x80\x02cnumpy.core.multiarray\n_reconstruct\n(cnumpy\ndtype\nK\x00K\x00tR."),
+            "unexpected array reconstruction arguments",
+        ),
         (_npy_with_pickle(b"\x80\x02cnumpy\ndtype\n(X\x01\x00\x00\x00VK\x00\x88tR."), "unexpected dtype arguments"),
         (_npy_with_pickle(b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00V8\x89\x88\x87R."), "neither numeric nor object"),
-        (_npy_with_pickle(b"\x80\x02cnumpy._core.multiarray\nscalar\ncnumpy\ndtype\nX\x02\x00\x00\x00O8\x89\x88\x87R"
-                          b"K\x01\x86R."), "only numeric scalars are read"),
+        (
+            _npy_with_pickle(
+                b"\x80\x02cnumpy._core.multiarray\nscalar\ncnumpy\ndtype\nX\x02\x00\x00\x00O8\x89\x88\x87RK\x01\x86R."
+            ),
+            "only numeric scalars are read",
+        ),
         (_npy_with_pickle(b"\x80\x02X\x01\x00\x00\x00xQ."), "uses a persistent id"),
         # BUILD (set state) on the ndarray stand-in: it has no state to set.
-        (_npy_with_pickle(b"\x80\x02cnumpy\nndarray\n}X\x01\x00\x00\x00aK\x01sb."),
-         "AttributeError: '_NdarrayType' object has no attribute '__dict__'"),
+        (
+            _npy_with_pickle(b"\x80\x02cnumpy\nndarray\n}X\x01\x00\x00\x00aK\x01sb."),
+            "AttributeError: '_NdarrayType' object has no attribute '__dict__'",
+        ),
         (_npy_with_pickle(b"\x80\x02\x82\x01."), "refers to copyreg._reconstructor"),  # EXT1 code 1, if registered
         # Not an array, or not pairs.
         (_npy_with_pickle(pickle.dumps([1, 2], protocol=2)), "holds a list, not a NumPy array"),
         (_npy_with_pickle(b"\x80\x02(", shape=(0,)), "cannot read the object array"),
     ],
-    ids=["ndarray called", "reconstruct args", "dtype args", "void dtype", "object scalar", "persistent id",
-         "state of ndarray", "extension code", "a list", "truncated pickle"],
+    ids=[
+        "ndarray called",
+        "reconstruct args",
+        "dtype args",
+        "void dtype",
+        "object scalar",
+        "persistent id",
+        "state of ndarray",
+        "extension code",
+        "a list",
+        "truncated pickle",
+    ],
 )
 def test_restricted_unpickler_refuses_what_numpy_never_writes(tmp_path, data, fragment):
     if b"\x82\x01" in data and 1 not in copyreg._inverted_registry:
@@ -318,8 +336,10 @@ def _npy_header(descr: str, shape: tuple[int, ...], version: tuple[int, int] = (
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
-        (_npy_header("<f8", (10**11,)) + b"\0" * 64,
-         "claims 100000000000 elements of float64 (shape (100000000000,)), but only 64 bytes follow it"),
+        (
+            _npy_header("<f8", (10**11,)) + b"\0" * 64,
+            "claims 100000000000 elements of float64 (shape (100000000000,)), but only 64 bytes follow it",
+        ),
         (_npy_header("<f4", (10**5, 10**6), (2, 0)) + b"\0" * 64, "claims 100000000000 elements of float32"),
         (_npy_header("|O", (10**11, 2)) + b"\x80\x02.", "claims 200000000000 elements of object"),
         (_npy_header("<f4", (-1, 100, 3)) + b"\0" * 1200, "cannot read the array: ValueError"),

@@ -43,16 +43,22 @@ def test_nothing_set_is_the_default_socket(docker_config: Path) -> None:
 
 def test_docker_host_with_tls_verify_and_cert_path(docker_config: Path, tmp_path: Path) -> None:
     certs = _certs(tmp_path / "certs")
-    endpoint, params = resolve_endpoint({"DOCKER_HOST": "tcp://build.example.com:2376", "DOCKER_TLS_VERIFY": "1",
-                                         "DOCKER_CERT_PATH": str(certs)})
+    endpoint, params = resolve_endpoint(
+        {"DOCKER_HOST": "tcp://build.example.com:2376", "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(certs)}
+    )
     assert endpoint.url == "tcp://build.example.com:2376" and endpoint.source == "DOCKER_HOST"
     assert params["tls"].verify and params["tls"].ca_cert == str(certs / "ca.pem")
-    assert endpoint.skopeo_source() == ["--src-daemon-host", "tcp://build.example.com:2376",
-                                        "--src-cert-dir", str(certs)]
+    assert endpoint.skopeo_source() == [
+        "--src-daemon-host",
+        "tcp://build.example.com:2376",
+        "--src-cert-dir",
+        str(certs),
+    ]
 
 
-def test_the_current_context_when_docker_host_is_unset(docker_config: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       tmp_path: Path) -> None:
+def test_the_current_context_when_docker_host_is_unset(
+    docker_config: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     ContextAPI.create_context("builder", host="tcp://ctx.example.com:2376")
     (docker_config / "config.json").write_text(json.dumps({"currentContext": "builder"}))
@@ -69,8 +75,9 @@ def test_a_context_that_does_not_exist_is_an_engine_error(docker_config: Path) -
         resolve_endpoint({"DOCKER_CONTEXT": "nosuch"})
 
 
-def test_an_engine_that_does_not_answer_names_where_it_was_looked_for(docker_config: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_engine_that_does_not_answer_names_where_it_was_looked_for(
+    docker_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")
     with pytest.raises(EngineError, match=r"no Docker engine answers at tcp://127.0.0.1:9 \(from DOCKER_HOST"):
         Engine(timeout=5)

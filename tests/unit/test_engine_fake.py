@@ -35,10 +35,13 @@ def parts(fake_engine: tuple[FakeEngine, FakeRegistry], tmp_path: Path):
     client.close()
 
 
-@pytest.mark.parametrize("host", [
-    "tcp://127.0.0.1:{refused}",
-    "unix:///nonexistent/buildtool-test/docker.sock",
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "tcp://127.0.0.1:{refused}",
+        "unix:///nonexistent/buildtool-test/docker.sock",
+    ],
+)
 def test_an_engine_that_does_not_answer_is_an_engine_error(monkeypatch, host):
     fix = r"; start the Docker engine \(systemctl start docker\), or fix DOCKER_HOST / the docker context"
     with refused_port() as port:
@@ -52,8 +55,14 @@ def test_an_engine_that_does_not_answer_is_an_engine_error(monkeypatch, host):
 def test_build_sends_the_context_args_and_labels_and_returns_the_image_id(parts):
     fake, _, client, ctx = parts
     lines: list[str] = []
-    image_id = client.build(ctx, "r.example/t/app:in-1", {"BASE_IMAGE": "b@sha256:" + "1" * 64},
-                            platform="linux/amd64", labels={"k": "v"}, progress=lines.append)
+    image_id = client.build(
+        ctx,
+        "r.example/t/app:in-1",
+        {"BASE_IMAGE": "b@sha256:" + "1" * 64},
+        platform="linux/amd64",
+        labels={"k": "v"},
+        progress=lines.append,
+    )
     assert image_id == sha256(b"r.example/t/app:in-1")
     (sent,) = fake.builds
     assert sent.files == ["Dockerfile", "app.py"] and sent.dockerfile == "Dockerfile"
@@ -64,8 +73,12 @@ def test_build_sends_the_context_args_and_labels_and_returns_the_image_id(parts)
 def test_a_long_step_shows_its_latest_output_line(parts, monkeypatch):
     fake, _, client, ctx = parts
     monkeypatch.setattr(engine_module, "_HEARTBEAT", 0.0)
-    fake.build_streams["app"] = [{"stream": "Step 1/1 : RUN pip install x\n"}, {"stream": "Collecting x\n"},
-                                 {"stream": "\n"}, {"aux": {"ID": "sha256:" + "a" * 64}}]
+    fake.build_streams["app"] = [
+        {"stream": "Step 1/1 : RUN pip install x\n"},
+        {"stream": "Collecting x\n"},
+        {"stream": "\n"},
+        {"aux": {"ID": "sha256:" + "a" * 64}},
+    ]
     lines: list[str] = []
     assert client.build(ctx, "r/t/app:1", {}, progress=lines.append) == "sha256:" + "a" * 64
     assert [line.split("  [")[0] for line in lines] == ["step 1/1: RUN pip install x", "  ... Collecting x"]
@@ -77,8 +90,10 @@ def test_a_build_error_chunk_names_the_failing_step_and_shows_the_log_tail(parts
     with pytest.raises(BuildError) as caught:
         client.build(ctx, "r/t/app:in-1", {})
     message = str(caught.value)
-    assert message.startswith("build of r/t/app:in-1 failed at step 2/3 (RUN pip install nope): "
-                              "The command '/bin/sh -c ...' returned a non-zero code: 2\n")
+    assert message.startswith(
+        "build of r/t/app:in-1 failed at step 2/3 (RUN pip install nope): "
+        "The command '/bin/sh -c ...' returned a non-zero code: 2\n"
+    )
     tail = message.split("--- last lines of the build log ---\n")[1].splitlines()
     assert tail[-1] == "ERROR: no such package nope" and tail[0] == "Step 1/3 : FROM base"
 
@@ -92,8 +107,9 @@ def test_an_error_before_the_first_step_says_so(parts):
 
 def test_the_build_log_tail_keeps_only_the_last_lines(parts):
     fake, _, client, ctx = parts
-    fake.build_streams["app"] = ([{"stream": "Step 1/1 : RUN seq 100\n"}] + [{"stream": f"{n}\n"} for n in range(100)]
-                                 + [{"error": "boom"}])
+    fake.build_streams["app"] = (
+        [{"stream": "Step 1/1 : RUN seq 100\n"}] + [{"stream": f"{n}\n"} for n in range(100)] + [{"error": "boom"}]
+    )
     with pytest.raises(BuildError) as caught:
         client.build(ctx, "r/t/app:in-1", {})
     tail = str(caught.value).split("--- last lines of the build log ---\n")[1].splitlines()
@@ -122,24 +138,38 @@ def test_push_returns_the_digest_the_stream_reports(parts):
     digest = client.push(f"{registry.host}/t/app", "in-1", token=Token(), progress=lines.append)
     assert digest == registry.served("t/app", "in-1")
     assert fake.pushes == [f"{registry.host}/t/app:in-1"]
-    assert [line.split("  [")[0] for line in lines] == ["push: 1 layer(s) done (pushed aaaaaaaaaaaa)",
-                                                        "push: 2 layer(s) done (layer already exists bbbbbbbbbbbb)"]
+    assert [line.split("  [")[0] for line in lines] == [
+        "push: 1 layer(s) done (pushed aaaaaaaaaaaa)",
+        "push: 2 layer(s) done (layer already exists bbbbbbbbbbbb)",
+    ]
 
 
-@pytest.mark.parametrize("chunk, shown", [
-    ({"errorDetail": {"message": "denied: requested access to the resource is denied"}, "error": "denied: x"},
-     "denied: requested access to the resource is denied"),
-    ({"error": "received unexpected HTTP status: 500 Internal Server Error"},
-     "received unexpected HTTP status: 500 Internal Server Error"),
-])
+@pytest.mark.parametrize(
+    "chunk, shown",
+    [
+        (
+            {"errorDetail": {"message": "denied: requested access to the resource is denied"}, "error": "denied: x"},
+            "denied: requested access to the resource is denied",
+        ),
+        (
+            {"error": "received unexpected HTTP status: 500 Internal Server Error"},
+            "received unexpected HTTP status: 500 Internal Server Error",
+        ),
+    ],
+)
 def test_an_error_in_the_push_stream_is_a_push_error(parts, chunk, shown):
     fake, _, client, _ = parts
-    fake.push_streams["app"] = [{"status": "Preparing", "id": "a"}, {"status": "Pushed", "id": "a"}, chunk,
-                                {"aux": {"Digest": "sha256:" + "d" * 64}}]
+    fake.push_streams["app"] = [
+        {"status": "Preparing", "id": "a"},
+        {"status": "Pushed", "id": "a"},
+        chunk,
+        {"aux": {"Digest": "sha256:" + "d" * 64}},
+    ]
     with pytest.raises(PushError) as caught:
         client.push("r/t/app", "in-1", token=Token())
-    assert str(caught.value) == (f"push of r/t/app:in-1 failed: {shown}; "
-                                 "is the registry running and are you logged in (docker login)?")
+    assert str(caught.value) == (
+        f"push of r/t/app:in-1 failed: {shown}; is the registry running and are you logged in (docker login)?"
+    )
 
 
 def test_a_push_stream_cut_midway_is_a_push_error(parts):

@@ -22,7 +22,8 @@ def test_the_readme_table_lists_exactly_the_codes_of_errors_py() -> None:
     listed = readme_exit_codes()
     assert len(listed) == len(set(listed)), f"a code is listed twice in README.md: {sorted(listed)}"
     assert set(listed) == failure_exit_codes(), (
-        f"README.md's exit-code table lists {sorted(listed)}; buildtool/errors.py has {sorted(failure_exit_codes())}")
+        f"README.md's exit-code table lists {sorted(listed)}; buildtool/errors.py has {sorted(failure_exit_codes())}"
+    )
 
 
 def test_each_kind_of_error_has_its_own_code() -> None:

@@ -21,6 +21,7 @@ UPLOAD = "r.example/t/upload:in-1@sha256:" + "2" * 64
 
 # -- verify ----------------------------------------------------------------------------------------------------
 
+
 def test_load_workflow_names_the_file_and_the_fix(tmp_path):
     path = tmp_path / "pipeline.yaml"
     with pytest.raises(VerifyError) as caught:
@@ -29,14 +30,17 @@ def test_load_workflow_names_the_file_and_the_fix(tmp_path):
     path.write_text("kind: [unclosed\n")
     with pytest.raises(VerifyError) as caught:
         verify.load_workflow(path)
-    assert str(caught.value) == (f"{path}: not valid YAML: while parsing a flow sequence did not find expected ',' "
-                                 "or ']' (line 2, column 1); compile it again with `buildtool compile`")
+    assert str(caught.value) == (
+        f"{path}: not valid YAML: while parsing a flow sequence did not find expected ',' "
+        "or ']' (line 2, column 1); compile it again with `buildtool compile`"
+    )
     for text in ("- kind: Workflow\n", "kind: Pod\n", "just text\n"):
         path.write_text(text)
         with pytest.raises(VerifyError) as caught:
             verify.load_workflow(path)
-        assert str(caught.value) == (f"{path}: not an Argo Workflow (kind: Workflow); "
-                                     "compile it with `buildtool compile`")
+        assert str(caught.value) == (
+            f"{path}: not an Argo Workflow (kind: Workflow); compile it with `buildtool compile`"
+        )
     path.write_text("kind: Workflow\nspec: {}\n")
     assert verify.load_workflow(path) == {"kind": "Workflow", "spec": {}}
 
@@ -45,10 +49,10 @@ def test_a_workflow_without_templates_is_a_problem_and_every_step_is_unrun():
     """Fail closed: a workflow whose spec or templates cannot be read names that place, and runs no step."""
     unrun = "step training: in the image map but no template of the workflow runs it"
     for workflow, where, problem in (
-            ({"kind": "Workflow"}, "spec", "expected a mapping, got nothing"),
-            ({"kind": "Workflow", "spec": {}}, "spec.templates", "expected a list of templates, got nothing"),
-            ({"kind": "Workflow", "spec": {"templates": {}}}, "spec.templates",
-             "expected a list of templates, got dict")):
+        ({"kind": "Workflow"}, "spec", "expected a mapping, got nothing"),
+        ({"kind": "Workflow", "spec": {}}, "spec.templates", "expected a list of templates, got nothing"),
+        ({"kind": "Workflow", "spec": {"templates": {}}}, "spec.templates", "expected a list of templates, got dict"),
+    ):
         assert list(verify.images_in(workflow)) == [(verify.WORKFLOW, where, None)]
         assert verify.pin_problems(workflow, {"training": PIN}) == [f"{where}: {problem}", unrun]
     empty = {"kind": "Workflow", "spec": {"templates": []}}
@@ -58,16 +62,24 @@ def test_a_workflow_without_templates_is_a_problem_and_every_step_is_unrun():
 
 def test_pin_problems_name_template_place_and_reason():
     spec = '{"implementation": {"container": {"image": "%s"}}}'
-    workflow = {"kind": "Workflow", "spec": {"templates": [
-        {"name": "training", "container": {"image": PIN},
-         "metadata": {"annotations": {verify.COMPONENT_SPEC: spec % PIN}}},
-        {"name": "upload-model", "container": {}},
-        {"name": "other-step", "container": {"image": UPLOAD}},
-        {"container": {"image": "r.example/t/x:latest"}},
-        {"name": "unpinned", "container": {"image": "r.example/t/x:latest"}},
-        {"name": "broken", "metadata": {"annotations": {verify.COMPONENT_SPEC: "{not json"}}},
-        {"name": "dag", "dag": {"tasks": []}},
-    ]}}
+    workflow = {
+        "kind": "Workflow",
+        "spec": {
+            "templates": [
+                {
+                    "name": "training",
+                    "container": {"image": PIN},
+                    "metadata": {"annotations": {verify.COMPONENT_SPEC: spec % PIN}},
+                },
+                {"name": "upload-model", "container": {}},
+                {"name": "other-step", "container": {"image": UPLOAD}},
+                {"container": {"image": "r.example/t/x:latest"}},
+                {"name": "unpinned", "container": {"image": "r.example/t/x:latest"}},
+                {"name": "broken", "metadata": {"annotations": {verify.COMPONENT_SPEC: "{not json"}}},
+                {"name": "dag", "dag": {"tasks": []}},
+            ]
+        },
+    }
     assert verify.pin_problems(workflow, {"training": PIN, "upload_model": UPLOAD, "download": UPLOAD}) == [
         "template upload-model: container.image: container holds no image (dict)",
         f"template other-step: container.image: {UPLOAD} serves no step of the image map "
@@ -83,20 +95,43 @@ def test_pin_problems_name_template_place_and_reason():
 
 # -- staleness and digest explanations -------------------------------------------------------------------------
 
+
 def test_staleness_describe_joins_images_and_reasons(project):
     loaded = config.load(project)
-    text = staleness.describe({"training": ["file a changed", "build arg B changed"], "base": ["platform changed"]},
-                              loaded)
+    text = staleness.describe(
+        {"training": ["file a changed", "build arg B changed"], "base": ["platform changed"]}, loaded
+    )
     assert text == "image base: platform changed | image training (step training): file a changed; build arg B changed"
 
 
 def test_explain_names_every_kind_of_change():
-    before = {"platform": "linux/amd64", "base": "sha256:1", "imports": "", "file:a.txt": "aaa",
-              "file:run.sh": "bbb", "file:gone.txt": "ccc", "link:l": "t1", "dir:d": "", "arg:A": "1",
-              "file:x:y": "1", "odd:thing": "1", "plain": "1"}
-    after = {"platform": "linux/arm64", "base": "sha256:2", "imports": "os", "file:a.txt": "ddd",
-             "file:run.sh": "x:bbb", "file:new.txt": "eee", "link:l": "t2", "dir:e": "", "arg:A": "2",
-             "file:x:y": "2", "odd:thing": "2"}
+    before = {
+        "platform": "linux/amd64",
+        "base": "sha256:1",
+        "imports": "",
+        "file:a.txt": "aaa",
+        "file:run.sh": "bbb",
+        "file:gone.txt": "ccc",
+        "link:l": "t1",
+        "dir:d": "",
+        "arg:A": "1",
+        "file:x:y": "1",
+        "odd:thing": "1",
+        "plain": "1",
+    }
+    after = {
+        "platform": "linux/arm64",
+        "base": "sha256:2",
+        "imports": "os",
+        "file:a.txt": "ddd",
+        "file:run.sh": "x:bbb",
+        "file:new.txt": "eee",
+        "link:l": "t2",
+        "dir:e": "",
+        "arg:A": "2",
+        "file:x:y": "2",
+        "odd:thing": "2",
+    }
     assert digest.explain(before, after) == [
         "build arg A changed",
         "base image changed (sha256:1 -> sha256:2)",
@@ -133,8 +168,11 @@ def make_pipeline(img_name_map, image_pull_policy="IfNotPresent", **settings):
 
 def use_factory(project, name: str, body: str) -> config.Config:
     (project.parent / f"{name}.py").write_text(FACTORY.format(body=body))
-    project.write_text(project.read_text().replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
-                                                   f'pipeline = "{name}:make_pipeline"'))
+    project.write_text(
+        project.read_text().replace(
+            'pipeline = "pipeline.training_pipeline:make_pipeline"', f'pipeline = "{name}:make_pipeline"'
+        )
+    )
     return config.load(project)
 
 
@@ -148,8 +186,9 @@ def test_a_factory_that_fails_is_a_compile_error_naming_it(project):
 
 def test_a_pipeline_kfp_cannot_compile_is_a_compile_error_naming_it(project):
     write_lock(project)
-    loaded = use_factory(project, "fails_in_kfp", "    def pipeline():\n        raise RuntimeError('inside')\n"
-                                                  "    return pipeline")
+    loaded = use_factory(
+        project, "fails_in_kfp", "    def pipeline():\n        raise RuntimeError('inside')\n    return pipeline"
+    )
     with pytest.raises(CompileError) as caught:
         compiler.compile_pipeline(loaded, loaded.output)
     assert str(caught.value) == "kfp could not compile fails_in_kfp:make_pipeline: RuntimeError: inside"
@@ -158,14 +197,18 @@ def test_a_pipeline_kfp_cannot_compile_is_a_compile_error_naming_it(project):
 
 def test_kfp_warnings_go_to_the_debug_log(project, caplog):
     write_lock(project)
-    loaded = use_factory(project, "warns", "    pipeline = real(img_name_map, image_pull_policy=image_pull_policy,"
-                                           " **settings)\n"
-                                           "    def warned(*args, **kwargs):\n"
-                                           "        warnings.warn('a note from the pipeline')\n"
-                                           "        return pipeline(*args, **kwargs)\n"
-                                           "    warned.__signature__ = __import__('inspect').signature(pipeline)\n"
-                                           "    warned._component_human_name = 'pipeline'\n"
-                                           "    return warned")
+    loaded = use_factory(
+        project,
+        "warns",
+        "    pipeline = real(img_name_map, image_pull_policy=image_pull_policy,"
+        " **settings)\n"
+        "    def warned(*args, **kwargs):\n"
+        "        warnings.warn('a note from the pipeline')\n"
+        "        return pipeline(*args, **kwargs)\n"
+        "    warned.__signature__ = __import__('inspect').signature(pipeline)\n"
+        "    warned._component_human_name = 'pipeline'\n"
+        "    return warned",
+    )
     caplog.set_level(logging.DEBUG, logger="buildtool.kfp_compile")
     compiler.compile_pipeline(loaded, loaded.output)
     logged = [r.getMessage() for r in caplog.records if r.name == "buildtool.kfp_compile"]
@@ -173,9 +216,12 @@ def test_kfp_warnings_go_to_the_debug_log(project, caplog):
 
 
 def test_the_configured_pull_policy_reaches_every_step(project):
-    project.write_text(project.read_text().replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
-                                                   'pipeline = "pipeline.training_pipeline:make_pipeline"\n'
-                                                   'image_pull_policy = "Always"'))
+    project.write_text(
+        project.read_text().replace(
+            'pipeline = "pipeline.training_pipeline:make_pipeline"',
+            'pipeline = "pipeline.training_pipeline:make_pipeline"\nimage_pull_policy = "Always"',
+        )
+    )
     loaded, _ = write_lock(project)
     compiler.compile_pipeline(loaded, loaded.output)
     workflow = yaml.safe_load(loaded.output.read_text())
@@ -197,8 +243,9 @@ def test_a_missing_factory_function_names_the_setting(project):
 
 def test_the_project_pipeline_module_wins_over_a_same_named_one_elsewhere(project, tmp_path_factory, monkeypatch):
     elsewhere = tmp_path_factory.mktemp("elsewhere")
-    (elsewhere / "shadowed.py").write_text("def make_pipeline(img_name_map, image_pull_policy=None):\n"
-                                           "    return 'wrong'\n")
+    (elsewhere / "shadowed.py").write_text(
+        "def make_pipeline(img_name_map, image_pull_policy=None):\n    return 'wrong'\n"
+    )
     monkeypatch.syspath_prepend(str(elsewhere))
     loaded = use_factory(project, "shadowed", "    return 'right'")
     assert kfp_compile.load_factory(loaded)({}) == "right"
@@ -210,8 +257,9 @@ def test_a_map_without_a_step_names_the_map_file(project):
     loaded.image_map.write_text(text)
     with pytest.raises(ImageMapError) as caught:
         compiler.compile_pipeline(loaded, loaded.output)
-    assert str(caught.value) == (f"{loaded.image_map}: no image for step(s) upload_model; "
-                                 "run `buildtool build --push` to regenerate the map")
+    assert str(caught.value) == (
+        f"{loaded.image_map}: no image for step(s) upload_model; run `buildtool build --push` to regenerate the map"
+    )
 
 
 # -- image map: hostile entries, each refused naming file and key ---------------------------------------------
@@ -219,16 +267,22 @@ def test_a_map_without_a_step_names_the_map_file(project):
 GOOD = {"reference": PIN, "inputs_digest": "sha256:" + "3" * 64, "base": "image:base", "inputs": {"file:a": "1"}}
 
 
-@pytest.mark.parametrize("entry, key, problem", [
-    (3, "images.x", "expected a mapping with reference, inputs_digest, base, inputs"),
-    ({**GOOD, "reference": "r.example/t/x:in-1"}, "images.x.reference",
-     "not pinned by digest (expected exactly one '@sha256:<64 hex>')"),
-    ({k: v for k, v in GOOD.items() if k != "reference"}, "images.x.reference", "expected a string, got NoneType"),
-    ({**GOOD, "inputs_digest": None}, "images.x.inputs_digest", "expected sha256:<64 hex>"),
-    ({**GOOD, "inputs_digest": "sha256:abc"}, "images.x.inputs_digest", "expected sha256:<64 hex>"),
-    ({**GOOD, "base": 5}, "images.x.base", "expected a string"),
-    ({**GOOD, "inputs": ["file:a"]}, "images.x.inputs", "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "entry, key, problem",
+    [
+        (3, "images.x", "expected a mapping with reference, inputs_digest, base, inputs"),
+        (
+            {**GOOD, "reference": "r.example/t/x:in-1"},
+            "images.x.reference",
+            "not pinned by digest (expected exactly one '@sha256:<64 hex>')",
+        ),
+        ({k: v for k, v in GOOD.items() if k != "reference"}, "images.x.reference", "expected a string, got NoneType"),
+        ({**GOOD, "inputs_digest": None}, "images.x.inputs_digest", "expected sha256:<64 hex>"),
+        ({**GOOD, "inputs_digest": "sha256:abc"}, "images.x.inputs_digest", "expected sha256:<64 hex>"),
+        ({**GOOD, "base": 5}, "images.x.base", "expected a string"),
+        ({**GOOD, "inputs": ["file:a"]}, "images.x.inputs", "expected a mapping"),
+    ],
+)
 def test_hostile_lock_entries_are_refused_naming_file_and_key(tmp_path, entry, key, problem):
     path = tmp_path / "image_map.yaml"
     path.write_text(yaml.safe_dump({"steps": {"training": PIN}, "images": {"x": entry}}))
@@ -240,8 +294,9 @@ def test_hostile_lock_entries_are_refused_naming_file_and_key(tmp_path, entry, k
 def test_a_good_lock_entry_loads_as_written(tmp_path):
     path = tmp_path / "image_map.yaml"
     path.write_text(yaml.safe_dump({"steps": {"training": PIN}, "images": {"x": GOOD}}))
-    assert image_map.load(path).images["x"] == image_map.LockedImage(PIN, GOOD["inputs_digest"], "image:base",
-                                                                      {"file:a": "1"})
+    assert image_map.load(path).images["x"] == image_map.LockedImage(
+        PIN, GOOD["inputs_digest"], "image:base", {"file:a": "1"}
+    )
 
 
 # -- staleness: every way a lock can stop matching the tree ----------------------------------------------------
@@ -259,8 +314,12 @@ def fresh_lock(project, external_pin: str = EXTERNAL + "@" + DIGEST) -> tuple[co
     external = loaded.external_base(loaded.image("base"))
     inputs = plan.compute_inputs(loaded, contexts, {external: DIGEST}, step_imports.for_config(loaded))
     the_plan = plan.make_plan(loaded, inputs, {external: external_pin}, {}, None)
-    images = {i.name: image_map.LockedImage(f"{i.tagged}@sha256:{n:064x}", i.inputs.digest, i.base_label,
-                                            dict(i.inputs.items)) for n, i in enumerate(the_plan.images)}
+    images = {
+        i.name: image_map.LockedImage(
+            f"{i.tagged}@sha256:{n:064x}", i.inputs.digest, i.base_label, dict(i.inputs.items)
+        )
+        for n, i in enumerate(the_plan.images)
+    }
     lock = image_map.ImageMap({i.step: images[i.name].reference for i in the_plan.images if i.step}, images)
     loaded.image_map.write_text(image_map.render(lock))
     return loaded, lock
@@ -276,8 +335,9 @@ def relabel(lock: image_map.ImageMap, **bases: str) -> image_map.ImageMap:
 
 def test_images_missing_from_the_lock_or_built_on_another_image_are_all_named(project):
     loaded, lock = fresh_lock(project)
-    images = {k: v for k, v in relabel(lock, download="image:training", upload="image:other").images.items()
-              if k != "base"}
+    images = {
+        k: v for k, v in relabel(lock, download="image:training", upload="image:other").images.items() if k != "base"
+    }
     assert staleness.stale_images(loaded, image_map.ImageMap(lock.steps, images)) == {
         "base": ["not recorded in the image map"],
         "download": ["now builds on image base, the map says image:training"],
@@ -289,15 +349,19 @@ def test_images_missing_from_the_lock_or_built_on_another_image_are_all_named(pr
 def test_an_external_base_recorded_as_a_project_image_or_unpinned_is_stale(project, locked_base):
     loaded, lock = fresh_lock(project)
     assert staleness.stale_images(loaded, relabel(lock, base=locked_base)) == {
-        "base": [f"now builds on {EXTERNAL}, the map says {locked_base}"]}
+        "base": [f"now builds on {EXTERNAL}, the map says {locked_base}"]
+    }
 
 
 def test_another_base_image_names_the_one_to_export(project):
     _, lock = fresh_lock(project)
     other = config.load(project, base_image="python:3.11-slim")
-    assert staleness.stale_images(other, lock) == {"base": [
-        f"base image is now python:3.11-slim, the map was built on {EXTERNAL}@{DIGEST} "
-        f"(if this machine builds on that, export BUILDTOOL_BASE_IMAGE={EXTERNAL})"]}
+    assert staleness.stale_images(other, lock) == {
+        "base": [
+            f"base image is now python:3.11-slim, the map was built on {EXTERNAL}@{DIGEST} "
+            f"(if this machine builds on that, export BUILDTOOL_BASE_IMAGE={EXTERNAL})"
+        ]
+    }
 
 
 def test_a_base_configured_by_digest_must_be_that_digest(project):
@@ -308,11 +372,14 @@ def test_a_base_configured_by_digest_must_be_that_digest(project):
     assert list(stale) == ["base"] and stale["base"][0].startswith(f"base image is now {EXTERNAL}@{other}")
 
 
-@pytest.mark.parametrize("configured, pinned", [
-    ("127.0.0.1:5000/lib/python", "127.0.0.1:5000/lib/python@" + DIGEST),
-    ("127.0.0.1:5000/lib/python:latest", "127.0.0.1:5000/lib/python@" + DIGEST),
-    ("127.0.0.1:5000/lib/python", "127.0.0.1:5000/lib/python:latest@" + DIGEST),
-])
+@pytest.mark.parametrize(
+    "configured, pinned",
+    [
+        ("127.0.0.1:5000/lib/python", "127.0.0.1:5000/lib/python@" + DIGEST),
+        ("127.0.0.1:5000/lib/python:latest", "127.0.0.1:5000/lib/python@" + DIGEST),
+        ("127.0.0.1:5000/lib/python", "127.0.0.1:5000/lib/python:latest@" + DIGEST),
+    ],
+)
 def test_no_tag_means_latest_on_either_side(project, configured, pinned):
     project.write_text(project.read_text().replace(f'base_image = "{EXTERNAL}"', f'base_image = "{configured}"'))
     loaded, lock = fresh_lock(project, external_pin=pinned)
@@ -322,8 +389,11 @@ def test_no_tag_means_latest_on_either_side(project, configured, pinned):
 def test_a_custom_dockerfile_name_is_read_as_the_build_reads_it(project):
     images = project.parent / "images" / "upload"
     (images / "Dockerfile").rename(images / "build.Dockerfile")
-    project.write_text(project.read_text().replace('context = "images/upload"',
-                                                   'context = "images/upload"\ndockerfile = "build.Dockerfile"'))
+    project.write_text(
+        project.read_text().replace(
+            'context = "images/upload"', 'context = "images/upload"\ndockerfile = "build.Dockerfile"'
+        )
+    )
     loaded, lock = fresh_lock(project)
     assert staleness.stale_images(loaded, lock) == {}
 
@@ -331,10 +401,13 @@ def test_a_custom_dockerfile_name_is_read_as_the_build_reads_it(project):
 def test_a_changed_digest_with_the_same_fingerprints_still_is_stale(project):
     loaded, lock = fresh_lock(project)
     old = lock.images["training"]
-    images = {**lock.images, "training": image_map.LockedImage(old.reference, "sha256:" + "5" * 64, old.base,
-                                                               old.inputs)}
+    images = {
+        **lock.images,
+        "training": image_map.LockedImage(old.reference, "sha256:" + "5" * 64, old.base, old.inputs),
+    }
     assert staleness.stale_images(loaded, image_map.ImageMap(lock.steps, images)) == {
-        "training": ["inputs digest changed"]}
+        "training": ["inputs digest changed"]
+    }
 
 
 def test_require_fresh_says_how_to_go_on(project):
@@ -344,7 +417,8 @@ def test_require_fresh_says_how_to_go_on(project):
         staleness.require_fresh(loaded, stale)
     assert str(caught.value) == (
         f"{loaded.image_map} is stale: image upload (step upload_model): now builds on image base, the map says "
-        "image:other; run `buildtool build --push` to rebuild (or pass --allow-stale to compile against it anyway)")
+        "image:other; run `buildtool build --push` to rebuild (or pass --allow-stale to compile against it anyway)"
+    )
     assert staleness.require_fresh(loaded, stale, allow_stale=True) == [str(caught.value).split(" (or pass")[0]]
 
 
@@ -359,10 +433,17 @@ def test_unknown_top_level_keys_are_named(tmp_path):
 def test_the_map_renders_exactly_as_reviewed(tmp_path):
     lock = image_map.ImageMap(
         steps={"upload_model": UPLOAD, "training": PIN},
-        images={"upload": image_map.LockedImage(UPLOAD, "sha256:" + "3" * 64, "image:base",
-                                                {"platform": "linux/amd64", "file:b": "2", "file:a": "x:1"}),
-                "training": image_map.LockedImage(PIN, "sha256:" + "4" * 64, "image:base", {})})
-    assert image_map.render(lock) == image_map.HEADER + f"""\
+        images={
+            "upload": image_map.LockedImage(
+                UPLOAD, "sha256:" + "3" * 64, "image:base", {"platform": "linux/amd64", "file:b": "2", "file:a": "x:1"}
+            ),
+            "training": image_map.LockedImage(PIN, "sha256:" + "4" * 64, "image:base", {}),
+        },
+    )
+    assert (
+        image_map.render(lock)
+        == image_map.HEADER
+        + f"""\
 steps:
   training: {PIN}
   upload_model: {UPLOAD}
@@ -381,11 +462,13 @@ images:
       file:b: '2'
       platform: linux/amd64
 """
+    )
     bare = image_map.ImageMap(steps={"training": PIN})
     assert image_map.render(bare) == image_map.HEADER + f"steps:\n  training: {PIN}\n"
 
 
 # -- the inputs digest: a fixed encoding, so tags stay the same from one version to the next ---------------------
+
 
 def test_the_inputs_digest_is_the_documented_canonical_encoding(tmp_path):
     import hashlib
@@ -396,8 +479,14 @@ def test_the_inputs_digest_is_the_documented_canonical_encoding(tmp_path):
 
     root = tmp_path / "ctx"
     (root / "d").mkdir(parents=True)
-    files = {"Dockerfile": b"FROM x\n", "run.sh": b"echo\n", "caf\u00e9.txt": b"c", "d/f": b"f",
-             ".dockerignore": b"*.secret\n", "key.secret": b"hidden"}
+    files = {
+        "Dockerfile": b"FROM x\n",
+        "run.sh": b"echo\n",
+        "caf\u00e9.txt": b"c",
+        "d/f": b"f",
+        ".dockerignore": b"*.secret\n",
+        "key.secret": b"hidden",
+    }
     for name, data in files.items():
         (root / name).write_bytes(data)
     (root / "run.sh").chmod(0o755)
@@ -409,17 +498,36 @@ def test_the_inputs_digest_is_the_documented_canonical_encoding(tmp_path):
     def sha(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
 
-    full = {"platform": "linux/amd64", "base": "sha256:" + "1" * 64, "imports": "json,os",
-            "file:.dockerignore": sha(files[".dockerignore"]), "file:Dockerfile": sha(files["Dockerfile"]),
-            "file:caf\u00e9.txt": sha(b"c"), "file:d/f": sha(b"f"), "dir:d": "", "link:l": sha(b"run.sh"),
-            "file:run.sh": "x:" + sha(b"echo\n"), "arg:A": sha(b"1")}
-    encoded = json.dumps({"encoding": "buildtool-inputs/1", "dockerfile": "Dockerfile", "inputs": full},
-                         sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    full = {
+        "platform": "linux/amd64",
+        "base": "sha256:" + "1" * 64,
+        "imports": "json,os",
+        "file:.dockerignore": sha(files[".dockerignore"]),
+        "file:Dockerfile": sha(files["Dockerfile"]),
+        "file:caf\u00e9.txt": sha(b"c"),
+        "file:d/f": sha(b"f"),
+        "dir:d": "",
+        "link:l": sha(b"run.sh"),
+        "file:run.sh": "x:" + sha(b"echo\n"),
+        "arg:A": sha(b"1"),
+    }
+    encoded = json.dumps(
+        {"encoding": "buildtool-inputs/1", "dockerfile": "Dockerfile", "inputs": full},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    ).encode()
     inputs = digest.compute(context.scan(root), {"A": "1"}, "linux/amd64", "sha256:" + "1" * 64, ["os", "json"])
     assert inputs.digest == "sha256:" + hashlib.sha256(encoded).hexdigest()
     assert inputs.tag == "in-" + hashlib.sha256(encoded).hexdigest()[:16]
-    short = {k: (v if k in ("platform", "base", "imports") or not v else
-                 ("x:" if v.startswith("x:") else "") + v.removeprefix("x:")[:16]) for k, v in full.items()}
+    short = {
+        k: (
+            v
+            if k in ("platform", "base", "imports") or not v
+            else ("x:" if v.startswith("x:") else "") + v.removeprefix("x:")[:16]
+        )
+        for k, v in full.items()
+    }
     assert dict(inputs.items) == short
     assert list(inputs.items) == sorted(short)
     assert inputs.items["file:run.sh"] == "x:" + sha(b"echo\n")[:16] and inputs.items["dir:d"] == ""
@@ -431,6 +539,7 @@ GOLDEN_INPUTS_DIGEST = "sha256:4b3fbfa67d36fa9bb4000ccbf08c7a6ada883f9499ce72cef
 
 
 # -- plan: what enters each digest, and why an image is built -------------------------------------------------
+
 
 def test_each_image_digest_takes_the_platform_its_base_and_only_a_step_image_its_imports(project):
     from buildtool import context, plan
@@ -449,8 +558,10 @@ def test_a_long_platform_is_kept_whole_in_the_fingerprints(tmp_path):
     from buildtool import context
 
     (tmp_path / "Dockerfile").write_text("FROM x\n")
-    assert digest.compute(context.scan(tmp_path), {}, "linux/riscv64/rva22u64", DIGEST).items["platform"] == \
-        "linux/riscv64/rva22u64"
+    assert (
+        digest.compute(context.scan(tmp_path), {}, "linux/riscv64/rva22u64", DIGEST).items["platform"]
+        == "linux/riscv64/rva22u64"
+    )
 
 
 def test_why_an_image_is_built_and_what_a_reuse_points_at(project):
@@ -467,15 +578,22 @@ def test_why_an_image_is_built_and_what_a_reuse_points_at(project):
     assert again.get("base").existing_digest == held and again.get("base").action == "reuse"
     assert again.get("upload").reasons == ("inputs unchanged, but the registry does not hold that tag",)
     old = lock.images["upload"]
-    moved = image_map.ImageMap(lock.steps, {**lock.images, "upload": image_map.LockedImage(
-        old.reference, "sha256:" + "5" * 64, old.base, old.inputs)})
+    moved = image_map.ImageMap(
+        lock.steps,
+        {**lock.images, "upload": image_map.LockedImage(old.reference, "sha256:" + "5" * 64, old.base, old.inputs)},
+    )
     assert plan.make_plan(loaded, inputs, pins, {"base": held}, moved).get("upload").reasons == (
-        "inputs digest changed",)
+        "inputs digest changed",
+    )
 
 
 def test_a_pipeline_setting_with_two_colons_names_the_function_part(project):
-    project.write_text(project.read_text().replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
-                                                   'pipeline = "pipeline.training_pipeline:make:pipeline"'))
+    project.write_text(
+        project.read_text().replace(
+            'pipeline = "pipeline.training_pipeline:make_pipeline"',
+            'pipeline = "pipeline.training_pipeline:make:pipeline"',
+        )
+    )
     loaded = config.load(project)
     with pytest.raises(CompileError) as caught:
         kfp_compile.load_factory(loaded)
@@ -492,24 +610,45 @@ def test_an_unpinned_step_names_the_map_file(tmp_path):
 
 # -- verify: every place a template can name an image, each problem worded exactly ---------------------------
 
+
 def test_every_container_field_and_its_malformed_forms_are_named():
     """containerSet, script, initContainers, sidecars, annotations, templateDefaults and podSpecPatch: an image in
     each is read (containerSet and script run their step), and each malformed form is a problem naming its place."""
     spec = '{"implementation": {"container": %s}}'
-    workflow = {"kind": "Workflow", "metadata": {"name": "w"}, "spec": {"templates": [
-        {"name": "training", "containerSet": {"containers": [{"image": PIN}, {"name": "no-image"}]}},
-        {"name": "upload-model", "script": {"image": UPLOAD}, "initContainers": {"image": PIN},
-         "sidecars": [{"image": PIN}, "text"]},
-        {"name": "set-not-a-map", "containerSet": ["x"]},
-        {"name": "set-without-list", "containerSet": {"containers": None}},
-        {"name": "script-no-image", "script": {"source": "x"}},
-        {"name": "a1", "container": {"image": PIN}, "metadata": {"annotations": [1]}},
-        {"name": "a2", "container": {"image": PIN}, "metadata": {"annotations": {verify.COMPONENT_SPEC: spec % "{}"}}},
-        {"name": "a3", "container": {"image": PIN},
-         "metadata": {"annotations": {verify.COMPONENT_SPEC: spec % f'{{"image": "{UPLOAD}"}}', "other": "x"}}},
-        "not a template",
-    ], "templateDefaults": {"container": {"image": PIN}},
-        "podSpecPatch": f'{{"containers": [{{"name": "main", "image": "{PIN}"}}]}}'}}
+    workflow = {
+        "kind": "Workflow",
+        "metadata": {"name": "w"},
+        "spec": {
+            "templates": [
+                {"name": "training", "containerSet": {"containers": [{"image": PIN}, {"name": "no-image"}]}},
+                {
+                    "name": "upload-model",
+                    "script": {"image": UPLOAD},
+                    "initContainers": {"image": PIN},
+                    "sidecars": [{"image": PIN}, "text"],
+                },
+                {"name": "set-not-a-map", "containerSet": ["x"]},
+                {"name": "set-without-list", "containerSet": {"containers": None}},
+                {"name": "script-no-image", "script": {"source": "x"}},
+                {"name": "a1", "container": {"image": PIN}, "metadata": {"annotations": [1]}},
+                {
+                    "name": "a2",
+                    "container": {"image": PIN},
+                    "metadata": {"annotations": {verify.COMPONENT_SPEC: spec % "{}"}},
+                },
+                {
+                    "name": "a3",
+                    "container": {"image": PIN},
+                    "metadata": {
+                        "annotations": {verify.COMPONENT_SPEC: spec % f'{{"image": "{UPLOAD}"}}', "other": "x"}
+                    },
+                },
+                "not a template",
+            ],
+            "templateDefaults": {"container": {"image": PIN}},
+            "podSpecPatch": f'{{"containers": [{{"name": "main", "image": "{PIN}"}}]}}',
+        },
+    }
     other = f"{PIN} serves no step of the image map (training, upload_model){NOT_BUILT}"
     everywhere = f"{PIN} applies to every template and serves no step of the image map"
     assert verify.pin_problems(workflow, {"training": PIN, "upload_model": UPLOAD}) == [
@@ -533,19 +672,24 @@ def test_every_container_field_and_its_malformed_forms_are_named():
         f"spec.podSpecPatch.containers[0].image: {everywhere}",
     ]
     images = list(verify.images_in(workflow))
-    assert images[:3] == [("training", "containerSet.containers[0].image", PIN),
-                          ("training", "containerSet.containers[1].image", None),
-                          ("upload-model", "script.image", UPLOAD)]
+    assert images[:3] == [
+        ("training", "containerSet.containers[0].image", PIN),
+        ("training", "containerSet.containers[1].image", None),
+        ("upload-model", "script.image", UPLOAD),
+    ]
     assert (verify.WORKFLOW, "spec.templateDefaults.container.image", PIN) in images
 
 
 def test_unreadable_defaults_too_many_templates_and_the_summary_line():
     assert verify.pin_problems({"kind": "Workflow", "spec": {"templates": [], "templateDefaults": [1]}}, {}) == [
-        "spec.templateDefaults: expected a mapping, got list"]
+        "spec.templateDefaults: expected a mapping, got list"
+    ]
     many = {"kind": "Workflow", "spec": {"templates": [{"name": "a"}] * (verify.MAX_TEMPLATES + 1)}}
     assert verify.pin_problems(many, {}) == [
-        f"spec.templates: {verify.MAX_TEMPLATES + 1} templates, more than the {verify.MAX_TEMPLATES} buildtool reads"]
+        f"spec.templates: {verify.MAX_TEMPLATES + 1} templates, more than the {verify.MAX_TEMPLATES} buildtool reads"
+    ]
     assert verify.summary("p.yaml", [str(n) for n in range(12)]) == (
-        "p.yaml: 12 problem(s): 0; 1; 2; 3; 4; 5; 6; 7; 8; 9; and 2 more")
+        "p.yaml: 12 problem(s): 0; 1; 2; 3; 4; 5; 6; 7; 8; 9; and 2 more"
+    )
     assert verify.summary("p.yaml", ["a", "b"], limit=1) == "p.yaml: 2 problem(s): a; and 1 more"
     assert verify.summary("p.yaml", ["a"]) == "p.yaml: 1 problem(s): a"

@@ -41,21 +41,39 @@ def make_pipeline(img_name_map, image_pull_policy="IfNotPresent", **settings):
 """
 
 
-@pytest.mark.parametrize("case, step, image, problem", [
-    ("other_pin", "training", repr(OTHER_PIN),
-     f"template training: container.image: {OTHER_PIN} differs from the map's"),
-    ("unpinned", "upload_model", repr("127.0.0.1:5000/t/upload:latest"),
-     "template upload-model: container.image: 127.0.0.1:5000/t/upload:latest is not pinned by digest"),
-    ("swapped", "download_training_dataset", 'img_name_map["training"]',
-     "template download-training-dataset: container.image: 127.0.0.1:5000/t/training:in-"),
-])
+@pytest.mark.parametrize(
+    "case, step, image, problem",
+    [
+        (
+            "other_pin",
+            "training",
+            repr(OTHER_PIN),
+            f"template training: container.image: {OTHER_PIN} differs from the map's",
+        ),
+        (
+            "unpinned",
+            "upload_model",
+            repr("127.0.0.1:5000/t/upload:latest"),
+            "template upload-model: container.image: 127.0.0.1:5000/t/upload:latest is not pinned by digest",
+        ),
+        (
+            "swapped",
+            "download_training_dataset",
+            'img_name_map["training"]',
+            "template download-training-dataset: container.image: 127.0.0.1:5000/t/training:in-",
+        ),
+    ],
+)
 def test_compile_refuses_a_pipeline_that_runs_other_images_than_the_map(project, case, step, image, problem):
     """A factory that ignores img_name_map for one step: the compiled workflow must not replace the output."""
     loaded, _ = write_lock(project)
     module = f"rogue_{case}"
     (project.parent / f"{module}.py").write_text(ROGUE.format(step=step, image=image))
-    project.write_text(project.read_text().replace('pipeline = "pipeline.training_pipeline:make_pipeline"',
-                                                   f'pipeline = "{module}:make_pipeline"'))
+    project.write_text(
+        project.read_text().replace(
+            'pipeline = "pipeline.training_pipeline:make_pipeline"', f'pipeline = "{module}:make_pipeline"'
+        )
+    )
     rogue = config.load(project)
     rogue.output.write_text("previous output\n")
     with pytest.raises(CompileError) as caught:
@@ -135,6 +153,7 @@ def test_atomic_output_leaves_nothing_behind_when_interrupted(tmp_path):
 
 # -- staleness: the reference must carry the inputs tag --------------------------------------------------------
 
+
 def retag(lock: image_map.ImageMap, name: str, step: str | None, reference: str) -> image_map.ImageMap:
     old = lock.images[name]
     images = {**lock.images, name: image_map.LockedImage(reference, old.inputs_digest, old.base, old.inputs)}
@@ -179,9 +198,12 @@ def test_check_exits_3_on_a_reference_whose_tag_is_not_its_inputs_tag(project, c
 
 # -- verify: the registry is asked -----------------------------------------------------------------------------
 
+
 def workflow_of(*images: str) -> dict:
-    return {"kind": "Workflow", "spec": {"templates": [
-        {"name": f"step-{n}", "container": {"image": image}} for n, image in enumerate(images)]}}
+    return {
+        "kind": "Workflow",
+        "spec": {"templates": [{"name": f"step-{n}", "container": {"image": image}} for n, image in enumerate(images)]},
+    }
 
 
 @pytest.fixture
@@ -202,13 +224,19 @@ def test_verify_reports_each_pinned_image_the_registry_does_not_serve(fake_regis
     try:
         assert verify.registry_problems(workflow_of(present, present), client) == []
         assert verify.registry_problems(workflow_of(present, absent, moved, "unpinned:latest"), client) == [
-            f"{absent}: not in the registry", f"{moved}: registry serves {held}"]
+            f"{absent}: not in the registry",
+            f"{moved}: registry serves {held}",
+        ]
     finally:
         client.close()
     # Each distinct pinned image was asked for by its digest, and the one found by its tag too; the unpinned one
     # is pin_problems' business.
-    assert set(fake_registry.heads) == {f"t/training:{held}", "t/training:in-1", "t/training:sha256:" + "0" * 64,
-                                        "t/upload:sha256:" + "5" * 64}
+    assert set(fake_registry.heads) == {
+        f"t/training:{held}",
+        "t/training:in-1",
+        "t/training:sha256:" + "0" * 64,
+        "t/upload:sha256:" + "5" * 64,
+    }
 
 
 INPUTS = "sha256:" + "1" * 64
@@ -224,8 +252,10 @@ def test_verify_binds_a_pin_to_its_tag_or_digest_tag_and_to_its_inputs_label(fak
         assert verify.registry_problems(workflow_of(pinned), client, {pinned: INPUTS}) == []
         other = "sha256:" + "2" * 64
         (problem,) = verify.registry_problems(workflow_of(pinned), client, {pinned: other})
-        assert problem == (f"{pinned}: its image carries buildtool.inputs-digest={INPUTS}, not the map's inputs "
-                           f"digest {other}: these bytes were not built from what the lock records")
+        assert problem == (
+            f"{pinned}: its image carries buildtool.inputs-digest={INPUTS}, not the map's inputs "
+            f"digest {other}: these bytes were not built from what the lock records"
+        )
         # The tag moved to another build: the digest tag still holds the pin.
         theirs = fake_registry.store("t/training", "in-1", (7, 8), labels={"buildtool.inputs-digest": INPUTS})
         (problem,) = verify.registry_problems(workflow_of(pinned), client, {pinned: INPUTS})
@@ -255,4 +285,3 @@ def test_build_compile_verify_and_a_registry_that_lost_an_image(fake: FakeSetup)
     assert fake.cli("verify", "--offline")[0] == 0
     workflow = yaml.safe_load((fake.root / "pipeline.yaml").read_text())
     assert verify.pin_problems(workflow, lock.steps) == []
-

@@ -11,13 +11,23 @@ REF = "127.0.0.1:5000/t/{}:in-0011223344556677@" + D
 
 
 def sample() -> image_map.ImageMap:
-    locked = {name: image_map.LockedImage(REF.format(name), D, "image:base" if name != "base" else f"python@{D}",
-                                          {"file:Dockerfile": "0123", "base": D})
-              for name in ("upload", "base", "training", "download")}
+    locked = {
+        name: image_map.LockedImage(
+            REF.format(name),
+            D,
+            "image:base" if name != "base" else f"python@{D}",
+            {"file:Dockerfile": "0123", "base": D},
+        )
+        for name in ("upload", "base", "training", "download")
+    }
     return image_map.ImageMap(
-        steps={"upload_model": REF.format("upload"), "training": REF.format("training"),
-               "download_training_dataset": REF.format("download")},
-        images=locked)
+        steps={
+            "upload_model": REF.format("upload"),
+            "training": REF.format("training"),
+            "download_training_dataset": REF.format("download"),
+        },
+        images=locked,
+    )
 
 
 def test_render_is_sorted_stable_and_round_trips(tmp_path):
@@ -29,13 +39,16 @@ def test_render_is_sorted_stable_and_round_trips(tmp_path):
     assert list(data["images"]) == sorted(data["images"])
 
 
-@pytest.mark.parametrize("entry, why", [
-    ("127.0.0.1:5000/t/training:in-1@sha256:abc", "64 lowercase hex"),
-    ("127.0.0.1:5000/t/training:in-1", "not pinned by digest"),
-    ("127.0.0.1:5000/t/training:latest", "not pinned by digest"),
-    (f"127.0.0.1:5000/t/training:in-1@{D.upper().replace('SHA256', 'sha256')}", "64 lowercase hex"),
-    (f"127.0.0.1:5000/t/training@{D}@{D}", "more than one '@'"),
-])
+@pytest.mark.parametrize(
+    "entry, why",
+    [
+        ("127.0.0.1:5000/t/training:in-1@sha256:abc", "64 lowercase hex"),
+        ("127.0.0.1:5000/t/training:in-1", "not pinned by digest"),
+        ("127.0.0.1:5000/t/training:latest", "not pinned by digest"),
+        (f"127.0.0.1:5000/t/training:in-1@{D.upper().replace('SHA256', 'sha256')}", "64 lowercase hex"),
+        (f"127.0.0.1:5000/t/training@{D}@{D}", "more than one '@'"),
+    ],
+)
 def test_unpinned_entries_are_refused_naming_the_step(tmp_path, entry, why):
     text = f"steps:\n  training: '{entry}'\n"
     with pytest.raises(ImageMapError) as caught:

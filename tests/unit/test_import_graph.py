@@ -41,8 +41,9 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             else:
                 target = node.module or ""
             # `from X import y`: y is module X.y when such a module exists, else a name defined in X.
-            found.update(f"{target}.{alias.name}" if f"{target}.{alias.name}" in known else target
-                         for alias in node.names)
+            found.update(
+                f"{target}.{alias.name}" if f"{target}.{alias.name}" in known else target for alias in node.names
+            )
     # `import a.b.c` names module a.b.c; keep the longest prefix that is one of ours.
     edges = set()
     for target in found:
@@ -98,7 +99,8 @@ def test_buildtool_has_no_import_circle() -> None:
     assert len(edges) > 20 and edges["buildtool.cli"]  # the reader found the package and its imports
     found = circles(edges)
     assert found == [], "import circles in buildtool/ (break them; see docs/ARCHITECTURE.md): " + "; ".join(
-        " <-> ".join(group) for group in found)
+        " <-> ".join(group) for group in found
+    )
 
 
 def reachable(edges: dict[str, set[str]], start: str) -> set[str]:
@@ -123,9 +125,14 @@ def test_only_the_cli_exits() -> None:
     for name, path in modules().items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "exit"
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "sys"
-                    and name not in ("buildtool.cli", "buildtool.__main__")):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "exit"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "sys"
+                and name not in ("buildtool.cli", "buildtool.__main__")
+            ):
                 offenders.append(f"{name}:{node.lineno}")
     assert offenders == []
 
@@ -138,23 +145,47 @@ def _write(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-@pytest.mark.parametrize("files, expected", [
-    pytest.param({"a.py": "from . import b\n", "b.py": "from .a import x\n"}, [["pkg.a", "pkg.b"]],
-                 id="relative-top-level"),
-    pytest.param({"a.py": "import pkg.b\n", "b.py": "def f():\n    from pkg import a\n"}, [["pkg.a", "pkg.b"]],
-                 id="absolute-and-in-a-function"),
-    pytest.param({"a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import B\n",
-                  "b.py": "from .a import A\n"}, [["pkg.a", "pkg.b"]], id="type-checking-counts"),
-    pytest.param({"sub/__init__.py": "", "sub/c.py": "from ..a import x\n", "a.py": "from .sub import c\n"},
-                 [["pkg.a", "pkg.sub.c"]], id="parent-package"),
-    pytest.param({"a.py": "from .b import x\n", "b.py": "from .c import y\n", "c.py": "import pkg.a.thing\n"},
-                 [["pkg.a", "pkg.b", "pkg.c"]], id="three-modules"),
-    pytest.param({"__init__.py": "from .a import x\n", "a.py": "from .b import y\n", "b.py": "import json\n"}, [],
-                 id="no-circle"),
-    pytest.param({"sub/__init__.py": "from .c import x\n", "sub/c.py": "from . import d\n", "sub/d.py": ""}, [],
-                 id="a-package-face-running-first-is-no-edge"),
-])
-def test_the_reader_finds_each_kind_of_circle(tmp_path: Path, files: dict[str, str],
-                                              expected: list[list[str]]) -> None:
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        pytest.param(
+            {"a.py": "from . import b\n", "b.py": "from .a import x\n"}, [["pkg.a", "pkg.b"]], id="relative-top-level"
+        ),
+        pytest.param(
+            {"a.py": "import pkg.b\n", "b.py": "def f():\n    from pkg import a\n"},
+            [["pkg.a", "pkg.b"]],
+            id="absolute-and-in-a-function",
+        ),
+        pytest.param(
+            {
+                "a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import B\n",
+                "b.py": "from .a import A\n",
+            },
+            [["pkg.a", "pkg.b"]],
+            id="type-checking-counts",
+        ),
+        pytest.param(
+            {"sub/__init__.py": "", "sub/c.py": "from ..a import x\n", "a.py": "from .sub import c\n"},
+            [["pkg.a", "pkg.sub.c"]],
+            id="parent-package",
+        ),
+        pytest.param(
+            {"a.py": "from .b import x\n", "b.py": "from .c import y\n", "c.py": "import pkg.a.thing\n"},
+            [["pkg.a", "pkg.b", "pkg.c"]],
+            id="three-modules",
+        ),
+        pytest.param(
+            {"__init__.py": "from .a import x\n", "a.py": "from .b import y\n", "b.py": "import json\n"},
+            [],
+            id="no-circle",
+        ),
+        pytest.param(
+            {"sub/__init__.py": "from .c import x\n", "sub/c.py": "from . import d\n", "sub/d.py": ""},
+            [],
+            id="a-package-face-running-first-is-no-edge",
+        ),
+    ],
+)
+def test_the_reader_finds_each_kind_of_circle(tmp_path: Path, files: dict[str, str], expected: list[list[str]]) -> None:
     root = _write(tmp_path / "pkg", {"__init__.py": "", **files})
     assert circles(graph(root)) == expected

@@ -25,21 +25,37 @@ from buildtool.pip_check_cache import PipCheckCache
 OTHER = "f" * 64
 
 
-def add_dist(site: Path, name: str, version: str, requires: tuple[str, ...] = (),
-             tags: tuple[str, ...] = ("py3-none-any",), metadata: str | None = None) -> Path:
+def add_dist(
+    site: Path,
+    name: str,
+    version: str,
+    requires: tuple[str, ...] = (),
+    tags: tuple[str, ...] = ("py3-none-any",),
+    metadata: str | None = None,
+) -> Path:
     folder = site / f"{name.replace('-', '_')}-{version}.dist-info"
     folder.mkdir(parents=True)
-    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
-             *(f"Requires-Dist: {r}" for r in requires)]
+    lines = [
+        "Metadata-Version: 2.1",
+        f"Name: {name}",
+        f"Version: {version}",
+        *(f"Requires-Dist: {r}" for r in requires),
+    ]
     (folder / "METADATA").write_text(metadata if metadata is not None else "\n".join(lines) + "\n")
-    (folder / "WHEEL").write_text("Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                  + "".join(f"Tag: {t}\n" for t in tags))
+    (folder / "WHEEL").write_text(
+        "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n" + "".join(f"Tag: {t}\n" for t in tags)
+    )
     return folder
 
 
 def sample_site(site: Path, **changes: Any) -> Path:
-    add_dist(site, "alpha", changes.get("alpha_version", "1.0"), changes.get("alpha_requires", ("beta>=2",)),
-             changes.get("alpha_tags", ("py3-none-any",)))
+    add_dist(
+        site,
+        "alpha",
+        changes.get("alpha_version", "1.0"),
+        changes.get("alpha_requires", ("beta>=2",)),
+        changes.get("alpha_tags", ("py3-none-any",)),
+    )
     add_dist(site, "beta", "2.1")
     for name, version in changes.get("extra", ()):
         add_dist(site, name, version)
@@ -61,15 +77,19 @@ def test_the_fingerprint_is_a_function_of_the_distributions_not_of_where_or_in_w
     assert import_probe.fingerprint([str(split_a), str(split_b)]) == digest
 
 
-@pytest.mark.parametrize("change", [
-    {"alpha_version": "1.1"},
-    {"alpha_requires": ("beta>=3",)},
-    {"alpha_requires": ("beta>=2", "gamma")},
-    {"alpha_requires": ('beta>=2; python_version < "3"',)},
-    {"alpha_requires": ()},
-    {"alpha_tags": ("cp27-cp27mu-manylinux1_x86_64",)},
-    {"extra": (("gamma", "0.1"),)},
-], ids=["version", "requirement", "added-requirement", "marker", "no-requirements", "wheel-tag", "added-dist"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"alpha_version": "1.1"},
+        {"alpha_requires": ("beta>=3",)},
+        {"alpha_requires": ("beta>=2", "gamma")},
+        {"alpha_requires": ('beta>=2; python_version < "3"',)},
+        {"alpha_requires": ()},
+        {"alpha_tags": ("cp27-cp27mu-manylinux1_x86_64",)},
+        {"extra": (("gamma", "0.1"),)},
+    ],
+    ids=["version", "requirement", "added-requirement", "marker", "no-requirements", "wheel-tag", "added-dist"],
+)
 def test_anything_pip_check_reads_changes_the_fingerprint(tmp_path, change):
     base = import_probe.fingerprint([str(sample_site(tmp_path / "base"))])
     assert import_probe.fingerprint([str(sample_site(tmp_path / "changed", **change))]) != base
@@ -117,6 +137,7 @@ def test_the_fingerprint_of_this_venv(tmp_path):
 
 # --- the probe as the image runs it -------------------------------------------------------------------------
 
+
 def run_probe(cwd: Path, known: list[str], modules: list[str], pythonpath: Path | None = None) -> str:
     """`python3 -c SOURCE KNOWN MODULE...` with this interpreter, from an empty folder (the image's WORKDIR)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -124,16 +145,23 @@ def run_probe(cwd: Path, known: list[str], modules: list[str], pythonpath: Path 
         env["PYTHONPATH"] = str(pythonpath)
     command = step_imports.probe_command(modules, known)
     assert command[0] == "python3"
-    result = subprocess.run([sys.executable, *command[1:]], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, *command[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
 def subprocess_path(cwd: Path) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", "import json, sys; print(json.dumps(sys.path))"], cwd=cwd, env=env,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", "import json, sys; print(json.dumps(sys.path))"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [entry or str(cwd) for entry in json.loads(out)]
 
 
@@ -167,8 +195,11 @@ HOSTILE_OUTPUT = [
     ("skip-unknown", probe_line({"imports": {}, "fingerprint": OTHER, "pip_check": None}), "not known to pass it"),
     ("skip-no-fingerprint", probe_line({"imports": {}, "fingerprint": None, "pip_check": None}), "not known"),
     ("skip-no-keys", probe_line({"imports": {}}), "not known to pass it"),
-    ("fingerprint-not-hex", probe_line({"imports": {}, "fingerprint": "ABCDEF" * 10 + "0000", "pip_check": None}),
-     "malformed"),
+    (
+        "fingerprint-not-hex",
+        probe_line({"imports": {}, "fingerprint": "ABCDEF" * 10 + "0000", "pip_check": None}),
+        "malformed",
+    ),
     ("fingerprint-number", probe_line({"imports": {}, "fingerprint": 7, "pip_check": [0, ""]}), "malformed"),
     ("imports-list", probe_line({"imports": ["x"], "fingerprint": FP, "pip_check": [0, ""]}), "malformed"),
     ("imports-values", probe_line({"imports": {"x": 1}, "fingerprint": FP, "pip_check": [0, ""]}), "malformed"),
@@ -199,6 +230,7 @@ def test_the_last_result_line_is_the_probes_own():
 
 # --- build.check_image: the cache around the probe ---------------------------------------------------------
 
+
 class LocalEngine:
     """Runs the check's command with this interpreter in a folder of its own: the probe and pip check are the
     real ones; only the container is not (unit tests run without an engine)."""
@@ -208,8 +240,9 @@ class LocalEngine:
 
     def run(self, image: str, command: list[str], *, token: Token | None = None, **_: Any) -> RunResult:
         self.commands.append(command)
-        return RunResult(0, run_probe(self.cwd, command[3].split(",") if command[3] else [], command[4:],
-                                      self.pythonpath))
+        return RunResult(
+            0, run_probe(self.cwd, command[3].split(",") if command[3] else [], command[4:], self.pythonpath)
+        )
 
 
 IMAGE = SimpleNamespace(name="download", step="download_training_dataset", tagged="127.0.0.1:5000/t/download:in-1")
@@ -227,18 +260,25 @@ def test_check_image_runs_pip_check_once_then_skips_it_for_the_same_distribution
     assert check(engine, cache) == ["imports of step download_training_dataset load (json); pip check passed"]
     recorded = json.loads(cache.path.read_text())["fingerprints"]
     assert len(recorded) == 1
-    assert check(engine, cache) == ["imports of step download_training_dataset load (json); "
-                                    "pip check: same distributions as an image already checked"]
+    assert check(engine, cache) == [
+        "imports of step download_training_dataset load (json); "
+        "pip check: same distributions as an image already checked"
+    ]
     assert engine.commands[-1][3] == recorded[0]  # the known fingerprints went to the probe
     # The imports still run when pip check is skipped.
     with pytest.raises(BuildError, match="step download_training_dataset imports no_such_module_here: not installed"):
         check(engine, cache, ("json", "no_such_module_here"))
 
 
-@pytest.mark.parametrize("content", [
-    b"{corrupt", json.dumps({"version": 1, "fingerprints": ["z" * 64]}).encode(),
-    json.dumps({"version": 1, "fingerprints": [OTHER]}).encode(),
-], ids=["malformed", "malformed-entry", "unknown-fingerprint"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{corrupt",
+        json.dumps({"version": 1, "fingerprints": ["z" * 64]}).encode(),
+        json.dumps({"version": 1, "fingerprints": [OTHER]}).encode(),
+    ],
+    ids=["malformed", "malformed-entry", "unknown-fingerprint"],
+)
 def test_a_malformed_cache_or_an_unknown_fingerprint_means_pip_check_runs(tmp_path, content):
     path = tmp_path / "pip-check.json"
     path.write_bytes(content)
@@ -254,8 +294,11 @@ def test_a_failed_pip_check_fails_the_image_and_is_not_recorded(tmp_path):
     run_in = tmp_path / "workdir"
     run_in.mkdir()
     cache = PipCheckCache(tmp_path / "pip-check.json")
-    with pytest.raises(BuildError, match=r"image download: `pip check` found broken requirements: "
-                                         r"needs-missing 1.0 requires not-installed-anywhere") as caught:
+    with pytest.raises(
+        BuildError,
+        match=r"image download: `pip check` found broken requirements: "
+        r"needs-missing 1.0 requires not-installed-anywhere",
+    ) as caught:
         check(LocalEngine(run_in, pythonpath=site), cache)
     assert "\n" not in str(caught.value)
     assert not cache.path.exists()

@@ -20,12 +20,32 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TOOLS = ("curl", "flock", "timeout", "cat", "mkdir", "id", "tail", "sed", "grep", "mktemp", "cmp", "mv", "rm",
-         "chmod", "dirname", "date", "env", "sleep", "setsid")
+TOOLS = (
+    "curl",
+    "flock",
+    "timeout",
+    "cat",
+    "mkdir",
+    "id",
+    "tail",
+    "sed",
+    "grep",
+    "mktemp",
+    "cmp",
+    "mv",
+    "rm",
+    "chmod",
+    "dirname",
+    "date",
+    "env",
+    "sleep",
+    "setsid",
+)
 BASE_PACKAGES = "debootstrap debian-archive-keyring ca-certificates curl python3 python3-venv"
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/etc/debian_version").exists(),
-                                reason="infra-up.sh runs as root on Debian")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/etc/debian_version").exists(), reason="infra-up.sh runs as root on Debian"
+)
 
 
 class _Registry(http.server.BaseHTTPRequestHandler):
@@ -66,18 +86,27 @@ def run_infra_up(tmp_path: Path, registry: str, *, skopeo: bool) -> tuple[subpro
     installs = tmp_path / "apt-get.log"
     installs.write_text("")
     _script(bin_dir / "apt-get", f'echo "$*" >> {installs}\n')
-    _script(bin_dir / "dpkg-query", f'''pkg=${{@: -1}}
+    _script(
+        bin_dir / "dpkg-query",
+        f"""pkg=${{@: -1}}
 for p in {BASE_PACKAGES}; do [ "$p" = "$pkg" ] && {{ echo "install ok installed"; exit 0; }}; done
 grep -qw -- "$pkg" {installs} && {{ echo "install ok installed"; exit 0; }}
 exit 1
-''')
-    _script(bin_dir / "docker", 'exit 0\n')  # `docker info`: an engine answers
+""",
+    )
+    _script(bin_dir / "docker", "exit 0\n")  # `docker info`: an engine answers
     if skopeo:
         _script(bin_dir / "skopeo", 'echo "skopeo version 1.9.3"\n')
-    env = {"PATH": str(bin_dir), "BUILDTOOL_STATE_DIR": str(tmp_path / "state"),
-           "BUILDTOOL_RUN_DIR": str(tmp_path / "run"), "BUILDTOOL_REGISTRY_ADDR": registry, "HOME": str(tmp_path)}
-    done = subprocess.run(["/bin/bash", str(REPO / "scripts" / "infra-up.sh")], env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = {
+        "PATH": str(bin_dir),
+        "BUILDTOOL_STATE_DIR": str(tmp_path / "state"),
+        "BUILDTOOL_RUN_DIR": str(tmp_path / "run"),
+        "BUILDTOOL_REGISTRY_ADDR": registry,
+        "HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        ["/bin/bash", str(REPO / "scripts" / "infra-up.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
     return done, installs.read_text()
 
 

@@ -9,8 +9,10 @@ import pytest
 
 from buildtool import cli, config
 
-STEPS = "import json\n\n\ndef prepare(n: int) -> int:\n    return n\n\n\ndef train_model(x: int) -> float:\n" \
-        "    return x / 2\n\n\ndef _helper():\n    pass\n"
+STEPS = (
+    "import json\n\n\ndef prepare(n: int) -> int:\n    return n\n\n\ndef train_model(x: int) -> float:\n"
+    "    return x / 2\n\n\ndef _helper():\n    pass\n"
+)
 PROJECT = '[project]\nname = "My Pipeline"\nversion = "0.1"\n'
 
 
@@ -41,8 +43,21 @@ def test_init_writes_a_configuration_that_loads(tmp_path, capsys):
 def test_init_without_a_project_name_sets_the_repository(tmp_path):
     project = fresh(tmp_path)
     project.write_text("")
-    assert cli.main(["--config", str(project), "init", "mypkg.steps", "--repository", "team/pipe",
-                     "--pipeline", "mypkg.flow:build"]) == 0
+    assert (
+        cli.main(
+            [
+                "--config",
+                str(project),
+                "init",
+                "mypkg.steps",
+                "--repository",
+                "team/pipe",
+                "--pipeline",
+                "mypkg.flow:build",
+            ]
+        )
+        == 0
+    )
     loaded = config.load(project)
     assert (loaded.repository, loaded.repository_from, loaded.pipeline) == ("team/pipe", "", "mypkg.flow:build")
 
@@ -81,16 +96,20 @@ def _bad_toml(root: Path) -> None:
     (root / "pyproject.toml").write_text("[project\n")
 
 
-@pytest.mark.parametrize(("edit", "fragment"), [
-    (_table, "already has [tool.buildtool]; init writes nothing over it"),
-    (_dockerfile, "images/train-model/Dockerfile already exist(s); init overwrites nothing"),
-    (_dangling_link, "images/prepare/.dockerignore already exist(s)"),
-    (_no_module, "--steps-module mypkg.steps: no mypkg/steps.py"),
-    (_syntax, "steps.py: cannot be parsed (SyntaxError"),
-    (_no_function, "defines no public function"),
-    (_same_image, "functions a_b and a__b would share the image name 'a-b'"),
-    (_bad_toml, "not valid TOML"),
-], ids=lambda v: getattr(v, "__name__", "")[1:] if callable(v) else "")
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (_table, "already has [tool.buildtool]; init writes nothing over it"),
+        (_dockerfile, "images/train-model/Dockerfile already exist(s); init overwrites nothing"),
+        (_dangling_link, "images/prepare/.dockerignore already exist(s)"),
+        (_no_module, "--steps-module mypkg.steps: no mypkg/steps.py"),
+        (_syntax, "steps.py: cannot be parsed (SyntaxError"),
+        (_no_function, "defines no public function"),
+        (_same_image, "functions a_b and a__b would share the image name 'a-b'"),
+        (_bad_toml, "not valid TOML"),
+    ],
+    ids=lambda v: getattr(v, "__name__", "")[1:] if callable(v) else "",
+)
 def test_init_refuses_and_writes_nothing(tmp_path, capsys, edit: Callable[[Path], None], fragment: str):
     project = fresh(tmp_path)
     edit(tmp_path)

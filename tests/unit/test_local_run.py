@@ -23,8 +23,14 @@ from ..reliability.run_fixtures import SECRET_NAME, RecordingEngine, compile_pro
 
 SECRET = "sk-unit-7d1e-do-not-show"
 ARGUMENTS = {
-    "training_task_uid": "task-1", "training_dataset_uid": "ds-1", "model_uid": "model-1",
-    "learning_rate": "0.01", "host": "127.0.0.1", "port": "8080", "access_key": "tester", "secret_key": SECRET,
+    "training_task_uid": "task-1",
+    "training_dataset_uid": "ds-1",
+    "model_uid": "model-1",
+    "learning_rate": "0.01",
+    "host": "127.0.0.1",
+    "port": "8080",
+    "access_key": "tester",
+    "secret_key": SECRET,
 }
 DOWNLOAD, TRAINING, UPLOAD = "download-training-dataset", "training", "upload-model"
 
@@ -77,12 +83,18 @@ def test_plan_wires_each_output_artifact_to_the_step_that_reads_it(compiled):
     assert download.inputs == ()
     assert download.outputs == (local_run.OutputFile(f"{DOWNLOAD}-output", "/tmp/outputs/output/data"),)
     assert option(download, "--output") == "/tmp/outputs/output/data"
-    assert training.inputs == (local_run.InputArtifact(f"{DOWNLOAD}-output", "/tmp/inputs/input/data",
-                                                       f"tasks.{DOWNLOAD}.outputs.artifacts.{DOWNLOAD}-output"),)
+    assert training.inputs == (
+        local_run.InputArtifact(
+            f"{DOWNLOAD}-output", "/tmp/inputs/input/data", f"tasks.{DOWNLOAD}.outputs.artifacts.{DOWNLOAD}-output"
+        ),
+    )
     assert option(training, "--input") == "/tmp/inputs/input/data"
     assert training.outputs == (local_run.OutputFile("training-output", "/tmp/outputs/output/data"),)
-    assert upload.inputs == (local_run.InputArtifact("training-output", "/tmp/inputs/input/data",
-                                                     f"tasks.{TRAINING}.outputs.artifacts.training-output"),)
+    assert upload.inputs == (
+        local_run.InputArtifact(
+            "training-output", "/tmp/inputs/input/data", f"tasks.{TRAINING}.outputs.artifacts.training-output"
+        ),
+    )
     assert upload.outputs == ()
 
 
@@ -120,7 +132,11 @@ def test_run_arguments_take_credentials_from_the_environment(compiled):
     workflow = compiled[0]
     env = {"PLATFORM_ACCESS_KEY": "env-key", "PLATFORM_SECRET_KEY": "env-secret"}
     assert local_run.run_arguments(workflow, ["host=h", "port=1"], env) == {
-        "host": "h", "port": "1", "access_key": "env-key", "secret_key": "env-secret"}
+        "host": "h",
+        "port": "1",
+        "access_key": "env-key",
+        "secret_key": "env-secret",
+    }
     assert local_run.run_arguments(workflow, ["access_key=given", "x=a=b"], env)["access_key"] == "given"
     assert local_run.run_arguments(workflow, ["x=a=b"], {})["x"] == "a=b"
     with pytest.raises(RunError, match=r"parameter #2 is not NAME=VALUE") as caught:
@@ -136,13 +152,17 @@ def execute(workflow, engine, workdir, events=None, arguments=ARGUMENTS):
 
 
 def test_execute_mounts_artifacts_and_stops_after_a_failing_step(compiled, tmp_path):
-    engine = RecordingEngine([RunResult(0, "downloaded\n"),
-                              RunResult(3, "".join(f"line {n}\n" for n in range(40)) + f"bad key {SECRET}\n")])
+    engine = RecordingEngine(
+        [RunResult(0, "downloaded\n"), RunResult(3, "".join(f"line {n}\n" for n in range(40)) + f"bad key {SECRET}\n")]
+    )
     events = []
     outcome = execute(compiled[0], engine, tmp_path / "work", lambda who, what: events.append((who, what)))
     assert len(engine.calls) == 2  # upload never ran
-    assert [(n.node, n.state) for n in outcome.nodes] == [(DOWNLOAD, "succeeded"), (TRAINING, "failed"),
-                                                          (UPLOAD, "omitted")]
+    assert [(n.node, n.state) for n in outcome.nodes] == [
+        (DOWNLOAD, "succeeded"),
+        (TRAINING, "failed"),
+        (UPLOAD, "omitted"),
+    ]
     message = outcome.failure
     assert message.startswith("step training failed with exit code 3")
     assert "line 39" in message and "line 10\n" not in message and SECRET not in message and "bad key ***" in message
@@ -245,27 +265,36 @@ def test_secret_variables_come_from_the_host_environment_not_argv(with_secret):
     assert training.env == () and training.environment == {}
     text = "\n".join(local_run.describe(steps)) + repr(steps)
     assert SECRET not in text and "tester" not in text
-    assert (f"   env: PLATFORM_ACCESS_KEY=*** (host $PLATFORM_ACCESS_KEY, for secret {SECRET_NAME}/access_key), "
-            f"PLATFORM_SECRET_KEY=*** (host $PLATFORM_SECRET_KEY, for secret {SECRET_NAME}/secret_key)") in text
+    assert (
+        f"   env: PLATFORM_ACCESS_KEY=*** (host $PLATFORM_ACCESS_KEY, for secret {SECRET_NAME}/access_key), "
+        f"PLATFORM_SECRET_KEY=*** (host $PLATFORM_SECRET_KEY, for secret {SECRET_NAME}/secret_key)"
+    ) in text
 
 
-@pytest.mark.parametrize("environ", [{"PLATFORM_ACCESS_KEY": "tester"}, {**HOST_ENV, "PLATFORM_SECRET_KEY": ""}],
-                         ids=["absent", "empty"])
+@pytest.mark.parametrize(
+    "environ", [{"PLATFORM_ACCESS_KEY": "tester"}, {**HOST_ENV, "PLATFORM_SECRET_KEY": ""}], ids=["absent", "empty"]
+)
 def test_a_secret_variable_the_host_lacks_is_named(with_secret, environ):
     params = [f"{k}={v}" for k, v in ARGUMENTS.items() if k not in ("access_key", "secret_key")]
-    with pytest.raises(RunError, match=r"task download-training-dataset \(template download-training-dataset\): "
-                                       r"container.env PLATFORM_SECRET_KEY comes from key secret_key of the "
-                                       rf"Kubernetes secret {SECRET_NAME}; set PLATFORM_SECRET_KEY in the environment"):
+    with pytest.raises(
+        RunError,
+        match=r"task download-training-dataset \(template download-training-dataset\): "
+        r"container.env PLATFORM_SECRET_KEY comes from key secret_key of the "
+        rf"Kubernetes secret {SECRET_NAME}; set PLATFORM_SECRET_KEY in the environment",
+    ):
         local_run.plan_checked(with_secret[0], params, environ, with_secret[1])
 
 
 def test_plain_env_values_pass_through_resolved(compiled):
     workflow = copy.deepcopy(compiled[0])
     template = next(t for t in workflow["spec"]["templates"] if t["name"] == TRAINING)
-    template["container"]["env"] = [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
-                                    {"name": "RATE", "value": "{{inputs.parameters.learning_rate}}"}]
-    training = local_run.preview(local_run.plan_checked(workflow, [f"{k}={v}" for k, v in ARGUMENTS.items()], {},
-                                                          compiled[1]))[1]
+    template["container"]["env"] = [
+        {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
+        {"name": "RATE", "value": "{{inputs.parameters.learning_rate}}"},
+    ]
+    training = local_run.preview(
+        local_run.plan_checked(workflow, [f"{k}={v}" for k, v in ARGUMENTS.items()], {}, compiled[1])
+    )[1]
     assert training.environment == {"TF_CPP_MIN_LOG_LEVEL": "2", "RATE": "0.01"}
     assert [v.secret for v in training.env] == [None, None]
     assert "   env: TF_CPP_MIN_LOG_LEVEL=2, RATE=0.01" in local_run.describe([training])
@@ -280,8 +309,9 @@ def test_execute_hands_the_environment_and_the_run_label_to_the_engine(with_secr
     assert outcome.failure is None
     environments = [options["environment"] for _, _, options in engine.calls]
     assert environments == [HOST_ENV, {}, HOST_ENV]
-    assert all(options["labels"] == {local_run.RUN_LABEL: str((tmp_path / "work").resolve())}
-               for _, _, options in engine.calls)
+    assert all(
+        options["labels"] == {local_run.RUN_LABEL: str((tmp_path / "work").resolve())} for _, _, options in engine.calls
+    )
     assert not any(SECRET in part for _, argv, _ in engine.calls for part in argv)
     assert not any(SECRET in what for _, what in events) and (DOWNLOAD, "| saw ***") in events
 
@@ -302,8 +332,21 @@ def test_cli_run_without_a_map_checks_pins_only_and_says_so(compiled, tmp_path, 
     # Given explicitly, a map that names other images is enforced.
     other = tmp_path / "other_map.yaml"
     other.write_text("steps:\n" + "".join(f"  {step}: {ref[:-1]}f\n" for step, ref in images.items()))
-    assert cli.main(["--config", str(tmp_path / "absent.toml"), "run", str(path), "--image-map", str(other),
-                     "--dry-run", *params]) == 11
+    assert (
+        cli.main(
+            [
+                "--config",
+                str(tmp_path / "absent.toml"),
+                "run",
+                str(path),
+                "--image-map",
+                str(other),
+                "--dry-run",
+                *params,
+            ]
+        )
+        == 11
+    )
     assert "container.image:" in capsys.readouterr().err
 
 
@@ -312,11 +355,17 @@ def test_other_secret_variables_pass_only_when_named(compiled):
     template = next(t for t in workflow["spec"]["templates"] if t["name"] == TRAINING)
     template["container"]["env"] = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}}]
     params = [f"{k}={v}" for k, v in ARGUMENTS.items()]
-    with pytest.raises(RunError, match=r"container.env HF_TOKEN asks for the host's HF_TOKEN .* "
-                                       r"add --secret-env HF_TOKEN if you mean it"):
+    with pytest.raises(
+        RunError,
+        match=r"container.env HF_TOKEN asks for the host's HF_TOKEN .* "
+        r"add --secret-env HF_TOKEN if you mean it",
+    ):
         local_run.plan_checked(workflow, params, {"HF_TOKEN": "hf-1"}, compiled[1])
-    steps = local_run.preview(local_run.plan_checked(workflow, params, {"HF_TOKEN": "hf-1"}, compiled[1],
-                                                     local_run.SECRET_VARIABLES | {"HF_TOKEN"}))
+    steps = local_run.preview(
+        local_run.plan_checked(
+            workflow, params, {"HF_TOKEN": "hf-1"}, compiled[1], local_run.SECRET_VARIABLES | {"HF_TOKEN"}
+        )
+    )
     assert steps[1].environment == {"HF_TOKEN": "hf-1"} and "hf-1" in steps[0].secrets
 
 
@@ -326,8 +375,14 @@ def test_cli_secret_env_names_an_extra_variable(compiled, capsys, monkeypatch):
     template["container"]["env"] = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}}]
     path.write_text(yaml.safe_dump(workflow))
     monkeypatch.setenv("HF_TOKEN", "hf-secret-value")
-    command = ["--config", str(path.parent / "pyproject.toml"), "run", str(path), "--dry-run",
-               *(item for k, v in ARGUMENTS.items() for item in ("-p", f"{k}={v}"))]
+    command = [
+        "--config",
+        str(path.parent / "pyproject.toml"),
+        "run",
+        str(path),
+        "--dry-run",
+        *(item for k, v in ARGUMENTS.items() for item in ("-p", f"{k}={v}")),
+    ]
     assert cli.main(command) == 11
     assert cli.main([*command, "--secret-env", "HF_TOKEN"]) == 0
     out = capsys.readouterr().out
@@ -355,8 +410,10 @@ def test_a_symlink_planted_during_the_run_is_refused_before_it_is_mounted(compil
     link = work / TRAINING if depth == "task" else work / TRAINING / "training-output"
     engine = PlantingEngine([RunResult(0, "")] * 3, link, outside)
     outcome = execute(compiled[0], engine, work)
-    assert f"{link.resolve() if depth == 'artifact' else link}: a symlink in the work folder" in outcome.failure \
+    assert (
+        f"{link.resolve() if depth == 'artifact' else link}: a symlink in the work folder" in outcome.failure
         or f"{link}: a symlink in the work folder" in outcome.failure
+    )
     assert len(engine.calls) == 1 and list(outside.iterdir()) == []
 
 
@@ -411,13 +468,16 @@ class WritingEngine(RecordingEngine):
 NOT_A_FILE = "the step left something other than a file or a folder there"
 
 
-@pytest.mark.parametrize(("make", "fragment"), [
-    (lambda folder: (folder / "data").symlink_to("/etc"), NOT_A_FILE),
-    (lambda folder: None, "the step wrote nothing at data"),
-    (lambda folder: os.mkfifo(folder / "data"), NOT_A_FILE),
-], ids=["symlink-to-etc", "nothing", "fifo"])
-def test_an_output_that_is_not_a_file_or_folder_fails_the_step_and_is_never_mounted(compiled, tmp_path, make,
-                                                                                     fragment):
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda folder: (folder / "data").symlink_to("/etc"), NOT_A_FILE),
+        (lambda folder: None, "the step wrote nothing at data"),
+        (lambda folder: os.mkfifo(folder / "data"), NOT_A_FILE),
+    ],
+    ids=["symlink-to-etc", "nothing", "fifo"],
+)
+def test_an_output_that_is_not_a_file_or_folder_fails_the_step_and_is_never_mounted(compiled, tmp_path, make, fragment):
     engine = WritingEngine(make)
     outcome = execute(compiled[0], engine, tmp_path / "work")
     assert len(engine.calls) == 1

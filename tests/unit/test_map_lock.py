@@ -31,9 +31,10 @@ STEPS = {"base": None, "download": "download_training_dataset", "upload": "uploa
 
 
 def test_merge_keeps_the_other_runs_entries_and_replaces_ours(tmp_path):
-    existing = ImageMap(steps={"download_training_dataset": ref("download", 1), "upload_model": ref("upload", 9)},
-                        images={"base": entry("base", 1), "download": entry("download", 1),
-                                "upload": entry("upload", 9)})
+    existing = ImageMap(
+        steps={"download_training_dataset": ref("download", 1), "upload_model": ref("upload", 9)},
+        images={"base": entry("base", 1), "download": entry("download", 1), "upload": entry("upload", 9)},
+    )
     merged = map_lock.merge(existing, {"download": entry("download", 2)}, STEPS, set(STEPS), tmp_path / "m")
     assert merged.images["upload"] == entry("upload", 9)  # written by another run meanwhile: kept
     assert merged.steps == {"download_training_dataset": ref("download", 2), "upload_model": ref("upload", 9)}
@@ -41,19 +42,32 @@ def test_merge_keeps_the_other_runs_entries_and_replaces_ours(tmp_path):
 
 def test_an_image_with_no_entry_anywhere_is_refused(tmp_path):
     with pytest.raises(ImageMapError, match="no earlier entry for image 'upload'"):
-        map_lock.merge(None, {"base": entry("base", 1), "download": entry("download", 1)}, STEPS, set(STEPS),
-                       tmp_path / "image_map.yaml")
+        map_lock.merge(
+            None,
+            {"base": entry("base", 1), "download": entry("download", 1)},
+            STEPS,
+            set(STEPS),
+            tmp_path / "image_map.yaml",
+        )
 
 
 def test_update_waits_for_the_lock_held_elsewhere(tmp_path):
     path = tmp_path / "image_map.yaml"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import fcntl, os, sys, time
         fd = os.open({str(map_lock.lock_path(path))!r}, os.O_RDWR | os.O_CREAT)
         fcntl.flock(fd, fcntl.LOCK_EX)
         print("locked", flush=True)
         time.sleep(1.0)
-    """)], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     started = time.monotonic()
     ours = {name: entry(name, 3) for name in STEPS}
@@ -84,8 +98,10 @@ def test_two_writers_at_once_lose_no_update(tmp_path):
     names = [f"{prefix}{n}" for prefix in ("a", "b") for n in range(rounds)]
     steps = {name: None for name in names}
     path = tmp_path / "image_map.yaml"
-    before = {name: LockedImage(f"127.0.0.1:5000/t/{name}:in-{0:016x}@sha256:{0:064x}", f"sha256:{0:064x}",
-                                "image:base", {}) for name in names}
+    before = {
+        name: LockedImage(f"127.0.0.1:5000/t/{name}:in-{0:016x}@sha256:{0:064x}", f"sha256:{0:064x}", "image:base", {})
+        for name in names
+    }
     image_map.write_atomic(path, image_map.render(ImageMap(steps={}, images=before)))
     script = WRITER.format(repo=str(REPO), steps=steps, path=str(path))
     writers = [subprocess.Popen([sys.executable, "-c", script, prefix, str(rounds)]) for prefix in ("a", "b")]

@@ -114,8 +114,11 @@ HOSTILE = [
     ("version-true", json.dumps({"version": True, "fingerprints": [A]}).encode(), "version is not 1"),
     ("version-string", json.dumps({"version": "1", "fingerprints": [A]}).encode(), "version is not 1"),
     ("fingerprints-dict", json.dumps({"version": 1, "fingerprints": {A: 1}}).encode(), "not a list"),
-    ("too-many", json.dumps({"version": 1, "fingerprints": [f"{i:064x}" for i in range(MAX_ENTRIES + 1)]}).encode(),
-     "at most"),
+    (
+        "too-many",
+        json.dumps({"version": 1, "fingerprints": [f"{i:064x}" for i in range(MAX_ENTRIES + 1)]}).encode(),
+        "at most",
+    ),
     ("upper-case", json.dumps({"version": 1, "fingerprints": [A.upper()]}).encode(), "hex"),
     ("short", json.dumps({"version": 1, "fingerprints": [A, "abc"]}).encode(), "hex"),
     ("newline", json.dumps({"version": 1, "fingerprints": [A + "\n"]}).encode(), "hex"),
@@ -174,11 +177,19 @@ def test_a_cache_of_another_user_is_ignored(tmp_path, caplog):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.binary(max_size=300), st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=70) | st.sampled_from([A, B, 1, "version"]),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.sampled_from(["version", "fingerprints", "x"]),
-                                                                 inner, max_size=3),
-    max_leaves=20).map(lambda value: json.dumps(value).encode())))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=70) | st.sampled_from([A, B, 1, "version"]),
+            lambda inner: (
+                st.lists(inner, max_size=5)
+                | st.dictionaries(st.sampled_from(["version", "fingerprints", "x"]), inner, max_size=3)
+            ),
+            max_leaves=20,
+        ).map(lambda value: json.dumps(value).encode()),
+    )
+)
 def test_parse_returns_fingerprints_or_refuses(data):
     try:
         entries = pip_check_cache.parse(data)

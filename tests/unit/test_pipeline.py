@@ -125,8 +125,9 @@ def test_steps_without_credentials_anywhere_fail_saying_where_to_put_them(platfo
     monkeypatch.delenv("PLATFORM_ACCESS_KEY", raising=False)
     monkeypatch.delenv("PLATFORM_SECRET_KEY", raising=False)
     with pytest.raises(ValueError, match="pass access_key and secret_key, or set PLATFORM_ACCESS_KEY and PLATFOR"):
-        steps.download_training_dataset(str(tmp_path / "d"), DATASET_UID, "127.0.0.1", str(platform_server.port),
-                                        access_key="", secret_key="")
+        steps.download_training_dataset(
+            str(tmp_path / "d"), DATASET_UID, "127.0.0.1", str(platform_server.port), access_key="", secret_key=""
+        )
 
 
 # -- `python pipeline/training_pipeline.py`: the seed's entry point, as `buildtool compile` --------------------
@@ -134,8 +135,9 @@ def test_steps_without_credentials_anywhere_fail_saying_where_to_put_them(platfo
 
 def run_script(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDTOOL_")}
-    return subprocess.run([sys.executable, *args], cwd=project.parent, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, *args], cwd=project.parent, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize("form", [["pipeline/training_pipeline.py"], ["-m", "pipeline.training_pipeline"]])
@@ -176,6 +178,11 @@ def test_the_seed_entry_point_refuses_a_missing_or_stale_map_in_one_line(project
 
 def test_the_seed_import_block_and_main_block_are_kept():
     source = (REPO / "pipeline" / "training_pipeline.py").read_text()
-    for line in ("import kfp\n", "import kfp.components as components", "from kfp import dsl\n",
-                 "from kfp.components import func_to_container_op\n", "if __name__ == '__main__':\n"):
+    for line in (
+        "import kfp\n",
+        "import kfp.components as components",
+        "from kfp import dsl\n",
+        "from kfp.components import func_to_container_op\n",
+        "\nif __name__ == '__main__':",  # the formatter is told to leave it (fmt: skip)
+    ):
         assert line in source

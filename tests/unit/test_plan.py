@@ -7,16 +7,20 @@ PIN = EXTERNAL + "@sha256:" + "1" * 64
 def inputs_for(project_path):
     loaded = config.load(project_path)
     contexts = {i.name: context.scan(i.context) for i in loaded.images}
-    return loaded, plan.compute_inputs(loaded, contexts, {EXTERNAL: "sha256:" + "1" * 64},
-                                       step_imports.for_config(loaded))
+    return loaded, plan.compute_inputs(
+        loaded, contexts, {EXTERNAL: "sha256:" + "1" * 64}, step_imports.for_config(loaded)
+    )
 
 
 def lock_of(loaded, inputs, the_plan):
     d = "sha256:" + "f" * 64
-    images = {i.name: image_map.LockedImage(f"{i.tagged}@{d}", i.inputs.digest, i.base_label, dict(i.inputs.items))
-              for i in the_plan.images}
-    return image_map.ImageMap(steps={i.step: images[i.name].reference for i in the_plan.images if i.step},
-                              images=images)
+    images = {
+        i.name: image_map.LockedImage(f"{i.tagged}@{d}", i.inputs.digest, i.base_label, dict(i.inputs.items))
+        for i in the_plan.images
+    }
+    return image_map.ImageMap(
+        steps={i.step: images[i.name].reference for i in the_plan.images if i.step}, images=images
+    )
 
 
 def test_order_puts_bases_first(project):
@@ -80,8 +84,10 @@ def test_a_new_import_in_a_step_changes_that_step_image_alone(project):
     changed = {name for name in before if before[name].digest != after[name].digest}
     assert changed == {"upload"}
     from buildtool import digest
+
     assert digest.explain(before["upload"].items, after["upload"].items) == [
-        "modules the step imports changed (os,platform_client -> csv,os,platform_client)"]
+        "modules the step imports changed (os,platform_client -> csv,os,platform_client)"
+    ]
 
 
 def test_a_tag_holding_other_inputs_is_built_and_so_are_its_dependents(project):
@@ -94,5 +100,9 @@ def test_a_tag_holding_other_inputs_is_built_and_so_are_its_dependents(project):
     assert result.get("base").reasons == (why,)
     assert result.get("training").reasons == ("its base image base is being rebuilt",)
     only_upload = plan.make_plan(loaded, inputs, {EXTERNAL: PIN}, held, None, {"upload": why})
-    assert {i.name: i.action for i in only_upload.images} == {"base": "reuse", "download": "reuse",
-                                                              "training": "reuse", "upload": "build"}
+    assert {i.name: i.action for i in only_upload.images} == {
+        "base": "reuse",
+        "download": "reuse",
+        "training": "reuse",
+        "upload": "build",
+    }

@@ -41,10 +41,21 @@ class _Engine:
 
 
 def _config(push_with: str) -> Config:
-    return Config(path=Path("pyproject.toml"), root=Path("."), registry="127.0.0.1:5000", repository="t",
-                  base_image="b", platform="linux/amd64", image_map=Path("image_map.yaml"),
-                  output=Path("pipeline.yaml"), pipeline="p:f", steps_module="s", image_pull_policy="IfNotPresent",
-                  images=(), push_with=push_with)
+    return Config(
+        path=Path("pyproject.toml"),
+        root=Path("."),
+        registry="127.0.0.1:5000",
+        repository="t",
+        base_image="b",
+        platform="linux/amd64",
+        image_map=Path("image_map.yaml"),
+        output=Path("pipeline.yaml"),
+        pipeline="p:f",
+        steps_module="s",
+        image_pull_policy="IfNotPresent",
+        images=(),
+        push_with=push_with,
+    )
 
 
 @pytest.fixture
@@ -67,14 +78,17 @@ def without_skopeo(tmp_path, monkeypatch):
 LARGE, SMALL = push.SKOPEO_FROM_BYTES, push.SKOPEO_FROM_BYTES - 1
 
 
-@pytest.mark.parametrize("push_with, containerd, new_bytes, expected", [
-    ("auto", False, LARGE, "skopeo"),
-    ("auto", False, SMALL, "engine"),
-    ("auto", False, 0, "engine"),
-    ("auto", True, LARGE, "engine"),  # compressed layers already: the engine sends them as they are
-    ("skopeo", False, 0, "skopeo"),
-    ("engine", False, LARGE, "engine"),
-])
+@pytest.mark.parametrize(
+    "push_with, containerd, new_bytes, expected",
+    [
+        ("auto", False, LARGE, "skopeo"),
+        ("auto", False, SMALL, "engine"),
+        ("auto", False, 0, "engine"),
+        ("auto", True, LARGE, "engine"),  # compressed layers already: the engine sends them as they are
+        ("skopeo", False, 0, "skopeo"),
+        ("engine", False, LARGE, "engine"),
+    ],
+)
 def test_the_pusher_is_chosen_by_the_size_of_the_new_layers(with_skopeo, push_with, containerd, new_bytes, expected):
     chosen = push.pusher_for(_config(push_with), _Engine(containerd), new_bytes)  # type: ignore[arg-type]
     assert chosen.name == expected
@@ -92,18 +106,25 @@ def test_skopeo_asked_for_but_missing_is_a_push_error_with_the_fix(without_skope
 
 def _tls(folder: Path) -> SimpleNamespace:
     """What docker.tls.TLSConfig holds for DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH=folder (its files unread)."""
-    return SimpleNamespace(cert=(str(folder / "cert.pem"), str(folder / "key.pem")), ca_cert=str(folder / "ca.pem"),
-                           verify=True)
+    return SimpleNamespace(
+        cert=(str(folder / "cert.pem"), str(folder / "key.pem")), ca_cert=str(folder / "ca.pem"), verify=True
+    )
 
 
-@pytest.mark.parametrize("url, tls, expected", [
-    (None, False, []),
-    ("unix:///run/user/1000/docker.sock", False, ["--src-daemon-host", "unix:///run/user/1000/docker.sock"]),
-    ("tcp://build.example.com:2376", True,
-     ["--src-daemon-host", "tcp://build.example.com:2376", "--src-cert-dir", "/certs"]),
-    ("tcp://build.example.com:2375", False, None),  # skopeo would speak TLS to it: the engine pushes
-    ("ssh://builder@build.example.com", False, None),  # skopeo has no ssh transport
-])
+@pytest.mark.parametrize(
+    "url, tls, expected",
+    [
+        (None, False, []),
+        ("unix:///run/user/1000/docker.sock", False, ["--src-daemon-host", "unix:///run/user/1000/docker.sock"]),
+        (
+            "tcp://build.example.com:2376",
+            True,
+            ["--src-daemon-host", "tcp://build.example.com:2376", "--src-cert-dir", "/certs"],
+        ),
+        ("tcp://build.example.com:2375", False, None),  # skopeo would speak TLS to it: the engine pushes
+        ("ssh://builder@build.example.com", False, None),  # skopeo has no ssh transport
+    ],
+)
 def test_skopeo_is_told_which_engine_to_read(url: str | None, tls: bool, expected: list[str] | None) -> None:
     endpoint = Endpoint(url, "DOCKER_HOST", _tls(Path("/certs")) if tls else None)
     assert endpoint.skopeo_source() == expected
@@ -116,8 +137,12 @@ def test_a_remote_engine_skopeo_cannot_read_pushes_itself(with_skopeo):
         push.pusher_for(_config("skopeo"), remote, 0)  # type: ignore[arg-type]
     tls = _Engine(endpoint=Endpoint("tcp://b:2376", "DOCKER_HOST", _tls(Path("/certs"))))
     chosen = push.pusher_for(_config("auto"), tls, LARGE)  # type: ignore[arg-type]
-    assert isinstance(chosen, SkopeoPusher) and chosen.source == ["--src-daemon-host", "tcp://b:2376",
-                                                                  "--src-cert-dir", "/certs"]
+    assert isinstance(chosen, SkopeoPusher) and chosen.source == [
+        "--src-daemon-host",
+        "tcp://b:2376",
+        "--src-cert-dir",
+        "/certs",
+    ]
 
 
 def test_skopeo_command_line_names_the_engine(tmp_path):
@@ -131,19 +156,23 @@ BASE, TF, SK, NEW = ("sha256:" + c * 64 for c in "abcd")
 SIZES = {BASE: 100_000_000, TF: 1_200_000_000, SK: 150_000_000, NEW: 40_000}
 
 
-@pytest.mark.parametrize("held, known, lacking, new_bytes, engine_bytes, expected", [
-    # A fresh runner that pulled the previous image: the engine knows every held layer and sends the new one.
-    ({BASE, TF, SK}, {BASE, TF, SK}, 1, 40_000, 40_000, "engine"),
-    # The previous image was pushed by skopeo: the engine has no digest for TensorFlow's layer and would send it
-    # again, so skopeo pushes (it finds the held blobs itself).
-    ({BASE, TF, SK}, {BASE}, 1, 40_000, 1_350_040_000, "skopeo"),
-    # Cold: the registry holds only the base.
-    ({BASE}, {BASE}, 3, 1_350_040_000, 1_350_040_000, "skopeo"),
-    # Registry holds the TensorFlow layer, scikit-learn's is new and small.
-    ({BASE, TF}, {BASE, TF}, 2, 150_040_000, 150_040_000, "engine"),
-])
-def test_layers_are_counted_against_what_the_registry_holds(with_skopeo, held, known, lacking, new_bytes,
-                                                            engine_bytes, expected):
+@pytest.mark.parametrize(
+    "held, known, lacking, new_bytes, engine_bytes, expected",
+    [
+        # A fresh runner that pulled the previous image: the engine knows every held layer and sends the new one.
+        ({BASE, TF, SK}, {BASE, TF, SK}, 1, 40_000, 40_000, "engine"),
+        # The previous image was pushed by skopeo: the engine has no digest for TensorFlow's layer and would send it
+        # again, so skopeo pushes (it finds the held blobs itself).
+        ({BASE, TF, SK}, {BASE}, 1, 40_000, 1_350_040_000, "skopeo"),
+        # Cold: the registry holds only the base.
+        ({BASE}, {BASE}, 3, 1_350_040_000, 1_350_040_000, "skopeo"),
+        # Registry holds the TensorFlow layer, scikit-learn's is new and small.
+        ({BASE, TF}, {BASE, TF}, 2, 150_040_000, 150_040_000, "engine"),
+    ],
+)
+def test_layers_are_counted_against_what_the_registry_holds(
+    with_skopeo, held, known, lacking, new_bytes, engine_bytes, expected
+):
     count = push.count_layers((BASE, TF, SK, NEW), SIZES, sum(SIZES.values()), SIZES[BASE], held, known)
     assert (count.layers, count.lacking, count.new_bytes, count.engine_bytes) == (4, lacking, new_bytes, engine_bytes)
     chosen = push.pusher_for(_config("auto"), _Engine(), count.new_bytes, count.engine_bytes)  # type: ignore[arg-type]
@@ -158,8 +187,17 @@ def test_without_sizes_every_byte_above_the_base_counts():
 
 def _job(host: str, tmp_path: Path, token: Token | None = None, tag: str = "in-0123456789abcdef") -> push.PushJob:
     target = parse(f"{host}/lab/training:{tag}")
-    return push.PushJob("training", f"{host}/lab/training:{tag}", "sha256:" + "e" * 64, target,
-                        push.staging_reference(target), tmp_path, 6, token or Token(), lambda message: None)
+    return push.PushJob(
+        "training",
+        f"{host}/lab/training:{tag}",
+        "sha256:" + "e" * 64,
+        target,
+        push.staging_reference(target),
+        tmp_path,
+        6,
+        token or Token(),
+        lambda message: None,
+    )
 
 
 def test_skopeo_command_line(tmp_path):
@@ -306,19 +344,32 @@ def test_a_token_stops_what_registers_and_refuses_to_publish():
 
 
 # The engine's history, oldest first, as the two builders leave it (sizes in bytes).
-CLASSIC_HISTORY = [("", 100), ("/bin/sh -c #(nop)  ENV A=1", 0), ("/bin/sh -c #(nop) COPY file:ab in /tmp", 5),
-                   ("/bin/sh -c pip install x", 50), ("/bin/sh -c python3 -m pip check", 0),  # no change: no layer
-                   ("/bin/sh -c #(nop)  LABEL a=b", 0)]
-BUILDKIT_HISTORY = [("", 100), ("ENV A=1", 0), ("COPY a /tmp # buildkit", 5), ("RUN /bin/sh -c pip install x", 50),
-                    ("RUN /bin/sh -c python3 -m pip check # buildkit", 0),  # an empty layer of its own
-                    ("LABEL a=b", 0)]
+CLASSIC_HISTORY = [
+    ("", 100),
+    ("/bin/sh -c #(nop)  ENV A=1", 0),
+    ("/bin/sh -c #(nop) COPY file:ab in /tmp", 5),
+    ("/bin/sh -c pip install x", 50),
+    ("/bin/sh -c python3 -m pip check", 0),  # no change: no layer
+    ("/bin/sh -c #(nop)  LABEL a=b", 0),
+]
+BUILDKIT_HISTORY = [
+    ("", 100),
+    ("ENV A=1", 0),
+    ("COPY a /tmp # buildkit", 5),
+    ("RUN /bin/sh -c pip install x", 50),
+    ("RUN /bin/sh -c python3 -m pip check # buildkit", 0),  # an empty layer of its own
+    ("LABEL a=b", 0),
+]
 
 
-@pytest.mark.parametrize("history, layers, expected", [
-    (CLASSIC_HISTORY, ["p", "c", "i"], {"p": 100, "c": 5, "i": 50}),
-    (BUILDKIT_HISTORY, ["p", "c", "i", "e"], {"p": 100, "c": 5, "i": 50, "e": 0}),
-    (CLASSIC_HISTORY, ["p", "c"], None),  # nothing lines up: unknown, never a guess
-])
+@pytest.mark.parametrize(
+    "history, layers, expected",
+    [
+        (CLASSIC_HISTORY, ["p", "c", "i"], {"p": 100, "c": 5, "i": 50}),
+        (BUILDKIT_HISTORY, ["p", "c", "i", "e"], {"p": 100, "c": 5, "i": 50, "e": 0}),
+        (CLASSIC_HISTORY, ["p", "c"], None),  # nothing lines up: unknown, never a guess
+    ],
+)
 def test_layer_sizes_pair_the_history_with_the_layers(history, layers, expected):
     from buildtool.engine import layer_sizes
 

@@ -23,7 +23,11 @@ def test_the_folder_goes_at_the_end_even_on_an_error(tmp_path):
 
 def test_a_killed_runs_folder_is_removed_and_a_live_ones_kept(tmp_path):
     # A run killed with SIGKILL: its folder and lock file stay, nobody holds the lock.
-    killed = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    killed = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
         sys.path.insert(0, {os.getcwd()!r})
@@ -32,10 +36,18 @@ def test_a_killed_runs_folder_is_removed_and_a_live_ones_kept(tmp_path):
             (folder / "docker-tar123").write_bytes(b"x" * 100000)
             print(folder, flush=True)
             time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert killed.stdout is not None
     stale = killed.stdout.readline().strip()
-    live = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    live = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
         sys.path.insert(0, {os.getcwd()!r})
@@ -43,7 +55,11 @@ def test_a_killed_runs_folder_is_removed_and_a_live_ones_kept(tmp_path):
         with workdir.run_folder(Path({str(tmp_path)!r})) as folder:
             print(folder, flush=True)
             time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert live.stdout is not None
     running = live.stdout.readline().strip()
     killed.kill()

@@ -34,7 +34,6 @@ def test_a_registry_with_its_own_ca_in_the_engines_certs_d_is_spoken_to_over_tls
     assert not os.path.exists(bundle)  # the bundle goes with the client
 
 
-
 # What a push counts as held: the layers read back from the registry, and a config that lies is refused.
 
 
@@ -56,11 +55,14 @@ def test_layers_pair_each_diff_id_with_its_compressed_size(fake_registry):
     assert list(layers) == [sha256(f"diff t/training:in-1:{n}".encode()) for n in range(3)]
 
 
-@pytest.mark.parametrize("config, expected", [
-    (b'{"rootfs": {"diff_ids": ["sha256:1"]}}', "does not hash to its digest"),  # swapped bytes
-    (None, "holds no rootfs.diff_ids"),
-    (None, "the config lists 1 layers, the manifest 2"),
-])
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (b'{"rootfs": {"diff_ids": ["sha256:1"]}}', "does not hash to its digest"),  # swapped bytes
+        (None, "holds no rootfs.diff_ids"),
+        (None, "the config lists 1 layers, the manifest 2"),
+    ],
+)
 def test_a_config_that_does_not_add_up_is_refused(fake_registry, config, expected):
     digest = fake_registry.store("t/training", "in-1", layers=(1000, 2000))
     config_digest = next(iter(fake_registry.configs))

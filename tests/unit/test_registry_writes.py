@@ -89,8 +89,13 @@ def test_each_scope_of_a_challenge_is_asked_for_in_a_parameter_of_its_own(serve,
         if h.headers.get("Authorization") == "Bearer the-token":
             h.answer(200, {"Docker-Content-Digest": "sha256:" + "a" * 64})
         else:
-            h.answer(401, {"WWW-Authenticate": f'Bearer realm="http://{token_service.host}/token",service="reg",'
-                                               'scope="repository:lab/x:pull,push repository:lab/y:pull"'})
+            h.answer(
+                401,
+                {
+                    "WWW-Authenticate": f'Bearer realm="http://{token_service.host}/token",service="reg",'
+                    'scope="repository:lab/x:pull,push repository:lab/y:pull"'
+                },
+            )
 
     reg = serve(registry)
     assert client().digest(parse(f"{reg.host}/lab/x:t1")) == "sha256:" + "a" * 64
@@ -104,15 +109,18 @@ def test_without_stored_credentials_netrc_is_never_read(serve, docker_config):
     assert all(auth is None or auth.startswith("Bearer") for _, _, auth in reg.seen)
 
 
-@pytest.mark.parametrize("realm, registry_url, allowed", [
-    ("https://auth.example.com/token", "https://registry.example.com/v2/x", True),
-    ("https://auth.example.com/token", "http://127.0.0.1:5000/v2/x", True),
-    ("http://127.0.0.1:5001/token", "http://127.0.0.1:5000/v2/x", True),
-    ("http://127.0.0.2:5001/token", "http://127.0.0.1:5000/v2/x", False),
-    ("http://auth.example.com/token", "http://127.0.0.1:5000/v2/x", False),
-    ("http://auth.example.com/token", "https://registry.example.com/v2/x", False),
-    ("ftp://127.0.0.1/token", "http://127.0.0.1:5000/v2/x", False),
-])
+@pytest.mark.parametrize(
+    "realm, registry_url, allowed",
+    [
+        ("https://auth.example.com/token", "https://registry.example.com/v2/x", True),
+        ("https://auth.example.com/token", "http://127.0.0.1:5000/v2/x", True),
+        ("http://127.0.0.1:5001/token", "http://127.0.0.1:5000/v2/x", True),
+        ("http://127.0.0.2:5001/token", "http://127.0.0.1:5000/v2/x", False),
+        ("http://auth.example.com/token", "http://127.0.0.1:5000/v2/x", False),
+        ("http://auth.example.com/token", "https://registry.example.com/v2/x", False),
+        ("ftp://127.0.0.1/token", "http://127.0.0.1:5000/v2/x", False),
+    ],
+)
 def test_which_token_service_may_get_credentials(realm, registry_url, allowed):
     assert realm_may_get_credentials(realm, registry_url) is allowed
 
@@ -204,8 +212,10 @@ def _reset(h: Handler) -> None:
 
 def test_a_refused_connection_is_named_as_such(docker_config):
     started = time.monotonic()
-    with refused_port() as port, pytest.raises(RegistryError,
-                                               match=r"refused the connection \(nothing listens there\).*tried 3 time"):
+    with (
+        refused_port() as port,
+        pytest.raises(RegistryError, match=r"refused the connection \(nothing listens there\).*tried 3 time"),
+    ):
         client().digest(parse(f"127.0.0.1:{port}/lab/training:t1"))
     assert time.monotonic() - started < 5
 
@@ -230,8 +240,11 @@ def _partial_then_reset(h: Handler) -> None:
     _reset(h)
 
 
-@pytest.mark.parametrize("fault", [_partial_then_closed, _partial_then_reset, _reset],
-                         ids=["body-short-then-closed", "body-short-then-reset", "reset-before-answer"])
+@pytest.mark.parametrize(
+    "fault",
+    [_partial_then_closed, _partial_then_reset, _reset],
+    ids=["body-short-then-closed", "body-short-then-reset", "reset-before-answer"],
+)
 def test_an_answer_cut_mid_transfer_is_named_as_such(serve, docker_config, fault):
     reg = serve(fault)
     with pytest.raises(RegistryError, match=rf"cut mid-transfer.*\(tried {TRIES} time\(s\)\)") as caught:
@@ -275,8 +288,9 @@ def test_a_declined_mount_fails_the_copy_before_any_tag(serve, docker_config):
     reg = serve(store)
     store.manifests[("lab/training/staging", MANIFEST_DIGEST)] = MANIFEST
     with pytest.raises(RegistryError, match="declined to mount"):
-        client().copy(parse(f"{reg.host}/lab/training/staging:u@{MANIFEST_DIGEST}"),
-                      parse(f"{reg.host}/lab/training:in-0123"))
+        client().copy(
+            parse(f"{reg.host}/lab/training/staging:u@{MANIFEST_DIGEST}"), parse(f"{reg.host}/lab/training:in-0123")
+        )
     assert ("lab/training", "in-0123") not in store.manifests
     assert ("DELETE", "/v2/lab/training/blobs/uploads/opened", None) in reg.seen  # the opened upload is closed
 
@@ -324,17 +338,20 @@ class Flaky(Store):
             _reset(h)
 
 
-@pytest.mark.parametrize("method, fault, retried, error", [
-    ("HEAD", "503", True, None),
-    ("GET", "503", True, None),
-    ("PUT", "503", True, None),
-    ("DELETE", "503", True, None),
-    ("HEAD", "reset", True, None),
-    ("PUT", "reset", True, None),
-    # A blob-mount POST is not sent again once it reached the server: a declined mount opens an upload each time.
-    ("POST", "503", False, "answered 503 for mounting blob"),
-    ("POST", "reset", False, r"cut mid-transfer .* \(tried 1 time\(s\)\)"),
-])
+@pytest.mark.parametrize(
+    "method, fault, retried, error",
+    [
+        ("HEAD", "503", True, None),
+        ("GET", "503", True, None),
+        ("PUT", "503", True, None),
+        ("DELETE", "503", True, None),
+        ("HEAD", "reset", True, None),
+        ("PUT", "reset", True, None),
+        # A blob-mount POST is not sent again once it reached the server: a declined mount opens an upload each time.
+        ("POST", "503", False, "answered 503 for mounting blob"),
+        ("POST", "reset", False, r"cut mid-transfer .* \(tried 1 time\(s\)\)"),
+    ],
+)
 def test_which_calls_are_retried(serve, docker_config, method, fault, retried, error):
     store = Flaky(method, fault)
     reg = serve(store)

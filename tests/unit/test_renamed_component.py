@@ -16,8 +16,10 @@ import yaml
 
 from buildtool import verify
 
-STEPS = {step: f"127.0.0.1:5000/corpus/{step}:in-{'0' * 16}@sha256:{digit * 64}"
-         for step, digit in (("divide", "1"), ("add", "2"))}
+STEPS = {
+    step: f"127.0.0.1:5000/corpus/{step}:in-{'0' * 16}@sha256:{digit * 64}"
+    for step, digit in (("divide", "1"), ("add", "2"))
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +53,29 @@ def program(workflow: dict[str, Any], name: str) -> list[str]:
     return command
 
 
-@pytest.mark.parametrize(("change", "why"), [
-    (lambda p: p.replace("_outputs = divide(**_parsed_args)", "_outputs = divide(**_parsed_args)\n"
-                         "_outputs = add(**_parsed_args)"), "a program calling two step functions"),
-    (lambda p: p.replace("_outputs = divide(**_parsed_args)", "_outputs = divide_all(**_parsed_args)"),
-     "a function that is no step"),
-    (lambda p: p.replace("_outputs = divide(**_parsed_args)", "_outputs = divide(**_parsed_args) # x"),
-     "a call kfp would not write"),
-    (lambda p: p.replace("_outputs = divide(**_parsed_args)", ""), "no call at all"),
-])
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (
+            lambda p: p.replace(
+                "_outputs = divide(**_parsed_args)", "_outputs = divide(**_parsed_args)\n_outputs = add(**_parsed_args)"
+            ),
+            "a program calling two step functions",
+        ),
+        (
+            lambda p: p.replace("_outputs = divide(**_parsed_args)", "_outputs = divide_all(**_parsed_args)"),
+            "a function that is no step",
+        ),
+        (
+            lambda p: p.replace("_outputs = divide(**_parsed_args)", "_outputs = divide(**_parsed_args) # x"),
+            "a call kfp would not write",
+        ),
+        (lambda p: p.replace("_outputs = divide(**_parsed_args)", ""), "no call at all"),
+    ],
+)
 def test_a_renamed_component_is_no_step_unless_its_program_names_exactly_one(
-        workflow: dict[str, Any], change: Any, why: str) -> None:
+    workflow: dict[str, Any], change: Any, why: str
+) -> None:
     edited = copy.deepcopy(workflow)
     command = program(edited, "divmod")
     command[:] = [change(part) for part in command]
@@ -75,6 +89,7 @@ def test_the_recorded_component_name_still_comes_first(workflow: dict[str, Any])
     """A template whose annotation names a step is that step, whatever its program calls."""
     edited = copy.deepcopy(workflow)
     command = program(edited, "add-2")
-    command[:] = [part.replace("_outputs = add(**_parsed_args)", "_outputs = divide(**_parsed_args)")
-                  for part in command]
+    command[:] = [
+        part.replace("_outputs = add(**_parsed_args)", "_outputs = divide(**_parsed_args)") for part in command
+    ]
     assert verify.template_steps(edited, STEPS)["add-2"] == "add"

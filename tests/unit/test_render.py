@@ -13,7 +13,7 @@ from buildtool.errors import ConfigError, RenderedStaleError, TemplateError
 from ..conftest import REPO, write_project
 
 # The repository's own training image settings, as pyproject.toml has them.
-TRAINING = '''
+TRAINING = """
 [tool.buildtool.images.training]
 context = "images/training"
 base = "base"
@@ -27,7 +27,7 @@ summary = "TensorFlow."
 prune = ["tensorflow/include"]
 extra = []
 uv_requirement = "uv==0.13.9 --hash=sha256:d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19"
-'''
+"""
 # A small pure-Python package, hash-locked, that no other package requires.
 ADDED = """colorama==0.4.6 \\
     --hash=sha256:08695f5cb7ed6e0531a20572697297273c47b8cae5a63ffc6d6ed5c201be6e44
@@ -55,8 +55,11 @@ def test_render_is_deterministic_and_names_its_template(tmp_path):
     loaded = config.load(path)
     first = render.write(loaded)
     assert {p.relative_to(tmp_path).as_posix() for p in first} == {
-        "images/training/Dockerfile", "images/training/layers/1-tensorflow-cpu.txt",
-        "images/training/layers/2-scikit-learn.txt", "images/training/layers/3-rest.txt"}
+        "images/training/Dockerfile",
+        "images/training/layers/1-tensorflow-cpu.txt",
+        "images/training/layers/2-scikit-learn.txt",
+        "images/training/layers/3-rest.txt",
+    }
     before = files(tmp_path)
     assert render.write(loaded) == []  # nothing differs: nothing written
     assert files(tmp_path) == before
@@ -109,12 +112,18 @@ def test_a_package_added_to_the_lock_changes_only_the_last_layer(tmp_path):
     assert new[:cut] == old[:cut] and "COPY layers/3-rest.txt" in new[cut:]
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda p: p.write_text(p.read_text() + "RUN echo hand\n"), "images/training/Dockerfile differs"),
-    (lambda p: p.unlink(), "images/training/Dockerfile missing"),
-    (lambda p: (p.parent / "layers/9-old.txt").write_text("x\n"), "9-old.txt is left over"),
-    (lambda p: (p.parent / "layers/1-tensorflow-cpu.txt").write_text("absl-py==9\n"), "1-tensorflow-cpu.txt differs"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda p: p.write_text(p.read_text() + "RUN echo hand\n"), "images/training/Dockerfile differs"),
+        (lambda p: p.unlink(), "images/training/Dockerfile missing"),
+        (lambda p: (p.parent / "layers/9-old.txt").write_text("x\n"), "9-old.txt is left over"),
+        (
+            lambda p: (p.parent / "layers/1-tensorflow-cpu.txt").write_text("absl-py==9\n"),
+            "1-tensorflow-cpu.txt differs",
+        ),
+    ],
+)
 def test_check_and_build_refuse_a_stale_or_hand_edited_rendering(tmp_path, capsys, edit, expected):
     path = templated_project(tmp_path)
     render.write(config.load(path))
@@ -137,14 +146,17 @@ def template_case(tmp_path: Path, body: str) -> tuple[Path, dict[str, bytes]]:
     return path, files(tmp_path)
 
 
-@pytest.mark.parametrize("body, expected", [
-    ("FROM x\n\nRUN {{ nope }}\n", "images/templates/bad.j2:3: undefined variable 'nope' (image training)"),
-    ("FROM x\nRUN {{ summary.nope }}\n", "images/templates/bad.j2:2: undefined variable 'nope'"),
-    ("FROM x\n{% for %}\n", "images/templates/bad.j2:2: syntax error"),
-    ("FROM x\n{{ ''.__class__.__mro__[1].__subclasses__() }}\n", "images/templates/bad.j2:2: SecurityError"),
-    ("FROM x\n{% include '/etc/passwd' %}\n", "images/templates/bad.j2:2: TemplateNotFound"),
-    ("FROM x\n{% include '../../pyproject.toml' %}\n", "TemplateNotFound"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("FROM x\n\nRUN {{ nope }}\n", "images/templates/bad.j2:3: undefined variable 'nope' (image training)"),
+        ("FROM x\nRUN {{ summary.nope }}\n", "images/templates/bad.j2:2: undefined variable 'nope'"),
+        ("FROM x\n{% for %}\n", "images/templates/bad.j2:2: syntax error"),
+        ("FROM x\n{{ ''.__class__.__mro__[1].__subclasses__() }}\n", "images/templates/bad.j2:2: SecurityError"),
+        ("FROM x\n{% include '/etc/passwd' %}\n", "images/templates/bad.j2:2: TemplateNotFound"),
+        ("FROM x\n{% include '../../pyproject.toml' %}\n", "TemplateNotFound"),
+    ],
+)
 def test_a_template_error_names_template_line_and_variable(tmp_path, capsys, body, expected):
     path, before = template_case(tmp_path, body)
     with pytest.raises(TemplateError):
@@ -161,13 +173,20 @@ def test_a_missing_template_is_a_template_error(tmp_path, capsys):
     assert "images/templates/gone.j2: no such template" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("old, new, expected", [
-    ('template = "step.Dockerfile.j2"', 'template = "../x.j2"', "images.training.template: '../x.j2' is not a file"),
-    ('requirements = "requirements.txt"', 'requirements = "../../pyproject.toml"', "images.training.requirements"),
-    ('layers = [["tensorflow-cpu"], ["scikit-learn"]]', 'layers = [[]]', "images.training.layers[0]"),
-    ('layers = [["tensorflow-cpu"], ["scikit-learn"]]', 'layers = ["tensorflow-cpu"]', "images.training.layers[0]"),
-    ('step = "training"', 'step = "training"\ninstaller = "conda"', "images.training.installer: 'conda'"),
-])
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        (
+            'template = "step.Dockerfile.j2"',
+            'template = "../x.j2"',
+            "images.training.template: '../x.j2' is not a file",
+        ),
+        ('requirements = "requirements.txt"', 'requirements = "../../pyproject.toml"', "images.training.requirements"),
+        ('layers = [["tensorflow-cpu"], ["scikit-learn"]]', "layers = [[]]", "images.training.layers[0]"),
+        ('layers = [["tensorflow-cpu"], ["scikit-learn"]]', 'layers = ["tensorflow-cpu"]', "images.training.layers[0]"),
+        ('step = "training"', 'step = "training"\ninstaller = "conda"', "images.training.installer: 'conda'"),
+    ],
+)
 def test_template_keys_are_checked_when_loading(tmp_path, old, new, expected):
     path = templated_project(tmp_path)
     path.write_text(path.read_text().replace(old, new, 1))
@@ -175,14 +194,20 @@ def test_template_keys_are_checked_when_loading(tmp_path, old, new, expected):
         config.load(path)
 
 
-@pytest.mark.parametrize("line, expected", [
-    ('api_token = "x"', "images.training.template_vars.api_token: looks like a secret"),
-    ('extra = ["RUN pip download --index-url https://me:hunter2@pypi.example.com/simple x"]',
-     "images.training.template_vars.extra.0: the value carries a user:password@ credential"),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ('api_token = "x"', "images.training.template_vars.api_token: looks like a secret"),
+        (
+            'extra = ["RUN pip download --index-url https://me:hunter2@pypi.example.com/simple x"]',
+            "images.training.template_vars.extra.0: the value carries a user:password@ credential",
+        ),
+    ],
+)
 def test_a_secret_in_the_template_variables_is_refused(tmp_path, capsys, line, expected):
-    path = templated_project(tmp_path, TRAINING.replace("extra = []", line if line.startswith("extra") else
-                                                        f"extra = []\n{line}"))
+    path = templated_project(
+        tmp_path, TRAINING.replace("extra = []", line if line.startswith("extra") else f"extra = []\n{line}")
+    )
     assert cli.main(["--config", str(path), "render"]) == 2
     err = capsys.readouterr().err
     assert expected in err and "hunter2" not in err and err.count("\n") == 1

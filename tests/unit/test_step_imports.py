@@ -5,7 +5,7 @@ from buildtool.errors import BuildError
 
 
 def test_imports_in_a_function_body_are_found_by_top_level_name():
-    source = '''
+    source = """
     def training(input, output):
         import os, json as j
         import numpy as np
@@ -14,7 +14,7 @@ def test_imports_in_a_function_body_are_found_by_top_level_name():
         from . import sibling
         def inner():
             import requests
-    '''
+    """
     assert step_imports.imported_modules(source) == {"os", "json", "numpy", "sklearn", "tensorflow", "requests"}
 
 
@@ -22,18 +22,23 @@ def test_the_real_steps_import_what_their_images_install():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    modules = step_imports.step_modules("pipeline.steps", ["download_training_dataset", "training", "upload_model"],
-                                        root, root / "pyproject.toml")
+    modules = step_imports.step_modules(
+        "pipeline.steps", ["download_training_dataset", "training", "upload_model"], root, root / "pyproject.toml"
+    )
     assert modules["download_training_dataset"] == ["os", "platform_client"]
     assert {"numpy", "sklearn", "tensorflow", "platform_client"} <= set(modules["training"])
 
 
 def test_probe_output_is_parsed_and_described():
-    output = ('noise\nIMPORT-PROBE {"imports": {"sklearn": "ModuleNotFoundError: No module named \'sklearn\'"}, '
-              '"pip_check": [1, "foo 1.0 has requirement bar>=2"]}\n')
+    output = (
+        'noise\nIMPORT-PROBE {"imports": {"sklearn": "ModuleNotFoundError: No module named \'sklearn\'"}, '
+        '"pip_check": [1, "foo 1.0 has requirement bar>=2"]}\n'
+    )
     probe = step_imports.parse_probe(output)
-    assert step_imports.describe_failures("training", "training", probe.failed_imports) == \
-        "step training imports sklearn: not installed in image training"
+    assert (
+        step_imports.describe_failures("training", "training", probe.failed_imports)
+        == "step training imports sklearn: not installed in image training"
+    )
     assert probe.pip_check_code == 1 and "bar>=2" in probe.pip_check_output
     with pytest.raises(BuildError, match="printed no result"):
         step_imports.parse_probe("python3: not found")
@@ -44,8 +49,12 @@ def test_the_probe_runs_here_too():
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, *step_imports.probe_command(["json", "no_such_module_here"])[1:]],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, *step_imports.probe_command(["json", "no_such_module_here"])[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     probe = step_imports.parse_probe(result.stdout)
     assert list(probe.failed_imports) == ["no_such_module_here"]
     assert probe.failed_imports["no_such_module_here"].startswith("ModuleNotFoundError")

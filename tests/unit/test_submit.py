@@ -46,7 +46,8 @@ def test_first_submit_creates_the_pipeline_and_the_content_named_version(submit:
     assert pipeline is not None and pipeline.versions[pipeline.default_version].name == name
     assert [(kind, n, data) for kind, n, data in submit.kfp.uploads] == [
         ("pipeline", "pipeline", submit.pipeline.read_bytes()),
-        ("version", name, submit.pipeline.read_bytes())]
+        ("version", name, submit.pipeline.read_bytes()),
+    ]
     assert f"version {name}: " in out and "pipeline pipeline: create" in out
 
 
@@ -81,8 +82,9 @@ def test_version_and_pipeline_names_can_be_chosen(submit: Submitter) -> None:
 def test_two_submits_at_once_end_with_one_pipeline_and_one_version(submit: Submitter) -> None:
     data = submit.pipeline.read_bytes()
     workflow = yaml.safe_load(data)
-    local = submit_plan.local(workflow, data, pipeline_name=None, version_name=None, pairs=[], environment={},
-                              run=False)
+    local = submit_plan.local(
+        workflow, data, pipeline_name=None, version_name=None, pairs=[], environment={}, run=False
+    )
     submit.kfp.barrier = threading.Barrier(2)  # both list the pipelines before either creates it
     results: list[object] = []
 
@@ -122,13 +124,16 @@ def _missing_from_registry(submit: Submitter) -> reference.Reference:
     return ref
 
 
-@pytest.mark.parametrize("case, fragment", [
-    ("unpinned", "is not pinned"),
-    ("missing-from-registry", "not in the registry"),
-    ("map-not-a-lock", "image_map.yaml"),
-    ("absent", "not found; compile it"),
-    ("stale", "is stale: "),
-])
+@pytest.mark.parametrize(
+    "case, fragment",
+    [
+        ("unpinned", "is not pinned"),
+        ("missing-from-registry", "not in the registry"),
+        ("map-not-a-lock", "image_map.yaml"),
+        ("absent", "not found; compile it"),
+        ("stale", "is stale: "),
+    ],
+)
 def test_a_pipeline_that_fails_verification_is_never_uploaded(submit: Submitter, case: str, fragment: str) -> None:
     forgotten = None
     if case == "unpinned":
@@ -140,15 +145,18 @@ def test_a_pipeline_that_fails_verification_is_never_uploaded(submit: Submitter,
         steps.write_text(steps.read_text().replace("    import os\n", "    import os  # edited\n", 1))
     elif case == "map-not-a-lock":
         (submit.root / "image_map.yaml").write_text(
-            (submit.root / "image_map.yaml").read_text().replace("training:", "trainer:", 1))
+            (submit.root / "image_map.yaml").read_text().replace("training:", "trainer:", 1)
+        )
     else:
         submit.pipeline.unlink()
     try:
         code, out, err = submit("--run", *PARAMS)
     finally:
         if forgotten is not None:  # the registry is the module's: serve the manifest again (same digest)
-            inputs = {locked.reference: locked.inputs_digest
-                      for locked in image_map.load(submit.root / "image_map.yaml").images.values()}
+            inputs = {
+                locked.reference: locked.inputs_digest
+                for locked in image_map.load(submit.root / "image_map.yaml").images.values()
+            }
             submit.registry.store(forgotten.path, forgotten.tag or "", labels={LABEL_INPUTS: inputs[str(forgotten)]})
     assert code in (3, 10, 13), err
     assert err.startswith("buildtool: error: ") and fragment in err and err.count("\n") == 1
@@ -167,9 +175,16 @@ def test_run_and_wait_until_succeeded_runs_exactly_that_version_with_the_paramet
     version = pipeline.versions[run.version_id]
     assert version.name == f"pipeline-{_sha(submit.pipeline)[:12]}"
     assert version.package == submit.pipeline.read_bytes()
-    assert run.parameters == {"training_task_uid": "t1", "training_dataset_uid": "d1", "model_uid": "m1",
-                              "learning_rate": "0.01", "host": "platform.example.com", "port": "443",
-                              "access_key": "ak", "secret_key": "s3cr3t-value"}
+    assert run.parameters == {
+        "training_task_uid": "t1",
+        "training_dataset_uid": "d1",
+        "model_uid": "m1",
+        "learning_rate": "0.01",
+        "host": "platform.example.com",
+        "port": "443",
+        "access_key": "ak",
+        "secret_key": "s3cr3t-value",
+    }
     assert [e["name"] for e in submit.kfp.experiments.values()] == ["nightly"]
     assert f"run {run.id} started" in out and f"{submit.kfp.url}/#/runs/details/{run.id}" in out
     assert f"run {run.id}: Running" in out and f"run {run.id}: Succeeded" in out
@@ -194,14 +209,21 @@ def test_a_run_that_outlasts_the_timeout_exits_18(submit: Submitter) -> None:
     assert time.monotonic() - started < 10
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["-p", "learnig_rate=0.1"], "-p learnig_rate: the pipeline declares no such parameter"),
-    (["-p", "model_uid"], "expected NAME=VALUE"),
-    ([], "the pipeline needs host, learning_rate, model_uid, port, secret_key, training_dataset_uid, "
-         "training_task_uid"),
-])
-def test_parameters_are_checked_before_anything_is_created(submit: Submitter, monkeypatch: pytest.MonkeyPatch,
-                                                           args: list[str], fragment: str) -> None:
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["-p", "learnig_rate=0.1"], "-p learnig_rate: the pipeline declares no such parameter"),
+        (["-p", "model_uid"], "expected NAME=VALUE"),
+        (
+            [],
+            "the pipeline needs host, learning_rate, model_uid, port, secret_key, training_dataset_uid, "
+            "training_task_uid",
+        ),
+    ],
+)
+def test_parameters_are_checked_before_anything_is_created(
+    submit: Submitter, monkeypatch: pytest.MonkeyPatch, args: list[str], fragment: str
+) -> None:
     extra = [] if not args else PARAMS
     if not args:
         monkeypatch.delenv("PLATFORM_SECRET_KEY")
@@ -246,13 +268,17 @@ def test_a_cookie_from_the_named_variable(submit: Submitter, monkeypatch: pytest
     assert submit("--cookie-env", "KFP_COOKIE")[0] == 0
 
 
-@pytest.mark.parametrize("option, fragment", [
-    ([], "HTTP 401 (not authenticated; sent no credential of buildtool's"),
-    (["--token-env", "WRONG_TOKEN"], "HTTP 401 (not authenticated; sent the bearer token from $WRONG_TOKEN)"),
-    (["--cookie-env", "WRONG_COOKIE"], "HTTP 401 (not authenticated; sent the session cookie from $WRONG_COOKIE)"),
-])
-def test_401_names_the_credential_kind_never_its_value(submit: Submitter, monkeypatch: pytest.MonkeyPatch,
-                                                       option: list[str], fragment: str) -> None:
+@pytest.mark.parametrize(
+    "option, fragment",
+    [
+        ([], "HTTP 401 (not authenticated; sent no credential of buildtool's"),
+        (["--token-env", "WRONG_TOKEN"], "HTTP 401 (not authenticated; sent the bearer token from $WRONG_TOKEN)"),
+        (["--cookie-env", "WRONG_COOKIE"], "HTTP 401 (not authenticated; sent the session cookie from $WRONG_COOKIE)"),
+    ],
+)
+def test_401_names_the_credential_kind_never_its_value(
+    submit: Submitter, monkeypatch: pytest.MonkeyPatch, option: list[str], fragment: str
+) -> None:
     submit.kfp.token = TOKEN
     monkeypatch.setenv("WRONG_TOKEN", "not-the-token-0000")
     monkeypatch.setenv("WRONG_COOKIE", "authservice_session=stale-0000")
@@ -270,17 +296,21 @@ def test_403_says_who_was_refused(submit: Submitter, monkeypatch: pytest.MonkeyP
     assert "'team-a'" in err
 
 
-@pytest.mark.parametrize("env, args, fragment", [
-    ({}, ["--token-env", "UNSET_VAR"], "--token-env UNSET_VAR: that environment variable is not set"),
-    ({"T": "a\nb"}, ["--token-env", "T"], "line break"),
-    ({"T": "x", "C": "y"}, ["--token-env", "T", "--cookie-env", "C"], "both given"),
-    ({"T": "x"}, ["--token-env", "T", "--host", "http://kfp.example.com"], "in clear text"),
-    ({}, ["--host", "https://user:pw@kfp.example.com"], "user:password@"),
-    ({}, ["--ca-cert", "/nonexistent/ca.pem"], "--ca-cert /nonexistent/ca.pem: not a file"),
-    ({}, ["--wait"], "--wait follows a run"),
-])
-def test_bad_options_are_refused_before_any_request(submit: Submitter, monkeypatch: pytest.MonkeyPatch,
-                                                    env: dict[str, str], args: list[str], fragment: str) -> None:
+@pytest.mark.parametrize(
+    "env, args, fragment",
+    [
+        ({}, ["--token-env", "UNSET_VAR"], "--token-env UNSET_VAR: that environment variable is not set"),
+        ({"T": "a\nb"}, ["--token-env", "T"], "line break"),
+        ({"T": "x", "C": "y"}, ["--token-env", "T", "--cookie-env", "C"], "both given"),
+        ({"T": "x"}, ["--token-env", "T", "--host", "http://kfp.example.com"], "in clear text"),
+        ({}, ["--host", "https://user:pw@kfp.example.com"], "user:password@"),
+        ({}, ["--ca-cert", "/nonexistent/ca.pem"], "--ca-cert /nonexistent/ca.pem: not a file"),
+        ({}, ["--wait"], "--wait follows a run"),
+    ],
+)
+def test_bad_options_are_refused_before_any_request(
+    submit: Submitter, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], args: list[str], fragment: str
+) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     code, _, err = submit(*args)
@@ -357,16 +387,21 @@ def test_tls_without_the_ca_fails_closed(submit: Submitter, tls_kfp: tuple[FakeK
 
 
 def test_content_name_follows_the_bytes() -> None:
-    assert submit_plan.content_name("Training pipeline", b"a") == "training-pipeline-" + hashlib.sha256(
-        b"a").hexdigest()[:12]
+    assert (
+        submit_plan.content_name("Training pipeline", b"a")
+        == "training-pipeline-" + hashlib.sha256(b"a").hexdigest()[:12]
+    )
     assert submit_plan.content_name("x", b"a") != submit_plan.content_name("x", b"b")
 
 
-@pytest.mark.parametrize("pipeline, version, decision", [
-    (False, False, ("create", "create")),
-    (True, False, ("reuse", "create")),
-    (True, True, ("reuse", "reuse")),
-])
+@pytest.mark.parametrize(
+    "pipeline, version, decision",
+    [
+        (False, False, ("create", "create")),
+        (True, False, ("reuse", "create")),
+        (True, True, ("reuse", "reuse")),
+    ],
+)
 def test_decide(pipeline: bool, version: bool, decision: tuple[str, str]) -> None:
     made = submit_plan.decide(pipeline, version)
     assert (made.pipeline, made.version) == decision
@@ -405,7 +440,8 @@ def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
 
 
 def test_submit_verifies_through_verify_pipeline_and_uploads_the_bytes_it_verified(
-        submit: Submitter, monkeypatch: pytest.MonkeyPatch) -> None:
+    submit: Submitter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`verify`'s own function checks the bytes read once: whatever `buildtool verify` checks, submit checks."""
     from buildtool import verify
 
@@ -429,14 +465,18 @@ def test_a_multi_user_cluster_needs_a_namespace_to_run(submit: Submitter) -> Non
     assert submit.kfp.changes == 0
     assert submit("--run", "--namespace", "team-a", *PARAMS)[0] == 0
     (experiment,) = submit.kfp.experiments.values()
-    assert experiment["resource_references"] == [{"key": {"type": "NAMESPACE", "id": "team-a"},
-                                                  "relationship": "OWNER"}]
+    assert experiment["resource_references"] == [
+        {"key": {"type": "NAMESPACE", "id": "team-a"}, "relationship": "OWNER"}
+    ]
 
 
-@pytest.mark.parametrize("context, fragment", [
-    ("{not json", "JSONDecodeError"),
-    ("[1, 2]", "TypeError"),
-])
+@pytest.mark.parametrize(
+    "context, fragment",
+    [
+        ("{not json", "JSONDecodeError"),
+        ("[1, 2]", "TypeError"),
+    ],
+)
 def test_a_broken_kfp_context_file_is_one_line(submit: Submitter, context: str, fragment: str) -> None:
     folder = Path(submit.root.parent / ".config" / "kfp")  # HOME is the test's folder
     folder.mkdir(parents=True)

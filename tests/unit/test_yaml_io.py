@@ -11,16 +11,19 @@ def test_plain_yaml_and_json_are_read():
     assert yaml_io.parse("") is None
 
 
-@pytest.mark.parametrize("text, why", [
-    ("a: 1\na: 2\n", "duplicate key a at line 2"),
-    ("a: &x 1\nb: *x\n", "anchor &x at line 1"),
-    ("<<: {a: 1}\n", "merge key '<<'"),
-    ("a: !!python/object/apply:os.system [id]\n", "could not determine a constructor"),
-    ("{[1]: 2}", "unhashable key"),
-    ("a: [1\n", "not valid YAML"),
-    ("- " * 150 + "x\n", "nested deeper than 100 levels"),
-    ("a: 1\n---\nb: 2\n", "not valid YAML: expected a single document in the stream but found another"),
-])
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("a: 1\na: 2\n", "duplicate key a at line 2"),
+        ("a: &x 1\nb: *x\n", "anchor &x at line 1"),
+        ("<<: {a: 1}\n", "merge key '<<'"),
+        ("a: !!python/object/apply:os.system [id]\n", "could not determine a constructor"),
+        ("{[1]: 2}", "unhashable key"),
+        ("a: [1\n", "not valid YAML"),
+        ("- " * 150 + "x\n", "nested deeper than 100 levels"),
+        ("a: 1\n---\nb: 2\n", "not valid YAML: expected a single document in the stream but found another"),
+    ],
+)
 def test_refusals_name_the_problem_and_line(text, why):
     with pytest.raises(yaml_io.YamlProblem) as caught:
         yaml_io.parse(text)

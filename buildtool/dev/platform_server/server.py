@@ -49,8 +49,13 @@ class PlatformServer:
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise PlatformError(f"port {port!r} is not valid: give a number from 0 to 65535")
-        timeouts = {"token_ttl": token_ttl, "header_timeout": header_timeout, "io_timeout": io_timeout,
-                    "body_timeout": body_timeout, "min_body_rate": min_body_rate}
+        timeouts = {
+            "token_ttl": token_ttl,
+            "header_timeout": header_timeout,
+            "io_timeout": io_timeout,
+            "body_timeout": body_timeout,
+            "min_body_rate": min_body_rate,
+        }
         for name, value in timeouts.items():
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise PlatformError(f"{name} {value!r} is not valid: give a positive number of seconds")
