@@ -57,7 +57,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from buildtool import image_map, reference  # noqa: E402
+from buildtool import reference  # noqa: E402
+from buildtool.lock import image_map  # noqa: E402
 from buildtool.push.registry import Registry  # noqa: E402
 
 IMAGES = ("base", "download", "training", "upload")

@@ -21,8 +21,8 @@ import uuid
 from pathlib import Path
 
 from buildtool import config as configuration
-from buildtool import step_imports
 from buildtool.engine import Engine
+from buildtool.inputs import step_imports
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,22 +16,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import builders, context, map_lock, reference, step_imports
-from . import plan as planning
+from . import builders, reference
 from . import push as pushing
 from .builders import Builder, ClassicBuilder
+from .check.pip_check_cache import PipCheckCache
 from .config import BASE_IMAGE_ARG, Config
-from .context import BuildContext
-from .digest import LABEL_INPUTS
 from .engine import Engine
 from .errors import BuildError, BuildtoolError, ConfigError, EngineError, Interrupted, RegistryError
-from .image_map import ImageMap, LockedImage
+from .inputs import context, step_imports
+from .inputs import plan as planning
+from .inputs.context import BuildContext
+from .inputs.digest import LABEL_INPUTS
+from .inputs.plan import BUILD, ImagePlan, Plan
 from .interrupt import Token
-from .pip_check_cache import PipCheckCache
-from .plan import BUILD, ImagePlan, Plan
-from .progress import Events
+from .lock import map_lock
+from .lock.image_map import ImageMap, LockedImage
 from .push import workdir
 from .push.registry import Registry
+from .util.progress import Events
 
 log = logging.getLogger(__name__)
 

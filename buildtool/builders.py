@@ -31,15 +31,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Protocol
 
-from . import pip_check_cache, processes
+from .check import pip_check_cache
+from .check.pip_check_cache import read_own_file
 from .config import Config
-from .context import BuildContext
 from .engine import Engine, context_tar
 from .errors import BuildError, ConfigError
-from .fsutil import write_atomic
+from .inputs.context import BuildContext
+from .inputs.render import CACHE_MOUNT_MARK
 from .interrupt import Token
-from .pip_check_cache import read_own_file
-from .render import CACHE_MOUNT_MARK
+from .util import processes
+from .util.fsutil import write_atomic
 
 Progress = Callable[[str], None]
 CLI_CANDIDATES = ("/usr/bin/docker", "docker")  # Debian's docker.io CLI embeds BuildKit; the one on PATH may not

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from . import config as configuration
 from . import dev as dev_defaults
-from . import image_map
 from .errors import BuildtoolError, ConfigError, ImageMapError, PlatformError, RunError
+from .lock import image_map
 
 log = logging.getLogger("buildtool")
 
@@ -66,8 +66,8 @@ def _previous_map(config: configuration.Config) -> image_map.ImageMap | None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from . import build as building
-    from . import plan as planning
-    from . import render
+    from .inputs import plan as planning
+    from .inputs import render
     from .interrupt import Token, on_signals
     from .push.registry import Registry
 
@@ -113,12 +113,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from .compiler import compile_pipeline
+    from .gate.compiler import compile_pipeline
 
     config = _config(args)
     output = Path(args.output) if args.output else config.output
     if args.check:
-        from . import freshness, verify
+        from .gate import verify
+        from .lock import freshness
 
         loaded = image_map.load(config.image_map)
         image_map.require_locked(loaded, config.steps, config.image_map, config.repositories)
@@ -132,7 +133,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from . import render
+    from .inputs import render
 
     config = configuration.select(_config(args), args.images)
     changed = render.write(config)
@@ -147,7 +148,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import render, staleness
+    from .inputs import render
+    from .lock import staleness
 
     config = _config(args)
     render.require_current(config)  # before the map: a hand-edited Dockerfile is the first thing to fix
@@ -156,7 +158,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     staleness.require_fresh(config, loaded)
     print(f"{config.image_map} matches the working tree ({len(config.images)} images)")
     if config.output.exists():
-        from . import freshness, verify
+        from .gate import verify
+        from .lock import freshness
 
         freshness.require_current(config, verify.load_workflow(config.output), loaded.steps, label=str(config.output))
         print(f"{config.output} is what compile makes from them")
@@ -164,7 +167,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from . import verify
+    from .gate import verify
 
     config = _config(args)
     path = Path(args.pipeline) if args.pipeline else config.output
@@ -186,7 +189,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from . import verify
+    from .gate import verify
     from .push.registry import Registry
     from .submit import execute
     from .submit import plan as submitting

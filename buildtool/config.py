@@ -15,7 +15,7 @@ from typing import Any
 
 from . import reference
 from .errors import ConfigError
-from .kfp_names import component_name
+from .gate.kfp_names import component_name
 
 BASE_IMAGE_ARG = "BASE_IMAGE"
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")

@@ -30,7 +30,7 @@ from docker.utils import build as docker_build
 from . import reference
 from .errors import BuildError, EngineError, PushError
 from .interrupt import Token
-from .progress import Progress
+from .util.progress import Progress
 
 log = logging.getLogger(__name__)
 

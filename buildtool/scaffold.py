@@ -12,8 +12,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import fsutil
 from .errors import ConfigError
+from .util import fsutil
 
 DOCKERFILE = """\
 # The image of step {step}. kfp puts the step function's source into the pipeline itself; this image

@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from buildtool import config, context, image_map, interrupt, plan, step_imports
+from buildtool import config, interrupt
 from buildtool.errors import BuildtoolError, Interrupted
+from buildtool.inputs import context, plan, step_imports
+from buildtool.lock import image_map
 
 EXTERNAL = "127.0.0.1:5000/lib/python:3.11"
 PIN = EXTERNAL + "@sha256:" + "1" * 64

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 from kfp import Client as KfpClient
 
-from buildtool import cli, compiler, config, context, image_map, plan, reference, step_imports
-from buildtool import digest as digest_module
+from buildtool import cli, config, reference
+from buildtool.gate import compiler
+from buildtool.inputs import context, plan, step_imports
+from buildtool.inputs import digest as digest_module
+from buildtool.lock import image_map
 
 from .conftest import write_project
 from .fake_engine import FakeRegistry

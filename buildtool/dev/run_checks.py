@@ -15,10 +15,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import image_map, reference, verify, yaml_io
+from .. import reference
 from ..config import PULL_POLICIES, Config
 from ..errors import BuildtoolError, RunError
-from ..image_map import ImageMap
+from ..gate import verify
+from ..lock import image_map
+from ..lock.image_map import ImageMap
+from ..util import yaml_io
 
 __all__ = [
     "MAX_TASKS",

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineError, Interrupted, RunError
-from ..progress import Events
+from ..util.progress import Events
 from . import local_run as lr
 from .local_run import RUN_LABEL, RunPlan, Scope, StepRun
 from .run_checks import escape

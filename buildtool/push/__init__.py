@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import Config
-from ..digest import LABEL_INPUTS
 from ..engine import Engine
 from ..errors import BuildtoolError, EngineError, Interrupted, PushError, RegistryError
+from ..inputs.digest import LABEL_INPUTS
 from ..reference import Reference, hold_tag
 from . import skopeo
 from .engine_push import EnginePusher

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..interrupt import Token
-from ..progress import Progress
 from ..reference import Reference
+from ..util.progress import Progress
 
 STAGING = "staging"  # the last path component of the repository an image waits in while it is checked
 

@@ -34,10 +34,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import processes
 from ..credentials import stored_credentials
 from ..errors import PushError
 from ..reference import DIGEST_RE
+from ..util import processes
 from . import workdir
 from .job import PushJob
 from .registry import uses_tls

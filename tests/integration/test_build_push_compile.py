@@ -13,8 +13,10 @@ import docker
 import pytest
 import yaml
 
-from buildtool import cli, config, image_map, verify
+from buildtool import cli, config
 from buildtool.engine import Engine
+from buildtool.gate import verify
+from buildtool.lock import image_map
 from buildtool.push.registry import Registry
 from buildtool.reference import parse
 

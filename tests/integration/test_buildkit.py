@@ -9,8 +9,9 @@ import uuid
 
 import pytest
 
-from buildtool import builders, context
+from buildtool import builders
 from buildtool.engine import Engine
+from buildtool.inputs import context
 from buildtool.interrupt import Token
 
 from .conftest import BASE_IMAGE

@@ -24,7 +24,8 @@ import docker
 import pytest
 import yaml
 
-from buildtool import cli, verify
+from buildtool import cli
+from buildtool.gate import verify
 
 from .conftest import BASE_IMAGE
 from .test_run_corpus import local_client, written

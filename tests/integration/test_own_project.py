@@ -19,7 +19,8 @@ import docker
 import pytest
 import yaml
 
-from buildtool import cli, verify
+from buildtool import cli
+from buildtool.gate import verify
 
 from .conftest import BASE_IMAGE, served_digest
 

@@ -17,7 +17,8 @@ import docker
 import pytest
 import requests
 
-from buildtool import config, image_map
+from buildtool import config
+from buildtool.lock import image_map
 from buildtool.push import workdir
 
 from .conftest import BASE_IMAGE, served_digest

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from buildtool import verify
+from buildtool.gate import verify
 from buildtool.push.registry import Registry
 
 from .conftest import BASE_IMAGE, served_digest

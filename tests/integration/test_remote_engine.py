@@ -23,7 +23,8 @@ import pytest
 import trustme
 from kfp.components import OutputPath
 
-from buildtool import cli, config, image_map
+from buildtool import cli, config
+from buildtool.lock import image_map
 
 ENGINE_SOCKET = "/var/run/docker.sock"
 

@@ -43,7 +43,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from kfp.components import OutputPath
 
-from buildtool import cli, image_map
+from buildtool import cli
+from buildtool.lock import image_map
 from buildtool.push.registry import ENGINE_CERTS
 from buildtool.reference import hold_tag, parse
 

@@ -24,7 +24,8 @@ import pytest
 import requests
 import yaml
 
-from buildtool import cli, image_map
+from buildtool import cli
+from buildtool.lock import image_map
 from buildtool.push.registry import MANIFEST_TYPES, Registry
 from buildtool.reference import Reference, hold_tag, parse
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import cli, compiler, config
+from buildtool import cli, config
+from buildtool.gate import compiler
 
 from ..conftest import write_project
 from ..helpers import failure_exit_codes, write_lock

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from buildtool import compiler, kfp_compile
+from buildtool.gate import compiler, kfp_compile
 
 from ..helpers import write_lock
 

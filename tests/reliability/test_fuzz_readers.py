@@ -18,7 +18,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from buildtool import compiler, image_map, verify
+from buildtool.gate import compiler, verify
+from buildtool.lock import image_map
 
 from ..conftest import write_project
 from ..helpers import write_lock

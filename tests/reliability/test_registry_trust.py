@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from buildtool import image_map
+from buildtool.lock import image_map
 from buildtool.push.registry import Registry
 from buildtool.reference import Reference, hold_tag, parse
 

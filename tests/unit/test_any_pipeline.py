@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from buildtool import cli, config, freshness, kfp_compile, verify
+from buildtool import cli, config
 from buildtool.errors import CompileError, ConfigError, StalePipelineError
+from buildtool.gate import kfp_compile, verify
+from buildtool.lock import freshness
 
 from ..helpers import EXTERNAL, write_lock
 

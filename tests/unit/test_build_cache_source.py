@@ -6,7 +6,7 @@ import pytest
 
 from buildtool import build
 from buildtool.errors import EngineError
-from buildtool.image_map import ImageMap, LockedImage
+from buildtool.lock.image_map import ImageMap, LockedImage
 
 PREVIOUS = "127.0.0.1:5000/lab/training:in-00000000000000aa@sha256:" + "a" * 64
 BY_DIGEST = "127.0.0.1:5000/lab/training@sha256:" + "a" * 64

@@ -16,7 +16,7 @@ import sys
 
 import yaml
 
-from buildtool import image_map
+from buildtool.lock import image_map
 from buildtool.push.registry import Registry
 from buildtool.reference import Reference, hold_tag, parse
 

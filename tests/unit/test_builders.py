@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import builders, context
+from buildtool import builders
 from buildtool.errors import ConfigError
+from buildtool.inputs import context
 
 from ..conftest import REPO
 

@@ -5,8 +5,10 @@ import json
 import pytest
 import yaml
 
-from buildtool import cli, compiler, config, image_map, staleness, verify
+from buildtool import cli, config
 from buildtool.errors import CompileError, ImageMapError, RegistryError, StaleMapError
+from buildtool.gate import compiler, verify
+from buildtool.lock import image_map, staleness
 
 from ..helpers import refused_port, write_lock
 

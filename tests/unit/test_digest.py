@@ -1,7 +1,7 @@
 import os
 import time
 
-from buildtool import context, digest
+from buildtool.inputs import context, digest
 
 BASE = "sha256:" + "1" * 64
 
@@ -57,7 +57,8 @@ def test_ignored_files_do_not_count(tmp_path):
 
 
 def test_registry_name_is_not_an_input(project):
-    from buildtool import config, plan
+    from buildtool import config
+    from buildtool.inputs import plan
 
     one = config.load(project)
     two = config.load(project, registry="registry.example.com")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import context
 from buildtool import engine as engine_module
 from buildtool.engine import Engine
 from buildtool.errors import BuildError, EngineError, Interrupted, PushError
+from buildtool.inputs import context
 from buildtool.interrupt import Token
 
 from ..fake_engine import CUT, FakeEngine, FakeRegistry, probe_output, sha256

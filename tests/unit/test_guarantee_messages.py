@@ -9,8 +9,11 @@ import logging
 import pytest
 import yaml
 
-from buildtool import compiler, config, digest, image_map, kfp_compile, staleness, verify
+from buildtool import config
 from buildtool.errors import CompileError, ImageMapError, VerifyError
+from buildtool.gate import compiler, kfp_compile, verify
+from buildtool.inputs import digest
+from buildtool.lock import image_map, staleness
 
 from ..helpers import write_lock
 
@@ -209,9 +212,9 @@ def test_kfp_warnings_go_to_the_debug_log(project, caplog):
         "    warned._component_human_name = 'pipeline'\n"
         "    return warned",
     )
-    caplog.set_level(logging.DEBUG, logger="buildtool.kfp_compile")
+    caplog.set_level(logging.DEBUG, logger="buildtool.gate.kfp_compile")
     compiler.compile_pipeline(loaded, loaded.output)
-    logged = [r.getMessage() for r in caplog.records if r.name == "buildtool.kfp_compile"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "buildtool.gate.kfp_compile"]
     assert "kfp: a note from the pipeline" in logged
 
 
@@ -307,7 +310,7 @@ DIGEST = "sha256:" + "1" * 64
 
 def fresh_lock(project, external_pin: str = EXTERNAL + "@" + DIGEST) -> tuple[config.Config, image_map.ImageMap]:
     """The lock `build --push` writes for this tree (each context scanned with its own Dockerfile name)."""
-    from buildtool import context, plan, step_imports
+    from buildtool.inputs import context, plan, step_imports
 
     loaded = config.load(project)
     contexts = {i.name: context.scan(i.context, i.dockerfile) for i in loaded.images}
@@ -475,7 +478,7 @@ def test_the_inputs_digest_is_the_documented_canonical_encoding(tmp_path):
     import json
     import os
 
-    from buildtool import context
+    from buildtool.inputs import context
 
     root = tmp_path / "ctx"
     (root / "d").mkdir(parents=True)
@@ -542,7 +545,7 @@ GOLDEN_INPUTS_DIGEST = "sha256:4b3fbfa67d36fa9bb4000ccbf08c7a6ada883f9499ce72cef
 
 
 def test_each_image_digest_takes_the_platform_its_base_and_only_a_step_image_its_imports(project):
-    from buildtool import context, plan
+    from buildtool.inputs import context, plan
 
     loaded = config.load(project)
     contexts = {i.name: context.scan(i.context, i.dockerfile) for i in loaded.images}
@@ -555,7 +558,7 @@ def test_each_image_digest_takes_the_platform_its_base_and_only_a_step_image_its
 
 
 def test_a_long_platform_is_kept_whole_in_the_fingerprints(tmp_path):
-    from buildtool import context
+    from buildtool.inputs import context
 
     (tmp_path / "Dockerfile").write_text("FROM x\n")
     assert (
@@ -565,10 +568,10 @@ def test_a_long_platform_is_kept_whole_in_the_fingerprints(tmp_path):
 
 
 def test_why_an_image_is_built_and_what_a_reuse_points_at(project):
-    from buildtool import plan
+    from buildtool.inputs import plan
 
     loaded, lock = fresh_lock(project)
-    from buildtool import context, step_imports
+    from buildtool.inputs import context, step_imports
 
     contexts = {i.name: context.scan(i.context, i.dockerfile) for i in loaded.images}
     inputs = plan.compute_inputs(loaded, contexts, {EXTERNAL: DIGEST}, step_imports.for_config(loaded))

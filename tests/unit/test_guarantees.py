@@ -16,10 +16,13 @@ import threading
 import pytest
 import yaml
 
-from buildtool import compiler, config, fsutil, image_map, staleness, verify
+from buildtool import config
 from buildtool.errors import CompileError, StaleMapError
+from buildtool.gate import compiler, verify
+from buildtool.lock import image_map, staleness
 from buildtool.push.registry import Registry
 from buildtool.reference import hold_tag, parse
+from buildtool.util import fsutil
 
 from ..fake_engine import FakeRegistry
 from ..helpers import write_lock

@@ -3,8 +3,8 @@ import os
 import pytest
 import yaml
 
-from buildtool import image_map
 from buildtool.errors import ImageMapError
+from buildtool.lock import image_map
 
 D = "sha256:" + "ab" * 32
 REF = "127.0.0.1:5000/t/{}:in-0011223344556677@" + D

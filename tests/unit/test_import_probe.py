@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 
-from buildtool import build, import_probe, step_imports
+from buildtool import build
+from buildtool.check import import_probe
+from buildtool.check.pip_check_cache import PipCheckCache
 from buildtool.engine import RunResult
 from buildtool.errors import BuildError
+from buildtool.inputs import step_imports
 from buildtool.interrupt import Token
-from buildtool.pip_check_cache import PipCheckCache
 
 OTHER = "f" * 64
 

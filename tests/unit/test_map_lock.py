@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import image_map, map_lock
 from buildtool.errors import ImageMapError
-from buildtool.image_map import ImageMap, LockedImage
+from buildtool.lock import image_map, map_lock
+from buildtool.lock.image_map import ImageMap, LockedImage
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,8 +81,8 @@ WRITER = """
 import sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-from buildtool import map_lock
-from buildtool.image_map import LockedImage
+from buildtool.lock import map_lock
+from buildtool.lock.image_map import LockedImage
 prefix, rounds = sys.argv[1], int(sys.argv[2])
 steps = {steps!r}
 for n in range(rounds):

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from buildtool import pip_check_cache
-from buildtool.pip_check_cache import MAX_BYTES, MAX_ENTRIES, PipCheckCache
+from buildtool.check import pip_check_cache
+from buildtool.check.pip_check_cache import MAX_BYTES, MAX_ENTRIES, PipCheckCache
 
 A, B, C = "a" * 64, "b" * 64, "0123456789abcdef" * 4
 

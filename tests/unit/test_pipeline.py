@@ -1,6 +1,6 @@
 """The pipeline as compiled by kfp 1.8.22: caching off in both forms, the two credential forms, the script entry.
 
-The compile goes through `buildtool.compiler` with the real kfp compiler, against
+The compile goes through `buildtool.gate.compiler` with the real kfp compiler, against
 a lock written for the working tree (no engine); the step functions run in-process
 against a real local platform server.
 """
@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from buildtool import cli, compiler, config, image_map, verify
+from buildtool import cli, config
 from buildtool.errors import ConfigError
+from buildtool.gate import compiler, verify
+from buildtool.lock import image_map
 from pipeline import steps
 from pipeline.training_pipeline import SECRET_KEY_TO_ENV
 

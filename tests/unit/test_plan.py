@@ -1,4 +1,6 @@
-from buildtool import config, context, image_map, plan, step_imports
+from buildtool import config
+from buildtool.inputs import context, plan, step_imports
+from buildtool.lock import image_map
 
 EXTERNAL = "127.0.0.1:5000/lib/python:3.11"
 PIN = EXTERNAL + "@sha256:" + "1" * 64
@@ -83,7 +85,7 @@ def test_a_new_import_in_a_step_changes_that_step_image_alone(project):
     _, after = inputs_for(project)
     changed = {name for name in before if before[name].digest != after[name].digest}
     assert changed == {"upload"}
-    from buildtool import digest
+    from buildtool.inputs import digest
 
     assert digest.explain(before["upload"].items, after["upload"].items) == [
         "modules the step imports changed (os,platform_client -> csv,os,platform_client)"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from buildtool import verify
+from buildtool.gate import verify
 
 STEPS = {
     step: f"127.0.0.1:5000/corpus/{step}:in-{'0' * 16}@sha256:{digit * 64}"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import cli, config, layers, render
+from buildtool import cli, config
 from buildtool.errors import ConfigError, RenderedStaleError, TemplateError
+from buildtool.inputs import layers, render
 
 from ..conftest import REPO, write_project
 

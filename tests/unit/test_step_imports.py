@@ -1,7 +1,7 @@
 import pytest
 
-from buildtool import step_imports
 from buildtool.errors import BuildError
+from buildtool.inputs import step_imports
 
 
 def test_imports_in_a_function_body_are_found_by_top_level_name():

@@ -19,9 +19,11 @@ import pytest
 import trustme
 import yaml
 
-from buildtool import cli, compiler, config, image_map, reference
-from buildtool.digest import LABEL_INPUTS
+from buildtool import cli, config, reference
 from buildtool.errors import ClusterError
+from buildtool.gate import compiler
+from buildtool.inputs.digest import LABEL_INPUTS
+from buildtool.lock import image_map
 from buildtool.submit import execute, kfp_api
 from buildtool.submit import plan as submit_plan
 
@@ -443,7 +445,7 @@ def test_submit_verifies_through_verify_pipeline_and_uploads_the_bytes_it_verifi
     submit: Submitter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`verify`'s own function checks the bytes read once: whatever `buildtool verify` checks, submit checks."""
-    from buildtool import verify
+    from buildtool.gate import verify
 
     seen: list[bytes | None] = []
     real = verify.verify_pipeline

@@ -11,7 +11,7 @@ import yaml
 from hera.workflows.models import Workflow
 from pydantic import ValidationError
 
-from buildtool import compiler
+from buildtool.gate import compiler
 
 from ..helpers import write_lock
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from buildtool import yaml_io
+from buildtool.util import yaml_io
 
 
 def test_plain_yaml_and_json_are_read():

@@ -6,8 +6,8 @@ import os
 import secrets
 from pathlib import Path
 
-from ... import yaml_io
 from ...errors import ConfigError, PlatformError
+from ...util import yaml_io
 
 MAX_ACCOUNTS_BYTES = 1024 * 1024  # a few lines per account
 

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Protocol
 
-from ... import fsutil
+from ...util import fsutil
 from . import storage
 from .forms import excerpt, finite_number, form_boundary, json_object, receive_file_field
 from .refusals import ClientGone, Refusal

@@ -16,8 +16,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TypeGuard
 
-from ... import fsutil
 from ...errors import PlatformError
+from ...util import fsutil
 
 logger = logging.getLogger(__name__)
 

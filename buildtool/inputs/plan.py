@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..config import Config, ImageConfig
+from ..lock.image_map import ImageMap
 from . import digest
-from .config import Config, ImageConfig
 from .context import BuildContext
 from .digest import Inputs
-from .image_map import ImageMap
 
 BUILD, REUSE = "build", "reuse"
 

@@ -23,10 +23,10 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from ..config import Config, ImageConfig
+from ..errors import ConfigError, RenderedStaleError, TemplateError
+from ..util.fsutil import write_atomic
 from . import layers as layering
-from .config import Config, ImageConfig
-from .errors import ConfigError, RenderedStaleError, TemplateError
-from .fsutil import write_atomic
 
 LAYERS_FOLDER = "layers"
 # The line before a RUN whose installer cache BuildKit may keep in a cache mount: target folder, and the

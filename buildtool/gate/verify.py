@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import image_map, reference, yaml_io
-from .config import Config
-from .digest import LABEL_INPUTS
-from .errors import VerifyError
+from .. import reference
+from ..config import Config
+from ..errors import VerifyError
+from ..inputs.digest import LABEL_INPUTS
+from ..lock import image_map
+from ..util import yaml_io
 from .kfp_names import component_name
 
 if TYPE_CHECKING:  # the registry client (and requests) loads only where a command checks the registry
-    from .push.registry import Registry
+    from ..push.registry import Registry
 
 COMPONENT_SPEC = "pipelines.kubeflow.org/component_spec"
 # The line of the program kfp 1.8 writes for a Python function's component that calls the function itself.
@@ -445,7 +447,7 @@ def verify_pipeline(
 
     `data`: the file's bytes, already read (then `path` only names it); returns the workflow checked.
     """
-    from . import freshness
+    from ..lock import freshness
 
     workflow = load_workflow(path, data)
     loaded = image_map.load(config.image_map)

@@ -16,9 +16,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import yaml_io
-from .config import Config
-from .errors import StalePipelineError
+from ..config import Config
+from ..errors import StalePipelineError
+from ..util import yaml_io
 
 ANNOTATION = "buildtool/compile-inputs"
 # Annotations kfp writes that change on every compile without the pipeline changing.
@@ -140,7 +140,7 @@ def require_current(
     """
     if not full and recorded(workflow) == inputs_digest(config, steps):
         return
-    from .kfp_compile import create_workflow  # kfp: imported only when a compile is needed
+    from ..gate.kfp_compile import create_workflow  # kfp: imported only when a compile is needed
 
     where = first_difference(workflow, create_workflow(config, steps))
     if where is not None:

@@ -15,8 +15,8 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from ..errors import ImageMapError
 from . import image_map
-from .errors import ImageMapError
 from .image_map import ImageMap, LockedImage
 
 log = logging.getLogger(__name__)

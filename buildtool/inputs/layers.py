@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 REST = "rest"
 _NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")

@@ -6,10 +6,11 @@ from the map itself, and names the images and inputs that changed.
 
 from __future__ import annotations
 
-from . import context, digest, reference, step_imports
-from . import plan as planning
-from .config import Config
-from .errors import StaleMapError
+from .. import reference
+from ..config import Config
+from ..errors import StaleMapError
+from ..inputs import context, digest, step_imports
+from ..inputs import plan as planning
 from .image_map import ImageMap
 
 

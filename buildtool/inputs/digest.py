@@ -11,8 +11,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..reference import content_digest
 from .context import BuildContext, sha256_text
-from .reference import content_digest
 
 ENCODING_VERSION = "buildtool-inputs/1"
 TAG_PREFIX = "in-"

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from . import fsutil, yaml_io
-from .digest import TAG_PREFIX
-from .errors import ImageMapError
-from .reference import DIGEST_RE, pinned_problem
+from ..errors import ImageMapError
+from ..inputs.digest import TAG_PREFIX
+from ..reference import DIGEST_RE, pinned_problem
+from ..util import fsutil, yaml_io
 
 REGENERATE = "regenerate it with `buildtool build --push`"
 

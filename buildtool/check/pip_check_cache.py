@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import fsutil
+from ..util import fsutil
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import import_probe, pip_check_cache
-from .errors import BuildError, ConfigError
+from ..check import import_probe, pip_check_cache
+from ..errors import BuildError, ConfigError
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def file_sha256(path: Path) -> str:
 
 def scan(root: Path, dockerfile: str = "Dockerfile") -> BuildContext:
     """List and hash every path the engine would receive for a build of `root`."""
-    from .engine import context_paths  # here, not at the top: the docker SDK loads only when a context is scanned
+    from ..engine import context_paths  # here, not at the top: the docker SDK loads only when a context is scanned
 
     excludes = read_dockerignore(root)
     kept = context_paths(root, excludes, dockerfile)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import freshness, fsutil, image_map, staleness, verify
-from .config import Config
-from .errors import CompileError, ConfigError
+from ..config import Config
+from ..errors import CompileError, ConfigError
+from ..lock import freshness, image_map, staleness
+from ..util import fsutil
+from . import verify
 from .kfp_compile import create_workflow, render
 
 log = logging.getLogger(__name__)

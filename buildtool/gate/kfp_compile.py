@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from .config import Config
-from .errors import CompileError
+from ..config import Config
+from ..errors import CompileError
 
 log = logging.getLogger(__name__)
 
