@@ -42,8 +42,8 @@ _HEARTBEAT = 15.0  # seconds between progress lines during one long Dockerfile s
 
 
 class BuildSources(Protocol):
-    """What a build sends: context.BuildContext has these fields. (Named here, not imported: context.py calls
-    this module for docker-py's `.dockerignore` matcher.)"""
+    """What a build sends: inputs.context.BuildContext has these fields. (Named here, not imported: inputs/context.py
+    calls this module for docker-py's `.dockerignore` matcher.)"""
 
     @property
     def root(self) -> Path: ...
