@@ -52,7 +52,7 @@ def main() -> int:
     try:
         docker_build(base, REPO / "images" / "base", args.base_image)
         docker_build(download, REPO / "images" / "download", base)
-        first = step_imports.parse_probe(engine.run(download, step_imports.probe_command(modules)).output)
+        first = step_imports.parse_probe(engine.call(download, step_imports.probe_command(modules)).output)
         assert first.pip_check_code == 0 and first.fingerprint, first
         known = {first.fingerprint}
         times: dict[str, list[float]] = {"pip check runs": [], "pip check skipped": []}
@@ -60,7 +60,7 @@ def main() -> int:
             for label, offered in (("pip check runs", set()), ("pip check skipped", known)):
                 started = time.monotonic()
                 probe = step_imports.parse_probe(
-                    engine.run(download, step_imports.probe_command(modules, offered)).output, offered
+                    engine.call(download, step_imports.probe_command(modules, offered)).output, offered
                 )
                 times[label].append(time.monotonic() - started)
                 assert probe.pip_check_skipped == bool(offered) and not probe.failed_imports, probe

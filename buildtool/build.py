@@ -1,6 +1,6 @@
 """Gather a plan's inputs, execute it on the engine, and record the result in the image map.
 
-`prepare` reads the source tree and the registry (nothing changes); `run`
+`prepare` reads the source tree and the registry (nothing changes); `build_images`
 builds and pushes what the plan says (`execute`: dependencies first,
 independent images in parallel), adds the extra tags, and merges the images
 into the map under its lock, only once every image succeeded.
@@ -119,7 +119,7 @@ def check_image(
     pip check is skipped when the image's distributions (their fingerprint) already passed it in another image.
     """
     known = pip_checks.known()
-    output = engine.run(image.tagged, step_imports.probe_command(modules, known), token=token).output
+    output = engine.call(image.tagged, step_imports.probe_command(modules, known), token=token).output
     try:
         probe = step_imports.parse_probe(output, known)
     except BuildError as exc:
@@ -166,7 +166,7 @@ def cache_source(engine: Engine, image: ImagePlan, previous: ImageMap | None, ev
 
 def _base_size(engine: Engine, base: str) -> int:
     """Bytes of the base the image was built on: by its pinned reference, or by the local tag of a base built in
-    this run (an image pushed by skopeo is known to the engine by tag only)."""
+    this build (an image pushed by skopeo is known to the engine by tag only)."""
     for candidate in (base, base.split("@")[0]):
         found = engine.image_id(candidate)
         if found:
@@ -174,15 +174,15 @@ def _base_size(engine: Engine, base: str) -> int:
     return 0
 
 
-def _held_by_registry(run: _Run, image: ImagePlan, base: str, pulled: list[str]) -> tuple[set[str], set[str]]:
+def _held_by_registry(shared: _Shared, image: ImagePlan, base: str, pulled: list[str]) -> tuple[set[str], set[str]]:
     """Diff IDs of the layers the registry holds among the images this one shares layers with (its base, and the
     map's previous image of it), and those of them whose registry digests the engine keeps, so that its push
-    skips them: the base's (the engine pushed or pulled it) and the previous image's when this run pulled it
+    skips them: the base's (the engine pushed or pulled it) and the previous image's when this build pulled it
     (`pulled`). The engine's RepoDigests do not tell: a pull of an image it already has records none of its
     layers. Only images in the target's registry count; an unreadable one counts as none."""
     target = reference.parse(image.tagged)
     sources = [base]
-    locked = run.previous.images.get(image.name) if run.previous is not None else None
+    locked = shared.previous.images.get(image.name) if shared.previous is not None else None
     if locked is not None:
         sources.append(locked.reference)
     held: set[str] = set()
@@ -192,7 +192,7 @@ def _held_by_registry(run: _Run, image: ImagePlan, base: str, pulled: list[str])
         if ref.domain != target.domain or not ref.digest:
             continue
         try:
-            layers = run.registry.layers(ref, run.config.platform)
+            layers = shared.registry.layers(ref, shared.config.platform)
         except RegistryError as exc:
             log.info("not counting the layers of %s: %s", text, exc)
             continue
@@ -203,16 +203,16 @@ def _held_by_registry(run: _Run, image: ImagePlan, base: str, pulled: list[str])
 
 
 def _count_layers(
-    run: _Run, engine: Engine, image: ImagePlan, image_id: str, base: str, pulled: list[str]
+    shared: _Shared, engine: Engine, image: ImagePlan, image_id: str, base: str, pulled: list[str]
 ) -> pushing.LayerCount:
     info = engine.layers(image_id)
-    held, known = _held_by_registry(run, image, base, pulled)
+    held, known = _held_by_registry(shared, image, base, pulled)
     return pushing.count_layers(info.diff_ids, info.sizes, info.size, _base_size(engine, base), held, known)
 
 
 @dataclass(frozen=True)
-class _Run:
-    """What every image of one run shares."""
+class _Shared:
+    """What every image of one build shares."""
 
     prepared: Prepared
     engine: Engine | None
@@ -227,52 +227,52 @@ class _Run:
     builder: Builder | None
 
 
-def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Result:
+def _build_one(image: ImagePlan, results: Mapping[str, Result], shared: _Shared) -> Result:
     started = time.monotonic()
-    events = run.events
+    events = shared.events
     if image.action != BUILD:
         events(image.name, f"reuse {image.tagged}@{image.existing_digest}")
         return Result(image.name, f"{image.tagged}@{image.existing_digest}", image.action, 0.0)
-    engine = run.engine
+    engine = shared.engine
     assert engine is not None, "an image to build needs an engine"
     base = results[image.base_image].reference if image.base_image else str(image.external_base)
     args = {**dict(image.build_args), BASE_IMAGE_ARG: base}
-    cache_from = cache_source(engine, image, run.previous, events)
+    cache_from = cache_source(engine, image, shared.previous, events)
     reusing = " (layers of the previous image reusable)" if cache_from else ""
     events(image.name, f"build {image.tagged} on {base}{reusing}")
-    planned = run.prepared.contexts[image.name]
+    planned = shared.prepared.contexts[image.name]
     if context.scan(planned.root, planned.dockerfile) != planned:
         # The tag names what was hashed: sources edited since then must not be pushed under it.
         raise BuildError(
             f"image {image.name}: files of {planned.root} changed since the build was planned; run it again"
         )
-    run.token.raise_if_cancelled()
-    builder = run.builder or ClassicBuilder(engine)
+    shared.token.raise_if_cancelled()
+    builder = shared.builder or ClassicBuilder(engine)
     image_id = builder.build(
         planned,
         image.tagged,
         args,
-        platform=run.config.platform,
+        platform=shared.config.platform,
         labels={LABEL_INPUTS: image.inputs.digest, LABEL_IMAGE: image.name},
         cache_from=cache_from,
         progress=lambda message: events(image.name, message),
-        token=run.token,
+        token=shared.token,
     )
-    run.token.raise_if_cancelled()
-    modules = run.prepared.step_modules.get(image.step, []) if image.step else None
-    check_token = run.token.child()
+    shared.token.raise_if_cancelled()
+    modules = shared.prepared.step_modules.get(image.step, []) if image.step else None
+    check_token = shared.token.child()
 
     def check() -> None:
         if modules is not None:
-            check_image(engine, image, modules, events, check_token, run.pip_checks)
+            check_image(engine, image, modules, events, check_token, shared.pip_checks)
 
-    if not run.push:
+    if not shared.push:
         check()
         events(image.name, f"built {image.tagged} in {time.monotonic() - started:.0f}s (not pushed)")
         return Result(image.name, image.tagged, image.action, time.monotonic() - started)
-    assert run.workdir is not None
-    count = _count_layers(run, engine, image, image_id, base, cache_from)
-    pusher = pushing.pusher_for(run.config, engine, count.new_bytes, count.engine_bytes)
+    assert shared.workdir is not None
+    count = _count_layers(shared, engine, image, image_id, base, cache_from)
+    pusher = pushing.pusher_for(shared.config, engine, count.new_bytes, count.engine_bytes)
     target = reference.parse(image.tagged)
     job = pushing.PushJob(
         image.name,
@@ -280,13 +280,13 @@ def _run_one(image: ImagePlan, results: Mapping[str, Result], run: _Run) -> Resu
         image_id,
         target,
         pushing.staging_reference(target),
-        run.workdir,
-        run.config.compression_level,
-        run.token.child(),
+        shared.workdir,
+        shared.config.compression_level,
+        shared.token.child(),
         lambda message: events(image.name, message),
     )
     events(image.name, f"push via {pusher.name} ({count.describe()}) to {job.staging} while it is checked")
-    digest = pushing.publish_checked(job, pusher, run.registry, check)
+    digest = pushing.publish_checked(job, pusher, shared.registry, check)
     events(image.name, f"pushed {image.tagged}@{digest} in {time.monotonic() - started:.0f}s")
     return Result(image.name, f"{image.tagged}@{digest}", image.action, time.monotonic() - started)
 
@@ -311,12 +311,12 @@ def execute(
 ) -> dict[str, Result]:
     """Run the plan: an image starts once its base is done; on the first failure nothing new starts.
 
-    Images run in daemon threads that the main thread waits for in short slices, so a signal reaches it at
-    once; the token then stops what the images run (skopeo, the engine's push, check containers).
+    Images are built in daemon threads that the main thread waits for in short slices, so a signal reaches it at
+    once; the token then stops what the images started (skopeo, the engine's push, check containers).
     """
     if pip_checks is None:
         pip_checks = PipCheckCache.default()
-    run = _Run(
+    shared = _Shared(
         prepared, engine, registry, config, push, events, token or Token(), workdir, previous, pip_checks, builder
     )
     results: dict[str, Result] = {}
@@ -327,7 +327,7 @@ def execute(
 
     def work(image: ImagePlan, done: Mapping[str, Result]) -> None:
         try:
-            outcome: Result | BaseException = _run_one(image, done, run)
+            outcome: Result | BaseException = _build_one(image, done, shared)
         except BaseException as exc:  # handed to the main thread
             outcome = exc
         finished.put((image, outcome))
@@ -358,7 +358,7 @@ def execute(
             else:  # unanticipated: still stop starting new work, and say which image
                 errors.append(BuildError(f"image {image.name}: unexpected {outcome.__class__.__name__}: {outcome}"))
     except Interrupted:
-        run.token.cancel()
+        shared.token.cancel()
         deadline = time.monotonic() + _STOP_WAIT
         for thread in running.values():  # they delete their staging images; the process exit ends the rest
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -374,7 +374,7 @@ def execute(
 
 
 def entries(prepared: Prepared, results: Mapping[str, Result]) -> dict[str, LockedImage]:
-    """The map's entries for this run's images."""
+    """The map's entries for this build's images."""
     locked = {}
     for name, result in results.items():
         planned = prepared.plan.get(name)
@@ -411,7 +411,7 @@ def check_extra_tags(tags: list[str], push: bool) -> None:
             )
 
 
-def run(
+def build_images(
     full: Config,
     selected: Config,
     prepared: Prepared,
@@ -436,7 +436,7 @@ def run(
         if engine is not None:
             chosen, why = builders.choose(selected, engine, builder)
             events("-", why)
-        with workdir.run_folder() as folder:
+        with workdir.work_folder() as folder:
             results = execute(
                 prepared,
                 engine,

@@ -88,7 +88,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                 print(line)
             if args.dry_run:
                 return 0
-            outcome = building.run(
+            outcome = building.build_images(
                 full,
                 selected,
                 prepared,

@@ -56,7 +56,7 @@ class BuildSources(Protocol):
 
 
 @dataclass(frozen=True)
-class RunResult:
+class ContainerResult:
     exit_code: int
     output: str
     #: The container outlived the `deadline` it was given, and was removed.
@@ -446,7 +446,7 @@ class Engine:
             raise PushError(f"push of {repository}:{tag} ended without a digest from the registry")
         return digest
 
-    def run(
+    def call(
         self,
         image: str,
         command: list[str],
@@ -460,8 +460,8 @@ class Engine:
         token: Token | None = None,
         binds: Sequence[Bind] = (),
         deadline: float | None = None,
-    ) -> RunResult:
-        """Run `command` in a fresh container of `image` (no network unless asked); return its exit code and output.
+    ) -> ContainerResult:
+        """Call `command` in a fresh container of `image` (no network unless asked); return its exit code and output.
 
         `network_mode` ("host", "none", a network's name, "container:ID") wins over `network` when given;
         `labels` are the container's, so that `docker ps --filter label=...` finds it while it runs. A container
@@ -510,7 +510,7 @@ class Engine:
                     if timer is not None:
                         timer.cancel()
                 output = container.logs(stdout=True, stderr=True).decode(errors="replace")
-                return RunResult(int(result.get("StatusCode", -1)), output, expired.is_set())
+                return ContainerResult(int(result.get("StatusCode", -1)), output, expired.is_set())
             finally:
                 with contextlib.suppress(NotFound):
                     container.remove(force=True)

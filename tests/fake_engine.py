@@ -445,7 +445,7 @@ class FakeEngine(_Served):
     - `push_streams[name]`: the chunks its push sends (default: layers pushed, then the digest the
       registry stored: a push stores the manifest in `registry`);
     - `push_reports[name]`: a digest the push reports instead of the stored one;
-    - `run_results[name]`: (exit code, output) of containers of that image (default: the import probe passes);
+    - `call_results[name]`: (exit code, output) of containers of that image (default: the import probe passes);
     - `build_delays[name]`: seconds its build takes;
     - `push_delays[name]`: seconds between the chunks of its push (a long upload, to cancel);
     - `sizes[name]`: the bytes its inspect reports (default 10 MB);
@@ -457,7 +457,7 @@ class FakeEngine(_Served):
     push_streams: dict[str, list[Chunk]] = field(default_factory=dict)
     push_reports: dict[str, str] = field(default_factory=dict)
     pull_streams: dict[str, list[Chunk]] = field(default_factory=dict)
-    run_results: dict[str, tuple[int, str]] = field(default_factory=dict)
+    call_results: dict[str, tuple[int, str]] = field(default_factory=dict)
     export_tars: dict[str, bytes] = field(default_factory=dict)
     driver_status: list[list[str]] = field(default_factory=lambda: [["Backing Filesystem", "extfs"]])
     build_delays: dict[str, float] = field(default_factory=dict)  # seconds before a build answers
@@ -670,7 +670,7 @@ class FakeEngine(_Served):
             image = spec.get("Image", "")
             with self._lock:
                 cid = hashlib.sha256(f"{image}{len(self.containers)}".encode()).hexdigest()
-                code, output = self.run_results.get(image_name(image), (0, probe_output()))
+                code, output = self.call_results.get(image_name(image), (0, probe_output()))
                 self.containers[cid] = Container(cid, image, list(spec.get("Cmd") or []), code, output)
             request.send(201, {"Id": cid, "Warnings": []})
             return

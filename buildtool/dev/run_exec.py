@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineError, Interrupted, RunError
 from ..util.progress import Events
-from . import local_run as lr
+from . import local_run
 from .local_run import RUN_LABEL, RunPlan, Scope, StepRun
 from .run_checks import escape
 from .run_expr import depends_holds, when_holds
@@ -176,7 +176,7 @@ class _Executor:
 
     # -- DAGs --
 
-    def run_dag(
+    def execute_dag(
         self,
         name: str,
         prefix: str,
@@ -187,11 +187,14 @@ class _Executor:
         """Run DAG template `name`; return its state and its output parameters and artifacts (host paths)."""
         template = self.plan.templates[name]
         where = f"template {name}"
-        tasks = lr.dag_order(template["dag"].get("tasks") or [], where)
-        inputs = lr.template_inputs(template, parameters, where)
-        values = {**lr.workflow_scope(self.plan, status), **{f"inputs.parameters.{k}": v for k, v in inputs.items()}}
+        tasks = local_run.dag_order(template["dag"].get("tasks") or [], where)
+        inputs = local_run.template_inputs(template, parameters, where)
+        values = {
+            **local_run.workflow_scope(self.plan, status),
+            **{f"inputs.parameters.{k}": v for k, v in inputs.items()},
+        }
         files = {f"inputs.artifacts.{k}": v for k, v in artifacts.items()}
-        needs = {t["name"]: lr.task_needs(t, f"{where}: task {t['name']}") for t in tasks}
+        needs = {t["name"]: local_run.task_needs(t, f"{where}: task {t['name']}") for t in tasks}
         states: dict[str, str] = {}
         running: dict[str, threading.Thread] = {}
         finished = threading.Condition()
@@ -199,7 +202,7 @@ class _Executor:
 
         def work(task: Mapping[str, Any], scope: Scope) -> None:
             try:
-                result = self.run_task(task, prefix + task["name"], scope, status)
+                result = self.execute_task(task, prefix + task["name"], scope, status)
             except Interrupted:
                 result = NodeResult(prefix + task["name"], "failed", reason="interrupted")
             except Exception as exc:  # the DAG waits for every task: a thread must always report
@@ -269,7 +272,9 @@ class _Executor:
         if task.get("depends") is not None:
             holds = depends_holds(str(task["depends"]), states, f"task {node}: depends")
             return "" if holds else f"depends {task['depends']} does not hold"
-        bad = sorted(n for n in lr.task_needs(task, f"task {node}") if states.get(n) not in ("succeeded", "skipped"))
+        bad = sorted(
+            n for n in local_run.task_needs(task, f"task {node}") if states.get(n) not in ("succeeded", "skipped")
+        )
         return f"needs {', '.join(bad)}, which did not succeed" if bad else ""
 
     def dag_outputs(
@@ -279,7 +284,7 @@ class _Executor:
             return {}, {}
         outputs = template.get("outputs") or {}
         parameters = {
-            p["name"]: lr.substitute(
+            p["name"]: local_run.substitute(
                 str((p.get("valueFrom") or {}).get("parameter", "")),
                 scope.values,
                 f"{where}: outputs.parameters.{p['name']}",
@@ -298,12 +303,12 @@ class _Executor:
 
     # -- tasks --
 
-    def run_task(self, task: Mapping[str, Any], node: str, scope: Scope, status: str) -> NodeResult:
+    def execute_task(self, task: Mapping[str, Any], node: str, scope: Scope, status: str) -> NodeResult:
         """One task: a single node, or one per loop item (run at once, bounded by the job slots)."""
         where = f"task {node}"
-        items = lr.loop_items(task, scope.values, where)
+        items = local_run.loop_items(task, scope.values, where)
         if items is None:
-            return self.run_node(task, node, scope, status)
+            return self.execute_node(task, node, scope, status)
         started = time.monotonic()
         self.events(node, f"loop over {len(items)} item(s)")
         results: list[NodeResult] = []
@@ -311,8 +316,8 @@ class _Executor:
         def one(index: int, item: Any) -> None:
             child = f"{node}({index})"
             try:
-                result = self.run_node(
-                    task, child, Scope({**scope.values, **lr.item_values(item)}, scope.artifacts), status
+                result = self.execute_node(
+                    task, child, Scope({**scope.values, **local_run.item_values(item)}, scope.artifacts), status
                 )
             except Interrupted:
                 result = NodeResult(child, "failed", reason="interrupted")
@@ -336,15 +341,17 @@ class _Executor:
             NodeResult(node, state, time.monotonic() - started, reason=failed[0].reason if failed else "")
         )
 
-    def run_node(self, task: Mapping[str, Any], node: str, scope: Scope, status: str) -> NodeResult:
+    def execute_node(self, task: Mapping[str, Any], node: str, scope: Scope, status: str) -> NodeResult:
         where = f"task {node}"
         self.check_cancel()
         template = self.plan.templates[task["template"]]
-        parameters, artifacts = lr.task_arguments(task, scope, where)
+        parameters, artifacts = local_run.task_arguments(task, scope, where)
         if "container" in template:
-            return self.run_step(lr.resolve_step(self.plan, template, node, parameters, artifacts, status))
+            return self.execute_step(local_run.resolve_step(self.plan, template, node, parameters, artifacts, status))
         started = time.monotonic()
-        state, out_parameters, out_artifacts = self.run_dag(task["template"], node + "/", parameters, artifacts, status)
+        state, out_parameters, out_artifacts = self.execute_dag(
+            task["template"], node + "/", parameters, artifacts, status
+        )
         first = next((n.reason for n in self.nodes if n.state == "failed" and n.node.startswith(node + "/")), "")
         return self.record(
             NodeResult(
@@ -359,7 +366,7 @@ class _Executor:
 
     # -- steps --
 
-    def run_step(self, step: StepRun) -> NodeResult:
+    def execute_step(self, step: StepRun) -> NodeResult:
         from ..engine import Bind
 
         binds = []
@@ -389,7 +396,7 @@ class _Executor:
                 self.events(step.task, f"env: {step.shown_env()}")
             for attempt in range(step.retries + 1):
                 try:
-                    result = self.engine.run(
+                    result = self.engine.call(
                         step.image,
                         step.argv,
                         network_mode=self.network_mode,
@@ -490,13 +497,13 @@ def execute_run(
     if threads is not None:
         executor.threads = threads
     events("run", f"artifacts under {escape(root)}")
-    state, _, _ = executor.run_dag(plan.entrypoint, "", plan.values, {})
+    state, _, _ = executor.execute_dag(plan.entrypoint, "", plan.values, {})
     if plan.on_exit is not None:
         status = "Succeeded" if state == "succeeded" else "Failed"
         events(plan.on_exit, f"exit handler (workflow status {status})")
         exit_task = {"name": plan.on_exit, "template": plan.on_exit}
         try:
-            executor.run_node(exit_task, plan.on_exit, Scope(lr.workflow_scope(plan, status), {}), status)
+            executor.execute_node(exit_task, plan.on_exit, Scope(local_run.workflow_scope(plan, status), {}), status)
         except (RunError, EngineError) as exc:
             executor.record(NodeResult(plan.on_exit, "failed", reason=plan.mask(f"exit handler: {exc}")))
     return RunOutcome(executor.nodes, executor.failure, root)

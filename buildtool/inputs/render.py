@@ -26,7 +26,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from ..config import Config, ImageConfig
 from ..errors import ConfigError, RenderedStaleError, TemplateError
 from ..util.fsutil import write_atomic
-from . import layers as layering
+from .layers import Group, group_file, groups, parse_lock
 
 LAYERS_FOLDER = "layers"
 # The line before a RUN whose installer cache BuildKit may keep in a cache mount: target folder, and the
@@ -83,7 +83,7 @@ def outputs(config: Config, image: ImageConfig) -> list[Output]:
     template_path = config.templates / image.template
     shown = _relative(config, template_path)
     result: list[Output] = []
-    groups: tuple[layering.Group, ...] = ()
+    image_groups: tuple[Group, ...] = ()
     if image.requirements is not None:
         lock = image.context / image.requirements
         where = _relative(config, lock)
@@ -91,13 +91,9 @@ def outputs(config: Config, image: ImageConfig) -> list[Output]:
             text = lock.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{where}: cannot be read ({exc.__class__.__name__}); fix the file") from None
-        packages = layering.parse_lock(text, where)
-        groups = layering.groups(
-            packages, image.layers, f"{config.path}: [tool.buildtool]", f"images.{image.name}.layers"
-        )
-        result += [
-            Output(image.context / g.file, layering.group_file(g, image.requirements, image.name)) for g in groups
-        ]
+        packages = parse_lock(text, where)
+        image_groups = groups(packages, image.layers, f"{config.path}: [tool.buildtool]", f"images.{image.name}.layers")
+        result += [Output(image.context / g.file, group_file(g, image.requirements, image.name)) for g in image_groups]
     if not template_path.is_file():
         raise TemplateError(
             f"{shown}: no such template (images.{image.name}.template in {config.path.name}); "
@@ -113,7 +109,7 @@ def outputs(config: Config, image: ImageConfig) -> list[Output]:
             types.MappingProxyType(
                 {"index": g.index, "name": g.name, "file": g.file, "roots": g.roots, "count": len(g.packages)}
             )
-            for g in groups
+            for g in image_groups
         ],
         "cache_mark": CACHE_MOUNT_MARK,
     }

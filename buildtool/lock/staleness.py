@@ -10,7 +10,7 @@ from .. import reference
 from ..config import Config
 from ..errors import StaleMapError
 from ..inputs import context, digest, step_imports
-from ..inputs import plan as planning
+from ..inputs.plan import compute_inputs
 from .image_map import ImageMap
 
 
@@ -49,7 +49,7 @@ def stale_images(config: Config, image_map: ImageMap) -> dict[str, list[str]]:
     if stale:
         return stale
     contexts = {i.name: context.scan(i.context, i.dockerfile) for i in config.images}
-    inputs = planning.compute_inputs(config, contexts, external_digests, step_imports.for_config(config))
+    inputs = compute_inputs(config, contexts, external_digests, step_imports.for_config(config))
     for image in config.images:
         locked = image_map.images[image.name]
         if inputs[image.name].digest != locked.inputs_digest:

@@ -68,7 +68,7 @@ def private_folder(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def run_folder(root: Path | None = None) -> Iterator[Path]:
+def work_folder(root: Path | None = None) -> Iterator[Path]:
     """A fresh, locked folder for this run's push files; removed when the block ends, however it ends."""
     clean_stale(root)
     folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=root))

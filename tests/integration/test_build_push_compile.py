@@ -258,7 +258,7 @@ def test_pushed_images_pull_back_by_digest_and_run(small_project, engine_client,
         for step, ref in mapping.steps.items():
             assert engine.image_id(ref) is None, step
             engine.pull(ref)
-            result = engine.run(ref, ["python3", "-c", "import os; print(' '.join(os.listdir('/opt')))"])
+            result = engine.call(ref, ["python3", "-c", "import os; print(' '.join(os.listdir('/opt')))"])
             assert result.exit_code == 0, result.output
             folders = set(result.output.split())  # what the layers put in /opt (COPY . /opt/<image>/)
             assert "base" in folders, step

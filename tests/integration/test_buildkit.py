@@ -54,7 +54,7 @@ def test_the_installer_cache_is_a_cache_mount(tmp_path, cli, engine_client, regi
                 progress=lambda _: None,
                 token=Token(),
             )
-            result = engine.run(
+            result = engine.call(
                 image,
                 [
                     "sh",

@@ -200,7 +200,7 @@ def run_failing(
 
 
 def model_check(engine: Engine, image: str, dataset_dir: Path, model_dir: Path) -> dict[str, Any]:
-    result = engine.run(
+    result = engine.call(
         image,
         ["python3", "-c", MODEL_CHECK],
         network_mode="none",

@@ -68,7 +68,7 @@ class RecordingEngine:
     def image_id(self, ref: str) -> str:
         return "sha256:" + "0" * 64
 
-    def run(self, image: str, command: Any, **options: Any) -> Any:
+    def call(self, image: str, command: Any, **options: Any) -> Any:
         self.calls.append((image, command, options))
         result = self.results.pop(0)
         if result.exit_code == 0:

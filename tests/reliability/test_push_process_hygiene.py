@@ -60,7 +60,7 @@ from buildtool.push.job import PushJob, staging_reference
 from buildtool.push.skopeo import SkopeoPusher
 
 target = reference.parse("registry.example.com:5000/lab/training:in-" + "1" * 16)
-with workdir.run_folder(Path({root!r})) as folder:
+with workdir.work_folder(Path({root!r})) as folder:
     print(folder, flush=True)
     job = PushJob("training", "lab/training:in-" + "1" * 16, "sha256:" + "e" * 64, target,
                   staging_reference(target), folder, 6, Token(), lambda message: print(message, flush=True))

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from buildtool.dev import local_run, run_exec
-from buildtool.engine import Bind, RunResult
+from buildtool.engine import Bind, ContainerResult
 
 from ..conftest import write_project
 from .run_fixtures import RecordingEngine, compile_project
@@ -50,7 +50,7 @@ def test_every_input_taken_from_one_output_is_mounted(
         task["arguments"]["artifacts"].append(
             {"name": name, "from": f"{{{{tasks.{DOWNLOAD}.outputs.artifacts.{DOWNLOAD}-output}}}}"}
         )
-    engine = RecordingEngine([RunResult(0, "")] * 3)
+    engine = RecordingEngine([ContainerResult(0, "")] * 3)
     plan = local_run.plan_run(workflow, ARGUMENTS)
     outcome = run_exec.execute_run(plan, engine, tmp_path / "work", lambda who, what: None)
     assert outcome.failure is None

@@ -220,7 +220,7 @@ def test_a_push_stream_cut_midway_fails_the_build(fake: FakeSetup) -> None:
 
 def test_a_step_import_missing_from_its_image_fails_before_the_push(fake: FakeSetup) -> None:
     missing = {"tensorflow": "ModuleNotFoundError: No module named 'tensorflow'"}
-    fake.engine.run_results["training"] = (0, probe_output(missing))
+    fake.engine.call_results["training"] = (0, probe_output(missing))
     code, _, err = fake.cli("build", "--push", "--jobs", "1")
     assert code == 6
     assert "step training imports tensorflow: not installed in image training" in error_line(err)
@@ -232,14 +232,14 @@ def test_a_step_import_missing_from_its_image_fails_before_the_push(fake: FakeSe
 
 def test_broken_requirements_in_an_image_fail_the_build(fake: FakeSetup) -> None:
     broken = "numpy 1 has requirement x, you have y\n"
-    fake.engine.run_results["upload"] = (0, probe_output(pip_code=1, pip_output=broken))
+    fake.engine.call_results["upload"] = (0, probe_output(pip_code=1, pip_output=broken))
     code, _, err = fake.cli("build", "--push")
     assert code == 6
     assert "image upload: `pip check` found broken requirements: numpy 1 has requirement x" in error_line(err)
 
 
 def test_an_image_without_python_fails_the_import_check(fake: FakeSetup) -> None:
-    fake.engine.run_results["download"] = (127, 'exec: "python3": executable file not found in $PATH\n')
+    fake.engine.call_results["download"] = (127, 'exec: "python3": executable file not found in $PATH\n')
     code, _, err = fake.cli("build", "--push")
     assert code == 6
     assert "the import check printed no result" in error_line(err) and "python3" in err

@@ -233,12 +233,12 @@ def test_pull_by_digest_and_its_error_chunks(parts):
 
 def test_run_returns_exit_code_and_output_and_removes_the_container(parts):
     fake, _, client, _ = parts
-    fake.run_results["app"] = (3, "line one\nline two\n")
-    result = client.run("r/t/app:in-1", ["python3", "-c", "x"])
+    fake.call_results["app"] = (3, "line one\nline two\n")
+    result = client.call("r/t/app:in-1", ["python3", "-c", "x"])
     assert (result.exit_code, result.output) == (3, "line one\nline two\n")
     (container,) = fake.containers.values()
     assert container.command == ["python3", "-c", "x"] and container.removed
-    assert client.run("r/t/other:1", ["true"]).output == probe_output()
+    assert client.call("r/t/other:1", ["true"]).output == probe_output()
 
 
 def test_inspect_size_and_the_image_store(parts):
@@ -271,7 +271,7 @@ def test_an_engine_gone_mid_session_is_an_engine_error_for_every_call(parts):
     with pytest.raises(EngineError, match="pull of r/t/app:1 failed: ConnectionError"):
         client.pull("r/t/app:1")
     with pytest.raises(EngineError, match="running a container of r/t/app:1 failed: ConnectionError"):
-        client.run("r/t/app:1", ["true"])
+        client.call("r/t/app:1", ["true"])
     with pytest.raises(BuildError, match=r"build of r/t/app:1 failed at \(before the first step\): ConnectionError"):
         client.build(ctx, "r/t/app:1", {})
     with pytest.raises(PushError, match="push of r/t/app:1 failed: ConnectionError"):

@@ -19,7 +19,7 @@ import pytest
 from buildtool import build
 from buildtool.check import import_probe
 from buildtool.check.pip_check_cache import PipCheckCache
-from buildtool.engine import RunResult
+from buildtool.engine import ContainerResult
 from buildtool.errors import BuildError
 from buildtool.inputs import step_imports
 from buildtool.interrupt import Token
@@ -240,9 +240,9 @@ class LocalEngine:
     def __init__(self, cwd: Path, pythonpath: Path | None = None) -> None:
         self.cwd, self.pythonpath, self.commands = cwd, pythonpath, []
 
-    def run(self, image: str, command: list[str], *, token: Token | None = None, **_: Any) -> RunResult:
+    def call(self, image: str, command: list[str], *, token: Token | None = None, **_: Any) -> ContainerResult:
         self.commands.append(command)
-        return RunResult(
+        return ContainerResult(
             0, run_probe(self.cwd, command[3].split(",") if command[3] else [], command[4:], self.pythonpath)
         )
 
@@ -312,8 +312,8 @@ def test_a_failed_pip_check_fails_the_image_and_is_not_recorded(tmp_path):
 
 def test_a_probe_that_claims_a_skip_it_was_not_offered_fails_the_image(tmp_path):
     class Lying(LocalEngine):
-        def run(self, image: str, command: list[str], **_: Any) -> RunResult:
-            return RunResult(0, probe_line({"imports": {}, "fingerprint": OTHER, "pip_check": None}))
+        def call(self, image: str, command: list[str], **_: Any) -> ContainerResult:
+            return ContainerResult(0, probe_line({"imports": {}, "fingerprint": OTHER, "pip_check": None}))
 
     cache = PipCheckCache(tmp_path / "pip-check.json")
     with pytest.raises(BuildError, match="^image download: the import check says it skipped pip check"):

@@ -14,7 +14,7 @@ import yaml
 
 from buildtool import cli
 from buildtool.dev import local_run, run_checks, run_exec
-from buildtool.engine import Bind, RunResult
+from buildtool.engine import Bind, ContainerResult
 from buildtool.errors import EngineError, ImageMapError, RunError
 
 from ..conftest import write_project
@@ -153,7 +153,10 @@ def execute(workflow, engine, workdir, events=None, arguments=ARGUMENTS):
 
 def test_execute_mounts_artifacts_and_stops_after_a_failing_step(compiled, tmp_path):
     engine = RecordingEngine(
-        [RunResult(0, "downloaded\n"), RunResult(3, "".join(f"line {n}\n" for n in range(40)) + f"bad key {SECRET}\n")]
+        [
+            ContainerResult(0, "downloaded\n"),
+            ContainerResult(3, "".join(f"line {n}\n" for n in range(40)) + f"bad key {SECRET}\n"),
+        ]
     )
     events = []
     outcome = execute(compiled[0], engine, tmp_path / "work", lambda who, what: events.append((who, what)))
@@ -195,7 +198,7 @@ class EmptyEngine(RecordingEngine):
 
 def test_execute_pulls_the_pinned_images_the_engine_lacks(compiled, tmp_path):
     steps = preview(compiled[0], ARGUMENTS)
-    engine = EmptyEngine([RunResult(0, "")] * 3)
+    engine = EmptyEngine([ContainerResult(0, "")] * 3)
     assert execute(compiled[0], engine, tmp_path / "work").failure is None
     assert sorted(engine.pulled) == sorted({s.image for s in steps})
     assert [image for image, _, _ in engine.calls] == [s.image for s in steps]
@@ -302,7 +305,7 @@ def test_plain_env_values_pass_through_resolved(compiled):
 
 def test_execute_hands_the_environment_and_the_run_label_to_the_engine(with_secret, tmp_path):
     params = [f"{k}={v}" for k, v in ARGUMENTS.items() if k not in ("access_key", "secret_key")]
-    engine = RecordingEngine([RunResult(0, f"saw {SECRET}\n")] * 3)
+    engine = RecordingEngine([ContainerResult(0, f"saw {SECRET}\n")] * 3)
     events = []
     plan = local_run.plan_checked(with_secret[0], params, HOST_ENV, with_secret[1])
     outcome = run_exec.execute_run(plan, engine, tmp_path / "work", lambda who, what: events.append((who, what)))
@@ -396,11 +399,11 @@ class PlantingEngine(RecordingEngine):
         super().__init__(results)
         self.link, self.target = link, target
 
-    def run(self, image, command, **options):
+    def call(self, image, command, **options):
         if not self.calls:
             self.link.parent.mkdir(parents=True, exist_ok=True)
             self.link.symlink_to(self.target, target_is_directory=True)
-        return super().run(image, command, **options)
+        return super().call(image, command, **options)
 
 
 @pytest.mark.parametrize("depth", ["task", "artifact"])
@@ -408,7 +411,7 @@ def test_a_symlink_planted_during_the_run_is_refused_before_it_is_mounted(compil
     work, outside = tmp_path / "work", tmp_path / "outside"
     outside.mkdir()
     link = work / TRAINING if depth == "task" else work / TRAINING / "training-output"
-    engine = PlantingEngine([RunResult(0, "")] * 3, link, outside)
+    engine = PlantingEngine([ContainerResult(0, "")] * 3, link, outside)
     outcome = execute(compiled[0], engine, work)
     assert (
         f"{link.resolve() if depth == 'artifact' else link}: a symlink in the work folder" in outcome.failure
@@ -453,12 +456,12 @@ class WritingEngine(RecordingEngine):
     """A first step that leaves `make(folder)` in the folder around its output, as a hostile step could."""
 
     def __init__(self, make):
-        super().__init__([RunResult(0, "")] * 3)
+        super().__init__([ContainerResult(0, "")] * 3)
         self.make = make
 
-    def run(self, image, command, **options):
+    def call(self, image, command, **options):
         if self.calls:
-            return super().run(image, command, **options)
+            return super().call(image, command, **options)
         self.calls.append((image, command, options))
         for bind in options["binds"]:
             self.make(Path(bind.source))

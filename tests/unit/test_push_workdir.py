@@ -13,7 +13,7 @@ from buildtool.push import workdir
 
 def test_the_folder_goes_at_the_end_even_on_an_error(tmp_path):
     try:
-        with workdir.run_folder(tmp_path) as folder:
+        with workdir.work_folder(tmp_path) as folder:
             (folder / "layer.tar").write_bytes(b"x" * 1000)
             raise KeyboardInterrupt
     except KeyboardInterrupt:
@@ -32,7 +32,7 @@ def test_a_killed_runs_folder_is_removed_and_a_live_ones_kept(tmp_path):
         from pathlib import Path
         sys.path.insert(0, {os.getcwd()!r})
         from buildtool.push import workdir
-        with workdir.run_folder(Path({str(tmp_path)!r})) as folder:
+        with workdir.work_folder(Path({str(tmp_path)!r})) as folder:
             (folder / "docker-tar123").write_bytes(b"x" * 100000)
             print(folder, flush=True)
             time.sleep(60)
@@ -52,7 +52,7 @@ def test_a_killed_runs_folder_is_removed_and_a_live_ones_kept(tmp_path):
         from pathlib import Path
         sys.path.insert(0, {os.getcwd()!r})
         from buildtool.push import workdir
-        with workdir.run_folder(Path({str(tmp_path)!r})) as folder:
+        with workdir.work_folder(Path({str(tmp_path)!r})) as folder:
             print(folder, flush=True)
             time.sleep(60)
     """),

@@ -7,7 +7,7 @@ order the threads start in.
 import pytest
 
 from buildtool.dev import local_run, run_exec
-from buildtool.engine import RunResult
+from buildtool.engine import ContainerResult
 
 IMAGE = "127.0.0.1:5000/x/step@sha256:" + "1" * 64
 
@@ -21,9 +21,9 @@ class ExitingEngine:
     def image_id(self, ref):
         return "sha256:" + "0" * 64
 
-    def run(self, image, command, **options):
+    def call(self, image, command, **options):
         self.ran.append(command[-1])
-        return RunResult(int(command[2].split()[-1]), "")
+        return ContainerResult(int(command[2].split()[-1]), "")
 
 
 def workflow(tasks, **spec):
