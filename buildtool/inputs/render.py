@@ -82,18 +82,10 @@ def outputs(config: Config, image: ImageConfig) -> list[Output]:
     assert config.templates is not None, "a loaded configuration names its templates folder"
     template_path = config.templates / image.template
     shown = _relative(config, template_path)
+    image_groups = _layer_groups(config, image)
     result: list[Output] = []
-    image_groups: tuple[Group, ...] = ()
     if image.requirements is not None:
-        lock = image.context / image.requirements
-        where = _relative(config, lock)
-        try:
-            text = lock.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{where}: cannot be read ({exc.__class__.__name__}); fix the file") from None
-        packages = parse_lock(text, where)
-        image_groups = groups(packages, image.layers, f"{config.path}: [tool.buildtool]", f"images.{image.name}.layers")
-        result += [Output(image.context / g.file, group_file(g, image.requirements, image.name)) for g in image_groups]
+        result = [Output(image.context / g.file, group_file(g, image.requirements, image.name)) for g in image_groups]
     if not template_path.is_file():
         raise TemplateError(
             f"{shown}: no such template (images.{image.name}.template in {config.path.name}); "
@@ -113,8 +105,30 @@ def outputs(config: Config, image: ImageConfig) -> list[Output]:
         ],
         "cache_mark": CACHE_MOUNT_MARK,
     }
+    body = _render(config.templates, image, template_path, shown, variables)
+    result.insert(0, Output(image.context / image.dockerfile, _header(config, image, shown) + body.rstrip("\n") + "\n"))
+    return result
+
+
+def _layer_groups(config: Config, image: ImageConfig) -> tuple[Group, ...]:
+    """The layer groups of `image`'s requirements lock (none without one), as its `layers` configure them."""
+    if image.requirements is None:
+        return ()
+    lock = image.context / image.requirements
+    where = _relative(config, lock)
     try:
-        body = _environment(config.templates).get_template(image.template).render(variables)
+        text = lock.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot be read ({exc.__class__.__name__}); fix the file") from None
+    packages = parse_lock(text, where)
+    return groups(packages, image.layers, f"{config.path}: [tool.buildtool]", f"images.{image.name}.layers")
+
+
+def _render(templates: Path, image: ImageConfig, template_path: Path, shown: str, variables: dict[str, Any]) -> str:
+    """The template rendered with `variables`; TemplateError naming the file, the line and the fix."""
+    assert image.template is not None, "only a templated image is rendered"
+    try:
+        return _environment(templates).get_template(image.template).render(variables)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(
             f"{shown}:{exc.lineno}: syntax error: {exc.message} (image {image.name}); fix the template"
@@ -133,8 +147,6 @@ def outputs(config: Config, image: ImageConfig) -> list[Output]:
         raise TemplateError(
             f"{shown}:{line or '?'}: {exc.__class__.__name__}: {exc} (image {image.name}); fix the template"
         ) from None
-    result.insert(0, Output(image.context / image.dockerfile, _header(config, image, shown) + body.rstrip("\n") + "\n"))
-    return result
 
 
 def _stray_layer_files(image: ImageConfig, wanted: list[Output]) -> list[Path]:
