@@ -1,6 +1,6 @@
 """What builds an image: the engine's classic builder, or BuildKit through the docker CLI. One Builder Protocol.
 
-- `ClassicBuilder` is the engine's API build (engine.py).
+- `ClassicBuilder` is the engine's API build (engine/images.py).
 - `BuildKitBuilder` runs `DOCKER_BUILDKIT=1 docker build` with a CLI that
   embeds BuildKit (Debian's 20.10 CLI does; a newer CLI needs its buildx
   plugin). It sends the very context tar the classic builder sends (the files
@@ -34,7 +34,7 @@ from typing import IO, Protocol
 from .check import pip_check_cache
 from .check.pip_check_cache import read_own_file
 from .config import Config
-from .engine import Engine, context_tar
+from .engine import TAIL_LINES, Engine, context_tar
 from .errors import BuildError, ConfigError
 from .inputs.context import BuildContext
 from .inputs.render import CACHE_MOUNT_MARK
@@ -44,7 +44,6 @@ from .util.fsutil import write_atomic
 
 Progress = Callable[[str], None]
 CLI_CANDIDATES = ("/usr/bin/docker", "docker")  # Debian's docker.io CLI embeds BuildKit; the one on PATH may not
-_TAIL_LINES = 25
 _PROBE_TIMEOUT = 60.0
 _STEP = re.compile(r"^#(\d+) \[(?:[^\]\s]+ )?(\d+)/(\d+)\] (.*)$")
 _ERROR = re.compile(r"^#(\d+) ERROR: (.*)$")
@@ -206,7 +205,7 @@ class BuildKitBuilder:
         except (OSError, UnicodeDecodeError) as exc:
             raise BuildError(f"build of {tag}: cannot read {context.root / context.dockerfile}: {exc}") from None
         tar = _context_with(context, with_cache_mounts(text))
-        tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         steps: dict[str, str] = {}
         failed: str | None = None
         with tempfile.TemporaryDirectory(prefix="buildtool-buildkit-") as folder:

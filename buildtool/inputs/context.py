@@ -1,6 +1,6 @@
 """What a build sends to the engine: the context's files after `.dockerignore`.
 
-Uses docker-py's own exclusion matcher (through engine.py, the SDK's one door)
+Uses docker-py's own exclusion matcher (through the engine package, the SDK's one door)
 and reads `.dockerignore` the way docker-py's `build()` does, so the files
 hashed here are exactly the files the engine receives.
 """

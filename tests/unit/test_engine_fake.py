@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import engine as engine_module
-from buildtool.engine import Engine
+from buildtool.engine import TAIL_LINES, Engine, images
 from buildtool.errors import BuildError, EngineError, Interrupted, PushError
 from buildtool.inputs import context
 from buildtool.interrupt import Token
@@ -72,7 +71,7 @@ def test_build_sends_the_context_args_and_labels_and_returns_the_image_id(parts)
 
 def test_a_long_step_shows_its_latest_output_line(parts, monkeypatch):
     fake, _, client, ctx = parts
-    monkeypatch.setattr(engine_module, "_HEARTBEAT", 0.0)
+    monkeypatch.setattr(images, "_HEARTBEAT", 0.0)
     fake.build_streams["app"] = [
         {"stream": "Step 1/1 : RUN pip install x\n"},
         {"stream": "Collecting x\n"},
@@ -113,7 +112,7 @@ def test_the_build_log_tail_keeps_only_the_last_lines(parts):
     with pytest.raises(BuildError) as caught:
         client.build(ctx, "r/t/app:in-1", {})
     tail = str(caught.value).split("--- last lines of the build log ---\n")[1].splitlines()
-    assert tail == [str(n) for n in range(100 - engine_module._TAIL_LINES, 100)]
+    assert tail == [str(n) for n in range(100 - TAIL_LINES, 100)]
 
 
 def test_a_build_stream_cut_midway_is_a_build_error_at_the_step_reached(parts):
