@@ -40,7 +40,7 @@ from ..reference import DIGEST_RE
 from ..util import processes
 from . import workdir
 from .job import PushJob
-from .registry import uses_tls
+from .registry_tls import uses_tls
 
 RETRY_TIMES = 3
 _TAIL_LINES = 15

@@ -29,7 +29,7 @@ import urllib3
 from kfp_server_api.exceptions import ApiException
 
 from ..errors import ClusterError
-from ..push.registry import retry_policy
+from ..push.registry_retry import retry_policy
 
 log = logging.getLogger(__name__)
 

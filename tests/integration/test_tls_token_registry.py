@@ -45,7 +45,7 @@ from kfp.components import OutputPath
 
 from buildtool import cli
 from buildtool.lock import image_map
-from buildtool.push.registry import ENGINE_CERTS
+from buildtool.push.registry_tls import ENGINE_CERTS
 from buildtool.reference import hold_tag, parse
 
 from ..conftest import write_project

@@ -22,7 +22,8 @@ from buildtool.engine import Endpoint
 from buildtool.errors import BuildError, Interrupted, PushError
 from buildtool.interrupt import Token
 from buildtool.push.engine_push import EnginePusher
-from buildtool.push.registry import Manifest, Registry, retry_policy
+from buildtool.push.registry import Manifest, Registry
+from buildtool.push.registry_retry import retry_policy
 from buildtool.push.skopeo import SkopeoPusher, command
 from buildtool.reference import hold_tag, parse
 

@@ -23,7 +23,9 @@ import urllib3
 from urllib3.exceptions import MaxRetryError
 
 from buildtool.errors import RegistryError
-from buildtool.push.registry import MAX_WAIT, RETRIES, Manifest, Registry, realm_may_get_credentials, retry_policy
+from buildtool.push.registry import Manifest, Registry
+from buildtool.push.registry_auth import realm_may_get_credentials
+from buildtool.push.registry_retry import MAX_WAIT, RETRIES, retry_policy
 from buildtool.reference import parse
 
 from ..helpers import MANIFEST, MANIFEST_DIGEST, Handler, Server, Store, basic, refused_port
@@ -128,7 +130,7 @@ def test_which_token_service_may_get_credentials(realm, registry_url, allowed):
 def test_an_https_registry_never_sends_to_plain_http():
     ref = parse("registry.example.com/lab/training:t1")
     with pytest.raises(RegistryError, match="which is not HTTPS; refused"):
-        client()._request("PUT", "http://registry.example.com/v2/upload/1", ref, {})
+        client().http.request("PUT", "http://registry.example.com/v2/upload/1", ref, {})
 
 
 # -- failures told apart, and retried --------------------------------------------------------------------------
