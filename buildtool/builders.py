@@ -1,4 +1,4 @@
-"""What builds an image: the engine's classic builder, or BuildKit through the docker CLI. One Builder Protocol.
+"""What builds an image: the engine's classic builder, or BuildKit through the docker CLI. One Builder interface.
 
 - `ClassicBuilder` is the engine's API build (engine/images.py).
 - `BuildKitBuilder` runs `DOCKER_BUILDKIT=1 docker build` with a CLI that
@@ -8,7 +8,7 @@
   `# buildtool: cache-mount TARGET FLAG` into a RUN with a cache mount at
   TARGET, without FLAG (the flag that keeps the classic build's installer
   cache out of its layer), so downloads are kept between builds.
-- `choose` picks one per run: `classic`, `buildkit`, or `auto`, which uses
+- `choose` picks one per build: `classic`, `buildkit`, or `auto`, which uses
   BuildKit only when a probe build through the CLI succeeds, and says why not.
 
 Both produce an image in the engine, tagged and labelled alike: the push, the
@@ -17,6 +17,7 @@ import check and the map do not care which one built it.
 
 from __future__ import annotations
 
+import abc
 import collections
 import io
 import json
@@ -28,8 +29,9 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from .check import pip_check_cache
 from .check.pip_check_cache import read_own_file
@@ -50,7 +52,21 @@ _ERROR = re.compile(r"^#(\d+) ERROR: (.*)$")
 _CACHE_ID = "buildtool-installer"
 
 
-class Builder(Protocol):
+@dataclass(frozen=True)
+class BuildRequest:
+    """One image to build: the arguments of `Builder.build`, as one value handed to the builder behind it."""
+
+    context: BuildContext
+    tag: str
+    build_args: Mapping[str, str]
+    platform: str
+    labels: Mapping[str, str]
+    cache_from: list[str]
+    progress: Progress
+    token: Token
+
+
+class Builder(abc.ABC):
     """Builds `context` into an image tagged `tag` in the engine; returns its image ID."""
 
     name: str
@@ -66,29 +82,28 @@ class Builder(Protocol):
         cache_from: list[str],
         progress: Progress,
         token: Token,
-    ) -> str: ...
+    ) -> str:
+        return self._build(BuildRequest(context, tag, build_args, platform, labels, cache_from, progress, token))
+
+    @abc.abstractmethod
+    def _build(self, request: BuildRequest) -> str: ...
 
 
-class ClassicBuilder:
+class ClassicBuilder(Builder):
     name = "classic"
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def build(
-        self,
-        context: BuildContext,
-        tag: str,
-        build_args: Mapping[str, str],
-        *,
-        platform: str,
-        labels: Mapping[str, str],
-        cache_from: list[str],
-        progress: Progress,
-        token: Token,
-    ) -> str:
+    def _build(self, request: BuildRequest) -> str:
         return self.engine.build(
-            context, tag, build_args, platform=platform, labels=labels, cache_from=cache_from, progress=progress
+            request.context,
+            request.tag,
+            request.build_args,
+            platform=request.platform,
+            labels=request.labels,
+            cache_from=request.cache_from,
+            progress=request.progress,
         )
 
 
@@ -148,22 +163,14 @@ def _context_with(context: BuildContext, dockerfile: str) -> io.BytesIO:
     return out
 
 
-class BuildKitBuilder:
+class BuildKitBuilder(Builder):
     name = "buildkit"
 
     def __init__(self, cli: str) -> None:
         self.cli = cli  # the docker CLI that embeds BuildKit
 
-    def command(
-        self,
-        tag: str,
-        build_args: Mapping[str, str],
-        platform: str,
-        labels: Mapping[str, str],
-        cache_from: list[str],
-        iidfile: Path,
-        dockerfile: str,
-    ) -> list[str]:
+    def command(self, request: BuildRequest, iidfile: Path) -> list[str]:
+        """The CLI's argv: the context (and its Dockerfile, named by `--file`) comes on stdin."""
         argv = [
             self.cli,
             "build",
@@ -171,92 +178,97 @@ class BuildKitBuilder:
             "--iidfile",
             str(iidfile),
             "--tag",
-            tag,
+            request.tag,
             "--platform",
-            platform,
+            request.platform,
             "--file",
-            dockerfile,
+            request.context.dockerfile,
             # Cache metadata in the image, so that a fresh runner's --cache-from of it reuses its layers.
             "--build-arg",
             "BUILDKIT_INLINE_CACHE=1",
         ]
-        for name, value in sorted(build_args.items()):
+        for name, value in sorted(request.build_args.items()):
             argv += ["--build-arg", f"{name}={value}"]
-        for name, value in sorted(labels.items()):
+        for name, value in sorted(request.labels.items()):
             argv += ["--label", f"{name}={value}"]
-        for ref in cache_from:
+        for ref in request.cache_from:
             argv += ["--cache-from", ref]
         return argv + ["-"]
 
-    def build(
-        self,
-        context: BuildContext,
-        tag: str,
-        build_args: Mapping[str, str],
-        *,
-        platform: str,
-        labels: Mapping[str, str],
-        cache_from: list[str],
-        progress: Progress,
-        token: Token,
-    ) -> str:
+    def _build(self, request: BuildRequest) -> str:
+        context, tag = request.context, request.tag
         try:
             text = (context.root / context.dockerfile).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise BuildError(f"build of {tag}: cannot read {context.root / context.dockerfile}: {exc}") from None
         tar = _context_with(context, with_cache_mounts(text))
-        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        steps: dict[str, str] = {}
-        failed: str | None = None
         with tempfile.TemporaryDirectory(prefix="buildtool-buildkit-") as folder:
             iidfile = Path(folder) / "iid"
-            argv = self.command(tag, build_args, platform, labels, cache_from, iidfile, context.dockerfile)
-            try:
-                process = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, "DOCKER_BUILDKIT": "1"},
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise BuildError(f'build of {tag}: cannot run {self.cli}: {exc}; set builder = "classic"') from None
-            assert process.stdin is not None and process.stdout is not None
-            feeder = threading.Thread(target=_feed, args=(process.stdin, tar), daemon=True)
-            with token.stopping(lambda: processes.stop(process)):
-                feeder.start()
-                for raw in process.stdout:
-                    line = raw.decode(errors="replace").rstrip()
-                    if not line:
-                        continue
-                    tail.append(line)
-                    step = _STEP.match(line)
-                    if step and step[1] not in steps:
-                        steps[step[1]] = f"step {step[2]}/{step[3]} ({step[4][:80]})"
-                        progress(f"step {step[2]}/{step[3]}: {step[4][:100]}")
-                    error = _ERROR.match(line)
-                    if error and failed is None:
-                        failed = steps.get(error[1], "a step")
-                code = process.wait()
-                feeder.join(5)
-            token.raise_if_cancelled()
-            if code != 0:
-                log_tail = "\n".join(tail)
+            argv = self.command(request, iidfile)
+            output = self._call_cli(argv, tar, request)
+            if output.code != 0:
+                log_tail = "\n".join(output.tail)
                 raise BuildError(
-                    f"build of {tag} failed at {failed or '(before the first step)'} (BuildKit, exit "
-                    f"{code})\n--- last lines of the build log ---\n{log_tail}"
+                    f"build of {tag} failed at {output.failed or '(before the first step)'} (BuildKit, exit "
+                    f"{output.code})\n--- last lines of the build log ---\n{log_tail}"
                 )
             try:
                 image_id = iidfile.read_text().strip()
             except OSError:
                 image_id = ""
         if not image_id.startswith("sha256:"):
-            raise BuildError(f"build of {tag} by BuildKit wrote no image ID; last lines:\n" + "\n".join(tail))
+            raise BuildError(f"build of {tag} by BuildKit wrote no image ID; last lines:\n" + "\n".join(output.tail))
         return image_id
 
+    def _call_cli(self, argv: list[str], tar: io.BytesIO, request: BuildRequest) -> _CliOutput:
+        """Start the CLI, feed it the context, follow its log until it exits (or the token is cancelled)."""
+        try:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "DOCKER_BUILDKIT": "1"},
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise BuildError(f'build of {request.tag}: cannot run {self.cli}: {exc}; set builder = "classic"') from None
+        assert process.stdin is not None and process.stdout is not None
+        feeder = threading.Thread(target=_feed, args=(process.stdin, tar), daemon=True)
+        output = _CliOutput()
+        with request.token.stopping(lambda: processes.stop(process)):
+            feeder.start()
+            for raw in process.stdout:
+                output.read(raw.decode(errors="replace").rstrip(), request.progress)
+            output.code = process.wait()
+            feeder.join(5)
+        request.token.raise_if_cancelled()
+        return output
 
-class AutoBuilder:
+
+class _CliOutput:
+    """What BuildKit's plain progress log said: the steps it named, the first that failed, the log's tail."""
+
+    def __init__(self) -> None:
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.steps: dict[str, str] = {}
+        self.failed: str | None = None
+        self.code = 0
+
+    def read(self, line: str, progress: Progress) -> None:
+        if not line:
+            return
+        self.tail.append(line)
+        step = _STEP.match(line)
+        if step and step[1] not in self.steps:
+            self.steps[step[1]] = f"step {step[2]}/{step[3]} ({step[4][:80]})"
+            progress(f"step {step[2]}/{step[3]}: {step[4][:100]}")
+        error = _ERROR.match(line)
+        if error and self.failed is None:
+            self.failed = self.steps.get(error[1], "a step")
+
+
+class AutoBuilder(Builder):
     """`auto` with a working BuildKit: BuildKit for a Dockerfile with an installer cache to mount (a marked RUN),
     the classic builder for the others, which it builds faster here (a two-step image: 0.4 s against 0.85 s)."""
 
@@ -273,30 +285,10 @@ class AutoBuilder:
         marked = any(line.startswith(CACHE_MOUNT_MARK) for line in text.splitlines())
         return self.buildkit if marked else self.classic
 
-    def build(
-        self,
-        context: BuildContext,
-        tag: str,
-        build_args: Mapping[str, str],
-        *,
-        platform: str,
-        labels: Mapping[str, str],
-        cache_from: list[str],
-        progress: Progress,
-        token: Token,
-    ) -> str:
-        chosen = self.for_context(context)
-        progress(f"built by {'BuildKit' if chosen is self.buildkit else 'the classic builder'}")
-        return chosen.build(
-            context,
-            tag,
-            build_args,
-            platform=platform,
-            labels=labels,
-            cache_from=cache_from,
-            progress=progress,
-            token=token,
-        )
+    def _build(self, request: BuildRequest) -> str:
+        chosen = self.for_context(request.context)
+        request.progress(f"built by {'BuildKit' if chosen is self.buildkit else 'the classic builder'}")
+        return chosen._build(request)
 
 
 def _feed(pipe: IO[bytes], tar: io.BytesIO) -> None:
@@ -394,7 +386,7 @@ def find_cli(engine: Engine, cache: Path | None = None) -> tuple[str | None, lis
 
 
 def choose(config: Config, engine: Engine, wanted: str | None = None) -> tuple[Builder, str]:
-    """The run's builder and one line saying which it is and why."""
+    """The builder of this build and one line saying which it is and why."""
     way = wanted or config.builder
     if way == "classic":
         return ClassicBuilder(engine), "builder: classic (the engine's API)"

@@ -11,6 +11,7 @@ import pytest
 from buildtool import builders
 from buildtool.errors import ConfigError
 from buildtool.inputs import context
+from buildtool.interrupt import Token
 
 from ..conftest import REPO
 
@@ -76,19 +77,23 @@ def test_buildkit_gets_the_classic_context_with_its_dockerfile_replaced(tmp_path
 
 
 def test_the_buildkit_command_line(tmp_path):
-    argv = builders.BuildKitBuilder("/usr/bin/docker").command(
+    (tmp_path / "Dockerfile").write_text("FROM x\n")
+    request = builders.BuildRequest(
+        context.scan(tmp_path),
         "r/x:in-1",
         {"BASE_IMAGE": "r/base@sha256:" + "a" * 64},
         "linux/amd64",
         {"buildtool.image": "x"},
         ["r/x@sha256:" + "b" * 64],
-        tmp_path / "iid",
-        "Dockerfile",
+        progress=print,
+        token=Token(),
     )
+    argv = builders.BuildKitBuilder("/usr/bin/docker").command(request, tmp_path / "iid")
     assert argv[:2] == ["/usr/bin/docker", "build"] and argv[-1] == "-"  # the context comes on stdin
     assert ["--platform", "linux/amd64"] == argv[argv.index("--platform") : argv.index("--platform") + 2]
     assert "BASE_IMAGE=r/base@sha256:" + "a" * 64 in argv and "buildtool.image=x" in argv
     assert "BUILDKIT_INLINE_CACHE=1" in argv and "--cache-from" in argv
+    assert ["--file", "Dockerfile"] == argv[argv.index("--file") : argv.index("--file") + 2]
 
 
 class NoEngine:
