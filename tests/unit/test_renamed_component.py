@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from buildtool.gate import verify
+from buildtool.gate.verify import steps
 
 STEPS = {
     step: f"127.0.0.1:5000/corpus/{step}:in-{'0' * 16}@sha256:{digit * 64}"
@@ -43,7 +44,7 @@ def template(workflow: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_a_renamed_component_resolves_to_the_function_its_program_calls(workflow: dict[str, Any]) -> None:
-    assert verify._spec_name(template(workflow, "divmod")) == "divmod"  # no step's component name
+    assert steps._spec_name(template(workflow, "divmod")) == "divmod"  # no step's component name
     assert verify.template_steps(workflow, STEPS) == {"divmod": "divide", "add": "add", "add-2": "add"}
     assert verify.pin_problems(workflow, STEPS) == []
 
