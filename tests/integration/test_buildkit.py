@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from buildtool import builders
+from buildtool import builders, buildkit_probe
 from buildtool.engine import Engine
 from buildtool.inputs import context
 from buildtool.interrupt import Token
@@ -29,7 +29,7 @@ RUN set -eu; mkdir -p /root/.cache/buildtool-test; ls /root/.cache/buildtool-tes
 
 @pytest.fixture
 def cli():
-    found, reasons = builders.find_cli(Engine())
+    found, reasons = buildkit_probe.find_cli(Engine())
     if found is None:
         pytest.fail(f"no docker CLI with BuildKit here: {reasons}", pytrace=False)
     return found

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import builders
+from buildtool import builders, buildkit_probe
 from buildtool.errors import ConfigError
 from buildtool.inputs import context
 from buildtool.interrupt import Token
@@ -123,7 +123,7 @@ def test_auto_falls_back_to_classic_and_says_why(tmp_path, monkeypatch, project)
     broken = fake_cli(
         tmp_path, "docker", "echo 'ERROR: BuildKit is enabled but the buildx component is missing' >&2\nexit 1\n"
     )
-    monkeypatch.setattr(builders, "CLI_CANDIDATES", (str(tmp_path / "absent"), broken))
+    monkeypatch.setattr(buildkit_probe, "CLI_CANDIDATES", (str(tmp_path / "absent"), broken))
     loaded = config.load(project)
     chosen, why = builders.choose(loaded, NoEngine(), "auto")  # type: ignore[arg-type]
     assert chosen.name == "classic"
@@ -144,7 +144,7 @@ def test_auto_takes_a_cli_whose_probe_build_succeeds(tmp_path, monkeypatch, proj
         "docker",
         f'echo probe >> {probes}; while [ "$1" != --iidfile ]; do shift; done; cat >/dev/null; echo sha256:1 > "$2"\n',
     )
-    monkeypatch.setattr(builders, "CLI_CANDIDATES", (working,))
+    monkeypatch.setattr(buildkit_probe, "CLI_CANDIDATES", (working,))
     chosen, why = builders.choose(config.load(project), NoEngine(), "auto")  # type: ignore[arg-type]
     assert chosen.name == "auto" and why.startswith(f"builder: auto: buildkit (DOCKER_BUILDKIT=1 {working} build)")
     assert isinstance(chosen, builders.AutoBuilder)
@@ -162,7 +162,7 @@ def test_auto_takes_a_cli_whose_probe_build_succeeds(tmp_path, monkeypatch, proj
     Path(working).write_text(Path(working).read_text() + "# upgraded\n")
     assert builders.choose(config.load(project), NoEngine(), "auto")[0].name == "auto"  # type: ignore[arg-type]
     assert probes.read_text().count("probe") == 2
-    assert (tmp_path / "cache" / "buildtool" / builders.PROBE_FILE).is_file()
+    assert (tmp_path / "cache" / "buildtool" / buildkit_probe.PROBE_FILE).is_file()
 
 
 def test_a_builder_that_is_not_known_is_a_config_error(tmp_path):
