@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from docker import auth as docker_auth
+from docker.auth import get_config_header, resolve_repository_name
 from docker.errors import ImageNotFound, NotFound
 
 from .. import reference
@@ -186,9 +186,9 @@ class ImageMethods(Connection):
         """
         digest: str | None = None
         layers_done, started = 0, time.monotonic()
-        registry, _ = docker_auth.resolve_repository_name(repository)
+        registry, _ = resolve_repository_name(repository)
         headers = {}
-        header = docker_auth.get_config_header(self.api, registry)
+        header = get_config_header(self.api, registry)
         if header:
             headers["X-Registry-Auth"] = header
         url = self.api._url("/images/{0}/push", repository)
