@@ -12,10 +12,9 @@ from .build_context import BuildSources, context_paths, context_tar
 from .containers import Bind, ContainerMethods, ContainerResult
 from .endpoint import Endpoint, resolve_endpoint
 from .images import TAIL_LINES, ImageMethods
-from .layers import EMPTY_LAYER, LayerInfo, layer_sizes
+from .layers import LayerInfo, layer_sizes
 
 __all__ = [
-    "EMPTY_LAYER",
     "TAIL_LINES",
     "Bind",
     "BuildSources",

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from ...config import Config
 from ...errors import VerifyError
 from ...lock import image_map
-from .checks import external_repository, pin_problems, registry_problems, summary
-from .places import COMPONENT_SPEC, MAX_TEMPLATES, WORKFLOW, Found, go_fold, images_in, places
+from .checks import pin_problems, registry_problems, summary
+from .places import COMPONENT_SPEC, MAX_TEMPLATES, WORKFLOW, images_in, places
 from .steps import step_of, template_steps
 from .workflow import load_workflow, read_pipeline
 
@@ -25,9 +25,6 @@ __all__ = [
     "COMPONENT_SPEC",
     "MAX_TEMPLATES",
     "WORKFLOW",
-    "Found",
-    "external_repository",
-    "go_fold",
     "images_in",
     "load_workflow",
     "pin_problems",
