@@ -10,8 +10,9 @@ from .options import Subcommands, add_command
 INIT_HELP = "add [tool.buildtool] and an image context per step function; overwrites nothing"
 INIT_DESCRIPTION = """\
 Read the step functions of STEPS_MODULE (parsed, not imported) and write a [tool.buildtool] table into the
-configuration, with one image per step and its context (Dockerfile, .dockerignore) under images/. Refuses if
-the table or any of those files exists."""
+configuration, with one image per step and its context (Dockerfile, .dockerignore) under images/, and add
+the map's lock file (image_map.yaml.lock) to .gitignore unless git ignores it already. Refuses if the table or
+any of those files exists."""
 
 
 def add_init(sub: Subcommands) -> None:
@@ -33,7 +34,7 @@ def add_init(sub: Subcommands) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ..scaffold import plan, write
+    from ..scaffold import MAP_LOCK, plan, write
 
     planned = plan(
         Path(args.config),
@@ -46,6 +47,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     write(planned)
     for path, _ in planned.files:
         print(f"created {path}")
+    if planned.ignore is not None:
+        path = planned.ignore.path
+        print(f"created {path}" if planned.ignore.created else f"added {MAP_LOCK} to {path}")
     print(
         f"added [tool.buildtool] to {planned.config}: {len(planned.steps)} step image(s) "
         f"({', '.join(planned.steps)}); next: add each step's packages to its Dockerfile, then "
