@@ -174,7 +174,12 @@ def _ignore(root: Path) -> IgnoreUpdate | None:
         raise ConfigError(
             f"{path}: not a plain file; init adds {MAP_LOCK} to it: make it one, or add the line and run init again"
         )
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path}: cannot be read ({exc.__class__.__name__}); init adds {MAP_LOCK} to it: fix it, then run init again"
+        ) from None
     if ignores(text, MAP_LOCK):
         return None
     added = f"# the lock `buildtool build` holds while it writes {MAP}\n{MAP_LOCK}\n"

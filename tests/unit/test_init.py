@@ -104,6 +104,15 @@ def _gitignore_folder(root: Path) -> None:
     (root / ".gitignore").mkdir()
 
 
+def _gitignore_link(root: Path) -> None:
+    (root / "elsewhere").write_text("*.pyc\n")
+    (root / ".gitignore").symlink_to(root / "elsewhere")
+
+
+def _gitignore_not_text(root: Path) -> None:
+    (root / ".gitignore").write_bytes(b"\xff\xfe*.pyc\n")
+
+
 @pytest.mark.parametrize(
     ("edit", "fragment"),
     [
@@ -116,6 +125,8 @@ def _gitignore_folder(root: Path) -> None:
         (_same_image, "functions a_b and a__b would share the image name 'a-b'"),
         (_bad_toml, "not valid TOML"),
         (_gitignore_folder, ".gitignore: not a plain file; init adds image_map.yaml.lock to it"),
+        (_gitignore_link, ".gitignore: not a plain file; init adds image_map.yaml.lock to it"),
+        (_gitignore_not_text, ".gitignore: cannot be read (UnicodeDecodeError)"),
     ],
     ids=lambda v: getattr(v, "__name__", "")[1:] if callable(v) else "",
 )
