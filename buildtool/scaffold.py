@@ -178,7 +178,8 @@ def _ignore(root: Path) -> IgnoreUpdate | None:
         text = path.read_text(encoding="utf-8") if path.exists() else ""
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
-            f"{path}: cannot be read ({exc.__class__.__name__}); init adds {MAP_LOCK} to it: fix it, then run init again"
+            f"{path}: cannot be read ({exc.__class__.__name__}); init adds {MAP_LOCK} to it: "
+            "fix it, then run init again"
         ) from None
     if ignores(text, MAP_LOCK):
         return None
