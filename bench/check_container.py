@@ -20,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-from buildtool import config as configuration
+from buildtool.config import load
 from buildtool.engine import Engine
 from buildtool.inputs import step_imports
 
@@ -47,7 +47,7 @@ def main() -> int:
     args = parser.parse_args()
     prefix = f"127.0.0.1:5000/check-bench-{uuid.uuid4().hex[:8]}"
     base, download = f"{prefix}/base:1", f"{prefix}/download:1"
-    modules = step_imports.for_config(configuration.load(REPO / "pyproject.toml"))["download_training_dataset"]
+    modules = step_imports.for_config(load(REPO / "pyproject.toml"))["download_training_dataset"]
     engine = Engine()
     try:
         docker_build(base, REPO / "images" / "base", args.base_image)

@@ -1,18 +1,23 @@
 """`buildtool init`: the `[tool.buildtool]` table and one image context per step function, never overwriting.
 
 The plan reads the steps module's source (it is parsed, not imported: nothing of the project runs)
-and lists every file to write; if any of them exists, nothing is written.
+and lists every file to write; if any of them exists, nothing is written. The project's .gitignore gets
+the map's lock file (image_map.yaml.lock), which a build leaves beside the map, unless it ignores it already.
 """
 
 from __future__ import annotations
 
 import ast
+import fnmatch
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from .config.schema import DEFAULTS
 from .errors import ConfigError
+from .lock.map_lock import lock_path
 from .util import fsutil
 
 DOCKERFILE = """\
@@ -26,6 +31,8 @@ FROM ${{BASE_IMAGE}}
 """
 # Only what the Dockerfile copies reaches the engine: no secrets, datasets or .git.
 DOCKERIGNORE = "*\n!Dockerfile\n"
+MAP = str(DEFAULTS["image_map"])  # init leaves image_map at its default
+MAP_LOCK = lock_path(Path(MAP)).name
 _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
@@ -37,6 +44,16 @@ class Scaffold:
     config_text: str  # the whole new configuration file
     files: tuple[tuple[Path, str], ...]  # (path, text) of every new file
     steps: tuple[str, ...]
+    ignore: IgnoreUpdate | None = None  # the .gitignore, when the map's lock file must be added to it
+
+
+@dataclass(frozen=True)
+class IgnoreUpdate:
+    """The project's .gitignore, whole, with the map's lock file added."""
+
+    path: Path
+    text: str
+    created: bool  # there was no .gitignore
 
 
 def image_name(step: str) -> str:
@@ -84,16 +101,7 @@ def plan(
 ) -> Scaffold:
     """Everything init would write for the project whose configuration is `config`; ConfigError if any exists."""
     root = config.resolve().parent
-    text = config.read_text(encoding="utf-8") if config.is_file() else ""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{config}: not valid TOML: {exc}") from None
-    if "buildtool" in data.get("tool", {}):
-        raise ConfigError(
-            f"{config}: already has [tool.buildtool]; init writes nothing over it "
-            "(edit it, or remove the table to start again)"
-        )
+    text, data = _read_config(config)
     steps = step_functions(module_file(root, steps_module))
     if not steps:
         raise ConfigError(
@@ -112,6 +120,31 @@ def plan(
         f"pipeline = {_toml_string(pipeline)}",
         f"steps_module = {_toml_string(steps_module)}",
     ]
+    images, files = _images(root, steps_module, steps)
+    table = "\n".join(lines + images) + "\n"
+    if text:
+        table = text + ("" if text.endswith("\n") else "\n") + "\n" + table
+    return Scaffold(config, table, tuple(files), tuple(steps), _ignore(root))
+
+
+def _read_config(config: Path) -> tuple[str, dict[str, Any]]:
+    """The configuration's text ("" when there is none) and its TOML; ConfigError if it has [tool.buildtool]."""
+    text = config.read_text(encoding="utf-8") if config.is_file() else ""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config}: not valid TOML: {exc}") from None
+    if "buildtool" in data.get("tool", {}):
+        raise ConfigError(
+            f"{config}: already has [tool.buildtool]; init writes nothing over it "
+            "(edit it, or remove the table to start again)"
+        )
+    return text, data
+
+
+def _images(root: Path, steps_module: str, steps: list[str]) -> tuple[list[str], list[tuple[Path, str]]]:
+    """The image tables' lines and the context files of one image per step; ConfigError if a file exists."""
+    lines: list[str] = []
     files: list[tuple[Path, str]] = []
     names: dict[str, str] = {}
     for step in steps:
@@ -131,10 +164,42 @@ def plan(
             f"{', '.join(taken)} already exist(s); init overwrites nothing: move them away or write "
             "[tool.buildtool] by hand"
         )
-    table = "\n".join(lines) + "\n"
-    if text:
-        table = text + ("" if text.endswith("\n") else "\n") + "\n" + table
-    return Scaffold(config, table, tuple(files), tuple(steps))
+    return lines, files
+
+
+def _ignore(root: Path) -> IgnoreUpdate | None:
+    """The project's .gitignore with the map's lock file in it; None when git ignores that file already."""
+    path = root / ".gitignore"
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise ConfigError(
+            f"{path}: not a plain file; init adds {MAP_LOCK} to it: make it one, or add the line and run init again"
+        )
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path}: cannot be read ({exc.__class__.__name__}); init adds {MAP_LOCK} to it: "
+            "fix it, then run init again"
+        ) from None
+    if ignores(text, MAP_LOCK):
+        return None
+    added = f"# the lock `buildtool build` holds while it writes {MAP}\n{MAP_LOCK}\n"
+    return IgnoreUpdate(
+        path, text + ("\n" if text and not text.endswith("\n") else "") + added, created=not path.exists()
+    )
+
+
+def ignores(text: str, name: str) -> bool:
+    """Whether the .gitignore `text` ignores the file `name` at the top of the repository (last match wins)."""
+    ignored = False
+    for line in text.splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negated = pattern.startswith("!")
+        if fnmatch.fnmatchcase(name, pattern.removeprefix("!").removeprefix("/")):
+            ignored = not negated
+    return ignored
 
 
 def write(scaffold: Scaffold) -> None:
@@ -146,4 +211,6 @@ def write(scaffold: Scaffold) -> None:
                 handle.write(text)
         except FileExistsError:
             raise ConfigError(f"{path}: appeared while init ran; init overwrites nothing") from None
+    if scaffold.ignore is not None:
+        fsutil.write_atomic(scaffold.ignore.path, scaffold.ignore.text)
     fsutil.write_atomic(scaffold.config, scaffold.config_text)

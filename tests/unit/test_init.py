@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from buildtool import cli, config
+from buildtool import cli, config, scaffold
+from buildtool.lock import map_lock
 
 STEPS = (
     "import json\n\n\ndef prepare(n: int) -> int:\n    return n\n\n\ndef train_model(x: int) -> float:\n"
     "    return x / 2\n\n\ndef _helper():\n    pass\n"
 )
+ADDED = "# the lock `buildtool build` holds while it writes image_map.yaml\nimage_map.yaml.lock\n"
 PROJECT = '[project]\nname = "My Pipeline"\nversion = "0.1"\n'
 
 
@@ -96,6 +100,19 @@ def _bad_toml(root: Path) -> None:
     (root / "pyproject.toml").write_text("[project\n")
 
 
+def _gitignore_folder(root: Path) -> None:
+    (root / ".gitignore").mkdir()
+
+
+def _gitignore_link(root: Path) -> None:
+    (root / "elsewhere").write_text("*.pyc\n")
+    (root / ".gitignore").symlink_to(root / "elsewhere")
+
+
+def _gitignore_not_text(root: Path) -> None:
+    (root / ".gitignore").write_bytes(b"\xff\xfe*.pyc\n")
+
+
 @pytest.mark.parametrize(
     ("edit", "fragment"),
     [
@@ -107,6 +124,9 @@ def _bad_toml(root: Path) -> None:
         (_no_function, "defines no public function"),
         (_same_image, "functions a_b and a__b would share the image name 'a-b'"),
         (_bad_toml, "not valid TOML"),
+        (_gitignore_folder, ".gitignore: not a plain file; init adds image_map.yaml.lock to it"),
+        (_gitignore_link, ".gitignore: not a plain file; init adds image_map.yaml.lock to it"),
+        (_gitignore_not_text, ".gitignore: cannot be read (UnicodeDecodeError)"),
     ],
     ids=lambda v: getattr(v, "__name__", "")[1:] if callable(v) else "",
 )
@@ -119,3 +139,54 @@ def test_init_refuses_and_writes_nothing(tmp_path, capsys, edit: Callable[[Path]
     assert err.startswith("buildtool: error: ") and err.count("\n") == 1 and fragment in err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
     assert not (tmp_path / "images" / "prepare" / "Dockerfile").exists()
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        pytest.param(None, ADDED, id="none"),
+        pytest.param("", ADDED, id="empty"),
+        pytest.param(
+            ".venv/\n*.pyc",
+            ".venv/\n*.pyc\n" + ADDED,
+            id="extended-without-final-newline",
+        ),
+        pytest.param(
+            "*.lock\n!image_map.yaml.lock\n",
+            "*.lock\n!image_map.yaml.lock\n" + ADDED,
+            id="negated-then-added",
+        ),
+        pytest.param("image_map.yaml.lock\n", None, id="listed"),
+        pytest.param("/image_map.yaml.lock\n", None, id="listed-at-the-root"),
+        pytest.param("# locks\n*.lock\n", None, id="a-glob-covers-it"),
+    ],
+)
+def test_init_has_git_ignore_the_maps_lock_file(tmp_path, capsys, before: str | None, after: str | None):
+    project = fresh(tmp_path)
+    ignore = tmp_path / ".gitignore"
+    if before is not None:
+        ignore.write_text(before)
+    assert cli.main(["--config", str(project), "init", "mypkg.steps"]) == 0
+    out = capsys.readouterr().out
+    if after is None:
+        assert ignore.read_text() == before and ".gitignore" not in out
+    else:
+        assert ignore.read_text() == after
+        assert (f"created {ignore}" if before is None else f"added image_map.yaml.lock to {ignore}") in out
+    assert scaffold.ignores(ignore.read_text(), scaffold.MAP_LOCK)
+    # git itself agrees: the lock file a build leaves beside the map is never committed.
+    if shutil.which("git"):
+        subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+        (tmp_path / "image_map.yaml.lock").write_text("")
+        done = subprocess.run(["git", "-C", str(tmp_path), "check-ignore", "-q", "image_map.yaml.lock"], check=False)
+        assert done.returncode == 0
+
+
+def test_the_ignored_file_is_the_one_a_build_locks(tmp_path):
+    project = fresh(tmp_path)
+    assert cli.main(["--config", str(project), "init", "mypkg.steps"]) == 0
+    with map_lock.exclusive(config.load(project).image_map):
+        pass
+    locks = [path.name for path in tmp_path.iterdir() if path.name.endswith(".lock")]
+    assert locks == [scaffold.MAP_LOCK] == ["image_map.yaml.lock"]
+    assert scaffold.ignores((tmp_path / ".gitignore").read_text(), locks[0])
