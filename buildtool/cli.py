@@ -260,7 +260,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .dev import local_run, run_checks, run_exec, run_network
+    from .dev import (
+        run_checks,
+        run_exec,
+        run_files,
+        run_network,
+        run_outcome,
+        run_plan,
+        run_preview,
+        run_text,
+        run_workflow,
+    )
 
     endpoints = [run_network.parse_endpoint(text) for text in args.allow_host]
     if args.host_network and endpoints:
@@ -276,12 +286,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         Path(args.image_map) if args.image_map else None, Path(args.config), lambda: _config(args)
     )
     external = _config(args).external_images if loaded is not None and Path(args.config).is_file() else ()
-    plan = local_run.plan_checked(
+    plan = run_workflow.plan_checked(
         workflow,
         args.param,
         os.environ,
         None if loaded is None else loaded.steps,
-        local_run.SECRET_VARIABLES | set(args.secret_env),
+        run_plan.SECRET_VARIABLES | set(args.secret_env),
         external,
     )
     if map_path is None:
@@ -290,9 +300,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     else:
-        print(f"every image is pinned and matches {run_checks.escape(map_path)}")
-    steps = local_run.preview(plan)
-    for line in local_run.describe(steps):
+        print(f"every image is pinned and matches {run_text.escape(map_path)}")
+    steps = run_preview.preview(plan)
+    for line in run_preview.describe(steps):
         print(line)
     print(run_network.describe(endpoints, args.host_network))
     if args.dry_run:
@@ -304,10 +314,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .interrupt import Token, on_signals
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="buildtool-run-"))
-    root = run_exec.check_workdir(workdir)  # before the engine is even reached
+    root = run_files.check_workdir(workdir)  # before the engine is even reached
     engine = Engine()
     threads: list[threading.Thread] = []
-    labels = {local_run.RUN_LABEL: str(root)}
+    labels = {run_plan.RUN_LABEL: str(root)}
     try:
         with on_signals(Token()) as token:
             try:
@@ -329,17 +339,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                     thread.join(max(0.0, deadline - time.monotonic()))
                 raise Interrupted(
                     exc.signum,
-                    "the step containers were stopped and removed; the outputs so far "
-                    f"are in {run_checks.escape(root)}",
+                    f"the step containers were stopped and removed; the outputs so far are in {run_text.escape(root)}",
                 ) from None
     finally:
         engine.close()
-    for line in run_exec.summary(outcome):
+    for line in run_outcome.summary(outcome):
         print(line)
     if outcome.failure is not None:
         raise RunError(outcome.failure)
     ran = sum(1 for node in outcome.nodes if node.state == "succeeded")
-    print(f"the run succeeded ({ran} node(s)); outputs are in {run_checks.escape(root)}")
+    print(f"the run succeeded ({ran} node(s)); outputs are in {run_text.escape(root)}")
     return 0
 
 
