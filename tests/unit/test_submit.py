@@ -24,7 +24,7 @@ from buildtool.errors import ClusterError
 from buildtool.gate import compiler
 from buildtool.inputs.digest import LABEL_INPUTS
 from buildtool.lock import image_map
-from buildtool.submit import execute, kfp_api
+from buildtool.submit import execute, kfp_api, kfp_data
 from buildtool.submit import plan as submit_plan
 
 from ..fake_kfp import FakeKfp
@@ -91,7 +91,7 @@ def test_two_submits_at_once_end_with_one_pipeline_and_one_version(submit: Submi
     results: list[object] = []
 
     def one() -> None:
-        cluster = kfp_api.Cluster(submit.kfp.url, kfp_api.Auth("none"))
+        cluster = kfp_api.Cluster(submit.kfp.url, kfp_data.Auth("none"))
         try:
             results.append(execute.publish(cluster, local, data, lambda line: None))
         except Exception as exc:  # handed to the test
@@ -429,7 +429,7 @@ def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
             held.append(connection)
 
     threading.Thread(target=accept, daemon=True).start()
-    cluster = kfp_api.Cluster(f"http://127.0.0.1:{silent.getsockname()[1]}", kfp_api.Auth("none"), read_timeout=0.3)
+    cluster = kfp_api.Cluster(f"http://127.0.0.1:{silent.getsockname()[1]}", kfp_data.Auth("none"), read_timeout=0.3)
     started = time.monotonic()
     try:
         with pytest.raises(ClusterError, match=r"no answer in time after 4 tries"):
