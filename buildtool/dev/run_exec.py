@@ -166,7 +166,7 @@ class _Executor:
         artifacts: Mapping[str, str],
         status: str = "Running",
     ) -> tuple[str, dict[str, str], dict[str, str]]:
-        """Run DAG template `name`; return its state and its output parameters and artifacts (host paths)."""
+        """Execute DAG template `name`; return its state and its output parameters and artifacts (host paths)."""
         template = self.plan.templates[name]
         where = f"template {name}"
         dag = self.open_dag(template, where, prefix, parameters, artifacts, status)
@@ -356,7 +356,7 @@ def execute_run(
     token: Token | None = None,
     threads: list[threading.Thread] | None = None,
 ) -> RunOutcome:
-    """Run `plan`; every node's result, and the first failure (None when all succeeded).
+    """Execute `plan`; every node's result, and the first failure (None when all succeeded).
 
     `threads` (when given) collects the worker threads, so that a caller stopped by a signal can wait for
     them to remove their containers."""
