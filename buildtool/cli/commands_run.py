@@ -16,8 +16,8 @@ from .printer import Printer
 from .project import load_config
 
 if TYPE_CHECKING:
-    from ..dev.local_run import RunPlan, StepRun
-    from ..dev.run_exec import RunOutcome
+    from ..dev.run_plan import RunPlan, StepRun
+    from ..dev.run_outcome import RunOutcome
     from ..dev.run_network import Endpoint
 
 RUN_HELP = "run a compiled pipeline on the local engine, as Argo runs it on the cluster"
@@ -73,7 +73,7 @@ def add_network_options(command: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..dev import local_run, run_exec, run_network
+    from ..dev import run_network, run_outcome, run_preview
 
     endpoints = [run_network.parse_endpoint(text) for text in args.allow_host]
     if args.host_network and endpoints:
@@ -84,18 +84,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise RunError(f"--jobs {args.jobs}: give at least 1")
     plan = checked_plan(args)
-    steps = local_run.preview(plan)
-    for line in local_run.describe(steps):
+    steps = run_preview.preview(plan)
+    for line in run_preview.describe(steps):
         print(line)
     print(run_network.describe(endpoints, args.host_network))
     if args.dry_run:
         return 0
     outcome, root = execute(args, plan, steps, endpoints)
-    for line in run_exec.summary(outcome):
+    for line in run_outcome.summary(outcome):
         print(line)
     if outcome.failure is not None:
         raise RunError(outcome.failure)
-    from ..dev.run_checks import escape
+    from ..dev.run_text import escape
 
     ran = sum(1 for node in outcome.nodes if node.state == "succeeded")
     print(f"the run succeeded ({ran} node(s)); outputs are in {escape(root)}")
@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def checked_plan(args: argparse.Namespace) -> RunPlan:
     """The workflow read and planned, every image checked against the map (or for its pin, without one)."""
-    from ..dev import local_run, run_checks
+    from ..dev import run_checks, run_plan, run_text, run_workflow
 
     path = Path(args.pipeline) if args.pipeline else load_config(args).output
     workflow = run_checks.read_workflow(path)
@@ -112,12 +112,12 @@ def checked_plan(args: argparse.Namespace) -> RunPlan:
         Path(args.image_map) if args.image_map else None, Path(args.config), lambda: load_config(args)
     )
     external = load_config(args).external_images if loaded is not None and Path(args.config).is_file() else ()
-    plan = local_run.plan_checked(
+    plan = run_workflow.plan_checked(
         workflow,
         args.param,
         os.environ,
         None if loaded is None else loaded.steps,
-        local_run.SECRET_VARIABLES | set(args.secret_env),
+        run_plan.SECRET_VARIABLES | set(args.secret_env),
         external,
     )
     if map_path is None:
@@ -126,7 +126,7 @@ def checked_plan(args: argparse.Namespace) -> RunPlan:
             file=sys.stderr,
         )
     else:
-        print(f"every image is pinned and matches {run_checks.escape(map_path)}")
+        print(f"every image is pinned and matches {run_text.escape(map_path)}")
     return plan
 
 
@@ -136,17 +136,17 @@ def execute(
     """The plan executed on the engine in the workdir; on a signal, the step containers stopped first."""
     import tempfile
 
-    from ..dev import local_run, run_exec, run_network
-    from ..dev.run_checks import escape
+    from ..dev import run_exec, run_files, run_network, run_plan
+    from ..dev.run_text import escape
     from ..engine import Engine
     from ..errors import Interrupted
     from ..interrupt import Token, on_signals
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="buildtool-run-"))
-    root = run_exec.check_workdir(workdir)  # before the engine is even reached
+    root = run_files.check_workdir(workdir)  # before the engine is even reached
     engine = Engine()
     threads: list[threading.Thread] = []
-    labels = {local_run.RUN_LABEL: str(root)}
+    labels = {run_plan.RUN_LABEL: str(root)}
     try:
         with on_signals(Token()) as token:
             try:

@@ -6,42 +6,43 @@ whose `when` does not hold is skipped; a task after a failed one is not started 
 is any new task of that DAG. Loops (`withItems`, `withParam`) run one node per item, `name(0)`,
 `name(1)`, ... A step whose container fails is tried again up to its `retryStrategy.limit`, and killed at
 its `activeDeadlineSeconds`. The `onExit` template runs after the DAG, whether it succeeded or failed,
-with `{{workflow.status}}` set.
-
-Files: a step's outputs are written under `workdir/<node path>/<output>/`, that folder mounted at the
-folder around the template's output `path`, so the step writes the file (or folder) itself at `path`,
-as kfp 1.8's components expect. An output parameter is that file's text, read after the step (a regular
-file of at most MAX_PARAMETER_BYTES of UTF-8, else the step fails). An input artifact is the producer's
-file or folder, mounted read-only at the consumer's `path`.
+with `{{workflow.status}}` set. Where the files go: `run_files`.
 """
 
 from __future__ import annotations
 
-import os
-import posixpath
-import stat
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineError, Interrupted, RunError
 from ..util.progress import Events
-from . import local_run
-from .local_run import RUN_LABEL, RunPlan, Scope, StepRun
-from .run_checks import escape
 from .run_expr import depends_holds, when_holds
+from .run_files import check_workdir, step_mounts, step_outputs
+from .run_outcome import NodeResult, RunOutcome, naming, step_failure
+from .run_plan import RUN_LABEL, RunPlan, Scope, StepRun
+from .run_resolve import (
+    dag_order,
+    dag_outputs,
+    item_values,
+    loop_items,
+    task_arguments,
+    task_needs,
+    template_inputs,
+    workflow_scope,
+)
+from .run_step import resolve_step
+from .run_text import escape
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from ..engine import Bind, ContainerResult, Engine
     from ..interrupt import Token
 
-__all__ = ["MAX_PARAMETER_BYTES", "NodeResult", "RunOutcome", "check_workdir", "execute_run", "summary"]
+__all__ = ["execute_run"]
 
-MAX_PARAMETER_BYTES = 256 * 1024  # Argo keeps a parameter in the node's status; kfp's values are far smaller
-TAIL_LINES = 25
 MAX_NODES = 2000
 
 
@@ -50,94 +51,60 @@ def _no_events(_: str, __: str) -> None:
 
 
 @dataclass
-class NodeResult:
-    """A task (container step, DAG, or loop) as it ended: succeeded, failed, skipped, or omitted (not started)."""
+class _Dag:
+    """One DAG being executed: what its tasks may refer to so far, and where each task stands."""
 
-    node: str
-    state: str
-    seconds: float = 0.0
-    #: Output name -> the file or folder the step wrote.
-    outputs: dict[str, Path] = field(default_factory=dict)
-    parameters: dict[str, str] = field(default_factory=dict)
-    #: Why it failed or was skipped.
-    reason: str = ""
-    #: A step's output (its last try's), secrets masked.
-    output: str = ""
+    prefix: str
+    status: str
+    tasks: list[Mapping[str, Any]]
+    needs: dict[str, set[str]]
+    #: Parameter variables (inputs, workflow, finished tasks' outputs) -> value.
+    values: dict[str, str]
+    #: Artifact variables -> host path.
+    files: dict[str, str]
+    #: Task name -> its final state, once it has one.
+    states: dict[str, str] = field(default_factory=dict)
+    running: set[str] = field(default_factory=set)
+    #: Results the worker threads reported and `collect` has not read yet, guarded by `finished`.
+    reported: dict[str, NodeResult] = field(default_factory=dict)
+    finished: threading.Condition = field(default_factory=threading.Condition)
 
+    def done(self) -> bool:
+        return len(self.states) >= len(self.tasks)
 
-@dataclass(frozen=True)
-class RunOutcome:
-    nodes: list[NodeResult]
-    #: The first failure's message; None when the run succeeded.
-    failure: str | None
-    workdir: Path
+    def failed(self) -> bool:
+        return any(state == "failed" for state in self.states.values())
 
+    def ready(self, task: Mapping[str, Any]) -> bool:
+        """Not started yet, and every task it needs has finished."""
+        name = task["name"]
+        return name not in self.states and name not in self.running and self.needs[name] <= set(self.states)
 
-def check_workdir(workdir: Path) -> Path:
-    """The resolved work folder: absent or empty (so that nothing left from an earlier run passes for an
-    output), with no character the engine's mount syntax cannot carry."""
-    root = Path(workdir).resolve()
-    if any(c in str(root) for c in ":,") or not str(root).isprintable():
-        raise RunError(
-            f"--workdir {escape(root)}: holds ':', ',' or a control character, which the engine's "
-            "mount syntax cannot carry; choose another folder"
-        )
-    if Path(workdir).is_symlink():
-        raise RunError(f"--workdir {escape(workdir)}: a symlink; give a real folder")
-    if root.exists() and not root.is_dir():
-        raise RunError(f"--workdir {escape(root)}: not a folder")
-    if root.is_dir() and any(root.iterdir()):
-        raise RunError(f"--workdir {escape(root)} is not an empty folder; run in an empty work folder")
-    return root
+    def scope(self) -> Scope:
+        return Scope(dict(self.values), dict(self.files))
 
+    def report(self, name: str, result: NodeResult) -> None:
+        with self.finished:
+            self.reported[name] = result
+            self.finished.notify_all()
 
-def _make_folder(root: Path, *names: str) -> Path:
-    """root/names..., created one level at a time, refusing symlinks; it must resolve inside `root`."""
-    path = root
-    for name in names:
-        path = path / name
-        if path.is_symlink():
-            raise RunError(f"{escape(path)}: a symlink in the work folder; run in an empty work folder")
-        try:
-            path.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise RunError(
-                f"{escape(path)}: cannot create the folder ({exc.strerror}); run in an empty work folder"
-            ) from None
-    resolved = path.resolve()
-    if not resolved.is_relative_to(root) or resolved == root:
-        raise RunError(f"{escape(path)} resolves to {escape(resolved)}, outside the work folder {escape(root)}")
-    return resolved
+    def collect(self) -> None:
+        """The reported results taken in: their states, and their outputs for the tasks that follow."""
+        with self.finished:
+            for name, result in self.reported.items():
+                self.states[name] = result.state
+                self.running.discard(name)
+                for key, value in result.parameters.items():
+                    self.values[f"tasks.{name}.outputs.parameters.{key}"] = value
+                for key, path in result.outputs.items():
+                    self.files[f"tasks.{name}.outputs.artifacts.{key}"] = str(path)
+            self.reported.clear()
 
-
-def _produced(path: Path, what: str) -> os.stat_result:
-    """The file or folder a step wrote at `path`: it must exist and be one (a link or a device is refused: it
-    would be followed on the host when mounted into the next step)."""
-    try:
-        info = path.lstat()
-    except OSError:
-        raise RunError(f"{what}: the step wrote nothing at {escape(path.name)}") from None
-    if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
-        raise RunError(f"{what}: the step left something other than a file or a folder there")
-    return info
-
-
-def _read_parameter(path: Path, what: str) -> str:
-    info = _produced(path, what)
-    if not stat.S_ISREG(info.st_mode):
-        raise RunError(f"{what}: a folder, not a file holding the value")
-    if info.st_size > MAX_PARAMETER_BYTES:
-        raise RunError(
-            f"{what}: {info.st_size} bytes, over the {MAX_PARAMETER_BYTES}-byte limit for a parameter; "
-            "pass large values as artifacts"
-        )
-    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(descriptor, "rb") as handle:
-        data = handle.read(MAX_PARAMETER_BYTES + 1)
-    try:
-        return data[:MAX_PARAMETER_BYTES].decode()
-    except UnicodeDecodeError:
-        raise RunError(f"{what}: not UTF-8 text") from None
+    def wait(self) -> None:
+        """Until a task reports, or a moment passes (a signal is looked for between waits)."""
+        with self.finished:
+            if not self.reported:
+                self.finished.wait(0.2)
 
 
 class _Executor:
@@ -174,6 +141,21 @@ class _Executor:
         if self.token is not None:
             self.token.raise_if_cancelled()
 
+    def guarded(self, node: str, call: Callable[[], NodeResult]) -> NodeResult:
+        """`call`'s result, or `node` failed: a DAG or a loop waits for each of its threads, which must report."""
+        try:
+            return call()
+        except Interrupted:
+            return NodeResult(node, "failed", reason="interrupted")
+        except Exception as exc:
+            return self.record(NodeResult(node, "failed", reason=self.plan.mask(naming(node, exc))))
+
+    def start_thread(self, name: str, work: Callable[..., None], *args: Any) -> threading.Thread:
+        thread = threading.Thread(target=work, args=args, daemon=True, name=name)
+        self.threads.append(thread)
+        thread.start()
+        return thread
+
     # -- DAGs --
 
     def execute_dag(
@@ -184,129 +166,88 @@ class _Executor:
         artifacts: Mapping[str, str],
         status: str = "Running",
     ) -> tuple[str, dict[str, str], dict[str, str]]:
-        """Run DAG template `name`; return its state and its output parameters and artifacts (host paths)."""
+        """Execute DAG template `name`; return its state and its output parameters and artifacts (host paths)."""
         template = self.plan.templates[name]
         where = f"template {name}"
-        tasks = local_run.dag_order(template["dag"].get("tasks") or [], where)
-        inputs = local_run.template_inputs(template, parameters, where)
-        values = {
-            **local_run.workflow_scope(self.plan, status),
-            **{f"inputs.parameters.{k}": v for k, v in inputs.items()},
-        }
-        files = {f"inputs.artifacts.{k}": v for k, v in artifacts.items()}
-        needs = {t["name"]: local_run.task_needs(t, f"{where}: task {t['name']}") for t in tasks}
-        states: dict[str, str] = {}
-        running: dict[str, threading.Thread] = {}
-        finished = threading.Condition()
-        outcomes: dict[str, NodeResult] = {}
-
-        def work(task: Mapping[str, Any], scope: Scope) -> None:
-            try:
-                result = self.execute_task(task, prefix + task["name"], scope, status)
-            except Interrupted:
-                result = NodeResult(prefix + task["name"], "failed", reason="interrupted")
-            except Exception as exc:  # the DAG waits for every task: a thread must always report
-                result = self.record(
-                    NodeResult(
-                        prefix + task["name"], "failed", reason=self.plan.mask(_naming(prefix + task["name"], exc))
-                    )
-                )
-            with finished:
-                outcomes[task["name"]] = result
-                finished.notify_all()
-
-        while len(states) < len(tasks):
+        dag = self.open_dag(template, where, prefix, parameters, artifacts, status)
+        while not dag.done():
             self.check_cancel()
-            with finished:
-                for task_name, result in list(outcomes.items()):
-                    states[task_name] = result.state
-                    running.pop(task_name, None)
-                    for key, value in result.parameters.items():
-                        values[f"tasks.{task_name}.outputs.parameters.{key}"] = value
-                    for key, path in result.outputs.items():
-                        files[f"tasks.{task_name}.outputs.artifacts.{key}"] = str(path)
-                    del outcomes[task_name]
-            failed = any(state == "failed" for state in states.values())
-            for task in tasks:
-                task_name = task["name"]
-                if task_name in states or task_name in running or not needs[task_name] <= set(states):
-                    continue
-                node = prefix + task_name
-                if failed and task.get("depends") is None:  # a `depends` may name the failure it handles
-                    states[task_name] = self.record(NodeResult(node, "omitted", reason="an earlier task failed")).state
-                    continue
-                scope = Scope(dict(values), dict(files))
-                try:
-                    blocked = self.blocked(task, states, node)
-                    skip = (
-                        not blocked
-                        and "when" in task
-                        and not when_holds(str(task["when"]), scope.values, f"task {node}: when")
-                    )
-                except RunError as exc:  # a value the expression cannot compare fails this task, not the run
-                    states[task_name] = self.record(NodeResult(node, "failed", reason=self.plan.mask(str(exc)))).state
-                    continue
-                if blocked:
-                    states[task_name] = self.record(NodeResult(node, "omitted", reason=blocked)).state
-                    continue
-                if skip:
-                    self.events(node, f"skipped: when {escape(self.plan.mask(str(task['when'])))} does not hold")
-                    states[task_name] = self.record(
-                        NodeResult(node, "skipped", reason=f"when {self.plan.mask(str(task['when']))} does not hold")
-                    ).state
-                    continue
-                thread = threading.Thread(target=work, args=(task, scope), daemon=True, name=node)
-                running[task_name] = thread
-                self.threads.append(thread)
-                thread.start()
-            if len(states) < len(tasks):
-                with finished:
-                    if not outcomes:
-                        finished.wait(0.2)
-        state = "failed" if any(s == "failed" for s in states.values()) else "succeeded"
-        out_parameters, out_artifacts = self.dag_outputs(template, Scope(values, files), state, where)
-        return state, out_parameters, out_artifacts
+            dag.collect()
+            failed = dag.failed()  # as the pass begins: a task failing in this pass stops the next one
+            for task in dag.tasks:
+                if dag.ready(task):
+                    self.settle_or_start(dag, task, failed)
+            if not dag.done():
+                dag.wait()
+        if dag.failed():
+            return "failed", {}, {}
+        return "succeeded", *dag_outputs(template, Scope(dag.values, dag.files), where)
+
+    def open_dag(
+        self,
+        template: Mapping[str, Any],
+        where: str,
+        prefix: str,
+        parameters: Mapping[str, str],
+        artifacts: Mapping[str, str],
+        status: str,
+    ) -> _Dag:
+        """The DAG's tasks in order, what each needs, and the values its tasks may read before any has run."""
+        tasks = dag_order(template["dag"].get("tasks") or [], where)
+        inputs = template_inputs(template, parameters, where)
+        values = {**workflow_scope(self.plan, status), **{f"inputs.parameters.{k}": v for k, v in inputs.items()}}
+        files = {f"inputs.artifacts.{k}": v for k, v in artifacts.items()}
+        needs = {t["name"]: task_needs(t, f"{where}: task {t['name']}") for t in tasks}
+        return _Dag(prefix, status, tasks, needs, values, files)
+
+    def settle_or_start(self, dag: _Dag, task: Mapping[str, Any], failed: bool) -> None:
+        """Start `task` in a thread of its own, or give it its final state at once."""
+        name = task["name"]
+        node = dag.prefix + name
+        scope = dag.scope()
+        settled = self.settled(dag, task, node, scope, failed)
+        if settled is not None:
+            dag.states[name] = self.record(settled).state
+            return
+        dag.running.add(name)
+
+        def work() -> None:
+            dag.report(name, self.guarded(node, lambda: self.execute_task(task, node, scope, dag.status)))
+
+        self.start_thread(node, work)
+
+    def settled(self, dag: _Dag, task: Mapping[str, Any], node: str, scope: Scope, failed: bool) -> NodeResult | None:
+        """The result of a task that does not start: omitted after a failure or when what it needs did not
+        succeed, skipped when its `when` does not hold, failed when its condition cannot be read."""
+        if failed and task.get("depends") is None:  # a `depends` may name the failure it handles
+            return NodeResult(node, "omitted", reason="an earlier task failed")
+        try:
+            blocked = self.blocked(task, dag.states, node)
+            skip = (
+                not blocked and "when" in task and not when_holds(str(task["when"]), scope.values, f"task {node}: when")
+            )
+        except RunError as exc:  # a value the expression cannot compare fails this task, not the run
+            return NodeResult(node, "failed", reason=self.plan.mask(str(exc)))
+        if blocked:
+            return NodeResult(node, "omitted", reason=blocked)
+        if skip:
+            self.events(node, f"skipped: when {escape(self.plan.mask(str(task['when'])))} does not hold")
+            return NodeResult(node, "skipped", reason=f"when {self.plan.mask(str(task['when']))} does not hold")
+        return None
 
     def blocked(self, task: Mapping[str, Any], states: Mapping[str, str], node: str) -> str:
         """Why `task` cannot start although the tasks it needs have finished ('' when it can)."""
         if task.get("depends") is not None:
             holds = depends_holds(str(task["depends"]), states, f"task {node}: depends")
             return "" if holds else f"depends {task['depends']} does not hold"
-        bad = sorted(
-            n for n in local_run.task_needs(task, f"task {node}") if states.get(n) not in ("succeeded", "skipped")
-        )
+        bad = sorted(n for n in task_needs(task, f"task {node}") if states.get(n) not in ("succeeded", "skipped"))
         return f"needs {', '.join(bad)}, which did not succeed" if bad else ""
-
-    def dag_outputs(
-        self, template: Mapping[str, Any], scope: Scope, state: str, where: str
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        if state != "succeeded":
-            return {}, {}
-        outputs = template.get("outputs") or {}
-        parameters = {
-            p["name"]: local_run.substitute(
-                str((p.get("valueFrom") or {}).get("parameter", "")),
-                scope.values,
-                f"{where}: outputs.parameters.{p['name']}",
-            )
-            for p in outputs.get("parameters") or []
-        }
-        artifacts = {}
-        for artifact in outputs.get("artifacts") or []:
-            key = str(artifact.get("from", "")).strip("{} ")
-            if key not in scope.artifacts:
-                raise RunError(
-                    f"{where}: outputs.artifacts.{artifact['name']} comes from {escape(key)}, which produced nothing"
-                )
-            artifacts[artifact["name"]] = scope.artifacts[key]
-        return parameters, artifacts
 
     # -- tasks --
 
     def execute_task(self, task: Mapping[str, Any], node: str, scope: Scope, status: str) -> NodeResult:
         """One task: a single node, or one per loop item (run at once, bounded by the job slots)."""
-        where = f"task {node}"
-        items = local_run.loop_items(task, scope.values, where)
+        items = loop_items(task, scope.values, f"task {node}")
         if items is None:
             return self.execute_node(task, node, scope, status)
         started = time.monotonic()
@@ -315,23 +256,12 @@ class _Executor:
 
         def one(index: int, item: Any) -> None:
             child = f"{node}({index})"
-            try:
-                result = self.execute_node(
-                    task, child, Scope({**scope.values, **local_run.item_values(item)}, scope.artifacts), status
-                )
-            except Interrupted:
-                result = NodeResult(child, "failed", reason="interrupted")
-            except Exception as exc:  # the loop waits for every item: a thread must always report
-                result = self.record(NodeResult(child, "failed", reason=self.plan.mask(_naming(child, exc))))
+            item_scope = Scope({**scope.values, **item_values(item)}, scope.artifacts)
+            result = self.guarded(child, lambda: self.execute_node(task, child, item_scope, status))
             with self.lock:
                 results.append(result)
 
-        threads = [
-            threading.Thread(target=one, args=pair, daemon=True, name=f"{node}({pair[0]})") for pair in enumerate(items)
-        ]
-        self.threads.extend(threads)
-        for thread in threads:
-            thread.start()
+        threads = [self.start_thread(f"{node}({index})", one, index, item) for index, item in enumerate(items)]
         for thread in threads:
             thread.join()
         failed = [r for r in results if r.state == "failed"]
@@ -342,51 +272,23 @@ class _Executor:
         )
 
     def execute_node(self, task: Mapping[str, Any], node: str, scope: Scope, status: str) -> NodeResult:
-        where = f"task {node}"
         self.check_cancel()
         template = self.plan.templates[task["template"]]
-        parameters, artifacts = local_run.task_arguments(task, scope, where)
+        parameters, artifacts = task_arguments(task, scope, f"task {node}")
         if "container" in template:
-            return self.execute_step(local_run.resolve_step(self.plan, template, node, parameters, artifacts, status))
+            return self.execute_step(resolve_step(self.plan, template, node, parameters, artifacts, status))
         started = time.monotonic()
         state, out_parameters, out_artifacts = self.execute_dag(
             task["template"], node + "/", parameters, artifacts, status
         )
         first = next((n.reason for n in self.nodes if n.state == "failed" and n.node.startswith(node + "/")), "")
-        return self.record(
-            NodeResult(
-                node,
-                state,
-                time.monotonic() - started,
-                {k: Path(v) for k, v in out_artifacts.items()},
-                out_parameters,
-                first,
-            )
-        )
+        outputs = {k: Path(v) for k, v in out_artifacts.items()}
+        return self.record(NodeResult(node, state, time.monotonic() - started, outputs, out_parameters, first))
 
     # -- steps --
 
     def execute_step(self, step: StepRun) -> NodeResult:
-        from ..engine import Bind
-
-        binds = []
-        for read in step.inputs:
-            source = Path(read.source)
-            _produced(source, f"task {step.task}: input artifact {read.name} ({escape(read.source)})")
-            binds.append(Bind(str(source), read.path, read_only=True))
-        folders: dict[str, Path] = {}  # the folder around an output's path -> its host folder
-        host: dict[str, Path] = {}
-        used: set[str] = set()
-        for written in step.outputs:
-            parent = posixpath.dirname(written.path)
-            if parent not in folders:
-                label = written.name if written.name not in used else f"{written.name}-{len(used)}"
-                used.add(label)
-                folders[parent] = _make_folder(self.root, *step.task.split("/"), label)
-                binds.append(Bind(str(folders[parent]), parent))
-            host[written.name + ("\0p" if written.parameter else "")] = folders[parent] / posixpath.basename(
-                written.path
-            )
+        binds, host = step_mounts(self.root, step)
         started = time.monotonic()
         with self.slots:
             self.check_cancel()
@@ -394,68 +296,39 @@ class _Executor:
             self.events(step.task, f"parameters: {step.shown_parameters()}")
             if step.env:
                 self.events(step.task, f"env: {step.shown_env()}")
-            for attempt in range(step.retries + 1):
-                try:
-                    result = self.engine.call(
-                        step.image,
-                        step.argv,
-                        network_mode=self.network_mode,
-                        binds=binds,
-                        environment=step.environment,
-                        labels={RUN_LABEL: str(self.root)},
-                        token=self.token,
-                        deadline=step.deadline,
-                    )
-                except EngineError as exc:  # the engine quotes argv[0] when it cannot start it: masked
-                    raise RunError(step.mask(str(exc))) from None
-                output = step.mask(result.output)
-                for line in output.splitlines():
-                    self.events(step.task, f"| {escape(line)}")
-                if result.exit_code == 0 and not result.timed_out:
-                    break
-                if attempt < step.retries:
-                    self.events(
-                        step.task, f"failed (exit code {result.exit_code}); retry {attempt + 1} of {step.retries}"
-                    )
+            result, output = self.tries(step, binds)
         seconds = time.monotonic() - started
         if result.timed_out or result.exit_code != 0:
-            tail = "\n".join(escape(line) for line in output.rstrip().splitlines()[-TAIL_LINES:])
-            why = (
-                f"ran past its activeDeadlineSeconds ({step.deadline:.0f}s) and was killed"
-                if result.timed_out
-                else f"failed with exit code {result.exit_code} after {seconds:.0f}s"
-            )
-            tries = f" ({step.retries + 1} tries)" if step.retries else ""
-            return self.record(
-                NodeResult(
-                    step.task,
-                    "failed",
-                    seconds,
-                    output=output,
-                    reason=(
-                        f"step {step.task} {why}{tries} (image {step.image}); the last lines of its output:\n{tail}"
-                    ),
-                )
-            )
-        outputs, parameters = {}, {}
-        for written in step.outputs:
-            what = f"task {step.task}: output {'parameter' if written.parameter else 'artifact'} {written.name}"
-            path = host[written.name + ("\0p" if written.parameter else "")]
-            if written.parameter:
-                parameters[written.name] = _read_parameter(path, what)
-            else:
-                _produced(path, what)
-                outputs[written.name] = path
+            return self.record(step_failure(step, result, output, seconds))
+        outputs, parameters = step_outputs(step, host)
         self.events(step.task, f"done in {seconds:.1f}s" + "".join(f"; {n} in {p}" for n, p in outputs.items()))
         return self.record(NodeResult(step.task, "succeeded", seconds, outputs, parameters, output=output))
 
-
-def _naming(node: str, error: Exception) -> str:
-    """The error's message, naming the task unless it does already."""
-    message = (
-        str(error) if isinstance(error, (RunError, EngineError)) else f"unexpected {error.__class__.__name__}: {error}"
-    )
-    return message if f"task {node}" in message or f"step {node}" in message else f"task {node}: {message}"
+    def tries(self, step: StepRun, binds: list[Bind]) -> tuple[ContainerResult, str]:
+        """The step's container, started again after a failure up to its retry limit: the last try's result
+        and its output, secrets masked (each try's output is reported as it ends)."""
+        for attempt in range(step.retries + 1):
+            try:
+                result = self.engine.call(
+                    step.image,
+                    step.argv,
+                    network_mode=self.network_mode,
+                    binds=binds,
+                    environment=step.environment,
+                    labels={RUN_LABEL: str(self.root)},
+                    token=self.token,
+                    deadline=step.deadline,
+                )
+            except EngineError as exc:  # the engine quotes argv[0] when it cannot start it: masked
+                raise RunError(step.mask(str(exc))) from None
+            output = step.mask(result.output)
+            for line in output.splitlines():
+                self.events(step.task, f"| {escape(line)}")
+            if result.exit_code == 0 and not result.timed_out:
+                break
+            if attempt < step.retries:
+                self.events(step.task, f"failed (exit code {result.exit_code}); retry {attempt + 1} of {step.retries}")
+        return result, output
 
 
 def _pull_missing(plan: RunPlan, engine: Engine, events: Events) -> None:
@@ -483,7 +356,7 @@ def execute_run(
     token: Token | None = None,
     threads: list[threading.Thread] | None = None,
 ) -> RunOutcome:
-    """Run `plan`; every node's result, and the first failure (None when all succeeded).
+    """Execute `plan`; every node's result, and the first failure (None when all succeeded).
 
     `threads` (when given) collects the worker threads, so that a caller stopped by a signal can wait for
     them to remove their containers."""
@@ -503,18 +376,7 @@ def execute_run(
         events(plan.on_exit, f"exit handler (workflow status {status})")
         exit_task = {"name": plan.on_exit, "template": plan.on_exit}
         try:
-            executor.execute_node(exit_task, plan.on_exit, Scope(local_run.workflow_scope(plan, status), {}), status)
+            executor.execute_node(exit_task, plan.on_exit, Scope(workflow_scope(plan, status), {}), status)
         except (RunError, EngineError) as exc:
             executor.record(NodeResult(plan.on_exit, "failed", reason=plan.mask(f"exit handler: {exc}")))
     return RunOutcome(executor.nodes, executor.failure, root)
-
-
-def summary(outcome: RunOutcome) -> list[str]:
-    """One line per node: its path, state, time and where its outputs are."""
-    lines = []
-    width = max([len(n.node) for n in outcome.nodes] + [4])
-    for result in sorted(outcome.nodes, key=lambda n: n.node):
-        where = ", ".join(f"{name}: {escape(path)}" for name, path in sorted(result.outputs.items()))
-        note = where or (result.reason if result.state in ("skipped", "omitted") else "")
-        lines.append(f"{result.node:<{width}}  {result.state:<9} {result.seconds:6.1f}s  {note}".rstrip())
-    return lines

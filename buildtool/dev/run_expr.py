@@ -91,19 +91,18 @@ class _Parser:
     def disjunction(self, depth: int) -> bool:
         if depth > 50:
             raise self.error("nests too deep")
-        value = self.conjunction(depth)
-        while (token := self.peek()) is not None and token.text == "||":
-            self.take()
-            right = self.conjunction(depth)
-            value = value or right
-        return value
+        return self.chain("||", self.conjunction, depth)
 
     def conjunction(self, depth: int) -> bool:
-        value = self.unary(depth)
-        while (token := self.peek()) is not None and token.text == "&&":
+        return self.chain("&&", self.unary, depth)
+
+    def chain(self, operator: str, operand: Callable[[int], bool], depth: int) -> bool:
+        """`operand (operator operand)*`, every operand read (an error after a decided `||` still counts)."""
+        value = operand(depth)
+        while (token := self.peek()) is not None and token.text == operator:
             self.take()
-            right = self.unary(depth)
-            value = value and right
+            right = operand(depth)
+            value = (value or right) if operator == "||" else (value and right)
         return value
 
     def unary(self, depth: int) -> bool:

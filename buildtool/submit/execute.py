@@ -6,7 +6,6 @@ submit running at the same time is read as "already there" and answered by readi
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tempfile
 import time
@@ -17,8 +16,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import ClusterError, ClusterRunFailed, ClusterRunTimeout, ConfigError
+from ..reference import is_loopback
 from . import plan
-from .kfp_api import AlreadyExists, Auth, Cluster, Pipeline, Run, Version
+from .kfp_api import Cluster
+from .kfp_data import AlreadyExists, Auth, Pipeline, Run, Version
 
 Say = Callable[[str], None]
 SUCCEEDED = "succeeded"
@@ -67,21 +68,12 @@ def check_host(host: str | None, auth: Auth) -> str:
         raise ConfigError(f"--host {host[:120]!r}: expected http(s)://HOST[:PORT][/PATH]")
     if parsed.username or parsed.password:
         raise ConfigError("--host carries a user:password@; give the credential with --token-env or --cookie-env")
-    if parsed.scheme == "http" and (auth.token or auth.cookie) and not _loopback(parsed.hostname):
+    if parsed.scheme == "http" and (auth.token or auth.cookie) and not is_loopback(parsed.netloc):
         raise ConfigError(
             f"--host {parsed.scheme}://{parsed.hostname}: {auth.label} would cross the network "
             "in clear text; use https (or a port-forward on 127.0.0.1)"
         )
     return host
-
-
-def _loopback(hostname: str) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
 
 
 def publish(cluster: Cluster, local: plan.Local, data: bytes, say: Say) -> Published:

@@ -14,12 +14,10 @@ own context setting is read back afterwards.
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,128 +28,25 @@ from kfp_server_api.exceptions import ApiException
 
 from ..errors import ClusterError
 from ..push.registry_retry import retry_policy
+from .kfp_answers import (
+    entries,
+    equals,
+    masked,
+    refused,
+    require_api_answer,
+    required_text,
+    server_message,
+    shown,
+    transport,
+)
+from .kfp_data import AlreadyExists, Auth, NotTheApi, Pipeline, Run, Version
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 120.0  # an upload of a 1 MB workflow, or a list, answered well within it
-_MESSAGE_LIMIT = 300  # characters of a server's message quoted in an error
 _PLACEHOLDER_NAMESPACE = "-"  # any non-empty value keeps kfp.Client from polling /healthz in its constructor
-
-
-class AlreadyExists(Exception):
-    """The server answered 409: another caller created that name first."""
-
-
-@dataclass(frozen=True)
-class Auth:
-    """Which credential goes with each call; `label` names its kind and source, never its value."""
-
-    label: str
-    token: str | None = None
-    cookie: str | None = None
-
-    def __repr__(self) -> str:
-        return f"Auth({self.label!r})"
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    id: str
-    name: str
-    default_version_id: str | None
-
-
-@dataclass(frozen=True)
-class Version:
-    id: str
-    name: str
-
-
-@dataclass(frozen=True)
-class Run:
-    id: str
-    name: str
-    state: str  # "" while the server has not reported one yet
-
-
-def _equals(key: str, value: str) -> str:
-    """A v1beta1 `filter` (a JSON-serialized Filter protobuf) selecting `key` == `value`."""
-    return json.dumps({"predicates": [{"op": "EQUALS", "key": key, "stringValue": value}]})
-
-
-def _shown(text: str) -> str:
-    """A server's message on one line, control characters escaped, shortened."""
-    flat = text.encode("unicode_escape", "backslashreplace").decode("ascii")
-    return flat if len(flat) <= _MESSAGE_LIMIT else flat[:_MESSAGE_LIMIT] + "..."
-
-
-def _server_message(exc: ApiException) -> str:
-    body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body or "")
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return _shown(body.strip()) or str(exc.reason or "")
-    if isinstance(parsed, dict):
-        for key in ("error", "message"):
-            if isinstance(parsed.get(key), str) and parsed[key]:
-                return _shown(parsed[key])
-    return _shown(body.strip())
-
-
-def _text(value: object, what: str) -> str:
-    """A non-empty string the server must have sent (an id, a name); ClusterError otherwise."""
-    if not isinstance(value, str) or not value or len(value) > 1024:
-        raise ClusterError(
-            f"the server's answer gives {what} as {_shown(repr(value))[:80]}, not an identifier; "
-            "is --host a KFP v1 API?"
-        )
-    return value
-
-
-class NotTheApi(Exception):
-    """A 2xx answer that is not a JSON object: a proxy's or a login page, not the API's."""
-
-
-def _require_api_answer(response: Any) -> None:
-    """The generated client reads any 2xx body it cannot parse as an empty object, so a login page would look like
-    "no pipeline of that name": refuse it here, where the raw answer is still at hand."""
-    if not 200 <= response.status < 300:
-        return
-    kind = str(response.headers.get("Content-Type", "")).split(";")[0].strip().lower()
-    try:
-        parsed = json.loads(response.data or b"")
-    except (ValueError, RecursionError):
-        parsed = None
-    if kind != "application/json" or not isinstance(parsed, dict):
-        raise NotTheApi(
-            f"HTTP {response.status} with {kind or 'no Content-Type'}, {len(response.data or b'')} bytes "
-            "that are not a JSON object"
-        )
-
-
-def _entries(items: Any, kind: str) -> list[Any]:
-    """The objects of a list answer, each with an id and a name (a list of something else is not the API's)."""
-    if items is None:
-        return []
-    if not isinstance(items, list) or len(items) > 1000:
-        raise ClusterError(f"the server's list of {kind}s is not a list of at most 1000; is --host a KFP v1 API?")
-    for item in items:
-        _text(getattr(item, "id", None), f"a {kind}'s id")
-        _text(getattr(item, "name", None), f"a {kind}'s name")
-    return items
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    found, seen = [], set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        found.append(current)
-        reason = getattr(current, "reason", None)
-        current = reason if isinstance(reason, BaseException) else (current.__cause__ or current.__context__)
-    return found
 
 
 class Cluster:
@@ -186,7 +81,7 @@ class Cluster:
             # kfp reads its context.json in the constructor and indexes it as an object.
             raise ClusterError(
                 f"cannot set up the client for {self.host}: {exc.__class__.__name__}: "
-                f"{_shown(str(exc))}; check ~/.config/kfp/context.json"
+                f"{shown(str(exc))}; check ~/.config/kfp/context.json"
             ) from None
         if namespace is not None or not isinstance(settings.get("namespace"), str):
             settings["namespace"] = namespace or ""
@@ -201,7 +96,7 @@ class Cluster:
             kw["redirect"] = False
             kw.setdefault("retries", retry_policy())
             response = send(method, url, *args, **kw)
-            _require_api_answer(response)
+            require_api_answer(response)
             return response
 
         self._pool.request = request
@@ -220,9 +115,9 @@ class Cluster:
     def find_pipeline(self, name: str) -> Pipeline | None:
         response = self._call(
             f"list the pipelines named {name!r}",
-            lambda: self._client.pipelines.list_pipelines(filter=_equals("name", name), page_size=10),
+            lambda: self._client.pipelines.list_pipelines(filter=equals("name", name), page_size=10),
         )
-        found = [p for p in _entries(response.pipelines, "pipeline") if p.name == name]
+        found = [p for p in entries(response.pipelines, "pipeline") if p.name == name]
         if len(found) > 1:
             raise ClusterError(
                 f"{len(found)} pipelines are named {name!r} on {self.host}; "
@@ -230,7 +125,9 @@ class Cluster:
             )
         if not found:
             return None
-        return Pipeline(_text(found[0].id, "a pipeline's id"), name, getattr(found[0].default_version, "id", None))
+        return Pipeline(
+            required_text(found[0].id, "a pipeline's id"), name, getattr(found[0].default_version, "id", None)
+        )
 
     def find_version(self, pipeline: Pipeline, name: str) -> Version | None:
         response = self._call(
@@ -238,27 +135,27 @@ class Cluster:
             lambda: self._client.pipelines.list_pipeline_versions(
                 resource_key_type=kfp_server_api.ApiResourceType.PIPELINE,
                 resource_key_id=pipeline.id,
-                filter=_equals("name", name),
+                filter=equals("name", name),
                 page_size=10,
             ),
         )
-        found = [v for v in _entries(response.versions, "version") if v.name == name]
-        return Version(_text(found[0].id, "a version's id"), name) if found else None
+        found = [v for v in entries(response.versions, "version") if v.name == name]
+        return Version(required_text(found[0].id, "a version's id"), name) if found else None
 
     def find_experiment(self, name: str) -> str | None:
         """The id of the experiment `name` (in the namespace, when there is one), or None."""
         namespace = self._client.get_user_namespace() or None
         response = self._call(
             f"list the experiments named {name!r}",
-            lambda: self._client.list_experiments(namespace=namespace, filter=_equals("name", name), page_size=10),
+            lambda: self._client.list_experiments(namespace=namespace, filter=equals("name", name), page_size=10),
         )
-        found = [e for e in _entries(response.experiments, "experiment") if e.name == name]
-        return _text(found[0].id, "an experiment's id") if found else None
+        found = [e for e in entries(response.experiments, "experiment") if e.name == name]
+        return required_text(found[0].id, "an experiment's id") if found else None
 
     def run(self, run_id: str) -> Run:
         response = self._call(f"read run {run_id}", lambda: self._client.get_run(run_id))
         run = response.run
-        return Run(_text(run.id, "the run's id"), _shown(str(run.name or "")), _shown(str(run.status or "")))
+        return Run(required_text(run.id, "the run's id"), shown(str(run.name or "")), shown(str(run.status or "")))
 
     def run_version(self, run_id: str) -> str | None:
         """The pipeline version a run was created from (its CREATOR reference)."""
@@ -278,14 +175,16 @@ class Cluster:
         created = self._call(
             f"create pipeline {name!r}", lambda: self._client.upload_pipeline(str(package), pipeline_name=name)
         )
-        return Pipeline(_text(created.id, "the new pipeline's id"), name, getattr(created.default_version, "id", None))
+        return Pipeline(
+            required_text(created.id, "the new pipeline's id"), name, getattr(created.default_version, "id", None)
+        )
 
     def create_version(self, pipeline: Pipeline, name: str, package: Path) -> Version:
         created = self._call(
             f"create version {name!r} of pipeline {pipeline.name!r}",
             lambda: self._client.upload_pipeline_version(str(package), name, pipeline_id=pipeline.id),
         )
-        return Version(_text(created.id, "the new version's id"), name)
+        return Version(required_text(created.id, "the new version's id"), name)
 
     def create_experiment(self, name: str) -> str:
         namespace = self._client.get_user_namespace() or None
@@ -301,7 +200,7 @@ class Cluster:
         created = self._call(
             f"create experiment {name!r}", lambda: self._client.experiments.create_experiment(body=body)
         )
-        return _text(created.id, "the new experiment's id")
+        return required_text(created.id, "the new experiment's id")
 
     def create_run(
         self, experiment_id: str, name: str, pipeline: Pipeline, version: Version, parameters: Mapping[str, str]
@@ -310,7 +209,7 @@ class Cluster:
             f"start run {name!r} of version {version.name!r}",
             lambda: self._client.run_pipeline(experiment_id, name, params=dict(parameters), version_id=version.id),
         )
-        return Run(_text(created.id, "the new run's id"), name, _shown(str(created.status or "")))
+        return Run(required_text(created.id, "the new run's id"), name, shown(str(created.status or "")))
 
     # -- errors ---------------------------------------------------------------------------------------------
 
@@ -320,88 +219,22 @@ class Cluster:
         except ApiException as exc:
             if exc.status == 409:
                 raise AlreadyExists(what) from None
-            raise self._masked(self._refused(what, exc)) from None
+            message = server_message(exc.body, exc.reason)
+            location = (exc.headers or {}).get("Location", "?")
+            error = refused(what, self.host, self.auth, self.namespace, exc.status, message, location)
+            raise masked(error, self.auth) from None
         except urllib3.exceptions.HTTPError as exc:
-            raise self._masked(self._transport(what, exc)) from None
+            raise masked(transport(what, self.host, exc), self.auth) from None
         except (NotTheApi, OSError, ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
             # kfp raises ValueError for two pipelines of a name; the generated models raise on an answer that is
             # not the API's (a proxy's HTML page, a wrong shape).
-            raise self._masked(
-                ClusterError(
-                    f"could not {what} on {self.host}: the answer is not the KFP v1 API's "
-                    f"({exc.__class__.__name__}: {_shown(str(exc))})"
-                )
-            ) from None
+            error = ClusterError(
+                f"could not {what} on {self.host}: the answer is not the KFP v1 API's "
+                f"({exc.__class__.__name__}: {shown(str(exc))})"
+            )
+            raise masked(error, self.auth) from None
         if result is None:
             raise ClusterError(
                 f"could not {what} on {self.host}: the server sent an empty answer; is --host a KFP v1 API?"
             )
         return result
-
-    def _masked(self, error: ClusterError) -> ClusterError:
-        """The error with the credential's value (as sent, or echoed by a server) replaced by ***."""
-        text = str(error)
-        secrets = [v for v in (self.auth.token, self.auth.cookie) if v]
-        if self.auth.cookie and "=" in self.auth.cookie:
-            secrets.append(self.auth.cookie.split("=", 1)[1])
-        for secret in sorted(secrets, key=len, reverse=True):
-            if len(secret) >= 4:  # shorter, masking would hide the address and nothing a guess would not find
-                for form in (secret, _shown(secret), urllib.parse.quote(secret, safe="")):
-                    text = text.replace(form, "***")
-        return ClusterError(text) if text != str(error) else error
-
-    def _refused(self, what: str, exc: ApiException) -> ClusterError:
-        status, message = exc.status, _server_message(exc)
-        head = f"could not {what} on {self.host}: HTTP {status}"
-        if status == 401:
-            return ClusterError(
-                f"{head} (not authenticated; sent {self.auth.label}): {message}; "
-                "give a valid token with --token-env or a session cookie with --cookie-env"
-            )
-        if status == 403:
-            return ClusterError(
-                f"{head} (forbidden; sent {self.auth.label}): {message}; that identity may not "
-                f"do this{' in namespace ' + repr(self.namespace) if self.namespace else ''}: "
-                "ask for access, or pass --namespace of a profile you belong to"
-            )
-        if status in (301, 302, 303, 307, 308):
-            target = _shown(str((exc.headers or {}).get("Location", "?")))
-            return ClusterError(
-                f"{head} redirect to {target}, not followed (it would carry {self.auth.label}); "
-                "a login page means the session cookie is missing or expired: --cookie-env, or "
-                "--host naming the API itself"
-            )
-        if status == 404:
-            return ClusterError(
-                f"{head} (not found): {message}; is --host the KFP API "
-                "(e.g. http://127.0.0.1:8080 through `kubectl port-forward svc/ml-pipeline-ui`)?"
-            )
-        if status in (400, 422):
-            return ClusterError(f"{head} (the server refused it as invalid): {message}")
-        return ClusterError(f"{head}: {message}")
-
-    def _transport(self, what: str, exc: urllib3.exceptions.HTTPError) -> ClusterError:
-        causes = _causes(exc)
-        tries = getattr(exc, "tries", None)
-        after = f" after {tries} tries" if tries and tries > 1 else ""
-        for cause in causes:
-            if isinstance(cause, (ssl.SSLError, urllib3.exceptions.SSLError)):
-                return ClusterError(
-                    f"could not {what} on {self.host}: TLS failed{after} ({_shown(str(cause))}); "
-                    "a cluster behind a private CA needs --ca-cert PATH (verification stays on)"
-                )
-        for cause in causes:
-            # urllib3's NewConnectionError (refused, no route) subclasses ConnectTimeoutError: ask it first.
-            if isinstance(cause, urllib3.exceptions.NewConnectionError):
-                break
-            if isinstance(
-                cause, (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ConnectTimeoutError, TimeoutError)
-            ):
-                return ClusterError(
-                    f"could not {what} on {self.host}: no answer in time{after}; is the port-forward or ingress up?"
-                )
-        last = causes[-1]
-        return ClusterError(
-            f"could not {what} on {self.host}: unreachable{after} ({last.__class__.__name__}: "
-            f"{_shown(str(last))}); is the port-forward or ingress up, and --host right?"
-        )

@@ -22,7 +22,7 @@ import yaml
 from kfp.components import OutputPath
 
 from buildtool import cli
-from buildtool.dev.local_run import RUN_LABEL
+from buildtool.dev.run_plan import RUN_LABEL
 
 from .conftest import BASE_IMAGE, served_digest
 

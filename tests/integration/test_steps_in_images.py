@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from buildtool import cli
-from buildtool.dev import local_run, run_exec, run_network
+from buildtool.dev import run_exec, run_network, run_outcome, run_plan, run_preview, run_workflow
 from buildtool.dev.dataset import write_training_dataset
 from buildtool.dev.platform_server import PlatformServer, seed_dataset, stored_path
 from buildtool.engine import Engine
@@ -108,7 +108,7 @@ class Trained:
     dataset_zip: Path
     data_dir: Path
     training_image: str
-    results: Mapping[str, run_exec.NodeResult]
+    results: Mapping[str, run_outcome.NodeResult]
     events: list[tuple[str, str]]
 
 
@@ -135,7 +135,7 @@ def engine() -> Iterator[Engine]:
     engine.close()
 
 
-def run_plan(workflow: Mapping[str, Any], port: int, **overrides: str) -> local_run.RunPlan:
+def plan_for(workflow: Mapping[str, Any], port: int, **overrides: str) -> run_plan.RunPlan:
     arguments = {
         "training_task_uid": "task-it",
         "training_dataset_uid": DATASET_UID,
@@ -147,11 +147,11 @@ def run_plan(workflow: Mapping[str, Any], port: int, **overrides: str) -> local_
         "secret_key": SECRET_KEY,
         **overrides,
     }
-    return local_run.plan_run(workflow, arguments)
+    return run_workflow.plan_run(workflow, arguments)
 
 
-def plan(pipeline: Pipeline, port: int, **overrides: str) -> list[local_run.StepRun]:
-    return local_run.preview(run_plan(pipeline.workflow, port, **overrides))
+def plan(pipeline: Pipeline, port: int, **overrides: str) -> list[run_plan.StepRun]:
+    return run_preview.preview(plan_for(pipeline.workflow, port, **overrides))
 
 
 def execute(
@@ -161,13 +161,13 @@ def execute(
     port: int,
     events: list[tuple[str, str]] | None = None,
     **overrides: str,
-) -> run_exec.RunOutcome:
+) -> run_outcome.RunOutcome:
     """The pipeline run as `buildtool run --allow-host 127.0.0.1:PORT` runs it."""
-    plan = run_plan(workflow, port, **overrides)
-    image = local_run.preview(plan)[0].image
+    plan = plan_for(workflow, port, **overrides)
+    image = run_preview.preview(plan)[0].image
     seen = events if events is not None else []
     endpoint = run_network.Endpoint("127.0.0.1", port)
-    with run_network.Isolation(engine, [endpoint], False, image, {local_run.RUN_LABEL: str(workdir)}) as network:
+    with run_network.Isolation(engine, [endpoint], False, image, {run_plan.RUN_LABEL: str(workdir)}) as network:
         return run_exec.execute_run(
             plan, engine, workdir, lambda who, what: seen.append((who, what)), network_mode=network.network_mode
         )

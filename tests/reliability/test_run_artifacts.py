@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from buildtool.dev import local_run, run_exec
+from buildtool.dev import run_exec, run_workflow
 from buildtool.engine import Bind, ContainerResult
 
 from ..conftest import write_project
@@ -51,7 +51,7 @@ def test_every_input_taken_from_one_output_is_mounted(
             {"name": name, "from": f"{{{{tasks.{DOWNLOAD}.outputs.artifacts.{DOWNLOAD}-output}}}}"}
         )
     engine = RecordingEngine([ContainerResult(0, "")] * 3)
-    plan = local_run.plan_run(workflow, ARGUMENTS)
+    plan = run_workflow.plan_run(workflow, ARGUMENTS)
     outcome = run_exec.execute_run(plan, engine, tmp_path / "work", lambda who, what: None)
     assert outcome.failure is None
     source = str((tmp_path / "work" / DOWNLOAD / f"{DOWNLOAD}-output" / "data").resolve())

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from buildtool.dev import local_run, run_checks
+from buildtool.dev import run_checks, run_preview, run_workflow
 from buildtool.errors import RunError
 
 from .run_fixtures import ARGUMENTS, ENVIRONMENT, compile_project
@@ -121,7 +121,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
 def plan(workflow: Any, steps: dict[str, str]) -> None:
     params = [f"{k}={v}" for k, v in ARGUMENTS.items()]
     try:
-        local_run.describe(local_run.preview(local_run.plan_checked(workflow, params, ENVIRONMENT, steps)))
+        run_preview.describe(run_preview.preview(run_workflow.plan_checked(workflow, params, ENVIRONMENT, steps)))
     except RunError as exc:
         assert "\n" not in str(exc)
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from buildtool import cli
-from buildtool.dev.local_run import RUN_LABEL
+from buildtool.dev.run_plan import RUN_LABEL
 
 from ..integration.conftest import BASE_IMAGE, engine_client, registry, served_digest  # noqa: F401  (fixtures)
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from buildtool import cli
-from buildtool.dev import local_run, run_checks, run_exec
+from buildtool.dev import run_checks, run_exec, run_files, run_outcome, run_plan, run_preview, run_workflow
 from buildtool.engine import Bind, ContainerResult
 from buildtool.errors import EngineError, ImageMapError, RunError
 
@@ -49,7 +49,7 @@ def compiled(_compiled_once):
 
 
 def preview(workflow, arguments):
-    return local_run.preview(local_run.plan_run(workflow, arguments))
+    return run_preview.preview(run_workflow.plan_run(workflow, arguments))
 
 
 def option(step, flag):
@@ -81,17 +81,17 @@ def test_plan_has_the_three_steps_in_order_with_placeholders_resolved(compiled):
 def test_plan_wires_each_output_artifact_to_the_step_that_reads_it(compiled):
     download, training, upload = preview(compiled[0], ARGUMENTS)
     assert download.inputs == ()
-    assert download.outputs == (local_run.OutputFile(f"{DOWNLOAD}-output", "/tmp/outputs/output/data"),)
+    assert download.outputs == (run_plan.OutputFile(f"{DOWNLOAD}-output", "/tmp/outputs/output/data"),)
     assert option(download, "--output") == "/tmp/outputs/output/data"
     assert training.inputs == (
-        local_run.InputArtifact(
+        run_plan.InputArtifact(
             f"{DOWNLOAD}-output", "/tmp/inputs/input/data", f"tasks.{DOWNLOAD}.outputs.artifacts.{DOWNLOAD}-output"
         ),
     )
     assert option(training, "--input") == "/tmp/inputs/input/data"
-    assert training.outputs == (local_run.OutputFile("training-output", "/tmp/outputs/output/data"),)
+    assert training.outputs == (run_plan.OutputFile("training-output", "/tmp/outputs/output/data"),)
     assert upload.inputs == (
-        local_run.InputArtifact(
+        run_plan.InputArtifact(
             "training-output", "/tmp/inputs/input/data", f"tasks.{TRAINING}.outputs.artifacts.training-output"
         ),
     )
@@ -111,18 +111,18 @@ def test_plan_follows_dependencies_not_the_listed_order(compiled):
 def test_missing_required_parameters_are_named(compiled):
     arguments = {k: v for k, v in ARGUMENTS.items() if k not in ("model_uid", "learning_rate")}
     with pytest.raises(RunError, match=r"missing required parameter\(s\): model_uid, learning_rate") as caught:
-        local_run.plan_run(compiled[0], arguments)
+        run_workflow.plan_run(compiled[0], arguments)
     assert SECRET not in str(caught.value)
 
 
 def test_unknown_parameter_is_refused_with_the_valid_names(compiled):
     with pytest.raises(RunError, match=r"unknown parameter\(s\) epoch; the pipeline takes: .*epochs"):
-        local_run.plan_run(compiled[0], {**ARGUMENTS, "epoch": "3"})
+        run_workflow.plan_run(compiled[0], {**ARGUMENTS, "epoch": "3"})
 
 
 def test_describe_and_repr_mask_the_credentials(compiled):
     steps = preview(compiled[0], ARGUMENTS)
-    text = "\n".join(local_run.describe(steps)) + repr(steps)
+    text = "\n".join(run_preview.describe(steps)) + repr(steps)
     assert SECRET not in text and "tester" not in text
     assert "secret_key=***" in text and "access_key=***" in text and "training_dataset_uid=ds-1" in text
     assert steps[0].mask(f"login as 'tester' with {SECRET}") == "login as '***' with ***"
@@ -131,23 +131,23 @@ def test_describe_and_repr_mask_the_credentials(compiled):
 def test_run_arguments_take_credentials_from_the_environment(compiled):
     workflow = compiled[0]
     env = {"PLATFORM_ACCESS_KEY": "env-key", "PLATFORM_SECRET_KEY": "env-secret"}
-    assert local_run.run_arguments(workflow, ["host=h", "port=1"], env) == {
+    assert run_workflow.run_arguments(workflow, ["host=h", "port=1"], env) == {
         "host": "h",
         "port": "1",
         "access_key": "env-key",
         "secret_key": "env-secret",
     }
-    assert local_run.run_arguments(workflow, ["access_key=given", "x=a=b"], env)["access_key"] == "given"
-    assert local_run.run_arguments(workflow, ["x=a=b"], {})["x"] == "a=b"
+    assert run_workflow.run_arguments(workflow, ["access_key=given", "x=a=b"], env)["access_key"] == "given"
+    assert run_workflow.run_arguments(workflow, ["x=a=b"], {})["x"] == "a=b"
     with pytest.raises(RunError, match=r"parameter #2 is not NAME=VALUE") as caught:
-        local_run.run_arguments(workflow, ["host=h", SECRET], {})
+        run_workflow.run_arguments(workflow, ["host=h", SECRET], {})
     assert SECRET not in str(caught.value)
     with pytest.raises(RunError, match="given twice"):
-        local_run.run_arguments(workflow, ["host=h", "host=i"], {})
+        run_workflow.run_arguments(workflow, ["host=h", "host=i"], {})
 
 
 def execute(workflow, engine, workdir, events=None, arguments=ARGUMENTS):
-    plan = local_run.plan_run(workflow, arguments)
+    plan = run_workflow.plan_run(workflow, arguments)
     return run_exec.execute_run(plan, engine, workdir, events or (lambda who, what: None))
 
 
@@ -177,7 +177,7 @@ def test_execute_mounts_artifacts_and_stops_after_a_failing_step(compiled, tmp_p
     assert second["binds"][0] == Bind(f"{out}/data", "/tmp/inputs/input/data", read_only=True)
     assert not any(SECRET in what for _, what in events)
     assert (DOWNLOAD, "| downloaded") in events
-    assert any(line.startswith(f"{UPLOAD}  ") and "omitted" in line for line in run_exec.summary(outcome))
+    assert any(line.startswith(f"{UPLOAD}  ") and "omitted" in line for line in run_outcome.summary(outcome))
 
 
 class EmptyEngine(RecordingEngine):
@@ -256,7 +256,7 @@ def with_secret(_with_secret_once):
 def test_secret_variables_come_from_the_host_environment_not_argv(with_secret):
     workflow = with_secret[0]
     params = [f"{k}={v}" for k, v in ARGUMENTS.items() if k not in ("access_key", "secret_key")]
-    steps = local_run.preview(local_run.plan_checked(workflow, params, HOST_ENV, with_secret[1]))
+    steps = run_preview.preview(run_workflow.plan_checked(workflow, params, HOST_ENV, with_secret[1]))
     download, training, upload = steps
     for step in (download, upload):
         assert step.environment == HOST_ENV
@@ -266,7 +266,7 @@ def test_secret_variables_come_from_the_host_environment_not_argv(with_secret):
         assert option(step, "--secret-key") == "" and option(step, "--access-key") == ""
         assert step.mask(f"x {SECRET} y") == "x *** y"
     assert training.env == () and training.environment == {}
-    text = "\n".join(local_run.describe(steps)) + repr(steps)
+    text = "\n".join(run_preview.describe(steps)) + repr(steps)
     assert SECRET not in text and "tester" not in text
     assert (
         f"   env: PLATFORM_ACCESS_KEY=*** (host $PLATFORM_ACCESS_KEY, for secret {SECRET_NAME}/access_key), "
@@ -285,7 +285,7 @@ def test_a_secret_variable_the_host_lacks_is_named(with_secret, environ):
         r"container.env PLATFORM_SECRET_KEY comes from key secret_key of the "
         rf"Kubernetes secret {SECRET_NAME}; set PLATFORM_SECRET_KEY in the environment",
     ):
-        local_run.plan_checked(with_secret[0], params, environ, with_secret[1])
+        run_workflow.plan_checked(with_secret[0], params, environ, with_secret[1])
 
 
 def test_plain_env_values_pass_through_resolved(compiled):
@@ -295,32 +295,32 @@ def test_plain_env_values_pass_through_resolved(compiled):
         {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
         {"name": "RATE", "value": "{{inputs.parameters.learning_rate}}"},
     ]
-    training = local_run.preview(
-        local_run.plan_checked(workflow, [f"{k}={v}" for k, v in ARGUMENTS.items()], {}, compiled[1])
+    training = run_preview.preview(
+        run_workflow.plan_checked(workflow, [f"{k}={v}" for k, v in ARGUMENTS.items()], {}, compiled[1])
     )[1]
     assert training.environment == {"TF_CPP_MIN_LOG_LEVEL": "2", "RATE": "0.01"}
     assert [v.secret for v in training.env] == [None, None]
-    assert "   env: TF_CPP_MIN_LOG_LEVEL=2, RATE=0.01" in local_run.describe([training])
+    assert "   env: TF_CPP_MIN_LOG_LEVEL=2, RATE=0.01" in run_preview.describe([training])
 
 
 def test_execute_hands_the_environment_and_the_run_label_to_the_engine(with_secret, tmp_path):
     params = [f"{k}={v}" for k, v in ARGUMENTS.items() if k not in ("access_key", "secret_key")]
     engine = RecordingEngine([ContainerResult(0, f"saw {SECRET}\n")] * 3)
     events = []
-    plan = local_run.plan_checked(with_secret[0], params, HOST_ENV, with_secret[1])
+    plan = run_workflow.plan_checked(with_secret[0], params, HOST_ENV, with_secret[1])
     outcome = run_exec.execute_run(plan, engine, tmp_path / "work", lambda who, what: events.append((who, what)))
     assert outcome.failure is None
     environments = [options["environment"] for _, _, options in engine.calls]
     assert environments == [HOST_ENV, {}, HOST_ENV]
     assert all(
-        options["labels"] == {local_run.RUN_LABEL: str((tmp_path / "work").resolve())} for _, _, options in engine.calls
+        options["labels"] == {run_plan.RUN_LABEL: str((tmp_path / "work").resolve())} for _, _, options in engine.calls
     )
     assert not any(SECRET in part for _, argv, _ in engine.calls for part in argv)
     assert not any(SECRET in what for _, what in events) and (DOWNLOAD, "| saw ***") in events
 
 
 def test_run_arguments_leave_secret_parameters_empty_when_the_workflow_takes_the_variables(with_secret):
-    arguments = local_run.run_arguments(with_secret[0], ["host=h"], HOST_ENV)
+    arguments = run_workflow.run_arguments(with_secret[0], ["host=h"], HOST_ENV)
     assert arguments == {"host": "h", "access_key": "", "secret_key": ""}
 
 
@@ -363,10 +363,10 @@ def test_other_secret_variables_pass_only_when_named(compiled):
         match=r"container.env HF_TOKEN asks for the host's HF_TOKEN .* "
         r"add --secret-env HF_TOKEN if you mean it",
     ):
-        local_run.plan_checked(workflow, params, {"HF_TOKEN": "hf-1"}, compiled[1])
-    steps = local_run.preview(
-        local_run.plan_checked(
-            workflow, params, {"HF_TOKEN": "hf-1"}, compiled[1], local_run.SECRET_VARIABLES | {"HF_TOKEN"}
+        run_workflow.plan_checked(workflow, params, {"HF_TOKEN": "hf-1"}, compiled[1])
+    steps = run_preview.preview(
+        run_workflow.plan_checked(
+            workflow, params, {"HF_TOKEN": "hf-1"}, compiled[1], run_plan.SECRET_VARIABLES | {"HF_TOKEN"}
         )
     )
     assert steps[1].environment == {"HF_TOKEN": "hf-1"} and "hf-1" in steps[0].secrets
@@ -427,8 +427,8 @@ def test_make_folder_refuses_a_symlink_and_creates_inside(tmp_path):
     (root / "t").mkdir()
     (root / "t" / "a").symlink_to(outside)
     with pytest.raises(RunError, match="a symlink in the work folder"):
-        run_exec._make_folder(root.resolve(), "t", "a")
-    assert run_exec._make_folder(root.resolve(), "t", "b") == (root / "t" / "b").resolve()
+        run_files.make_folder(root.resolve(), "t", "a")
+    assert run_files.make_folder(root.resolve(), "t", "b") == (root / "t" / "b").resolve()
 
 
 def test_run_checks_against_the_given_map_else_the_configured_one_else_none(project, tmp_path):
@@ -491,18 +491,18 @@ def test_an_output_that_is_not_a_file_or_folder_fails_the_step_and_is_never_moun
 def test_output_parameters_are_bounded_utf8_files(tmp_path):
     good = tmp_path / "good"
     good.write_text("42")
-    assert run_exec._read_parameter(good, "p") == "42"
+    assert run_files.read_parameter(good, "p") == "42"
     big = tmp_path / "big"
-    big.write_bytes(b"1" * (run_exec.MAX_PARAMETER_BYTES + 1))
+    big.write_bytes(b"1" * (run_files.MAX_PARAMETER_BYTES + 1))
     with pytest.raises(RunError, match="over the 262144-byte limit for a parameter"):
-        run_exec._read_parameter(big, "p")
+        run_files.read_parameter(big, "p")
     binary = tmp_path / "binary"
     binary.write_bytes(b"\xff\xfe")
     with pytest.raises(RunError, match="not UTF-8"):
-        run_exec._read_parameter(binary, "p")
+        run_files.read_parameter(binary, "p")
     link = tmp_path / "link"
     link.symlink_to(good)
     with pytest.raises(RunError, match="other than a file or a folder"):
-        run_exec._read_parameter(link, "p")
+        run_files.read_parameter(link, "p")
     with pytest.raises(RunError, match="a folder, not a file"):
-        run_exec._read_parameter(tmp_path, "p")
+        run_files.read_parameter(tmp_path, "p")

@@ -6,7 +6,7 @@ order the threads start in.
 
 import pytest
 
-from buildtool.dev import local_run, run_exec
+from buildtool.dev import run_exec, run_workflow
 from buildtool.engine import ContainerResult
 
 IMAGE = "127.0.0.1:5000/x/step@sha256:" + "1" * 64
@@ -61,7 +61,7 @@ def task(name, code, **fields):
 
 def run(document, tmp_path):
     engine = ExitingEngine()
-    plan = local_run.plan_checked(document, [], {}, None)
+    plan = run_workflow.plan_checked(document, [], {}, None)
     outcome = run_exec.execute_run(plan, engine, tmp_path / "work", jobs=2)
     return {n.node: n.state for n in outcome.nodes}, sorted(engine.ran), outcome
 

@@ -24,8 +24,8 @@ from buildtool.errors import ClusterError
 from buildtool.gate import compiler
 from buildtool.inputs.digest import LABEL_INPUTS
 from buildtool.lock import image_map
-from buildtool.submit import execute, kfp_api
-from buildtool.submit import plan as submit_plan
+from buildtool.submit import execute, kfp_api, kfp_data
+from buildtool.submit.plan import content_name, decide, local, parse_parameters
 
 from ..fake_kfp import FakeKfp
 from ..submit_fixtures import COOKIE, PARAMS, TOKEN, Submitter
@@ -84,16 +84,14 @@ def test_version_and_pipeline_names_can_be_chosen(submit: Submitter) -> None:
 def test_two_submits_at_once_end_with_one_pipeline_and_one_version(submit: Submitter) -> None:
     data = submit.pipeline.read_bytes()
     workflow = yaml.safe_load(data)
-    local = submit_plan.local(
-        workflow, data, pipeline_name=None, version_name=None, pairs=[], environment={}, run=False
-    )
+    decided = local(workflow, data, pipeline_name=None, version_name=None, pairs=[], environment={}, run=False)
     submit.kfp.barrier = threading.Barrier(2)  # both list the pipelines before either creates it
     results: list[object] = []
 
     def one() -> None:
-        cluster = kfp_api.Cluster(submit.kfp.url, kfp_api.Auth("none"))
+        cluster = kfp_api.Cluster(submit.kfp.url, kfp_data.Auth("none"))
         try:
-            results.append(execute.publish(cluster, local, data, lambda line: None))
+            results.append(execute.publish(cluster, decided, data, lambda line: None))
         except Exception as exc:  # handed to the test
             results.append(exc)
 
@@ -106,7 +104,7 @@ def test_two_submits_at_once_end_with_one_pipeline_and_one_version(submit: Submi
     published = [r for r in results if isinstance(r, execute.Published)]
     assert len({p.version.id for p in published}) == 1 and len({p.pipeline.id for p in published}) == 1
     assert len(submit.kfp.pipelines) == 1
-    assert submit.kfp.versions("pipeline") == sorted(["pipeline", local.version_name])
+    assert submit.kfp.versions("pipeline") == sorted(["pipeline", decided.version_name])
 
 
 # -- refused before anything changes on the server ----------------------------------------------------------------
@@ -389,11 +387,8 @@ def test_tls_without_the_ca_fails_closed(submit: Submitter, tls_kfp: tuple[FakeK
 
 
 def test_content_name_follows_the_bytes() -> None:
-    assert (
-        submit_plan.content_name("Training pipeline", b"a")
-        == "training-pipeline-" + hashlib.sha256(b"a").hexdigest()[:12]
-    )
-    assert submit_plan.content_name("x", b"a") != submit_plan.content_name("x", b"b")
+    assert content_name("Training pipeline", b"a") == "training-pipeline-" + hashlib.sha256(b"a").hexdigest()[:12]
+    assert content_name("x", b"a") != content_name("x", b"b")
 
 
 @pytest.mark.parametrize(
@@ -405,13 +400,13 @@ def test_content_name_follows_the_bytes() -> None:
     ],
 )
 def test_decide(pipeline: bool, version: bool, decision: tuple[str, str]) -> None:
-    made = submit_plan.decide(pipeline, version)
+    made = decide(pipeline, version)
     assert (made.pipeline, made.version) == decision
 
 
 def test_secret_parameters_come_from_the_platform_variables() -> None:
     declared = {"access_key": None, "secret_key": None, "epochs": "1"}
-    got = submit_plan.parse_parameters([], declared, {"PLATFORM_ACCESS_KEY": "a", "PLATFORM_SECRET_KEY": "b"})
+    got = parse_parameters([], declared, {"PLATFORM_ACCESS_KEY": "a", "PLATFORM_SECRET_KEY": "b"})
     assert got == {"access_key": "a", "secret_key": "b"}
 
 
@@ -429,7 +424,7 @@ def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
             held.append(connection)
 
     threading.Thread(target=accept, daemon=True).start()
-    cluster = kfp_api.Cluster(f"http://127.0.0.1:{silent.getsockname()[1]}", kfp_api.Auth("none"), read_timeout=0.3)
+    cluster = kfp_api.Cluster(f"http://127.0.0.1:{silent.getsockname()[1]}", kfp_data.Auth("none"), read_timeout=0.3)
     started = time.monotonic()
     try:
         with pytest.raises(ClusterError, match=r"no answer in time after 4 tries"):
