@@ -65,9 +65,10 @@ def _previous_map(config: configuration.Config) -> image_map.ImageMap | None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from . import build as building
-    from .inputs import plan as planning
+    from .build import build_images
+    from .build.prepare import prepare
     from .inputs import render
+    from .inputs.plan import describe
     from .interrupt import Token, on_signals
     from .push.registry import Registry
 
@@ -78,17 +79,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     registry = Registry()
     try:
         with on_signals(Token()) as token:
-            prepared = building.prepare(selected, registry, previous)
+            prepared = prepare(selected, registry, previous)
             if full.repository_from:
                 print(
                     f"repository {full.repository} (from {full.repository_from}; set [tool.buildtool] "
                     "repository to choose another)"
                 )
-            for line in planning.describe(prepared.plan):
+            for line in describe(prepared.plan):
                 print(line)
             if args.dry_run:
                 return 0
-            outcome = building.build_images(
+            outcome = build_images(
                 full,
                 selected,
                 prepared,
