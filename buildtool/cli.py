@@ -69,13 +69,20 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .build.prepare import prepare
     from .inputs import render
     from .inputs.plan import describe
+    from .inputs.rerender import rerender_stale
     from .interrupt import Token, on_signals
     from .push.registry import Registry
 
     full = _config(args)
     selected = configuration.select(full, args.images)
-    render.require_current(selected)  # an image is built from what its template renders, never a hand edit
     previous = _previous_map(full)
+    if args.dry_run:  # writes nothing: an image is built from what its template renders, never a hand edit
+        render.require_current(selected)
+    for path in [] if args.dry_run else rerender_stale(selected, previous):  # a hand edit is refused
+        shown = path.relative_to(full.root) if path.is_relative_to(full.root) else path
+        print(
+            f"rendered {shown} again (its template, variables or lock changed)" if path.exists() else f"removed {shown}"
+        )
     registry = Registry()
     try:
         with on_signals(Token()) as token:
