@@ -3,7 +3,10 @@ first error as one image after the other, and the lines in the same order on eve
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -161,3 +164,26 @@ def test_a_no_op_build_prints_the_same_lines_in_the_same_order_every_time(fake: 
     assert runs[0] == runs[1] == runs[2]
     tagged = [line.split()[0] for line in runs[0][1].splitlines() if " tagged " in line]
     assert tagged == sorted(lock.images) and len(fake.engine.builds) == builds
+
+
+def test_a_no_op_build_asks_the_registry_alone_and_loads_no_engine_library(fake: FakeSetup) -> None:
+    """Everything in the registry, the contexts' `.dockerignore` answers remembered from the first build: the
+    second run loads neither the docker SDK nor kfp, and makes no engine call."""
+    assert fake.cli("build", "--push")[0] == 0
+    calls = len(fake.engine.calls)
+    probe = (
+        "import sys\nfrom buildtool import cli\ncode = cli.main(sys.argv[1:])\n"
+        "print('loaded', sorted(m for m in ('docker', 'kfp', 'paramiko') if m in sys.modules))\nsys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "--config", str(fake.project), "build", "--push"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DOCKER_HOST": fake.engine.host},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "loaded []", done.stdout
+    assert "reuse" in done.stdout and "unchanged" in done.stdout
+    assert len(fake.engine.calls) == calls
