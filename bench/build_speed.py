@@ -13,12 +13,13 @@ side ever finds the other's tags. Cases:
   5  fresh runner      engine cache empty, images in the registry, images/training/Dockerfile gains a
                        last line; compared with plain and with case 4's buildtool (cold) time
   6  one package added engine cache warm: a small pure-Python package, hash-locked, is added to
-                       images/training/requirements.txt; both sides build and push (buildtool renders
-                       first); the bytes each side pushed are read back from the registry
+                       images/training/requirements.txt; both sides build and push (buildtool's build renders
+                       the stale files itself); the bytes each side pushed are read back from the registry
 
 The plain side builds the hand-written Dockerfiles frozen in bench/plain/ (copied into the tree copy,
 where cases 3 and 5 add their line); buildtool builds the ones it renders from images/templates/, and
-cases 3 and 5 add their line through the image's template variables (`extra`), then `buildtool render`.
+cases 3 and 5 add their line through the image's template variables (`extra`); `buildtool build` renders
+the stale Dockerfile itself, as a user's build would (no `buildtool render` first).
 
 The plain side of the empty-engine cases (2, 5) pulls the images its last run
 pushed and builds with --cache-from them, as a competent CI script would.
@@ -127,7 +128,9 @@ def say(message: str) -> None:
 
 class LineAdded:
     """One RUN line added to an image on both sides: to the plain side's frozen Dockerfile (at its end), and to
-    buildtool's through the image's `extra` template variable (rendered before the build). Undone on exit."""
+    buildtool's through the image's `extra` template variable (the build renders it). Undone on exit, the image
+    map with it, as a checkout of these files would, so that the next build finds the rendered Dockerfile as
+    the map recorded it (merely stale, not edited by hand)."""
 
     def __init__(self, tree: Path, image: str, line: str) -> None:
         # The rendered Dockerfile is restored too: a later case must find it as the template renders it.
@@ -135,13 +138,14 @@ class LineAdded:
             tree / PLAIN_COPY / image / "Dockerfile": None,
             tree / PYPROJECT: None,
             tree / "images" / image / "Dockerfile": None,
+            tree / "image_map.yaml": None,
         }
         self.image, self.line = image, line
 
     def __enter__(self) -> LineAdded:
         for path in self.files:
             self.files[path] = path.read_text()
-        plain, config, _ = self.files
+        plain, config, _, _ = self.files
         plain.write_text(str(self.files[plain]) + self.line + "\n")
         text = str(self.files[config])
         start = text.index(f"[tool.buildtool.images.{self.image}")
@@ -273,9 +277,9 @@ class Bench:
 
     # -- running a side
 
-    def build(self, side: Side, label: str, *, pull_cache: bool = False, render: bool = False) -> Run:
-        """One side's build and push. `render`: buildtool renders the Dockerfiles first (in the same timed run),
-        as after an edit of a template variable or a requirements lock."""
+    def build(self, side: Side, label: str, *, pull_cache: bool = False) -> Run:
+        """One side's build and push (buildtool's build renders the Dockerfiles a template variable or a
+        requirements lock made stale, in the same timed run)."""
         if side.kind == "plain":
             env = {
                 "REGISTRY": self.args.registry,
@@ -294,11 +298,7 @@ class Bench:
                 "PYTHONUNBUFFERED": "1",
             }
             config = ["--config", str(self.tree / "pyproject.toml")]
-            build = [str(self.args.buildtool), *config, "build", "--push", "--jobs", str(self.args.jobs)]
-            if render:
-                argv = ["bash", "-c", 'set -e; "$0" "${@:1:2}" render; exec "$0" "$@"', *build]
-            else:
-                argv = build
+            argv = [str(self.args.buildtool), *config, "build", "--push", "--jobs", str(self.args.jobs)]
         say(f"  {label}: {side.kind} ...")
         run = self.commands.run(f"{label} {side.kind}", argv, env=env, cwd=self.tree)
         say(f"  {label}: {side.kind} {run.seconds:.1f}s  (log {run.log.name})")
@@ -538,7 +538,7 @@ def case_one_file(bench: Bench, plain: Side, tool: Side) -> CaseResult:
             before = {side.kind: bench.digests(side) for side in (plain, tool)}
             runs = {}
             for side in (plain, tool) if rep % 2 == 0 else (tool, plain):
-                runs[side.kind] = bench.build(side, f"case 3 #{rep + 1}", render=True)
+                runs[side.kind] = bench.build(side, f"case 3 #{rep + 1}")
             after = {side.kind: bench.digests(side) for side in (plain, tool)}
             result.add(runs)
 
@@ -634,7 +634,7 @@ def case_fresh_runner(bench: Bench, plain: Side, tool: Side, cold: CaseResult | 
             runs = {}
             for side in (plain, tool) if rep % 2 == 0 else (tool, plain):
                 bench.empty_engine()
-                runs[side.kind] = bench.build(side, f"case 5 #{rep + 1}", pull_cache=True, render=True)
+                runs[side.kind] = bench.build(side, f"case 5 #{rep + 1}", pull_cache=True)
             plan = buildtool_plan(runs["buildtool"])
             if sorted(n for n, a in plan.items() if a == "build") != ["training"]:
                 raise BenchError(f"case 5: buildtool should rebuild training alone (log {runs['buildtool'].log})")
@@ -676,7 +676,7 @@ def case_package_added(bench: Bench, plain: Side, tool: Side) -> CaseResult:
             before = {side.kind: layer_blobs(bench, bench.registry_refs(side)["training"]) for side in (plain, tool)}
             runs = {}
             for side in (plain, tool) if rep % 2 == 0 else (tool, plain):
-                runs[side.kind] = bench.build(side, f"case 6 #{rep + 1}", render=True)
+                runs[side.kind] = bench.build(side, f"case 6 #{rep + 1}")
             result.add(runs)
             for side in (plain, tool):
                 after = layer_blobs(bench, bench.registry_refs(side)["training"])

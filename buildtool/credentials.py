@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from docker import auth as docker_auth
-
 from .reference import DOCKER_HUB
 
 log = logging.getLogger(__name__)
@@ -31,6 +29,8 @@ class Credentials:
 
 def stored_credentials(domain: str) -> Credentials | None:
     """The engine's stored credentials for registry `domain` (DOCKER_CONFIG or ~/.docker/config.json), or None."""
+    from docker import auth as docker_auth  # here: a registry that asks for no credentials never loads the SDK
+
     registry = None if domain == DOCKER_HUB else domain
     try:
         found = docker_auth.resolve_authconfig(docker_auth.load_config(), registry=registry)

@@ -54,16 +54,24 @@ def add_render(sub: Subcommands) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..build import build_images, prepare
+    from ..build import build_images
+    from ..build.prepare import prepare
     from ..inputs.plan import describe
     from ..inputs.render import require_current
+    from ..inputs.rerender import rerender_stale
     from ..interrupt import Token, on_signals
     from ..push.registry import Registry
 
     full = load_config(args)
     selected = select(full, args.images)
-    require_current(selected)  # an image is built from what its template renders, never a hand edit
     previous = previous_map(full)
+    if args.dry_run:  # writes nothing: an image is built from what its template renders, never a hand edit
+        require_current(selected)
+    for path in [] if args.dry_run else rerender_stale(selected, previous):  # a hand edit is refused
+        shown = path.relative_to(full.root) if path.is_relative_to(full.root) else path
+        print(
+            f"rendered {shown} again (its template, variables or lock changed)" if path.exists() else f"removed {shown}"
+        )
     with closing(Registry()) as registry, on_signals(Token()) as token:
         prepared = prepare(selected, registry, previous)
         if full.repository_from:

@@ -16,9 +16,9 @@ from .printer import Printer
 from .project import load_config
 
 if TYPE_CHECKING:
-    from ..dev.run_plan import RunPlan, StepRun
-    from ..dev.run_outcome import RunOutcome
     from ..dev.run_network import Endpoint
+    from ..dev.run_outcome import RunOutcome
+    from ..dev.run_plan import RunPlan, StepRun
 
 RUN_HELP = "run a compiled pipeline on the local engine, as Argo runs it on the cluster"
 RUN_DESCRIPTION = """\

@@ -17,7 +17,8 @@ from .project import load_config, workflow_path
 
 if TYPE_CHECKING:
     from ..submit.execute import Published
-    from ..submit.kfp_api import Auth, Cluster
+    from ..submit.kfp_api import Cluster
+    from ..submit.kfp_data import Auth
     from ..submit.plan import Local
 
 

@@ -1,8 +1,8 @@
 """What a build sends to the engine: the context's files after `.dockerignore`.
 
-Uses docker-py's own exclusion matcher (through the engine package, the SDK's one door)
-and reads `.dockerignore` the way docker-py's `build()` does, so the files
-hashed here are exactly the files the engine receives.
+Uses docker-py's own exclusion matcher (through the engine package, the SDK's one door; its answer for a tree is
+remembered by kept_paths.py) and reads `.dockerignore` the way docker-py's `build()` does, so the files hashed
+here are exactly the files the engine receives.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from .kept_paths import cache_path, kept_paths
 
 _CHUNK = 1 << 20
 
@@ -53,10 +55,8 @@ def file_sha256(path: Path) -> str:
 
 def scan(root: Path, dockerfile: str = "Dockerfile") -> BuildContext:
     """List and hash every path the engine would receive for a build of `root`."""
-    from ..engine import context_paths  # here, not at the top: the docker SDK loads only when a context is scanned
-
     excludes = read_dockerignore(root)
-    kept = context_paths(root, excludes, dockerfile)
+    kept = kept_paths(root, excludes, dockerfile, cache_path())
     entries = []
     for rel in sorted(kept):
         full = root / rel

@@ -149,7 +149,7 @@ def _render(templates: Path, image: ImageConfig, template_path: Path, shown: str
         ) from None
 
 
-def _stray_layer_files(image: ImageConfig, wanted: list[Output]) -> list[Path]:
+def stray_layer_files(image: ImageConfig, wanted: list[Output]) -> list[Path]:
     """Layer locks of groups that no longer exist."""
     folder = image.context / LAYERS_FOLDER
     keep = {o.path for o in wanted}
@@ -179,7 +179,7 @@ def problems(config: Config) -> list[str]:
                 found.append(f"{_relative(config, output.path)} {why}")
         found += [
             f"{_relative(config, p)} is left over from a layer group that no longer exists"
-            for p in _stray_layer_files(image, wanted)
+            for p in stray_layer_files(image, wanted)
         ]
     return found
 
@@ -206,7 +206,7 @@ def write(config: Config) -> list[Path]:
             output.path.parent.mkdir(parents=True, exist_ok=True)
             if write_atomic(output.path, output.text):
                 changed.append(output.path)
-        for stray in _stray_layer_files(image, rendered[image.name]):
+        for stray in stray_layer_files(image, rendered[image.name]):
             stray.unlink()
             changed.append(stray)
     return changed

@@ -19,10 +19,9 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import Config
-from ..engine import Engine
 from ..errors import BuildtoolError, EngineError, Interrupted, PushError, RegistryError
 from ..inputs.digest import LABEL_INPUTS
 from ..reference import Reference, hold_tag
@@ -31,6 +30,9 @@ from .engine_push import EnginePusher
 from .job import PushJob, staging_reference
 from .registry import Manifest, Registry
 from .skopeo import SkopeoPusher
+
+if TYPE_CHECKING:  # the engine's SDK loads only when an image is built
+    from ..engine import Engine
 
 __all__ = [
     "LayerCount",

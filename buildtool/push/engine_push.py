@@ -7,8 +7,12 @@ compresses on one core, which only matters for large layers (push/skopeo.py).
 
 from __future__ import annotations
 
-from ..engine import Engine
+from typing import TYPE_CHECKING
+
 from .job import PushJob
+
+if TYPE_CHECKING:  # the engine's SDK loads only when an image is built
+    from ..engine import Engine
 
 
 class EnginePusher:

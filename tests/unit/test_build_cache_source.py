@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from buildtool import build
+from buildtool.build.image import cache_source
 from buildtool.errors import EngineError
 from buildtool.lock.image_map import ImageMap, LockedImage
 
@@ -50,7 +50,7 @@ def _previous() -> ImageMap:
 def test_the_previous_image_is_pulled_only_when_missing(known, pull_fails, expected, pulled):
     engine = _Engine(known, pull_fails)
     said: list[str] = []
-    found = build.cache_source(engine, _Image(), _previous(), lambda name, message: said.append(message))  # type: ignore[arg-type]
+    found = cache_source(engine, _Image(), _previous(), lambda name, message: said.append(message))  # type: ignore[arg-type]
     assert found == expected and engine.pulled == pulled
     if pull_fails:
         assert said[-1].startswith("building without the previous image's layers: pull of")
@@ -58,5 +58,5 @@ def test_the_previous_image_is_pulled_only_when_missing(known, pull_fails, expec
 
 def test_no_previous_entry_no_pull():
     engine = _Engine(set())
-    assert build.cache_source(engine, _Image(), None, lambda *_: None) == []  # type: ignore[arg-type]
+    assert cache_source(engine, _Image(), None, lambda *_: None) == []  # type: ignore[arg-type]
     assert engine.pulled == []

@@ -62,12 +62,14 @@ def test_the_rendered_training_dockerfile_gets_a_mount_on_each_install():
 
 
 def test_buildkit_gets_the_classic_context_with_its_dockerfile_replaced(tmp_path):
-    (tmp_path / "Dockerfile").write_text("FROM x\n")
-    (tmp_path / "run.sh").write_text("echo\n")
-    (tmp_path / "run.sh").chmod(0o755)
-    (tmp_path / "key.secret").write_text("s")
-    (tmp_path / ".dockerignore").write_text("*.secret\n")
-    scanned = context.scan(tmp_path)
+    root = tmp_path / "ctx"  # beside the cache folder (XDG_CACHE_HOME), not around it
+    root.mkdir()
+    (root / "Dockerfile").write_text("FROM x\n")
+    (root / "run.sh").write_text("echo\n")
+    (root / "run.sh").chmod(0o755)
+    (root / "key.secret").write_text("s")
+    (root / ".dockerignore").write_text("*.secret\n")
+    scanned = context.scan(root)
     with tarfile.open(fileobj=builders._context_with(scanned, "FROM y\n")) as tar:
         members = {m.name: m for m in tar.getmembers()}
         assert set(members) == {e.path for e in scanned.entries}

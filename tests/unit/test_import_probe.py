@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from buildtool import build
+from buildtool.build.image import check_image
 from buildtool.check import import_probe
 from buildtool.check.pip_check_cache import PipCheckCache
 from buildtool.engine import ContainerResult
@@ -252,7 +252,7 @@ IMAGE = SimpleNamespace(name="download", step="download_training_dataset", tagge
 
 def check(engine: LocalEngine, cache: PipCheckCache, modules: tuple[str, ...] = ("json",)) -> list[str]:
     events: list[str] = []
-    build.check_image(engine, IMAGE, list(modules), lambda _name, message: events.append(message), Token(), cache)
+    check_image(engine, IMAGE, list(modules), lambda _name, message: events.append(message), Token(), cache)
     return events
 
 

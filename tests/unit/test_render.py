@@ -10,8 +10,11 @@ import pytest
 from buildtool import cli, config
 from buildtool.errors import ConfigError, RenderedStaleError, TemplateError
 from buildtool.inputs import layers, render
+from buildtool.inputs.context import file_sha256
+from buildtool.lock import image_map
 
 from ..conftest import REPO, write_project
+from .conftest import FakeSetup
 
 # The repository's own training image settings, as pyproject.toml has them.
 TRAINING = """
@@ -236,3 +239,90 @@ def test_a_lock_line_not_pinned_and_hashed_is_refused(line):
 def test_the_repository_renderings_are_current():
     """The committed Dockerfiles and layer locks are what the templates render now."""
     assert render.problems(config.load(REPO / "pyproject.toml")) == []
+
+
+# --- build renders what is merely stale, and refuses a hand edit ------------------------------------------------
+
+
+def templated_fake(fake: FakeSetup) -> Path:
+    """The fake setup's project with training rendered from the real template, built and pushed once."""
+    text = fake.project.read_text()
+    start, end = text.index("[tool.buildtool.images.training]"), text.index("[tool.buildtool.images.upload]")
+    fake.project.write_text(text[:start] + TRAINING.strip() + "\n\n" + text[end:])
+    shutil.copytree(REPO / "images" / "templates", fake.root / "images" / "templates")
+    shutil.copy(REPO / "images" / "training" / "requirements.txt", fake.root / "images" / "training")
+    assert fake.cli("render")[0] == 0
+    code, _, err = fake.cli("build", "--push")
+    assert code == 0, err
+    return fake.root / "images" / "training" / "Dockerfile"
+
+
+def set_extra(fake: FakeSetup, line: str) -> None:
+    text = fake.project.read_text()
+    assert "extra = []" in text
+    fake.project.write_text(text.replace("extra = []", f"extra = [{line!r}]"))
+
+
+def training_builds(fake: FakeSetup) -> int:
+    return sum(1 for b in fake.engine.builds if "/training:" in b.tag)
+
+
+@pytest.mark.parametrize(
+    "change, rendered, rebuilt",
+    [
+        (lambda fake: set_extra(fake, "RUN echo changed"), ["images/training/Dockerfile"], 1),
+        # Rendered to the bytes the registry's image was built from: reused, not rebuilt.
+        (lambda fake: (fake.root / "images/training/Dockerfile").unlink(), ["images/training/Dockerfile"], 0),
+        (
+            lambda fake: (fake.root / "images/training/requirements.txt").write_text(
+                (fake.root / "images/training/requirements.txt").read_text() + ADDED
+            ),
+            ["images/training/Dockerfile", "images/training/layers/3-rest.txt"],
+            1,
+        ),
+    ],
+    ids=["variable", "missing", "lock"],
+)
+def test_build_renders_a_stale_file_again_and_builds_it(fake: FakeSetup, change, rendered, rebuilt) -> None:
+    dockerfile = templated_fake(fake)
+    builds = training_builds(fake)
+    change(fake)
+    code, out, err = fake.cli("build", "--push")
+    assert code == 0, err
+    said = [line for line in out.splitlines() if line.startswith("rendered ")]
+    assert said == [f"rendered {path} again (its template, variables or lock changed)" for path in rendered]
+    render.require_current(config.load(fake.project))  # what was built is what the template renders now
+    assert training_builds(fake) == builds + rebuilt
+    locked = image_map.load(fake.image_map).images["training"]
+    assert locked.inputs["file:Dockerfile"] == file_sha256(dockerfile)[:16]
+    assert fake.cli("build", "--push")[1].count("rendered ") == 0  # rendered once: the next build renders nothing
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda root: (root / "images/training/Dockerfile").write_text("FROM scratch\n"), "Dockerfile"),
+        (
+            lambda root: (root / "images/training/layers/1-tensorflow-cpu.txt").write_text("absl-py==9\n"),
+            "layers/1-tensorflow-cpu.txt",
+        ),
+        (lambda root: (root / "images/training/layers/9-old.txt").write_text("x\n"), "layers/9-old.txt"),
+    ],
+    ids=["dockerfile", "layer-lock", "stray-layer-lock"],
+)
+@pytest.mark.parametrize("also_stale", [False, True], ids=["alone", "with-a-stale-variable"])
+def test_build_refuses_a_hand_edited_rendering_and_writes_nothing(fake: FakeSetup, edit, named, also_stale) -> None:
+    templated_fake(fake)
+    builds, pushes = len(fake.engine.builds), len(fake.engine.pushes)
+    edit(fake.root)
+    if also_stale:
+        set_extra(fake, "RUN echo changed")
+    before, map_before = files(fake.root), fake.image_map.read_bytes()
+    code, out, err = fake.cli("build", "--push")
+    assert code == 14
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("buildtool: error: images/training/" + named), err
+    assert "edited by hand" in lines[0] and "buildtool render training" in lines[0]
+    assert "rendered " not in out
+    assert files(fake.root) == before and fake.image_map.read_bytes() == map_before
+    assert (len(fake.engine.builds), len(fake.engine.pushes)) == (builds, pushes)
