@@ -57,6 +57,17 @@ def failure_exit_codes() -> set[int]:
     return codes
 
 
+# `buildtool ARGS` in a child process (`python -c CLI_WITH_QUICK_RETRIES ARGS`): the same tries as `python -m
+# buildtool`, with the short waits of tests/conftest.py's `_quick_retries`.
+CLI_WITH_QUICK_RETRIES = """\
+import functools, sys
+from buildtool.push import registry
+registry.retry_policy = functools.partial(registry.retry_policy, backoff=0.01)
+from buildtool import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 @contextmanager
 def refused_port() -> Iterator[int]:
     """A loopback port where a connection is refused: bound by this socket, which never listens, for the block.
