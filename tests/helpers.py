@@ -11,6 +11,7 @@ import base64
 import hashlib
 import http.server
 import json
+import os
 import socket
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -21,6 +22,15 @@ from buildtool import config, interrupt
 from buildtool.errors import BuildtoolError, Interrupted
 from buildtool.inputs import context, plan, step_imports
 from buildtool.lock import image_map
+
+FUZZ_DEEP = os.environ.get("BUILDTOOL_FUZZ") == "deep"
+
+
+def fuzz_examples(deep: int, quick: int = 100) -> int:
+    """A fuzzer's max_examples: its full `deep` count under BUILDTOOL_FUZZ=deep (scripts/test.sh sets it in CI),
+    at most `quick` (hypothesis's own default) in a developer's run."""
+    return deep if FUZZ_DEEP else min(deep, quick)
+
 
 EXTERNAL = "127.0.0.1:5000/lib/python:3.11"
 PIN = EXTERNAL + "@sha256:" + "1" * 64
