@@ -2,7 +2,7 @@
 # Run the whole test suite from a fresh machine, fast checks first, stopping at the first failing stage:
 #   1. the venv (scripts/venv.sh)
 #   2. lint and types (scripts/lint.sh)
-#   3. unit tests (-m "not integration", in 3 parallel workers): no engine, about a minute
+#   3. unit tests (-m "not integration", in 3 parallel workers): no engine, under a minute
 #   4. the local engine, registry and base image (scripts/infra-up.sh, as root)
 #   5. integration tests (-m "integration and not slow"): real engine, registry and kfp compiler
 #   6. slow tests (-m "integration and slow"): the real step images, TensorFlow included
