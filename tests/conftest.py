@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from buildtool.push import registry
+from buildtool.submit import kfp_api
 
 # The local platform's fixtures (platform_server, make_platform_client, ...) and submit's (a locked project and
 # the fake KFP server), available to every test by name.
@@ -63,6 +67,23 @@ def _no_override_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests set what they need; the caller's BUILDTOOL_* overrides must not leak into them."""
     for name in ("BUILDTOOL_REGISTRY", "BUILDTOOL_REPOSITORY", "BUILDTOOL_BASE_IMAGE"):
         monkeypatch.delenv(name, raising=False)
+
+
+QUICK_BACKOFF = 0.01  # seconds: urllib3 waits 0, 0.02, 0.04 s between tries instead of 0, 1, 2 s
+
+
+@pytest.fixture(autouse=True)
+def _quick_retries(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an engine, the registry and KFP clients retry as many times on the same faults, with short waits.
+
+    The policy's real waits are checked where it is built (tests/unit/test_registry_writes.py); integration tests
+    keep them, as their servers are real.
+    """
+    if request.node.get_closest_marker("integration") is not None:
+        return
+    quick = functools.partial(registry.retry_policy, backoff=QUICK_BACKOFF)
+    monkeypatch.setattr(registry, "retry_policy", quick)
+    monkeypatch.setattr(kfp_api, "retry_policy", quick)
 
 
 @pytest.fixture(scope="session")

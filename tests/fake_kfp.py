@@ -191,7 +191,8 @@ class FakeKfp:
         self.server = server
         self.port = server.server_address[1]
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for the loop to notice, 0.5 s by default, once per test.
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self) -> FakeKfp:
         self._thread.start()
@@ -404,6 +405,7 @@ def _upload(headers: dict[str, str], body: bytes) -> bytes:
 def _handler(fake: FakeKfp) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms wait on the client's ACK
 
         def log_message(self, *_: Any) -> None:
             pass

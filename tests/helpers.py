@@ -11,6 +11,7 @@ import base64
 import hashlib
 import http.server
 import json
+import os
 import socket
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -21,6 +22,15 @@ from buildtool import config, interrupt
 from buildtool.errors import BuildtoolError, Interrupted
 from buildtool.inputs import context, plan, step_imports
 from buildtool.lock import image_map
+
+FUZZ_DEEP = os.environ.get("BUILDTOOL_FUZZ") == "deep"
+
+
+def fuzz_examples(deep: int, quick: int = 100) -> int:
+    """A fuzzer's max_examples: its full `deep` count under BUILDTOOL_FUZZ=deep (scripts/test.sh sets it in CI),
+    at most `quick` (hypothesis's own default) in a developer's run."""
+    return deep if FUZZ_DEEP else min(deep, quick)
+
 
 EXTERNAL = "127.0.0.1:5000/lib/python:3.11"
 PIN = EXTERNAL + "@sha256:" + "1" * 64
@@ -55,6 +65,17 @@ def failure_exit_codes() -> set[int]:
         if kind is not Interrupted:
             codes.add(kind.exit_code)
     return codes
+
+
+# `buildtool ARGS` in a child process (`python -c CLI_WITH_QUICK_RETRIES ARGS`): the same tries as `python -m
+# buildtool`, with the short waits of tests/conftest.py's `_quick_retries`.
+CLI_WITH_QUICK_RETRIES = """\
+import functools, sys
+from buildtool.push import registry
+registry.retry_policy = functools.partial(registry.retry_policy, backoff=0.01)
+from buildtool import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
 
 
 @contextmanager
@@ -93,6 +114,7 @@ class Server(http.server.ThreadingHTTPServer):
 class Handler(http.server.BaseHTTPRequestHandler):
     server: Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms wait on the client's ACK
 
     def answer(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
         self.send_response(status)

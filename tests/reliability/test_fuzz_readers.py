@@ -7,9 +7,10 @@ map does not hand out.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from buildtool.gate import compiler, verify
-from buildtool.lock import image_map
+from buildtool import config
+from buildtool.gate import compiler, kfp_compile, verify
+from buildtool.lock import freshness, image_map
 
 from ..conftest import write_project
 from ..helpers import write_lock
@@ -181,6 +183,27 @@ def grafted(draw: st.DrawFn, original: Any) -> Any:
         else:
             parent[where[-1]] = value
     return data
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_compile_per_inputs() -> Iterator[None]:
+    """verify's fresh compile, made once per compile inputs: the fuzzed files change, the project's sources do not.
+
+    Keyed by what `compile` reads (freshness.inputs_digest): a fuzzed map that hands out other images still
+    compiles anew.
+    """
+    compiled: dict[tuple[str, str], dict[str, Any]] = {}
+    compile_now = kfp_compile.create_workflow
+
+    def create_workflow(loaded: config.Config, steps: Mapping[str, str]) -> dict[str, Any]:
+        key = (str(loaded.root), freshness.inputs_digest(loaded, steps))
+        if key not in compiled:
+            compiled[key] = compile_now(loaded, steps)
+        return copy.deepcopy(compiled[key])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kfp_compile, "create_workflow", create_workflow)
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from buildtool.dev.platform_server import ACCURACY_PATH, FILE_KINDS, LOGIN_PATH, PlatformServer, seed_dataset
+from tests.helpers import fuzz_examples
 from tests.platform_fixtures import ACCESS_KEY, DATASET_UID, SECRET_KEY, raw_request
 
 HEADER_TIMEOUT = 0.3
@@ -162,7 +163,7 @@ def _tiny_zip(path: Path) -> Path:
 
 
 @settings(
-    max_examples=400,
+    max_examples=fuzz_examples(400),
     deadline=None,
     derandomize=True,
     database=None,

@@ -29,6 +29,8 @@ from buildtool.push import skopeo, workdir
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "registry-password-never-left-behind"
 
+PUSH_SECONDS = 2.0  # the stand-in's push: longer than the 1 s it may outlive buildtool, short for the suite
+
 # A stand-in for `skopeo copy ... --digestfile F --authfile A SRC DEST` that pushes slowly.
 FAKE_SKOPEO = """\
 #!{python}
@@ -40,7 +42,7 @@ json.load(open(authfile))  # skopeo reads its credentials first
 with open(os.environ["FAKE_SKOPEO_STATE"] + "/pid", "w") as out:
     out.write(str(os.getpid()))
 print("Copying blob sha256:0000", flush=True)
-time.sleep(4)  # the layers go up...
+time.sleep({seconds})  # the layers go up...
 with open(os.environ["FAKE_SKOPEO_STATE"] + "/manifest", "w") as out:
     out.write("written")  # ...and the manifest last: the unchecked staging image
 with open(digestfile, "w") as out:
@@ -91,7 +93,7 @@ def test_skopeo_dies_with_buildtool_and_its_authfile_goes_next_run(tmp_path, kil
     for folder in (state, root, config):
         folder.mkdir()
     skopeo = tmp_path / "skopeo"
-    skopeo.write_text(FAKE_SKOPEO.format(python=sys.executable))
+    skopeo.write_text(FAKE_SKOPEO.format(python=sys.executable, seconds=PUSH_SECONDS))
     skopeo.chmod(0o755)
     auth = {"auths": {"registry.example.com:5000": {"auth": base64.b64encode(f"lab:{SECRET}".encode()).decode()}}}
     (config / "config.json").write_text(json.dumps(auth))
@@ -121,7 +123,7 @@ def test_skopeo_dies_with_buildtool_and_its_authfile_goes_next_run(tmp_path, kil
         while _alive(pid) and time.monotonic() - killed_at < 5:
             time.sleep(0.02)
         gone_after = time.monotonic() - killed_at
-        time.sleep(4.5)  # as long as the stand-in would have taken to write its manifest
+        time.sleep(PUSH_SECONDS + 0.5)  # as long as the stand-in would have taken to write its manifest
     finally:
         if process.poll() is None:
             process.kill()

@@ -10,7 +10,7 @@ from buildtool.errors import CompileError, ImageMapError, RegistryError, StaleMa
 from buildtool.gate import compiler, verify
 from buildtool.lock import image_map, staleness
 
-from ..helpers import refused_port, write_lock
+from ..helpers import CLI_WITH_QUICK_RETRIES, refused_port, write_lock
 
 
 def test_compile_pins_every_image_as_the_map_says(project):
@@ -128,7 +128,7 @@ def test_an_unreachable_registry_is_one_error_line_without_urllib3s_retry_warnin
             "BUILDTOOL_REGISTRY": f"127.0.0.1:{port}",
         }  # the lock is bound to the configured registry
         done = subprocess.run(
-            [sys.executable, "-m", "buildtool", "--config", str(project), "verify"],
+            [sys.executable, "-c", CLI_WITH_QUICK_RETRIES, "--config", str(project), "verify"],
             capture_output=True,
             text=True,
             env=env,

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from buildtool.check import pip_check_cache
 from buildtool.check.pip_check_cache import MAX_BYTES, MAX_ENTRIES, PipCheckCache
 
+from ..helpers import fuzz_examples
+
 A, B, C = "a" * 64, "b" * 64, "0123456789abcdef" * 4
 
 
@@ -176,7 +178,7 @@ def test_a_cache_of_another_user_is_ignored(tmp_path, caplog):
     assert "owned by another user" in caplog.text
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(
     st.one_of(
         st.binary(max_size=300),

@@ -424,7 +424,7 @@ def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
             held.append(connection)
 
     threading.Thread(target=accept, daemon=True).start()
-    cluster = kfp_api.Cluster(f"http://127.0.0.1:{silent.getsockname()[1]}", kfp_data.Auth("none"), read_timeout=0.3)
+    cluster = kfp_api.Cluster(f"http://127.0.0.1:{silent.getsockname()[1]}", kfp_data.Auth("none"), read_timeout=0.1)
     started = time.monotonic()
     try:
         with pytest.raises(ClusterError, match=r"no answer in time after 4 tries"):
