@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Mutation testing of the guarantee modules: image_map, staleness, verify, digest, compiler, plan.
+# Mutation testing of the guarantee modules: image_map, staleness, freshness, verify, digest, compiler,
+# kfp_compile, plan.
 #
 # mutmut ([tool.mutmut] in pyproject.toml) changes those modules one small edit at a time (a
 # comparison flipped, a string emptied, a value replaced by None...) and runs the fast unit tests
@@ -49,7 +50,7 @@ survivors = sorted(n for n, s in results.items() if s not in ("killed", "timeout
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 lines = [
     f"mutation testing of buildtool's guarantee modules (commit {commit}, {seconds}s on {jobs} worker(s))",
-    "modules: image_map, staleness, verify, digest, compiler, plan ([tool.mutmut] in pyproject.toml)",
+    "modules: image_map, staleness, freshness, verify, digest, compiler, kfp_compile, plan ([tool.mutmut] in pyproject.toml)",
     f"mutants: {total}   " + "   ".join(f"{status}: {n}" for status, n in sorted(counts.items())),
     f"survivors: {len(survivors)} of {total} ({100 * len(survivors) / max(total, 1):.1f}%); "
     f"killed {100 * counts.get('killed', 0) / max(total, 1):.1f}%",
