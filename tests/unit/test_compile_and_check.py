@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from buildtool import cli, config
-from buildtool.errors import CompileError, ImageMapError, RegistryError, StaleMapError
+from buildtool.errors import CompileError, ConfigError, ImageMapError, RegistryError, StaleMapError
 from buildtool.gate import compiler, verify
 from buildtool.lock import image_map, staleness
 
@@ -137,3 +137,69 @@ def test_an_unreachable_registry_is_one_error_line_without_urllib3s_retry_warnin
     assert done.returncode == RegistryError.exit_code
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("buildtool: error: ")
     assert f"registry 127.0.0.1:{port} refused the connection" in done.stderr and "(tried 4 time(s))" in done.stderr
+
+
+# -- the output path: each refusal names --output, what it is, and where to write instead ------------------------
+
+
+def output_in_a_loop(root):
+    (root / "loop").symlink_to(root / "loop")
+    return root / "loop" / "pipeline.yaml"
+
+
+@pytest.mark.parametrize(
+    "output, says, fix",
+    [
+        pytest.param(
+            lambda r: r / "images",
+            "is a folder",
+            "; name the file to write, e.g. {root}/images/pipeline.yaml",
+            id="folder",
+        ),
+        pytest.param(
+            lambda r: r / "image_map.yaml",
+            "is the image map ({root}/image_map.yaml), which the workflow would overwrite",
+            "; write the workflow elsewhere, e.g. pipeline.yaml",
+            id="the-map",
+        ),
+        pytest.param(
+            lambda r: r / "images" / ".." / "image_map.yaml",
+            "is the image map",
+            "; write the workflow elsewhere, e.g. pipeline.yaml",
+            id="the-map-by-another-path",
+        ),
+        pytest.param(
+            lambda r: r / "pyproject.toml",
+            "is the configuration ({root}/pyproject.toml)",
+            "; write the workflow elsewhere, e.g. pipeline.yaml",
+            id="the-config",
+        ),
+        pytest.param(
+            lambda r: r / "image_map.yaml" / "deeper" / "pipeline.yaml",
+            "{root}/image_map.yaml is a file, not a folder",
+            "; choose another path",
+            id="under-a-file",
+        ),
+        pytest.param(output_in_a_loop, "cannot be used: ", "", id="symlink-loop"),
+    ],
+)
+def test_an_unusable_output_is_refused_naming_it_and_the_fix(project, output, says, fix):
+    loaded, _ = write_lock(project)
+    root = loaded.root
+    path = output(root)
+    with pytest.raises(ConfigError) as caught:
+        compiler.check_output(loaded, path)
+    message = str(caught.value)
+    assert message.startswith(f"--output {path}: {says.format(root=root)}"), message
+    assert message.endswith(fix.format(root=root)), message
+    with pytest.raises(ConfigError):
+        compiler.compile_pipeline(loaded, path)
+
+
+@pytest.mark.parametrize("where", ["pipeline.yaml", "new/deeper/pipeline.yaml", "images/training/out.yaml"])
+def test_a_usable_output_passes_and_compile_writes_it(project, where):
+    loaded, _ = write_lock(project)
+    path = loaded.root / where
+    compiler.check_output(loaded, path)
+    if path.parent.is_dir():
+        assert compiler.compile_pipeline(loaded, path) == [] and yaml.safe_load(path.read_text())["kind"] == "Workflow"
