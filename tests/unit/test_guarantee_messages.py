@@ -696,3 +696,84 @@ def test_unreadable_defaults_too_many_templates_and_the_summary_line():
     )
     assert verify.summary("p.yaml", ["a", "b"], limit=1) == "p.yaml: 2 problem(s): a; and 1 more"
     assert verify.summary("p.yaml", ["a"]) == "p.yaml: 1 problem(s): a"
+
+
+# -- verify: an embedded document (podSpecPatch, a resource manifest), each problem worded exactly -------------
+
+UNPINNED = "is not pinned by digest (expected exactly one '@sha256:<64 hex>')"
+KEYED = "a parameter in a key: Argo would substitute it before the document is applied, so it could name any field"
+BEARING = "is a parameter under an image-bearing field: Argo would substitute it, so it could become any image"
+LONG_PARAMETER = "{{inputs.parameters." + "p" * 80 + "}}"
+
+
+def patched(value: object) -> dict[str, object]:
+    return {"kind": "Workflow", "spec": {"templates": [{"name": "t", "podSpecPatch": value}]}}
+
+
+def manifest(document: object) -> dict[str, object]:
+    text = yaml.safe_dump(document)
+    return {"kind": "Workflow", "spec": {"templates": [{"name": "t", "resource": {"manifest": text}}]}}
+
+
+@pytest.mark.parametrize(
+    "workflow, problems",
+    [
+        pytest.param(patched(5), ["template t: podSpecPatch: expected a YAML or JSON string, got int"], id="not-text"),
+        pytest.param(
+            patched('"{{workflow.parameters.patch}}"'),
+            ["template t: podSpecPatch: the whole document is a parameter: Argo would substitute it"],
+            id="whole-parameter",
+        ),
+        pytest.param(
+            patched('{"{{inputs.parameters.k}}": 1}'),
+            [f"template t: podSpecPatch.{{{{inputs.parameters.k}}}}: {KEYED}"],
+            id="parameter-key",
+        ),
+        pytest.param(
+            patched('{"containers": [{"name": "main", "image": "{{inputs.parameters.i}}"}]}'),
+            [
+                f"template t: podSpecPatch.containers[0].image: {{{{inputs.parameters.i}}}} {BEARING}",
+                f"template t: podSpecPatch.containers[0].image: {{{{inputs.parameters.i}}}} {UNPINNED}",
+            ],
+            id="parameter-image",
+        ),
+        pytest.param(
+            patched('{"InitContainers": ["{{inputs.parameters.c}}"]}'),
+            [f"template t: podSpecPatch.InitContainers[0]: {{{{inputs.parameters.c}}}} {BEARING}"],
+            id="parameter-in-a-container-list",
+        ),
+        pytest.param(
+            patched(f'{{"sidecars": [{{"image": "{LONG_PARAMETER}"}}]}}'),
+            [
+                f"template t: podSpecPatch.sidecars[0].image: {LONG_PARAMETER[:80]}... {BEARING}",
+                f"template t: podSpecPatch.sidecars[0].image: {LONG_PARAMETER} {UNPINNED}",
+            ],
+            id="long-parameter-cut",
+        ),
+        pytest.param(
+            patched('{"metadata": {"labels": {"run": "{{workflow.name}}"}}, "nodeName": "{{inputs.parameters.n}}"}'),
+            [],
+            id="parameters-elsewhere-are-harmless",
+        ),
+        pytest.param(
+            manifest({"kind": "Pod", "spec": {"podSpecPatch": "{}"}}),
+            ["template t: resource.manifest.spec.podSpecPatch: a document embedded in an embedded document"],
+            id="nested-document",
+        ),
+        pytest.param(
+            manifest({"kind": "Pod", "spec": {"containers": [{"name": "c", "image": PIN}]}}),
+            [
+                f"template t: resource.manifest.spec.containers[0].image: {PIN} serves no step of the image map ()"
+                + NOT_BUILT
+            ],
+            id="manifest-image",
+        ),
+    ],
+)
+def test_each_problem_of_an_embedded_document_names_its_template_and_field(workflow, problems):
+    assert verify.pin_problems(workflow, {}) == problems
+
+
+def test_an_unreadable_embedded_document_names_its_field_and_why():
+    (problem,) = verify.pin_problems(patched("{containers: [unclosed"), {})
+    assert problem.startswith("template t: podSpecPatch: cannot be read (not valid YAML: ") and problem.endswith(")")
