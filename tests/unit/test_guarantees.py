@@ -288,3 +288,30 @@ def test_build_compile_verify_and_a_registry_that_lost_an_image(fake: FakeSetup)
     assert fake.cli("verify", "--offline")[0] == 0
     workflow = yaml.safe_load((fake.root / "pipeline.yaml").read_text())
     assert verify.pin_problems(workflow, lock.steps) == []
+
+
+def test_an_untagged_pin_names_its_tag_repository_and_the_fix_and_third_party_tags_are_theirs(fake_registry):
+    """A pin no tag holds is named with what its tag serves (or that the tag is gone), the digest tag it lacks, its
+    repository and the fix; given the map's inputs, an image buildtool did not build keeps its publisher's tags."""
+    ours = fake_registry.store("t/training", "in-1", labels={"buildtool.inputs-digest": INPUTS})
+    pinned = f"{fake_registry.host}/t/training:in-1@{ours}"
+    third = fake_registry.store("lib/report", "1.0")
+    report = f"{fake_registry.host}/lib/report:1.0@{third}"
+    fake_registry.store("lib/report", "1.0", (3, 4))  # the publisher moved its tag
+    fake_registry.forget("t/training", "in-1")
+    fix = (
+        "the pin is untagged, so the registry's garbage collection may delete it; rebuild with `buildtool build --push`"
+    )
+    client = Registry(timeout=5)
+    try:
+        (problem,) = verify.registry_problems(workflow_of(pinned, report), client, {pinned: INPUTS})
+        assert problem.startswith(f"{pinned}: tag in-1 is not in the registry and no tag {hold_tag(ours)[:19]}… ")
+        assert problem.endswith(f"holds the pinned digest in {fake_registry.host}/t/training: {fix}")
+        theirs = fake_registry.store("t/training", "in-1", (7, 8), labels={"buildtool.inputs-digest": INPUTS})
+        (problem,) = verify.registry_problems(workflow_of(pinned, report), client, {pinned: INPUTS})
+        assert problem.startswith(f"{pinned}: tag in-1 serves {theirs} and no tag {hold_tag(ours)[:19]}… ")
+        # Without the map's inputs, every pinned image is held to buildtool's tagging, the third-party one too.
+        problems = verify.registry_problems(workflow_of(pinned, report), client)
+        assert [p.split(": tag ")[0] for p in problems] == sorted([pinned, report])
+    finally:
+        client.close()
