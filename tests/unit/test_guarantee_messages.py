@@ -777,3 +777,105 @@ def test_each_problem_of_an_embedded_document_names_its_template_and_field(workf
 def test_an_unreadable_embedded_document_names_its_field_and_why():
     (problem,) = verify.pin_problems(patched("{containers: [unclosed"), {})
     assert problem.startswith("template t: podSpecPatch: cannot be read (not valid YAML: ") and problem.endswith(")")
+
+
+# -- verify: the edges of what is read ------------------------------------------------------------------------------
+
+TOO_DEEP = ["the workflow is nested too deeply to read"]
+OUTSIDE = "runs a template of another WorkflowTemplate, which this file does not show"
+
+
+def one_template(**fields: object) -> dict[str, object]:
+    return {"kind": "Workflow", "spec": {"templates": [{"name": "t", **fields}]}}
+
+
+def nested(depth: int) -> object:
+    node: object = "x"
+    for _ in range(depth):
+        node = [node]
+    return node
+
+
+@pytest.mark.parametrize(
+    "workflow, problems",
+    [
+        pytest.param(
+            {"kind": "Workflow", "spec": {"templates": [{"name": f"t{n}"} for n in range(verify.MAX_TEMPLATES)]}},
+            [],
+            id="exactly-the-template-cap-is-read",
+        ),
+        pytest.param(
+            {"kind": "Workflow", "spec": {"templates": [{"name": ""}, {"name": 5, "container": {"image": PIN}}]}},
+            [
+                "template #0: spec.templates[0]: expected a mapping with a name",
+                "template #1: spec.templates[1]: expected a mapping with a name",
+            ],
+            id="empty-or-non-text-names",
+        ),
+        pytest.param(
+            {"kind": "Workflow", "spec": {"templates": [], "templateDefaults": {"container": {}}}},
+            ["spec.templateDefaults.container.image: container holds no image (dict)"],
+            id="defaults-problem-kept",
+        ),
+        pytest.param(
+            {"kind": "Workflow", "spec": {"templates": []}, "status": {"nodes": {"n": {"image": PIN}}}},
+            [f"status.nodes.n.image: {PIN} applies to every template and serves no step of the image map"],
+            id="outside-spec-read",
+        ),
+        pytest.param(
+            one_template(steps=[[{"name": "s", "templateRef": {"name": "other", "template": "x"}}]]),
+            [f"template t: steps[0][0].templateRef: {OUTSIDE}"],
+            id="outside-template",
+        ),
+        pytest.param(
+            one_template(outputs={"annotations": [1]}, inputs={"metadata": "text"}, **{"5": 1}),
+            [],
+            id="annotations-only-under-metadata",
+        ),
+        pytest.param({"kind": "Workflow", "spec": {"templates": [{"name": "t", 5: "x"}]}}, [], id="non-text-key"),
+        pytest.param(
+            one_template(
+                resource={
+                    "manifest": yaml.safe_dump(
+                        {"items": [{"spec": {"podSpecPatch": "{}"}}], "spec": {"podSpecPatch": "{}"}}
+                    )
+                }
+            ),
+            [
+                "template t: resource.manifest.items[0].spec.podSpecPatch: a document embedded in an embedded document",
+                "template t: resource.manifest.spec.podSpecPatch: a document embedded in an embedded document",
+            ],
+            id="nested-documents-in-lists-and-maps",
+        ),
+        pytest.param(one_template(container={"image": "x", "args": nested(5000)}), TOO_DEEP, id="too-deep"),
+    ],
+)
+def test_what_places_reads_at_its_edges(workflow, problems):
+    assert verify.pin_problems(workflow, {}) == problems
+
+
+@pytest.mark.parametrize("length", [2000, 2001])
+def test_a_problem_is_cut_only_past_2000_characters(length):
+    tail = ": container.image: r.example/x:latest is not pinned by digest (expected exactly one '@sha256:<64 hex>')"
+    name = "n" * (length - len("template ") - len(tail))
+    whole = f"template {name}{tail}"
+    assert len(whole) == length
+    (problem,) = verify.pin_problems(
+        {"kind": "Workflow", "spec": {"templates": [{"name": name, "container": {"image": "r.example/x:latest"}}]}}, {}
+    )
+    assert problem == (whole if length <= 2000 else whole[:2000] + "...")
+
+
+def test_a_summary_of_exactly_the_limit_adds_no_more():
+    assert verify.summary("p.yaml", ["a", "b"], limit=2) == "p.yaml: 2 problem(s): a; b"
+    assert verify.summary("p.yaml", ["a", "b", "c"], limit=2) == "p.yaml: 3 problem(s): a; b; and 1 more"
+
+
+def test_a_workflow_that_cannot_be_written_leaves_the_old_one_and_names_why(project):
+    """The temp file beside a 250-character name is too long a name for the file system (ENAMETOOLONG)."""
+    loaded, _ = write_lock(project)
+    output = loaded.root / ("p" * 245 + ".yaml")
+    with pytest.raises(CompileError) as caught:
+        compiler.compile_pipeline(loaded, output)
+    assert str(caught.value) == f"{output}: cannot write the workflow: File name too long"
+    assert not [p.name for p in loaded.root.iterdir() if p.name.endswith(".yaml") and "ppp" in p.name]
