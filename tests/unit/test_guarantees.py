@@ -315,3 +315,61 @@ def test_an_untagged_pin_names_its_tag_repository_and_the_fix_and_third_party_ta
         assert [p.split(": tag ")[0] for p in problems] == sorted([pinned, report])
     finally:
         client.close()
+
+
+# -- verify: which step a template runs -------------------------------------------------------------------------
+
+SPEC = "pipelines.kubeflow.org/component_spec"
+
+
+def annotated(name: object, spec: object, **fields: object) -> dict:
+    return {"name": name, "metadata": {"annotations": {SPEC: spec}}, **fields}
+
+
+def program(*functions: str) -> dict:
+    return {
+        "image": "x",
+        "command": ["sh", "-ec", "program"],
+        "args": [f"_outputs = {f}(**_parsed_args)" for f in functions],
+    }
+
+
+@pytest.mark.parametrize(
+    "template, step",
+    [
+        pytest.param(annotated("any-name", '{"name": "Train model"}'), "train_model", id="by-component"),
+        pytest.param({"name": "train-model"}, "train_model", id="by-template-name"),
+        pytest.param({"name": "train-model", "metadata": "x"}, "train_model", id="metadata-not-mapping"),
+        pytest.param({"name": "train-model", "metadata": {"annotations": [1]}}, "train_model", id="annotations-list"),
+        pytest.param(annotated("train-model", 5), "train_model", id="spec-not-text"),
+        pytest.param(annotated("train-model", "{not json"), "train_model", id="spec-not-json"),
+        pytest.param(annotated("train-model", "[1]"), "train_model", id="spec-a-list"),
+        pytest.param(annotated("train-model", '{"name": 5}'), "train_model", id="spec-name-not-text"),
+        pytest.param(
+            annotated("x", '{"name": "Renamed"}', container=program("train_model")), "train_model", id="program-call"
+        ),
+        pytest.param(
+            annotated("x", '{"name": "Renamed"}', container={"command": [program("train_model")["args"][0]]}),
+            "train_model",
+            id="program-call-in-command",
+        ),
+        pytest.param(
+            annotated("x", '{"name": "Renamed"}', container=program("train_model", "other")), None, id="two-calls"
+        ),
+        pytest.param(annotated("x", '{"name": "Renamed"}', container=program("other")), None, id="no-step-called"),
+        pytest.param(annotated("train-model", '{"name": "Renamed"}'), None, id="renamed-without-program"),
+        pytest.param(annotated("x", '{"name": "Renamed"}', container="text"), None, id="container-not-mapping"),
+        pytest.param({"name": 5}, None, id="name-not-text"),
+    ],
+)
+def test_template_steps_reads_the_component_then_the_program_then_the_name(template, step):
+    workflow = {"kind": "Workflow", "spec": {"templates": [template, "not a template"]}}
+    found = verify.template_steps(workflow, ["train_model", "upload"])
+    assert found == ({template["name"]: step} if step else {})
+
+
+@pytest.mark.parametrize("count, read", [(verify.MAX_TEMPLATES, True), (verify.MAX_TEMPLATES + 1, False)])
+def test_template_steps_reads_up_to_the_template_cap(count, read):
+    templates = [{"name": "upload"}] + [{"name": f"t{n}"} for n in range(count - 1)]
+    found = verify.template_steps({"kind": "Workflow", "spec": {"templates": templates}}, ["upload"])
+    assert found == ({"upload": "upload"} if read else {})
