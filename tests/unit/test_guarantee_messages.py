@@ -879,3 +879,31 @@ def test_a_workflow_that_cannot_be_written_leaves_the_old_one_and_names_why(proj
         compiler.compile_pipeline(loaded, output)
     assert str(caught.value) == f"{output}: cannot write the workflow: File name too long"
     assert not [p.name for p in loaded.root.iterdir() if p.name.endswith(".yaml") and "ppp" in p.name]
+
+
+@pytest.mark.parametrize("extra, accepted", [(0, True), (1, False)])
+def test_workflow_bytes_are_read_up_to_the_cap(tmp_path, extra, accepted):
+    """The bytes a caller already read (what submit uploads) are held to the cap the file is read with."""
+    from buildtool.util import yaml_io
+
+    head = b"kind: Workflow\n#"
+    data = head + b"x" * (yaml_io.MAX_BYTES - len(head) + extra)
+    path = tmp_path / "pipeline.yaml"
+    if accepted:
+        assert verify.load_workflow(path, data) == {"kind": "Workflow"}
+        return
+    with pytest.raises(VerifyError) as caught:
+        verify.load_workflow(path, data)
+    assert str(caught.value) == (
+        f"{path}: {len(data)} bytes, more than the {yaml_io.MAX_BYTES} accepted; "
+        "compile it again with `buildtool compile`"
+    )
+    path.write_bytes(data)
+    with pytest.raises(VerifyError, match=f"^{path}: {len(data)} bytes, more than the {yaml_io.MAX_BYTES} accepted; "):
+        verify.load_workflow(path)
+
+
+def test_a_workflow_path_that_is_no_file_names_it_and_the_fix(tmp_path):
+    with pytest.raises(VerifyError) as caught:
+        verify.load_workflow(tmp_path)
+    assert str(caught.value) == f"{tmp_path}: not a regular file; compile it again with `buildtool compile`"
