@@ -907,3 +907,28 @@ def test_a_workflow_path_that_is_no_file_names_it_and_the_fix(tmp_path):
     with pytest.raises(VerifyError) as caught:
         verify.load_workflow(tmp_path)
     assert str(caught.value) == f"{tmp_path}: not a regular file; compile it again with `buildtool compile`"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty"),
+        pytest.param('["{{"]', id="a-list-holding-the-marker"),
+        pytest.param('{"{{": 1}', id="the-marker-as-a-key"),
+        pytest.param("{1: x, 2: [a]}", id="non-text-keys"),
+    ],
+)
+def test_an_embedded_document_that_is_no_whole_parameter(text):
+    """Only a document that is itself a string holding a parameter is one; anything else is read field by field."""
+    problems = verify.pin_problems(patched(text), {})
+    assert not [p for p in problems if "the whole document is a parameter" in p]
+    assert problems == ([f"template t: podSpecPatch.{{{{: {KEYED}"] if text == '{"{{": 1}' else [])
+
+
+def test_an_unreadable_embedded_document_names_the_reader_s_problem():
+    from buildtool.util import yaml_io
+
+    text = "{containers: [unclosed"
+    with pytest.raises(yaml_io.YamlProblem) as reader:
+        yaml_io.parse(text)
+    assert verify.pin_problems(patched(text), {}) == [f"template t: podSpecPatch: cannot be read ({reader.value})"]

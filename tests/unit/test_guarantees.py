@@ -373,3 +373,18 @@ def test_template_steps_reads_up_to_the_template_cap(count, read):
     templates = [{"name": "upload"}] + [{"name": f"t{n}"} for n in range(count - 1)]
     found = verify.template_steps({"kind": "Workflow", "spec": {"templates": templates}}, ["upload"])
     assert found == ({"upload": "upload"} if read else {})
+
+
+@pytest.mark.parametrize(
+    "image, listed",
+    [
+        ("r.example/lib/report@sha256:" + "7" * 64, True),
+        ("r.example/lib/report:1.0@sha256:" + "7" * 64, True),
+        ("r.example/lib/report:1.0", False),  # listed, but not pinned
+        ("r.example/lib/report", False),
+        (None, False),
+        ("r.example/lib/other@sha256:" + "7" * 64, False),
+    ],
+)
+def test_an_external_image_is_pinned_and_of_a_listed_repository(image, listed):
+    assert verify.external_repository(image, ["r.example/lib/report", "r.example/lib/tools:2"]) is listed
