@@ -203,3 +203,27 @@ def test_a_usable_output_passes_and_compile_writes_it(project, where):
     compiler.check_output(loaded, path)
     if path.parent.is_dir():
         assert compiler.compile_pipeline(loaded, path) == [] and yaml.safe_load(path.read_text())["kind"] == "Workflow"
+
+
+def test_what_is_written_is_checked_again_and_a_bad_write_keeps_the_old_output(project, monkeypatch):
+    """The rendered text is read back through the strict reader and checked: were the writer to change an image,
+    compile refuses, naming the map and the template, and the old pipeline.yaml stays."""
+    from buildtool.gate import kfp_compile
+
+    loaded, lock = write_lock(project)
+    compiler.compile_pipeline(loaded, loaded.output)
+    before = loaded.output.read_bytes()
+    other = lock.steps["upload_model"]
+
+    def tampered(workflow):
+        text = kfp_compile.render(workflow)
+        return text.replace(f"image: {lock.steps['training']}", f"image: {other}", 1)
+
+    monkeypatch.setattr(compiler, "render", tampered)
+    with pytest.raises(CompileError) as caught:
+        compiler.compile_pipeline(loaded, loaded.output)
+    message = str(caught.value)
+    assert message.startswith(f"compiled pipeline is not pinned as {loaded.image_map} says: template training: ")
+    assert f"{other} differs from the map's {lock.steps['training']}" in message
+    assert loaded.output.read_bytes() == before
+    assert sorted(p.name for p in loaded.root.iterdir() if p.name.startswith(".pipeline")) == []
