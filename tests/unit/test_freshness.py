@@ -303,3 +303,53 @@ def test_a_recorded_digest_is_trusted_by_default_and_checked_in_full_on_request(
     other = {**lock.steps, "training": lock.steps["upload_model"]}
     with pytest.raises(StalePipelineError, match="pipeline.yaml is stale: template training differs"):
         freshness.require_current(loaded, fresh, other, label="pipeline.yaml")
+
+
+def test_the_compile_inputs_digest_is_one_canonical_encoding(tmp_path):
+    """sha256 of compact, key-sorted JSON: the same inputs give the same annotation from one machine to the next."""
+    import hashlib
+    import importlib.metadata
+    import json
+
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "__init__.py").write_bytes(b"")
+    (tmp_path / "pkg" / "sub" / "steps.py").write_bytes(b"def f():\n    return 1\n")
+    (tmp_path / "factory.py").write_bytes(b"x = 1\n")
+    cfg = config.Config(
+        path=tmp_path / "pyproject.toml",
+        root=tmp_path,
+        registry="r.example",
+        repository="t",
+        base_image="b",
+        platform="linux/amd64",
+        image_map=tmp_path / "image_map.yaml",
+        output=tmp_path / "pipeline.yaml",
+        pipeline="factory:make",
+        steps_module="pkg.sub.steps",
+        image_pull_policy="Always",
+        credentials="k8s-secret:creds",
+        external_images=("r.example/lib/report",),
+    )
+    steps = {"upload": "r.example/t/u@sha256:" + "2" * 64, "train": STEPS["training"]}
+
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    document = {
+        "buildtool": importlib.metadata.version("buildtool"),
+        "credentials": "k8s-secret:creds",
+        "external_images": ["r.example/lib/report"],
+        "files": [
+            ["factory.py", sha(b"x = 1\n")],
+            ["pkg/__init__.py", sha(b"")],
+            ["pkg/sub/steps.py", sha(b"def f():\n    return 1\n")],
+        ],
+        "image_pull_policy": "Always",
+        "kfp": importlib.metadata.version("kfp"),
+        "pipeline": "factory:make",
+        "steps": [["train", STEPS["training"]], ["upload", steps["upload"]]],
+        "steps_module": "pkg.sub.steps",
+    }
+    encoded = json.dumps(document, separators=(",", ":")).encode()
+    assert encoded.startswith(b'{"buildtool":"') and b'", "' not in encoded  # keys in order, no spaces
+    assert freshness.inputs_digest(cfg, steps) == "sha256:" + sha(encoded)
