@@ -181,6 +181,12 @@ def output_in_a_loop(root):
             id="under-a-file",
         ),
         pytest.param(output_in_a_loop, "cannot be used: ", "", id="symlink-loop"),
+        pytest.param(
+            lambda r: r / ("x" * 300) / "pipeline.yaml",
+            "cannot be used: [Errno 36] File name too long",
+            "",
+            id="name-too-long",
+        ),
     ],
 )
 def test_an_unusable_output_is_refused_naming_it_and_the_fix(project, output, says, fix):
