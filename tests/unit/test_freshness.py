@@ -353,3 +353,13 @@ def test_the_compile_inputs_digest_is_one_canonical_encoding(tmp_path):
     encoded = json.dumps(document, separators=(",", ":")).encode()
     assert encoded.startswith(b'{"buildtool":"') and b'", "' not in encoded  # keys in order, no spaces
     assert freshness.inputs_digest(cfg, steps) == "sha256:" + sha(encoded)
+
+
+@pytest.mark.parametrize("setting", ["flows:make", "flows:make:pipeline", "flows:make.v2"])
+def test_the_factory_module_is_what_comes_before_the_first_colon(project, setting):
+    """As load_factory reads the setting: `flows:make:pipeline` names the function `make:pipeline` of `flows`."""
+    loaded = config.load(project)
+    (loaded.root / "flows.py").write_text("")
+    cfg = dataclasses.replace(loaded, pipeline=setting)
+    files = [str(p.relative_to(loaded.root)) for p in freshness.source_files(cfg)]
+    assert files[0] == "flows.py" and all(f.startswith("pipeline/") for f in files[1:]) and len(files) > 1
