@@ -237,3 +237,9 @@ def test_require_locked_names_file_key_and_fix(tmp_path, lock, served, repositor
     message = str(caught.value)
     assert message.startswith(f"{path}: {key}: "), message
     assert problem in message and message.endswith(f"; {FIX}"), message
+
+
+def test_a_map_path_that_is_no_file_names_it_and_the_fix(tmp_path):
+    with pytest.raises(ImageMapError) as caught:
+        image_map.load(tmp_path)
+    assert str(caught.value) == f"{tmp_path}: not a regular file; {FIX}"
