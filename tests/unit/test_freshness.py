@@ -38,7 +38,7 @@ B = {"name": "b", "dag": {"tasks": []}}
 # -- where a workflow first differs ---------------------------------------------------------------------------
 
 
-def with_annotations(w: dict[str, Any], **annotations: str) -> dict[str, Any]:
+def with_annotations(w: dict[str, Any], **annotations: object) -> dict[str, Any]:
     return {**w, "metadata": {**w["metadata"], "annotations": {**w["metadata"]["annotations"], **annotations}}}
 
 
@@ -363,3 +363,15 @@ def test_the_factory_module_is_what_comes_before_the_first_colon(project, settin
     cfg = dataclasses.replace(loaded, pipeline=setting)
     files = [str(p.relative_to(loaded.root)) for p in freshness.source_files(cfg)]
     assert files[0] == "flows.py" and all(f.startswith("pipeline/") for f in files[1:]) and len(files) > 1
+
+
+def test_values_yaml_reads_as_dates_compare_as_their_text():
+    """The strict reader turns an unquoted date into a date; kfp writes text. Both compare as the same text."""
+    import datetime
+
+    old = with_annotations(workflow(A), note=datetime.date(2024, 1, 2))
+    new = with_annotations(workflow(A), note="2024-01-02")
+    assert freshness.first_difference(old, new) is None
+    assert freshness.first_difference(old, with_annotations(workflow(A), note="2024-01-03")) == (
+        "metadata.annotations differs"
+    )

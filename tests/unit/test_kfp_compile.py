@@ -164,3 +164,31 @@ def test_the_factory_gets_a_copy_of_the_steps(project):
     steps = dict(lock.steps)
     kfp_compile.create_workflow(dataclasses.replace(loaded, pipeline="mutating:make"), steps)
     assert steps == lock.steps
+
+
+def test_an_entry_of_sys_modules_without_a_name_or_file_is_no_library():
+    assert kfp_compile._is_library(object()) is False
+
+
+@pytest.mark.parametrize("setting", ["flows:make", "flows:make:pipeline"])
+def test_fresh_import_takes_the_factory_module_from_before_the_first_colon(project, monkeypatch, setting):
+    loaded = dataclasses.replace(config.load(project), pipeline=setting)
+    planted = types.ModuleType("flows")
+    planted.__file__ = str(project.parent / "flows.py")
+    monkeypatch.setitem(sys.modules, "flows", planted)
+    kfp_compile._fresh_import(loaded)
+    assert "flows" not in sys.modules
+
+
+@pytest.mark.parametrize("library", ["yaml", "json", "os", "re", "io", "abc", "ast", "enum"])
+def test_a_library_named_like_one_package_leaves_the_other_forgotten(project, monkeypatch, library):
+    """The two packages are looked at one by one: keeping a library does not end the look at the other."""
+    loaded = dataclasses.replace(config.load(project), pipeline=f"{library}:make", steps_module="mysteps.one")
+    for name in ("mysteps", "mysteps.one"):
+        planted = types.ModuleType(name)
+        planted.__file__ = str(project.parent / "mysteps" / "one.py")
+        monkeypatch.setitem(sys.modules, name, planted)
+    kept = sys.modules[library] if library in sys.modules else __import__(library)
+    kfp_compile._fresh_import(loaded)
+    assert sys.modules[library] is kept
+    assert "mysteps" not in sys.modules and "mysteps.one" not in sys.modules
