@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from buildtool import cli, config
-from buildtool.errors import CompileError, ConfigError, ImageMapError, RegistryError, StaleMapError
+from buildtool.errors import CompileError, ConfigError, ImageMapError, RegistryError, StaleMapError, VerifyError
 from buildtool.gate import compiler, verify
 from buildtool.lock import image_map, staleness
 
@@ -233,3 +233,15 @@ def test_what_is_written_is_checked_again_and_a_bad_write_keeps_the_old_output(p
     assert f"{other} differs from the map's {lock.steps['training']}" in message
     assert loaded.output.read_bytes() == before
     assert sorted(p.name for p in loaded.root.iterdir() if p.name.startswith(".pipeline")) == []
+
+
+def test_verify_checks_the_bytes_it_is_given_not_the_file_they_came_from(project):
+    """submit uploads exactly the bytes it checked: given those, verify does not read the path again."""
+    loaded, lock = write_lock(project)
+    compiler.compile_pipeline(loaded, loaded.output)
+    data = loaded.output.read_bytes()
+    loaded.output.write_text(loaded.output.read_text().replace(lock.steps["training"], "r.example/x:latest"))
+    workflow = verify.verify_pipeline(loaded, loaded.output, None, data=data)
+    assert workflow == yaml.safe_load(data)
+    with pytest.raises(VerifyError, match="r.example/x:latest is not pinned by digest"):
+        verify.verify_pipeline(loaded, loaded.output, None)
