@@ -388,3 +388,10 @@ def test_template_steps_reads_up_to_the_template_cap(count, read):
 )
 def test_an_external_image_is_pinned_and_of_a_listed_repository(image, listed):
     assert verify.external_repository(image, ["r.example/lib/report", "r.example/lib/tools:2"]) is listed
+
+
+def test_template_steps_reads_past_what_is_not_a_template():
+    templates = ["not a template", {"name": 5}, {"metadata": {}}, {"name": "upload"}]
+    assert verify.template_steps({"kind": "Workflow", "spec": {"templates": templates}}, ["upload"]) == {
+        "upload": "upload"
+    }
