@@ -243,3 +243,13 @@ def test_a_map_path_that_is_no_file_names_it_and_the_fix(tmp_path):
     with pytest.raises(ImageMapError) as caught:
         image_map.load(tmp_path)
     assert str(caught.value) == f"{tmp_path}: not a regular file; {FIX}"
+
+
+def test_bound_problem_says_what_the_reference_must_be_and_why():
+    repository = "127.0.0.1:5000/t/training"
+    assert image_map.bound_problem(REF.format("training"), repository, "sha256:0011223344556677" + "0" * 48) is None
+    problem = image_map.bound_problem(REF.format("training"), repository, "sha256:" + "9" * 64)
+    assert problem == (
+        f"'{REF.format('training')}' is not bound to its image: expected {repository}:in-{'9' * 16}@sha256:<64 hex> "
+        "(the configured registry, repository and image name, and the tag of its inputs_digest)"
+    )
