@@ -245,3 +245,24 @@ def test_verify_checks_the_bytes_it_is_given_not_the_file_they_came_from(project
     assert workflow == yaml.safe_load(data)
     with pytest.raises(VerifyError, match="r.example/x:latest is not pinned by digest"):
         verify.verify_pipeline(loaded, loaded.output, None)
+
+
+def test_every_problem_of_what_was_written_is_named(project, monkeypatch):
+    from buildtool.gate import kfp_compile
+
+    loaded, lock = write_lock(project)
+
+    def tampered(workflow):
+        text = kfp_compile.render(workflow)
+        return text.replace(f"image: {lock.steps['training']}", "image: r.example/x:latest").replace(
+            f"image: {lock.steps['upload_model']}", "image: r.example/y:latest"
+        )
+
+    monkeypatch.setattr(compiler, "render", tampered)
+    with pytest.raises(CompileError) as caught:
+        compiler.compile_pipeline(loaded, loaded.output)
+    _, _, listed = str(caught.value).partition(" says: ")
+    problems = listed.split("; ")
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("template training: container.image: r.example/x:latest is not pinned")
+    assert problems[1].startswith("template upload-model: container.image: r.example/y:latest is not pinned")
