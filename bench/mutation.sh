@@ -7,7 +7,7 @@
 # that reach the edited function. A mutant no test fails on "survives": wrong code the suite would
 # let through. Writes the score and every survivor's diff to bench/results/mutation.txt.
 #
-#   bench/mutation.sh              # every mutant: about 70 minutes on 2 shared workers (1916 mutants)
+#   bench/mutation.sh              # every mutant: 12 to 46 minutes on 2 shared workers (1916 mutants)
 #   bench/mutation.sh --survivors  # only the last full run's survivors again, against the tests as they are now
 #   bench/mutation.sh --survivors NAME...  # only those of its survivors (e.g. the ones new tests aim at)
 #   MUTATION_JOBS=1 bench/mutation.sh
