@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from buildtool import cli, config
-from buildtool.errors import CompileError, ImageMapError, RegistryError, StaleMapError
+from buildtool.errors import CompileError, ConfigError, ImageMapError, RegistryError, StaleMapError, VerifyError
 from buildtool.gate import compiler, verify
 from buildtool.lock import image_map, staleness
 
@@ -137,3 +137,132 @@ def test_an_unreachable_registry_is_one_error_line_without_urllib3s_retry_warnin
     assert done.returncode == RegistryError.exit_code
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("buildtool: error: ")
     assert f"registry 127.0.0.1:{port} refused the connection" in done.stderr and "(tried 4 time(s))" in done.stderr
+
+
+# -- the output path: each refusal names --output, what it is, and where to write instead ------------------------
+
+
+def output_in_a_loop(root):
+    (root / "loop").symlink_to(root / "loop")
+    return root / "loop" / "pipeline.yaml"
+
+
+@pytest.mark.parametrize(
+    "output, says, fix",
+    [
+        pytest.param(
+            lambda r: r / "images",
+            "is a folder",
+            "; name the file to write, e.g. {root}/images/pipeline.yaml",
+            id="folder",
+        ),
+        pytest.param(
+            lambda r: r / "image_map.yaml",
+            "is the image map ({root}/image_map.yaml), which the workflow would overwrite",
+            "; write the workflow elsewhere, e.g. pipeline.yaml",
+            id="the-map",
+        ),
+        pytest.param(
+            lambda r: r / "images" / ".." / "image_map.yaml",
+            "is the image map",
+            "; write the workflow elsewhere, e.g. pipeline.yaml",
+            id="the-map-by-another-path",
+        ),
+        pytest.param(
+            lambda r: r / "pyproject.toml",
+            "is the configuration ({root}/pyproject.toml)",
+            "; write the workflow elsewhere, e.g. pipeline.yaml",
+            id="the-config",
+        ),
+        pytest.param(
+            lambda r: r / "image_map.yaml" / "deeper" / "pipeline.yaml",
+            "{root}/image_map.yaml is a file, not a folder",
+            "; choose another path",
+            id="under-a-file",
+        ),
+        pytest.param(output_in_a_loop, "cannot be used: ", "", id="symlink-loop"),
+        pytest.param(
+            lambda r: r / ("x" * 300) / "pipeline.yaml",
+            "cannot be used: [Errno 36] File name too long",
+            "",
+            id="name-too-long",
+        ),
+    ],
+)
+def test_an_unusable_output_is_refused_naming_it_and_the_fix(project, output, says, fix):
+    loaded, _ = write_lock(project)
+    root = loaded.root
+    path = output(root)
+    with pytest.raises(ConfigError) as caught:
+        compiler.check_output(loaded, path)
+    message = str(caught.value)
+    assert message.startswith(f"--output {path}: {says.format(root=root)}"), message
+    assert message.endswith(fix.format(root=root)), message
+    with pytest.raises(ConfigError):
+        compiler.compile_pipeline(loaded, path)
+
+
+@pytest.mark.parametrize("where", ["pipeline.yaml", "new/deeper/pipeline.yaml", "images/training/out.yaml"])
+def test_a_usable_output_passes_and_compile_writes_it(project, where):
+    loaded, _ = write_lock(project)
+    path = loaded.root / where
+    compiler.check_output(loaded, path)
+    if path.parent.is_dir():
+        assert compiler.compile_pipeline(loaded, path) == [] and yaml.safe_load(path.read_text())["kind"] == "Workflow"
+
+
+def test_what_is_written_is_checked_again_and_a_bad_write_keeps_the_old_output(project, monkeypatch):
+    """The rendered text is read back through the strict reader and checked: were the writer to change an image,
+    compile refuses, naming the map and the template, and the old pipeline.yaml stays."""
+    from buildtool.gate import kfp_compile
+
+    loaded, lock = write_lock(project)
+    compiler.compile_pipeline(loaded, loaded.output)
+    before = loaded.output.read_bytes()
+    other = lock.steps["upload_model"]
+
+    def tampered(workflow):
+        text = kfp_compile.render(workflow)
+        return text.replace(f"image: {lock.steps['training']}", f"image: {other}", 1)
+
+    monkeypatch.setattr(compiler, "render", tampered)
+    with pytest.raises(CompileError) as caught:
+        compiler.compile_pipeline(loaded, loaded.output)
+    message = str(caught.value)
+    assert message.startswith(f"compiled pipeline is not pinned as {loaded.image_map} says: template training: ")
+    assert f"{other} differs from the map's {lock.steps['training']}" in message
+    assert loaded.output.read_bytes() == before
+    assert sorted(p.name for p in loaded.root.iterdir() if p.name.startswith(".pipeline")) == []
+
+
+def test_verify_checks_the_bytes_it_is_given_not_the_file_they_came_from(project):
+    """submit uploads exactly the bytes it checked: given those, verify does not read the path again."""
+    loaded, lock = write_lock(project)
+    compiler.compile_pipeline(loaded, loaded.output)
+    data = loaded.output.read_bytes()
+    loaded.output.write_text(loaded.output.read_text().replace(lock.steps["training"], "r.example/x:latest"))
+    workflow = verify.verify_pipeline(loaded, loaded.output, None, data=data)
+    assert workflow == yaml.safe_load(data)
+    with pytest.raises(VerifyError, match="r.example/x:latest is not pinned by digest"):
+        verify.verify_pipeline(loaded, loaded.output, None)
+
+
+def test_every_problem_of_what_was_written_is_named(project, monkeypatch):
+    from buildtool.gate import kfp_compile
+
+    loaded, lock = write_lock(project)
+
+    def tampered(workflow):
+        text = kfp_compile.render(workflow)
+        return text.replace(f"image: {lock.steps['training']}", "image: r.example/x:latest").replace(
+            f"image: {lock.steps['upload_model']}", "image: r.example/y:latest"
+        )
+
+    monkeypatch.setattr(compiler, "render", tampered)
+    with pytest.raises(CompileError) as caught:
+        compiler.compile_pipeline(loaded, loaded.output)
+    _, _, listed = str(caught.value).partition(" says: ")
+    problems = listed.split("; ")
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("template training: container.image: r.example/x:latest is not pinned")
+    assert problems[1].startswith("template upload-model: container.image: r.example/y:latest is not pinned")

@@ -696,3 +696,239 @@ def test_unreadable_defaults_too_many_templates_and_the_summary_line():
     )
     assert verify.summary("p.yaml", ["a", "b"], limit=1) == "p.yaml: 2 problem(s): a; and 1 more"
     assert verify.summary("p.yaml", ["a"]) == "p.yaml: 1 problem(s): a"
+
+
+# -- verify: an embedded document (podSpecPatch, a resource manifest), each problem worded exactly -------------
+
+UNPINNED = "is not pinned by digest (expected exactly one '@sha256:<64 hex>')"
+KEYED = "a parameter in a key: Argo would substitute it before the document is applied, so it could name any field"
+BEARING = "is a parameter under an image-bearing field: Argo would substitute it, so it could become any image"
+LONG_PARAMETER = "{{inputs.parameters." + "p" * 80 + "}}"
+
+
+def patched(value: object) -> dict[str, object]:
+    return {"kind": "Workflow", "spec": {"templates": [{"name": "t", "podSpecPatch": value}]}}
+
+
+def manifest(document: object) -> dict[str, object]:
+    text = yaml.safe_dump(document)
+    return {"kind": "Workflow", "spec": {"templates": [{"name": "t", "resource": {"manifest": text}}]}}
+
+
+@pytest.mark.parametrize(
+    "workflow, problems",
+    [
+        pytest.param(patched(5), ["template t: podSpecPatch: expected a YAML or JSON string, got int"], id="not-text"),
+        pytest.param(
+            patched('"{{workflow.parameters.patch}}"'),
+            ["template t: podSpecPatch: the whole document is a parameter: Argo would substitute it"],
+            id="whole-parameter",
+        ),
+        pytest.param(
+            patched('{"{{inputs.parameters.k}}": 1}'),
+            [f"template t: podSpecPatch.{{{{inputs.parameters.k}}}}: {KEYED}"],
+            id="parameter-key",
+        ),
+        pytest.param(
+            patched('{"containers": [{"name": "main", "image": "{{inputs.parameters.i}}"}]}'),
+            [
+                f"template t: podSpecPatch.containers[0].image: {{{{inputs.parameters.i}}}} {BEARING}",
+                f"template t: podSpecPatch.containers[0].image: {{{{inputs.parameters.i}}}} {UNPINNED}",
+            ],
+            id="parameter-image",
+        ),
+        pytest.param(
+            patched('{"InitContainers": ["{{inputs.parameters.c}}"]}'),
+            [f"template t: podSpecPatch.InitContainers[0]: {{{{inputs.parameters.c}}}} {BEARING}"],
+            id="parameter-in-a-container-list",
+        ),
+        pytest.param(
+            patched(f'{{"sidecars": [{{"image": "{LONG_PARAMETER}"}}]}}'),
+            [
+                f"template t: podSpecPatch.sidecars[0].image: {LONG_PARAMETER[:80]}... {BEARING}",
+                f"template t: podSpecPatch.sidecars[0].image: {LONG_PARAMETER} {UNPINNED}",
+            ],
+            id="long-parameter-cut",
+        ),
+        pytest.param(
+            patched('{"metadata": {"labels": {"run": "{{workflow.name}}"}}, "nodeName": "{{inputs.parameters.n}}"}'),
+            [],
+            id="parameters-elsewhere-are-harmless",
+        ),
+        pytest.param(
+            manifest({"kind": "Pod", "spec": {"podSpecPatch": "{}"}}),
+            ["template t: resource.manifest.spec.podSpecPatch: a document embedded in an embedded document"],
+            id="nested-document",
+        ),
+        pytest.param(
+            manifest({"kind": "Pod", "spec": {"containers": [{"name": "c", "image": PIN}]}}),
+            [
+                f"template t: resource.manifest.spec.containers[0].image: {PIN} serves no step of the image map ()"
+                + NOT_BUILT
+            ],
+            id="manifest-image",
+        ),
+    ],
+)
+def test_each_problem_of_an_embedded_document_names_its_template_and_field(workflow, problems):
+    assert verify.pin_problems(workflow, {}) == problems
+
+
+def test_an_unreadable_embedded_document_names_its_field_and_why():
+    (problem,) = verify.pin_problems(patched("{containers: [unclosed"), {})
+    assert problem.startswith("template t: podSpecPatch: cannot be read (not valid YAML: ") and problem.endswith(")")
+
+
+# -- verify: the edges of what is read ------------------------------------------------------------------------------
+
+TOO_DEEP = ["the workflow is nested too deeply to read"]
+OUTSIDE = "runs a template of another WorkflowTemplate, which this file does not show"
+
+
+def one_template(**fields: object) -> dict[str, object]:
+    return {"kind": "Workflow", "spec": {"templates": [{"name": "t", **fields}]}}
+
+
+def nested(depth: int) -> object:
+    node: object = "x"
+    for _ in range(depth):
+        node = [node]
+    return node
+
+
+@pytest.mark.parametrize(
+    "workflow, problems",
+    [
+        pytest.param(
+            {"kind": "Workflow", "spec": {"templates": [{"name": f"t{n}"} for n in range(verify.MAX_TEMPLATES)]}},
+            [],
+            id="exactly-the-template-cap-is-read",
+        ),
+        pytest.param(
+            {"kind": "Workflow", "spec": {"templates": [{"name": ""}, {"name": 5, "container": {"image": PIN}}]}},
+            [
+                "template #0: spec.templates[0]: expected a mapping with a name",
+                "template #1: spec.templates[1]: expected a mapping with a name",
+            ],
+            id="empty-or-non-text-names",
+        ),
+        pytest.param(
+            {"kind": "Workflow", "spec": {"templates": [], "templateDefaults": {"container": {}}}},
+            ["spec.templateDefaults.container.image: container holds no image (dict)"],
+            id="defaults-problem-kept",
+        ),
+        pytest.param(
+            {"kind": "Workflow", "spec": {"templates": []}, "status": {"nodes": {"n": {"image": PIN}}}},
+            [f"status.nodes.n.image: {PIN} applies to every template and serves no step of the image map"],
+            id="outside-spec-read",
+        ),
+        pytest.param(
+            one_template(steps=[[{"name": "s", "templateRef": {"name": "other", "template": "x"}}]]),
+            [f"template t: steps[0][0].templateRef: {OUTSIDE}"],
+            id="outside-template",
+        ),
+        pytest.param(
+            one_template(outputs={"annotations": [1]}, inputs={"metadata": "text"}, **{"5": 1}),
+            [],
+            id="annotations-only-under-metadata",
+        ),
+        pytest.param({"kind": "Workflow", "spec": {"templates": [{"name": "t", 5: "x"}]}}, [], id="non-text-key"),
+        pytest.param(
+            one_template(
+                resource={
+                    "manifest": yaml.safe_dump(
+                        {"items": [{"spec": {"podSpecPatch": "{}"}}], "spec": {"podSpecPatch": "{}"}}
+                    )
+                }
+            ),
+            [
+                "template t: resource.manifest.items[0].spec.podSpecPatch: a document embedded in an embedded document",
+                "template t: resource.manifest.spec.podSpecPatch: a document embedded in an embedded document",
+            ],
+            id="nested-documents-in-lists-and-maps",
+        ),
+        pytest.param(one_template(container={"image": "x", "args": nested(5000)}), TOO_DEEP, id="too-deep"),
+    ],
+)
+def test_what_places_reads_at_its_edges(workflow, problems):
+    assert verify.pin_problems(workflow, {}) == problems
+
+
+@pytest.mark.parametrize("length", [2000, 2001])
+def test_a_problem_is_cut_only_past_2000_characters(length):
+    tail = ": container.image: r.example/x:latest is not pinned by digest (expected exactly one '@sha256:<64 hex>')"
+    name = "n" * (length - len("template ") - len(tail))
+    whole = f"template {name}{tail}"
+    assert len(whole) == length
+    (problem,) = verify.pin_problems(
+        {"kind": "Workflow", "spec": {"templates": [{"name": name, "container": {"image": "r.example/x:latest"}}]}}, {}
+    )
+    assert problem == (whole if length <= 2000 else whole[:2000] + "...")
+
+
+def test_a_summary_of_exactly_the_limit_adds_no_more():
+    assert verify.summary("p.yaml", ["a", "b"], limit=2) == "p.yaml: 2 problem(s): a; b"
+    assert verify.summary("p.yaml", ["a", "b", "c"], limit=2) == "p.yaml: 3 problem(s): a; b; and 1 more"
+
+
+def test_a_workflow_that_cannot_be_written_leaves_the_old_one_and_names_why(project):
+    """The temp file beside a 250-character name is too long a name for the file system (ENAMETOOLONG)."""
+    loaded, _ = write_lock(project)
+    output = loaded.root / ("p" * 245 + ".yaml")
+    with pytest.raises(CompileError) as caught:
+        compiler.compile_pipeline(loaded, output)
+    assert str(caught.value) == f"{output}: cannot write the workflow: File name too long"
+    assert not [p.name for p in loaded.root.iterdir() if p.name.endswith(".yaml") and "ppp" in p.name]
+
+
+@pytest.mark.parametrize("extra, accepted", [(0, True), (1, False)])
+def test_workflow_bytes_are_read_up_to_the_cap(tmp_path, extra, accepted):
+    """The bytes a caller already read (what submit uploads) are held to the cap the file is read with."""
+    from buildtool.util import yaml_io
+
+    head = b"kind: Workflow\n#"
+    data = head + b"x" * (yaml_io.MAX_BYTES - len(head) + extra)
+    path = tmp_path / "pipeline.yaml"
+    if accepted:
+        assert verify.load_workflow(path, data) == {"kind": "Workflow"}
+        return
+    with pytest.raises(VerifyError) as caught:
+        verify.load_workflow(path, data)
+    assert str(caught.value) == (
+        f"{path}: {len(data)} bytes, more than the {yaml_io.MAX_BYTES} accepted; "
+        "compile it again with `buildtool compile`"
+    )
+    path.write_bytes(data)
+    with pytest.raises(VerifyError, match=f"^{path}: {len(data)} bytes, more than the {yaml_io.MAX_BYTES} accepted; "):
+        verify.load_workflow(path)
+
+
+def test_a_workflow_path_that_is_no_file_names_it_and_the_fix(tmp_path):
+    with pytest.raises(VerifyError) as caught:
+        verify.load_workflow(tmp_path)
+    assert str(caught.value) == f"{tmp_path}: not a regular file; compile it again with `buildtool compile`"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty"),
+        pytest.param('["{{"]', id="a-list-holding-the-marker"),
+        pytest.param('{"{{": 1}', id="the-marker-as-a-key"),
+        pytest.param("{1: x, 2: [a]}", id="non-text-keys"),
+    ],
+)
+def test_an_embedded_document_that_is_no_whole_parameter(text):
+    """Only a document that is itself a string holding a parameter is one; anything else is read field by field."""
+    problems = verify.pin_problems(patched(text), {})
+    assert not [p for p in problems if "the whole document is a parameter" in p]
+    assert problems == ([f"template t: podSpecPatch.{{{{: {KEYED}"] if text == '{"{{": 1}' else [])
+
+
+def test_an_unreadable_embedded_document_names_the_reader_s_problem():
+    from buildtool.util import yaml_io
+
+    text = "{containers: [unclosed"
+    with pytest.raises(yaml_io.YamlProblem) as reader:
+        yaml_io.parse(text)
+    assert verify.pin_problems(patched(text), {}) == [f"template t: podSpecPatch: cannot be read ({reader.value})"]

@@ -288,3 +288,110 @@ def test_build_compile_verify_and_a_registry_that_lost_an_image(fake: FakeSetup)
     assert fake.cli("verify", "--offline")[0] == 0
     workflow = yaml.safe_load((fake.root / "pipeline.yaml").read_text())
     assert verify.pin_problems(workflow, lock.steps) == []
+
+
+def test_an_untagged_pin_names_its_tag_repository_and_the_fix_and_third_party_tags_are_theirs(fake_registry):
+    """A pin no tag holds is named with what its tag serves (or that the tag is gone), the digest tag it lacks, its
+    repository and the fix; given the map's inputs, an image buildtool did not build keeps its publisher's tags."""
+    ours = fake_registry.store("t/training", "in-1", labels={"buildtool.inputs-digest": INPUTS})
+    pinned = f"{fake_registry.host}/t/training:in-1@{ours}"
+    third = fake_registry.store("lib/report", "1.0")
+    report = f"{fake_registry.host}/lib/report:1.0@{third}"
+    fake_registry.store("lib/report", "1.0", (3, 4))  # the publisher moved its tag
+    fake_registry.forget("t/training", "in-1")
+    fix = (
+        "the pin is untagged, so the registry's garbage collection may delete it; rebuild with `buildtool build --push`"
+    )
+    client = Registry(timeout=5)
+    try:
+        (problem,) = verify.registry_problems(workflow_of(pinned, report), client, {pinned: INPUTS})
+        assert problem.startswith(f"{pinned}: tag in-1 is not in the registry and no tag {hold_tag(ours)[:19]}… ")
+        assert problem.endswith(f"holds the pinned digest in {fake_registry.host}/t/training: {fix}")
+        theirs = fake_registry.store("t/training", "in-1", (7, 8), labels={"buildtool.inputs-digest": INPUTS})
+        (problem,) = verify.registry_problems(workflow_of(pinned, report), client, {pinned: INPUTS})
+        assert problem.startswith(f"{pinned}: tag in-1 serves {theirs} and no tag {hold_tag(ours)[:19]}… ")
+        # Without the map's inputs, every pinned image is held to buildtool's tagging, the third-party one too.
+        problems = verify.registry_problems(workflow_of(pinned, report), client)
+        assert [p.split(": tag ")[0] for p in problems] == sorted([pinned, report])
+    finally:
+        client.close()
+
+
+# -- verify: which step a template runs -------------------------------------------------------------------------
+
+SPEC = "pipelines.kubeflow.org/component_spec"
+
+
+def annotated(name: object, spec: object, **fields: object) -> dict:
+    return {"name": name, "metadata": {"annotations": {SPEC: spec}}, **fields}
+
+
+def program(*functions: str) -> dict:
+    return {
+        "image": "x",
+        "command": ["sh", "-ec", "program"],
+        "args": [f"_outputs = {f}(**_parsed_args)" for f in functions],
+    }
+
+
+@pytest.mark.parametrize(
+    "template, step",
+    [
+        pytest.param(annotated("any-name", '{"name": "Train model"}'), "train_model", id="by-component"),
+        pytest.param({"name": "train-model"}, "train_model", id="by-template-name"),
+        pytest.param({"name": "train-model", "metadata": "x"}, "train_model", id="metadata-not-mapping"),
+        pytest.param({"name": "train-model", "metadata": {"annotations": [1]}}, "train_model", id="annotations-list"),
+        pytest.param(annotated("train-model", 5), "train_model", id="spec-not-text"),
+        pytest.param(annotated("train-model", "{not json"), "train_model", id="spec-not-json"),
+        pytest.param(annotated("train-model", "[1]"), "train_model", id="spec-a-list"),
+        pytest.param(annotated("train-model", '{"name": 5}'), "train_model", id="spec-name-not-text"),
+        pytest.param(
+            annotated("x", '{"name": "Renamed"}', container=program("train_model")), "train_model", id="program-call"
+        ),
+        pytest.param(
+            annotated("x", '{"name": "Renamed"}', container={"command": [program("train_model")["args"][0]]}),
+            "train_model",
+            id="program-call-in-command",
+        ),
+        pytest.param(
+            annotated("x", '{"name": "Renamed"}', container=program("train_model", "other")), None, id="two-calls"
+        ),
+        pytest.param(annotated("x", '{"name": "Renamed"}', container=program("other")), None, id="no-step-called"),
+        pytest.param(annotated("train-model", '{"name": "Renamed"}'), None, id="renamed-without-program"),
+        pytest.param(annotated("x", '{"name": "Renamed"}', container="text"), None, id="container-not-mapping"),
+        pytest.param({"name": 5}, None, id="name-not-text"),
+    ],
+)
+def test_template_steps_reads_the_component_then_the_program_then_the_name(template, step):
+    workflow = {"kind": "Workflow", "spec": {"templates": [template, "not a template"]}}
+    found = verify.template_steps(workflow, ["train_model", "upload"])
+    assert found == ({template["name"]: step} if step else {})
+
+
+@pytest.mark.parametrize("count, read", [(verify.MAX_TEMPLATES, True), (verify.MAX_TEMPLATES + 1, False)])
+def test_template_steps_reads_up_to_the_template_cap(count, read):
+    templates = [{"name": "upload"}] + [{"name": f"t{n}"} for n in range(count - 1)]
+    found = verify.template_steps({"kind": "Workflow", "spec": {"templates": templates}}, ["upload"])
+    assert found == ({"upload": "upload"} if read else {})
+
+
+@pytest.mark.parametrize(
+    "image, listed",
+    [
+        ("r.example/lib/report@sha256:" + "7" * 64, True),
+        ("r.example/lib/report:1.0@sha256:" + "7" * 64, True),
+        ("r.example/lib/report:1.0", False),  # listed, but not pinned
+        ("r.example/lib/report", False),
+        (None, False),
+        ("r.example/lib/other@sha256:" + "7" * 64, False),
+    ],
+)
+def test_an_external_image_is_pinned_and_of_a_listed_repository(image, listed):
+    assert verify.external_repository(image, ["r.example/lib/report", "r.example/lib/tools:2"]) is listed
+
+
+def test_template_steps_reads_past_what_is_not_a_template():
+    templates = ["not a template", {"name": 5}, {"metadata": {}}, {"name": "upload"}]
+    assert verify.template_steps({"kind": "Workflow", "spec": {"templates": templates}}, ["upload"]) == {
+        "upload": "upload"
+    }

@@ -81,3 +81,175 @@ def test_write_atomic_replaces_and_skips_identical(tmp_path):
     assert image_map.write_atomic(path, "two\n") is True
     assert path.read_text() == "two\n"
     assert [p.name for p in tmp_path.iterdir()] == ["image_map.yaml"]  # no temp file left
+
+
+# -- every refusal of the reader names the file, the key and the fix ----------------------------------------------
+# Names one character longer than the cut a key is shown with, so the cut is part of what is checked.
+
+FIX = "regenerate it with `buildtool build --push`"
+LONG41 = "s" * 41  # cut at 40 in a top-level key
+LONG61 = "s" * 61  # cut at 60 in a step, image or input name
+BIG41 = int("9" * 41)  # a name that is not a string, its repr cut alike
+BIG61 = int("9" * 61)
+GOOD_ENTRY = {"reference": REF.format("x"), "inputs_digest": D, "base": "image:base", "inputs": {"file:a": "1"}}
+
+
+def cut(text: str, limit: int) -> str:
+    return text[:limit] + "..."
+
+
+@pytest.mark.parametrize(
+    "data, key, problem, fix",
+    [
+        pytest.param(
+            {"steps": {}, LONG41: 1},
+            None,
+            f"unknown top-level key(s) {cut(LONG41, 40)}",
+            "expected steps and images",
+            id="top-key",
+        ),
+        pytest.param(
+            {"steps": {BIG41: REF.format("t")}},
+            f"steps.{cut(str(BIG41), 40)}",
+            "a step name is a string",
+            FIX,
+            id="step-name",
+        ),
+        pytest.param(
+            {"steps": {LONG61: "t:latest"}},
+            f"steps.{cut(LONG61, 60)}",
+            "'t:latest' is not pinned by digest",
+            "regenerate the map with `buildtool build --push`",
+            id="step-ref",
+        ),
+        pytest.param(
+            {"steps": {}, "images": ["x"]}, "images", "expected a mapping of image name to its record", FIX, id="images"
+        ),
+        pytest.param(
+            {"steps": {}, "images": {BIG41: GOOD_ENTRY}},
+            f"images.{cut(str(BIG41), 40)}",
+            "an image name is a string",
+            FIX,
+            id="image-name",
+        ),
+        pytest.param(
+            {"steps": {}, "images": {LONG61: 3}},
+            f"images.{cut(LONG61, 60)}",
+            "expected a mapping with reference, inputs_digest, base, inputs",
+            None,
+            id="entry",
+        ),
+        pytest.param(
+            {"steps": {}, "images": {"x": {**GOOD_ENTRY, "inputs": {"file:a": 5}}}},
+            "images.x.inputs.file:a",
+            "expected a string",
+            FIX,
+            id="input-value",
+        ),
+        pytest.param(
+            {"steps": {}, "images": {"x": {**GOOD_ENTRY, "inputs": {BIG61: "1"}}}},
+            f"images.x.inputs.{cut(str(BIG61), 60)}",
+            "expected a string",
+            FIX,
+            id="input-name",
+        ),
+        pytest.param(
+            {"steps": {}, "images": {LONG61: {**GOOD_ENTRY, "inputs": {"a": None}}}},
+            f"images.{cut(LONG61, 60)}.inputs.a",
+            "expected a string",
+            FIX,
+            id="input-under-long-image",
+        ),
+    ],
+)
+def test_each_refusal_names_file_key_and_fix(tmp_path, data, key, problem, fix):
+    path = tmp_path / "image_map.yaml"
+    with pytest.raises(ImageMapError) as caught:
+        image_map.parse(yaml.safe_dump(data), path)
+    message = str(caught.value)
+    where = f"{path}: {key}: " if key else f"{path}: "
+    assert message.startswith(where + problem), message
+    if fix:
+        assert message.endswith(fix), message
+
+
+# -- require_locked: the map is bound to what was built, and covers exactly the configured steps ------------------
+
+SERVED = {"training": "training", "upload_model": "upload"}
+REPOSITORIES = {"training": "127.0.0.1:5000/t/training", "upload": "127.0.0.1:5000/t/upload"}
+
+
+def locked_map(**steps: str) -> image_map.ImageMap:
+    images = {
+        n: image_map.LockedImage(REF.format(n), "sha256:0011223344556677" + "0" * 48, "image:base")
+        for n in ("training", "upload")
+    }
+    return image_map.ImageMap(steps={s: REF.format(i) for s, i in SERVED.items()} | steps, images=images)
+
+
+def test_a_bound_lock_passes(tmp_path):
+    """An image configured but not yet recorded is the staleness check's to report, not a binding problem."""
+    unbuilt = {**REPOSITORIES, "base": "127.0.0.1:5000/t/base"}
+    assert image_map.require_locked(locked_map(), SERVED, tmp_path / "m.yaml", unbuilt) is None
+
+
+@pytest.mark.parametrize(
+    "lock, served, repositories, key, problem",
+    [
+        pytest.param(
+            locked_map(),
+            SERVED,
+            {**REPOSITORIES, "upload": "127.0.0.1:5000/other/upload"},
+            "images.upload.reference",
+            "is not bound to its image: expected 127.0.0.1:5000/other/upload:in-0011223344556677@sha256:<64 hex>",
+            id="other-repository",
+        ),
+        pytest.param(
+            locked_map(**{LONG61: REF.format("upload"), "zz": REF.format("upload")}),
+            SERVED,
+            REPOSITORIES,
+            f"steps.{cut(LONG61, 60)}",
+            f"step(s) {cut(LONG61, 60)}, zz not served by any configured image (steps are: training, upload_model)",
+            id="unknown-steps",
+        ),
+        pytest.param(
+            locked_map(other=REF.format("upload")),
+            {**SERVED, "other": "gone"},
+            REPOSITORIES,
+            "steps.other",
+            "images.gone (the image serving it) is not recorded, so the entry is not locked",
+            id="unrecorded",
+        ),
+        pytest.param(
+            locked_map(training=REF.format("upload")),
+            SERVED,
+            REPOSITORIES,
+            "steps.training",
+            f"{REF.format('upload')} differs from images.training.reference {REF.format('training')}",
+            id="differs",
+        ),
+    ],
+)
+def test_require_locked_names_file_key_and_fix(tmp_path, lock, served, repositories, key, problem):
+    path = tmp_path / "image_map.yaml"
+    with pytest.raises(ImageMapError) as caught:
+        image_map.require_locked(lock, served, path, repositories)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert problem in message and message.endswith(f"; {FIX}"), message
+
+
+def test_a_map_path_that_is_no_file_names_it_and_the_fix(tmp_path):
+    with pytest.raises(ImageMapError) as caught:
+        image_map.load(tmp_path)
+    assert str(caught.value) == f"{tmp_path}: not a regular file; {FIX}"
+
+
+def test_bound_problem_says_what_the_reference_must_be_and_why():
+    repository = "127.0.0.1:5000/t/training"
+    assert image_map.bound_problem(REF.format("training"), repository, "sha256:0011223344556677" + "0" * 48) is None
+    problem = image_map.bound_problem(REF.format("training"), repository, "sha256:" + "9" * 64)
+    assert problem == (
+        f"'{REF.format('training')}' is not bound to its image: expected {repository}:in-{'9' * 16}@sha256:<64 hex> "
+        "(the configured registry, repository and image name, and the tag of its inputs_digest)"
+    )
