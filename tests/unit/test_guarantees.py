@@ -19,6 +19,7 @@ import yaml
 from buildtool import config
 from buildtool.errors import CompileError, StaleMapError
 from buildtool.gate import compiler, verify
+from buildtool.gate.verify.checks import external_repository
 from buildtool.lock import image_map, staleness
 from buildtool.push.registry import Registry
 from buildtool.reference import hold_tag, parse
@@ -387,7 +388,7 @@ def test_template_steps_reads_up_to_the_template_cap(count, read):
     ],
 )
 def test_an_external_image_is_pinned_and_of_a_listed_repository(image, listed):
-    assert verify.external_repository(image, ["r.example/lib/report", "r.example/lib/tools:2"]) is listed
+    assert external_repository(image, ["r.example/lib/report", "r.example/lib/tools:2"]) is listed
 
 
 def test_template_steps_reads_past_what_is_not_a_template():
