@@ -13,12 +13,11 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..platform_params import ENV_PARAMETERS, SECRET_PARAMETERS
 from .run_text import MASK, escape, masked
 
 __all__ = [
-    "ENV_PARAMETERS",
     "RUN_LABEL",
-    "SECRET_PARAMETERS",
     "SECRET_VARIABLES",
     "EnvVar",
     "InputArtifact",
@@ -28,10 +27,6 @@ __all__ = [
     "StepRun",
 ]
 
-#: Parameters whose values are never shown.
-SECRET_PARAMETERS = frozenset({"access_key", "secret_key"})
-#: Parameters that may come from the environment instead of the command line.
-ENV_PARAMETERS = {"access_key": "PLATFORM_ACCESS_KEY", "secret_key": "PLATFORM_SECRET_KEY"}
 #: Host variables a container may take for a Secret's key without being named on the command line: a workflow
 #: asking for any other (say AWS_SECRET_ACCESS_KEY) could otherwise copy it into a container of its choice.
 SECRET_VARIABLES = frozenset(ENV_PARAMETERS.values())

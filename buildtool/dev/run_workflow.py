@@ -15,8 +15,9 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from ..errors import RunError
+from ..platform_params import ENV_PARAMETERS, SECRET_PARAMETERS
 from .run_checks import require_pinned, require_runnable
-from .run_plan import ENV_PARAMETERS, SECRET_PARAMETERS, SECRET_VARIABLES, RunPlan
+from .run_plan import SECRET_VARIABLES, RunPlan
 from .run_preview import preview
 from .run_text import escape
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..platform_params import ENV_PARAMETERS, SECRET_PARAMETERS
 
 PIPELINE_SPEC = "pipelines.kubeflow.org/pipeline_spec"
-SECRET_PARAMETERS = ("access_key", "secret_key")
 MAX_NAME = 128  # KFP stores names in VARCHAR(255) columns; half of that leaves room for a suffix
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
 _PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -122,7 +122,7 @@ def parse_parameters(
                 f"-p {shown}: the pipeline declares no such parameter (it has: {', '.join(sorted(declared)) or 'none'})"
             )
         given[name] = value
-    for name, variable in (("access_key", "PLATFORM_ACCESS_KEY"), ("secret_key", "PLATFORM_SECRET_KEY")):
+    for name, variable in ENV_PARAMETERS.items():
         if name in declared and name not in given and environment.get(variable):
             given[name] = environment[variable]
     missing = sorted(name for name, default in declared.items() if default is None and name not in given)
