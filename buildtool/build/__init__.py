@@ -98,6 +98,10 @@ def build_images(
             builder=builder,
         )
     else:  # a no-op asks the registry alone
+        # Still, a killed build's push folder (its credentials file included) goes on the next build of any kind.
+        from ..push.workdir import clean_stale
+
+        clean_stale()
         results = {image.name: reused(image, events) for image in prepared.plan.images}
     if not push:
         return Outcome(results, {}, None)

@@ -69,7 +69,7 @@ def private_folder(path: Path) -> Path:
 
 @contextlib.contextmanager
 def work_folder(root: Path | None = None) -> Iterator[Path]:
-    """A fresh, locked folder for this run's push files; removed when the block ends, however it ends."""
+    """A fresh, locked folder for this build's push files; removed when the block ends, however it ends."""
     clean_stale(root)
     folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=root))
     fd = os.open(folder / _LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
