@@ -118,6 +118,13 @@ EMPTY_ENGINE_CASES = (2, 4, 5)
 SIZE_TARGETS_MB = {"download": 70.0, "upload": 70.0}
 
 
+def _timed_environment(extra: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment of a timed command: this one's, without PYTHONDONTWRITEBYTECODE. A user's installed
+    buildtool runs from compiled bytecode; with the variable set, every run compiles its modules again."""
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return {**environ, **(extra or {})}
+
+
 class BenchError(Exception):
     pass
 
@@ -201,7 +208,7 @@ class Commands:
                 stderr=subprocess.STDOUT,
                 text=True,
                 errors="replace",
-                env={**os.environ, **(env or {})},
+                env=_timed_environment(env),
                 cwd=cwd,
             )
             assert process.stdout is not None

@@ -26,12 +26,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # constraint file is passed on.
   if "$VENV/bin/python" -m pip install --quiet "uv==$UV_VERSION" >&2; then
     constraint=$("$VENV/bin/python" -m pip config get global.constraint 2>/dev/null || true)
-    "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" ${constraint:+--constraint "$constraint"} \
-      "${packages[@]}" >&2
+    # --compile-bytecode: pip compiles what it installs, uv only when asked; without it every command
+    # compiles the modules it loads again whenever PYTHONDONTWRITEBYTECODE is set.
+    "$VENV/bin/uv" pip install --quiet --compile-bytecode --python "$VENV/bin/python" \
+      ${constraint:+--constraint "$constraint"} "${packages[@]}" >&2
   else
     echo "venv: uv could not be installed; installing with pip" >&2
     "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
     "$VENV/bin/python" -m pip install --quiet "${packages[@]}" >&2
   fi
+  # The editable project's own modules, for the same reason (Python checks their dates and compiles an
+  # edited module again).
+  "$VENV/bin/python" -m compileall -q buildtool images/base/platform-client >/dev/null || true
   echo "$want" > "$stamp"
 fi

@@ -26,8 +26,6 @@ from .layer_count import layers_to_push
 from .prepare import Prepared
 from .record import Result, reused
 
-LABEL_IMAGE = "buildtool.image"
-
 
 @dataclass(frozen=True)
 class Shared:
@@ -114,7 +112,7 @@ def _build(engine: Engine, image: ImagePlan, base: str, cache_from: list[str], s
         image.tagged,
         {**dict(image.build_args), BASE_IMAGE_ARG: base},
         platform=shared.config.platform,
-        labels={LABEL_INPUTS: image.inputs.digest, LABEL_IMAGE: image.name},
+        labels={LABEL_INPUTS: image.inputs.digest},
         cache_from=cache_from,
         progress=lambda message: shared.events(image.name, message),
         token=shared.token,

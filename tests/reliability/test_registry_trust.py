@@ -58,7 +58,7 @@ def served(locked_project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Se
             digest = registry.store(
                 old.path,
                 str(old.tag),
-                labels={"buildtool.inputs-digest": locked.inputs_digest, "buildtool.image": name},
+                labels={"buildtool.inputs-digest": locked.inputs_digest},
             )
             new = Reference(registry.host, old.path, old.tag, digest)
             client.add_tag(new, hold_tag(digest))
