@@ -19,7 +19,7 @@ from ..inputs.digest import LABEL_INPUTS
 from ..inputs.plan import BUILD, ImagePlan
 from ..interrupt import Token
 from ..lock.image_map import ImageMap
-from ..push import PushJob, publish_checked, pusher_for, staging_reference
+from ..push import Pusher, PushJob, publish_checked, pusher_for, staging_reference
 from ..push.registry import Registry
 from ..util.progress import Events
 from .layer_count import layers_to_push
@@ -132,8 +132,6 @@ def _push_checked(
 ) -> str:
     """Push `image` to its staging repository while `check` runs; its digest under the content tag."""
     assert shared.workdir is not None
-    count = layers_to_push(engine, shared.registry, shared.config, shared.previous, image, image_id, base, pulled)
-    pusher = pusher_for(shared.config, engine, count.new_bytes, count.engine_bytes)
     target = reference.parse(image.tagged)
     job = PushJob(
         image.name,
@@ -146,8 +144,28 @@ def _push_checked(
         shared.token.child(),
         lambda message: shared.events(image.name, message),
     )
-    shared.events(image.name, f"push via {pusher.name} ({count.describe()}) to {job.staging} while it is checked")
-    return publish_checked(job, pusher, shared.registry, check)
+
+    def choose() -> Pusher:
+        count = layers_to_push(engine, shared.registry, shared.config, shared.previous, image, image_id, base, pulled)
+        pusher = pusher_for(shared.config, engine, count.new_bytes, count.engine_bytes)
+        shared.events(image.name, f"push via {pusher.name} ({count.describe()}) to {job.staging} while it is checked")
+        return pusher
+
+    return publish_checked(job, _ChosenWhenPushing(choose), shared.registry, check)
+
+
+class _ChosenWhenPushing:
+    """A pusher chosen in the push's own thread: counting the layers the registry lacks takes a few engine and
+    registry reads, which then overlap the check instead of delaying its start."""
+
+    def __init__(self, choose: Callable[[], Pusher]) -> None:
+        self._choose = choose
+        self.name = "the pusher"  # until chosen
+
+    def push(self, job: PushJob) -> str:
+        pusher = self._choose()
+        self.name = pusher.name
+        return pusher.push(job)
 
 
 def build_one(image: ImagePlan, results: Mapping[str, Result], shared: Shared) -> Result:
