@@ -8,7 +8,8 @@ gets a label bench.pull-variant=N (a new image ID), the other blobs are mounted 
 and the manifest is put as bench-pull/v<N>. The script then times `docker pull bench-pull/v<N>@<digest>`,
 watches whether dockerd runs `unpigz` children meanwhile, removes the pulled image and deletes the
 manifest. Whether unpigz is used is the engine's choice (it looks it up on its PATH at each
-decompression), so run the variants before and after `apt-get install pigz`:
+decompression, no restart), so run variants before and after `apt-get install pigz`, and alternate
+with `apt-get remove pigz` for pairs taken under the same load:
 
   .venv/bin/python bench/pull_speed.py 1 2 3 --output bench/results/pull-pigz-DATE.json
   apt-get install -y -q --no-install-recommends pigz
@@ -157,9 +158,9 @@ def summary(variants: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"median_without_unpigz_s": None, "median_with_unpigz_s": None, "ratio": None}
     # ratio: median without over median with; above 1.25 means the pull with unpigz takes 20 % less time.
     if without:
-        out["median_without_unpigz_s"] = statistics.median(without)
+        out["median_without_unpigz_s"] = round(statistics.median(without), 2)
     if with_:
-        out["median_with_unpigz_s"] = statistics.median(with_)
+        out["median_with_unpigz_s"] = round(statistics.median(with_), 2)
     if without and with_:
         out["ratio"] = round(statistics.median(without) / statistics.median(with_), 2)
     return out
