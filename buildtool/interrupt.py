@@ -46,6 +46,11 @@ class Token:
         if self._event.is_set():
             raise Interrupted(self._signum or signal.SIGINT)
 
+    def pause(self, seconds: float) -> None:
+        """Wait `seconds`, or until cancelled (then Interrupted)."""
+        self._event.wait(seconds)
+        self.raise_if_cancelled()
+
     @contextlib.contextmanager
     def stopping(self, stopper: Stopper) -> Iterator[None]:
         """Within the block, a cancel calls `stopper` (which must make the blocked call return)."""

@@ -375,3 +375,65 @@ def test_layer_sizes_pair_the_history_with_the_layers(history, layers, expected)
     from buildtool.engine import layer_sizes
 
     assert layer_sizes(layers, [{"CreatedBy": c, "Size": n} for c, n in history]) == expected
+
+
+class _FlakyEngine:
+    """An engine whose push fails with the given errors first, then reports a digest."""
+
+    def __init__(self, failures: list[str]) -> None:
+        self.failures = failures
+        self.pushes = 0
+        self.tags: list[str] = []
+
+    def tag(self, image_id: str, repository: str, tag: str) -> None:
+        self.tags.append(f"{repository}:{tag}")
+
+    def untag(self, ref: str) -> None:
+        self.tags.remove(ref)
+
+    def push(self, repository: str, tag: str, *, token: Token, progress: object) -> str:
+        self.pushes += 1
+        if self.failures:
+            raise PushError(f"push of {repository}:{tag} failed: {self.failures.pop(0)}; is the registry running")
+        return MANIFEST_DIGEST
+
+
+SERVER_ERROR = "received unexpected HTTP status: 500 Internal Server Error"
+
+
+@pytest.mark.parametrize(
+    ("failures", "pushes", "ok"),
+    [
+        ([SERVER_ERROR], 2, True),  # two runners committing the same layer at once
+        (["received unexpected HTTP status: 503 Service Unavailable"] * 3, 4, True),
+        (["received unexpected HTTP status: 429 Too Many Requests"], 2, True),
+        ([SERVER_ERROR] * 4, 4, False),  # four tries in all
+        (["denied: requested access to the resource is denied"], 1, False),  # not passing: no second try
+        (["received unexpected HTTP status: 404 Not Found"], 1, False),
+        (["received unexpected HTTP status: 5000 Internal"], 1, False),
+    ],
+)
+def test_the_engine_push_is_sent_again_after_a_passing_registry_failure(
+    tmp_path, monkeypatch, failures, pushes, ok
+) -> None:
+    monkeypatch.setattr("buildtool.push.engine_push.WAITS", (0.0, 0.0, 0.0))
+    engine = _FlakyEngine(list(failures))
+    job = _job("127.0.0.1:5000", tmp_path)
+    pusher = EnginePusher(engine)  # type: ignore[arg-type]
+    if ok:
+        assert pusher.push(job) == MANIFEST_DIGEST
+    else:
+        with pytest.raises(PushError):
+            pusher.push(job)
+    assert engine.pushes == pushes
+    assert engine.tags == []  # the staging name is removed after every try
+
+
+def test_a_cancel_during_the_wait_stops_the_engine_push(tmp_path) -> None:
+    token = Token()
+    engine = _FlakyEngine([SERVER_ERROR] * 4)
+    job = _job("127.0.0.1:5000", tmp_path, token)
+    threading.Timer(0.1, token.cancel, args=(signal.SIGTERM,)).start()
+    with pytest.raises(Interrupted):
+        EnginePusher(engine).push(job)  # type: ignore[arg-type]
+    assert engine.pushes == 1
