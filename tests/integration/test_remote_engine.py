@@ -14,6 +14,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,6 +246,10 @@ def test_an_engine_endpoint_refusing_the_client_is_one_line(
     assert cli.main(["--config", str(small_project), "build", "--push"]) == 5
     err = capsys.readouterr().err
     assert err.startswith("buildtool: error: no Docker engine answers at tcp://127.0.0.1:") and err.count("\n") == 1
+    # The proxy counts a refused handshake in its own thread, after the client has already seen the refusal.
+    deadline = time.monotonic() + 5
+    while remote_engine.refused == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert remote_engine.accepted == 0 and remote_engine.refused >= 1
     assert not (small_project.parent / "image_map.yaml").exists()
 
